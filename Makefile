@@ -1,0 +1,45 @@
+# The two commands a user types: `make sim` and `make test`. Both bootstrap everything.
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+SIM      ?= verilator
+JOBS     ?= auto
+BUILD    := build
+
+.PHONY: all sim test bench verilog clean distclean toolchain
+
+all: test
+
+# --- bootstrap ---------------------------------------------------------------------------
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Icarus Verilog with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	  else \
+	    echo "error: Icarus Verilog (iverilog) is missing; install it, e.g. 'sudo apt-get install iverilog'" >&2; exit 1; \
+	  fi; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+toolchain: $(STAMP)
+
+# --- the two commands --------------------------------------------------------------------
+sim: $(STAMP)
+	$(VENV)/bin/convcore demo --backend $(SIM)
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q
+
+# --- more --------------------------------------------------------------------------------
+bench: $(STAMP)
+	$(PY) -m sim.bench
+
+clean:
+	rm -rf $(BUILD)
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""The NumPy golden model: bit-exact with the hardware, importable without any simulator."""

@@ -1,0 +1,1 @@
+"""Simulation runner and the ``convcore`` command line."""

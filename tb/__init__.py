@@ -1,0 +1,1 @@
+"""cocotb testbenches: drive the generated Verilog and compare with the golden model."""

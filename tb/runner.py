@@ -1,0 +1,68 @@
+"""Build an Amaranth component into Verilog and run cocotb tests on it.
+
+One build folder per (component, hardware configuration, simulator) under ``build/sim``:
+the Verilog is rewritten only when its text changes, so Verilator's own up-to-date check
+skips the C++ build on a second run of the same configuration.
+"""
+
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from sim import toolchain
+
+
+def config_key(name: str, config: dict) -> str:
+    """A short, stable folder name for one hardware configuration."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return f"{name}-{hashlib.sha1(blob).hexdigest()[:10]}"
+
+
+def write_if_changed(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def emit_verilog(component, *, toplevel: str, key: str) -> Path:
+    """Convert ``component`` to Verilog as module ``toplevel`` under build/verilog/KEY/."""
+    text = verilog.convert(component, name=toplevel, emit_src=False)
+    return write_if_changed(toolchain.BUILD / "verilog" / key / f"{toplevel}.v", text)
+
+
+def count_results(results_xml: Path) -> tuple[int, int]:
+    """(tests, failures) in a cocotb results file."""
+    root = ET.parse(results_xml).getroot()
+    cases = root.findall(".//testcase")
+    failed = [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    return len(cases), len(failed)
+
+
+def run_cocotb(sim: str, *, sources: list[Path], toplevel: str, key: str, test_module: str,
+               testcase: str | None = None, extra_env: dict | None = None,
+               timing: bool = False, seed: int | None = None) -> tuple[int, int]:
+    """Compile ``sources`` for ``sim`` and run the cocotb tests in ``test_module``.
+
+    Fails (under pytest) when any test failed, and raises when no test ran at all.
+    """
+    from cocotb_tools.runner import get_runner
+
+    toolchain.activate(sim)
+    build_dir = toolchain.BUILD / "sim" / f"{key}-{sim}"
+    runner = get_runner(sim)
+    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                 build_args=toolchain.build_args(sim, timing=timing),
+                 timescale=("1ns", "1ps"))
+    results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+                          test_dir=build_dir, testcase=testcase, extra_env=extra_env or {},
+                          seed=seed, timescale=("1ns", "1ps"))
+    tests, failed = count_results(results)
+    if tests == 0:
+        raise AssertionError(f"no cocotb test ran from {test_module} on {sim}")
+    if failed:
+        raise AssertionError(f"{failed} of {tests} cocotb tests failed in {test_module} on {sim}")
+    return tests, failed
