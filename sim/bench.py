@@ -1,0 +1,275 @@
+"""Benchmarks: ``python -m sim.bench [SECTION ...]`` (``make bench``).
+
+A benchmark is a *section*: a function registered with :func:`section` that returns a list of
+:class:`Result` rows. Sections run in registration order (all by default, or those named on the
+command line); the rows are printed as one table and merged into ``build/bench/bench.json``
+(sections not run keep their previous entry). A row may carry a target (``limit`` with
+``better="lower"`` or ``"higher"``); a missed target is reported and makes the exit status 1,
+as does a section that fails (for example, outputs that disagree).
+
+Adding a section::
+
+    @section("rtl", "resource use of the engine after synthesis")
+    def bench_rtl(options):
+        return [Result("LUTs", 1234, "LUT", limit=5000)]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sim.toolchain import BUILD
+
+#: Where the results go (merged per section).
+BENCH_JSON = BUILD / "bench" / "bench.json"
+
+
+@dataclass
+class Result:
+    """One measured quantity of a section, with an optional target."""
+    metric: str
+    value: float
+    unit: str = ""
+    note: str = ""
+    limit: float | None = None
+    better: str = "lower"
+
+    def __post_init__(self):
+        if self.better not in ("lower", "higher"):
+            raise ValueError(f"better must be 'lower' or 'higher', not {self.better!r}")
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the target is met; None without a target."""
+        if self.limit is None:
+            return None
+        return self.value <= self.limit if self.better == "lower" else self.value >= self.limit
+
+
+class BenchError(RuntimeError):
+    """A section could not produce valid results (the message says why)."""
+
+
+@dataclass
+class Section:
+    name: str
+    description: str
+    run: Callable[[argparse.Namespace], list[Result]]
+    results: list[Result] = field(default_factory=list)
+
+
+#: Registered sections by name, in registration order.
+SECTIONS: dict[str, Section] = {}
+
+
+def section(name: str, description: str):
+    """Decorator registering ``func(options) -> list[Result]`` as the section ``name``."""
+    def register(func):
+        if name in SECTIONS:
+            raise ValueError(f"benchmark section {name!r} is registered twice")
+        SECTIONS[name] = Section(name, description, func)
+        return func
+    return register
+
+
+def time_interleaved(functions: dict[str, Callable[[], object]], repeats: int,
+                     warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each function, calls interleaved so load changes hit all alike."""
+    for _ in range(warmup):
+        for func in functions.values():
+            func()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, func in functions.items():
+            start = time.perf_counter()
+            func()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+# --- section: the golden model against onnxruntime -----------------------------------------
+
+#: The layer of issue 2's speed target: 64 -> 64 channels, 3x3, pad 1, 32x32, as QLinearConv.
+GOLDEN_LAYER = dict(channels=64, size=32, kernel=3, pad=1)
+#: The golden model may take at most this many times onnxruntime's time.
+GOLDEN_MAX_RATIO = 5.0
+
+
+def _golden_layer(rng):
+    """uint8 activations, symmetric per-channel int8 weights and an int32 bias, as
+    onnxruntime's static quantization writes them."""
+    c, n, k = GOLDEN_LAYER["channels"], GOLDEN_LAYER["size"], GOLDEN_LAYER["kernel"]
+    x = rng.integers(0, 256, (1, c, n, n)).astype(np.uint8)
+    w = rng.integers(-127, 128, (c, c, k, k)).astype(np.int8)
+    bias = rng.integers(-20000, 20000, c).astype(np.int32)
+    x_scale, x_zp = np.float32(0.02), np.uint8(121)
+    w_scale = rng.uniform(0.002, 0.006, c).astype(np.float32)
+    y_scale, y_zp = np.float32(0.25), np.uint8(118)
+    return x, w, bias, x_scale, x_zp, w_scale, y_scale, y_zp
+
+
+def _qlinear_conv_session(x, w, bias, x_scale, x_zp, w_scale, y_scale, y_zp, pad):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
+                            ["y"], kernel_shape=w.shape[2:], pads=[pad] * 4)
+    constants = {"xs": x_scale, "xz": x_zp, "w": w, "ws": w_scale,
+                 "wz": np.zeros(w.shape[0], np.int8), "ys": y_scale, "yz": y_zp, "b": bias}
+    graph = helper.make_graph(
+        [node], "golden_bench",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+@section("golden", "golden model (conv2d + requantize) vs onnxruntime QLinearConv, "
+                   "64->64 channels, 3x3, pad 1, 32x32")
+def bench_golden(options) -> list[Result]:
+    from model import conv2d, quantize_multiplier, requantize
+
+    rng = np.random.default_rng(2024)
+    x, w, bias, x_scale, x_zp, w_scale, y_scale, y_zp = _golden_layer(rng)
+    pad = GOLDEN_LAYER["pad"]
+    multiplier, shift = quantize_multiplier(np.float64(x_scale) * w_scale / np.float64(y_scale))
+
+    def golden():
+        acc = conv2d(x, w, bias, padding=pad, x_zero_point=int(x_zp))
+        return requantize(acc, multiplier, shift, int(y_zp), np.uint8)
+
+    session = _qlinear_conv_session(x, w, bias, x_scale, x_zp, w_scale, y_scale, y_zp, pad)
+    feeds = {"x": x}
+
+    def onnxruntime():
+        return session.run(None, feeds)[0]
+
+    got, want = golden(), onnxruntime()
+    if got.shape != want.shape or got.dtype != want.dtype:
+        raise BenchError(f"golden output {got.dtype}{got.shape} differs from onnxruntime's "
+                         f"{want.dtype}{want.shape}")
+    steps = np.abs(got.astype(np.int32) - want.astype(np.int32))
+    if steps.max() > 1:
+        raise BenchError(f"golden and onnxruntime outputs are {int(steps.max())} steps apart")
+    identical = float(np.mean(steps == 0))
+
+    load = os.getloadavg()[0]
+    times = time_interleaved({"golden": golden, "onnxruntime": onnxruntime}, options.repeats)
+    best = {name: min(t) for name, t in times.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
+    macs = w.size * got.shape[2] * got.shape[3]
+    return [
+        Result("golden model, best", best["golden"] * 1e3, "ms", f"of {options.repeats}"),
+        Result("golden model, median", median["golden"] * 1e3, "ms"),
+        Result("onnxruntime QLinearConv, best", best["onnxruntime"] * 1e3, "ms",
+               f"of {options.repeats}"),
+        Result("onnxruntime QLinearConv, median", median["onnxruntime"] * 1e3, "ms"),
+        Result("golden model throughput", macs / best["golden"] / 1e9, "GMAC/s"),
+        Result("ratio golden / onnxruntime, best", best["golden"] / best["onnxruntime"], "x",
+               "target from issue 2", limit=GOLDEN_MAX_RATIO),
+        Result("ratio golden / onnxruntime, median",
+               median["golden"] / median["onnxruntime"], "x"),
+        Result("outputs identical to onnxruntime", identical * 100, "%",
+               "the rest exactly 1 step apart", limit=99.9, better="higher"),
+        Result("load average before timing", load, "", f"{os.cpu_count()} CPUs; other work "
+               "slows multi-threaded BLAS more than onnxruntime"),
+    ]
+
+
+# --- driver --------------------------------------------------------------------------------
+
+def _format_value(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def print_table(sections: list[Section], out=sys.stdout) -> None:
+    rows = [("section", "metric", "value", "unit", "target", "note")]
+    for sec in sections:
+        for r in sec.results:
+            target = ""
+            if r.limit is not None:
+                sign = "<=" if r.better == "lower" else ">="
+                target = f"{sign} {_format_value(r.limit)} {'ok' if r.met else 'MISSED'}"
+            rows.append((sec.name, r.metric, _format_value(r.value), r.unit, target, r.note))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=out)
+        if i == 0:
+            print("  ".join("-" * width for width in widths), file=out)
+
+
+def write_json(sections: list[Section], path=BENCH_JSON) -> None:
+    """Merge the sections' results into ``path`` (other sections' entries are kept)."""
+    data = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    for sec in sections:
+        data[sec.name] = {
+            "description": sec.description,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "results": [{**asdict(r), "met": r.met} for r in sec.results],
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"sections to run (default: all): {', '.join(SECTIONS)}")
+    parser.add_argument("--list", action="store_true", help="list the sections and exit")
+    parser.add_argument("--repeats", type=int, default=50,
+                        help="timed repetitions per measurement (default: 50)")
+    parser.add_argument("--json", type=Path, default=BENCH_JSON,
+                        help=f"results file (default: {BENCH_JSON})")
+    options = parser.parse_args(argv)
+    if options.list:
+        for sec in SECTIONS.values():
+            print(f"{sec.name:12} {sec.description}")
+        return 0
+    unknown = [name for name in options.sections if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    if options.repeats < 1:
+        parser.error(f"--repeats must be >= 1, not {options.repeats}")
+
+    chosen = [SECTIONS[name] for name in (options.sections or SECTIONS)]
+    failed = []
+    for sec in chosen:
+        try:
+            sec.results = sec.run(options)
+        except BenchError as exc:
+            failed.append(f"benchmark section '{sec.name}' failed: {exc}")
+            sec.results = []
+    done = [sec for sec in chosen if sec.results]
+    print_table(done)
+    write_json(done, options.json)
+    print(f"\nresults written to {options.json}")
+    for message in failed:
+        print(f"error: {message}", file=sys.stderr)
+    missed = [f"{sec.name}: {r.metric}" for sec in done for r in sec.results if r.met is False]
+    for name in missed:
+        print(f"target missed: {name}", file=sys.stderr)
+    return 1 if failed or missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
