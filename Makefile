@@ -31,8 +31,9 @@ toolchain: $(STAMP)
 sim: $(STAMP)
 	$(VENV)/bin/convcore demo --backend $(SIM)
 
+# One BLAS thread per pytest worker: the workers already fill the cores.
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
 
 # --- more --------------------------------------------------------------------------------
 bench: $(STAMP)

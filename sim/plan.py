@@ -1,0 +1,187 @@
+"""The plan of a network (``convcore plan``): per layer its geometry, size, work and memory.
+
+Per layer: the op, input and output shapes (per sample, CHW), kernel / stride / padding /
+dilation, parameters including the bias, multiply-accumulates, line-buffer bytes and weight
+bytes; a totals row; and warnings where a stride does not fit the lecture's rule
+``(N - F + 2P)/S + 1`` (execution still follows ONNX, which floors, or ceils with ceil_mode).
+
+Memory formulas (8-bit activations and weights, one byte each):
+
+* line buffer of a window of effective height ``F = dilation * (k - 1) + 1`` over an input of
+  width ``W`` and ``C`` channels: ``(F - 1) * W * C`` bytes (padding is generated, not stored).
+  A conv with a fused max-pool needs one for the conv and one for the pool over the conv output.
+* weights: one byte per weight (biases and requantization constants are not counted).
+"""
+
+from dataclasses import asdict, dataclass, field
+
+from model.conv import conv_output_size
+from model.network import (ConvLayer, DenseLayer, MaxPool, Network, PoolLayer, layer_macs,
+                           layer_op, layer_params)
+
+__all__ = ["LayerPlan", "plan_layers", "plan_dict", "format_plan", "line_buffer_bytes",
+           "BYTES_PER_ACTIVATION", "BYTES_PER_WEIGHT"]
+
+#: Storage of one activation and of one weight, in bytes (8-bit).
+BYTES_PER_ACTIVATION = 1
+BYTES_PER_WEIGHT = 1
+
+
+@dataclass
+class LayerPlan:
+    """One row of the plan; shapes are per sample, geometry is (height, width)."""
+    name: str
+    op: str
+    in_shape: tuple
+    out_shape: tuple
+    kernel: tuple | None
+    stride: tuple | None
+    pads: tuple | None
+    dilation: tuple | None
+    pool: dict | None
+    params: int
+    macs: int
+    line_buffer_bytes: int
+    weight_bytes: int
+    warnings: list = field(default_factory=list)
+
+
+def line_buffer_bytes(kernel_h: int, dilation_h: int, width: int, channels: int) -> int:
+    """``(F - 1) * W * C`` bytes with ``F = dilation * (k - 1) + 1``."""
+    effective = dilation_h * (kernel_h - 1) + 1
+    return (effective - 1) * width * channels * BYTES_PER_ACTIVATION
+
+
+def _stride_warnings(name, what, hw, kernel, stride, pads, dilation, ceil_mode=False):
+    """Warnings for axes where the stride does not fit the lecture's rule."""
+    warnings = []
+    t, l, b, r = pads
+    for axis, n, k, s, p, d in zip(("height", "width"), hw, kernel, stride, ((t, b), (l, r)),
+                                   dilation):
+        try:
+            conv_output_size(n, k, s, p, d, strict=True)
+        except ValueError as exc:
+            out = conv_output_size(n, k, s, p, d, strict=False, ceil_mode=ceil_mode)
+            rounding = "ceil" if ceil_mode else "floor"
+            warnings.append(f"warning: layer '{name}' {what} {axis}: {exc}; execution follows "
+                            f"ONNX ({rounding}) and gives {out}")
+    return warnings
+
+
+def _pool_dict(pool: MaxPool) -> dict:
+    return {"kernel": pool.kernel, "stride": pool.stride, "pads": pool.pads,
+            "dilation": pool.dilation, "ceil_mode": pool.ceil_mode}
+
+
+def plan_layers(net: Network) -> list[LayerPlan]:
+    """The plan of every layer of ``net``."""
+    rows = []
+    for layer in net.layers:
+        if isinstance(layer, ConvLayer):
+            c, h, w = layer.in_shape
+            conv_c, conv_h, conv_w = layer.conv_shape
+            lb = line_buffer_bytes(layer.kernel[0], layer.dilation[0], w, c)
+            warnings = _stride_warnings(layer.name, "conv", (h, w), layer.kernel, layer.stride,
+                                        layer.pads, layer.dilation)
+            pool = None
+            if layer.pool is not None:
+                p = layer.pool
+                lb += line_buffer_bytes(p.kernel[0], p.dilation[0], conv_w, conv_c)
+                warnings += _stride_warnings(layer.name, "max-pool", (conv_h, conv_w), p.kernel,
+                                             p.stride, p.pads, p.dilation, p.ceil_mode)
+                pool = _pool_dict(p)
+            rows.append(LayerPlan(layer.name, layer_op(layer), layer.in_shape, layer.out_shape,
+                                  layer.kernel, layer.stride, layer.pads, layer.dilation, pool,
+                                  layer_params(layer), layer_macs(layer), lb,
+                                  layer.weight.size * BYTES_PER_WEIGHT, warnings))
+        elif isinstance(layer, PoolLayer):
+            c, h, w = layer.in_shape
+            p = layer.pool
+            warnings = _stride_warnings(layer.name, "max-pool", (h, w), p.kernel, p.stride, p.pads,
+                                        p.dilation, p.ceil_mode)
+            rows.append(LayerPlan(layer.name, layer_op(layer), layer.in_shape, layer.out_shape,
+                                  p.kernel, p.stride, p.pads, p.dilation, _pool_dict(p), 0, 0,
+                                  line_buffer_bytes(p.kernel[0], p.dilation[0], w, c), 0,
+                                  warnings))
+        elif isinstance(layer, DenseLayer):
+            rows.append(LayerPlan(layer.name, layer_op(layer), layer.in_shape, layer.out_shape,
+                                  None, None, None, None, None, layer_params(layer),
+                                  layer_macs(layer), 0, layer.weight.size * BYTES_PER_WEIGHT))
+        else:
+            raise TypeError(f"not a layer: {layer!r}")
+    return rows
+
+
+def _totals(rows) -> dict:
+    return {"layers": len(rows),
+            "params": sum(r.params for r in rows),
+            "macs": sum(r.macs for r in rows),
+            "line_buffer_bytes_max": max((r.line_buffer_bytes for r in rows), default=0),
+            "weight_bytes": sum(r.weight_bytes for r in rows)}
+
+
+def plan_dict(net: Network) -> dict:
+    """``{"model", "input", "output", "layers": [...], "total": {...}, "warnings": [...]}``."""
+    rows = plan_layers(net)
+    return {"model": net.source,
+            "input": {"name": net.input_name, "shape": list(net.input_shape),
+                      "dtype": net.input_dtype},
+            "output": {"name": net.output_name, "shape": list(net.output_shape),
+                       "dtype": net.output_dtype},
+            "layers": [asdict(r) for r in rows],
+            "total": _totals(rows),
+            "warnings": [w for r in rows for w in r.warnings]}
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _geom(row: LayerPlan) -> tuple[str, str, str]:
+    if row.kernel is None:
+        return "-", "-", "-"
+    kernel = _shape(row.kernel)
+    if row.dilation and row.dilation != (1, 1):
+        kernel += f" d{_shape(row.dilation)}"
+    stride = _shape(row.stride)
+    pads = ",".join(str(p) for p in row.pads)
+    if row.pool is not None and not row.op.startswith("maxpool"):
+        p = row.pool
+        kernel += f" +pool {_shape(p['kernel'])}"
+        stride += f" +{_shape(p['stride'])}"
+        if any(p["pads"]):
+            pads += " +" + ",".join(str(v) for v in p["pads"])
+    return kernel, stride, pads
+
+
+def format_plan(net: Network) -> str:
+    """The plan as a text table (CHW shapes, pads top,left,bottom,right), totals and warnings."""
+    rows = plan_layers(net)
+    header = ("layer", "op", "input", "output", "kernel", "stride", "pads t,l,b,r", "params",
+              "MACs", "line buf B", "weight B")
+    table = [header]
+    for r in rows:
+        kernel, stride, pads = _geom(r)
+        table.append((r.name, r.op, _shape(r.in_shape), _shape(r.out_shape), kernel, stride, pads,
+                      f"{r.params:,}", f"{r.macs:,}", f"{r.line_buffer_bytes:,}",
+                      f"{r.weight_bytes:,}"))
+    t = _totals(rows)
+    table.append(("total", f"{t['layers']} layers", "", "", "", "", "", f"{t['params']:,}",
+                  f"{t['macs']:,}", f"max {t['line_buffer_bytes_max']:,}",
+                  f"{t['weight_bytes']:,}"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    numeric = {7, 8, 9, 10}
+    lines = []
+    for i, row in enumerate(table):
+        cells = [c.rjust(w) if j in numeric else c.ljust(w)
+                 for j, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0 or i == len(table) - 2:
+            lines.append("  ".join("-" * w for w in widths))
+    in_shape = _shape("N" if d is None else d for d in net.input_shape)
+    out_shape = _shape("N" if d is None else d for d in net.output_shape)
+    title = (f"{net.source or 'model'}: input {net.input_name} {in_shape} {net.input_dtype}, "
+             f"output {out_shape} {net.output_dtype}; shapes per sample (CHW), MACs per sample")
+    lines.insert(0, title)
+    lines += [w for r in rows for w in r.warnings]
+    return "\n".join(lines)
