@@ -5,8 +5,10 @@ the Verilog is rewritten only when its text changes, so Verilator's own up-to-da
 skips the C++ build on a second run of the same configuration.
 """
 
+import fcntl
 import hashlib
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,9 +24,16 @@ def config_key(name: str, config: dict) -> str:
 
 
 def write_if_changed(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` unless it already holds it (keeps the mtime for up-to-date checks).
+
+    The write is atomic (a temporary file renamed over ``path``), so a parallel pytest worker
+    compiling the same file never reads it half written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
     return path
 
 
@@ -54,9 +63,13 @@ def run_cocotb(sim: str, *, sources: list[Path], toplevel: str, key: str, test_m
     toolchain.activate(sim)
     build_dir = toolchain.BUILD / "sim" / f"{key}-{sim}"
     runner = get_runner(sim)
-    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                 build_args=toolchain.build_args(sim, timing=timing),
-                 timescale=("1ns", "1ps"))
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers may share a configuration: one builds, the others wait and reuse it.
+    with open(build_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=toolchain.build_args(sim, timing=timing),
+                     timescale=("1ns", "1ps"))
     results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                           test_dir=build_dir, testcase=testcase, extra_env=extra_env or {},
                           seed=seed, timescale=("1ns", "1ps"))
