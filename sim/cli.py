@@ -1,8 +1,13 @@
 """The ``convcore`` command line.
 
-``convcore run MODEL.onnx --input X.npy --output Y.npy [--backend model] [--report R.json]``
+``convcore run MODEL.onnx --input X.npy --output Y.npy [--backend model|icarus|verilator]
+[--report R.json] [--check] [--hw-config NAME|JSON]``
     Runs a quantized ONNX model on a backend and saves the output with onnxruntime's dtype and
-    shape.
+    shape. ``icarus`` and ``verilator`` run the conv (and, where they fit, dense) layers on the
+    simulated engine (:mod:`sim.hw_backend`) and print per-layer cycles, MACs and MAC
+    utilization; ``--check`` compares every layer's output with the golden model and stops at
+    the first mismatch (exit status 3); ``--hw-config`` picks the engine's hardware
+    configuration (default: ``$CONVCORE_HW_CONFIG`` or ``default``).
 ``convcore plan MODEL.onnx [--json]``
     Per layer: op, shapes, kernel / stride / padding, parameters, MACs, line-buffer and weight
     bytes, totals, and warnings where a stride does not fit the lecture's rule.
@@ -13,6 +18,7 @@ stderr and exit with status 2, never a traceback.
 Backends are looked up by name in :data:`BACKENDS`: a factory ``() -> backend`` whose result has
 ``name`` and ``run_layer(layer, x) -> (y, info)``, where ``info`` is a dict of per-layer report
 fields (``ran_on``, and for hardware ``cycles``, ``mac_utilization``, ...), and ``close()``.
+Hardware factories take keyword options (``config=``).
 """
 
 import argparse
@@ -27,12 +33,15 @@ from model.network import InputError, layer_macs, layer_op, run_layer, run_netwo
 from sim.onnx_import import ModelFileError, UnsupportedModelError, load_network
 from sim.plan import format_plan, plan_dict
 
-__all__ = ["main", "build_parser", "BACKENDS", "ModelBackend", "CliError", "BackendUnavailable"]
+__all__ = ["main", "build_parser", "BACKENDS", "ModelBackend", "CliError", "BackendUnavailable",
+           "CheckMismatch", "check_layer", "first_mismatch"]
 
 #: Exit status for every user error (bad model, file, input or backend).
 EXIT_USAGE = 2
 #: Exit status for an internal error (a bug): still one line unless CONVCORE_DEBUG is set.
 EXIT_INTERNAL = 1
+#: Exit status when --check finds a layer whose output differs from the golden model.
+EXIT_MISMATCH = 3
 
 
 class CliError(Exception):
@@ -41,6 +50,10 @@ class CliError(Exception):
 
 class BackendUnavailable(CliError):
     """The chosen backend cannot run here (not built yet, simulator missing, ...)."""
+
+
+class CheckMismatch(CliError):
+    """--check: a layer's output differs from the golden model."""
 
 
 class ModelBackend:
@@ -55,18 +68,19 @@ class ModelBackend:
         pass
 
 
-def _not_available(name: str):
-    def factory():
-        raise BackendUnavailable(f"backend '{name}' is not available yet: the conv engine RTL "
-                                 f"is not built; use --backend model")
+def _hardware(sim: str):
+    def factory(**options):
+        from sim.hw_backend import HardwareBackend
+        return HardwareBackend(sim, **options)
+    factory.__name__ = f"{sim}_backend"
     return factory
 
 
-#: Backend name -> factory. Hardware backends replace their entries when the engine exists.
+#: Backend name -> factory.
 BACKENDS = {
     "model": ModelBackend,
-    "icarus": _not_available("icarus"),
-    "verilator": _not_available("verilator"),
+    "icarus": _hardware("icarus"),
+    "verilator": _hardware("verilator"),
 }
 
 
@@ -85,19 +99,98 @@ def _one_line(exc) -> str:
     return text or type(exc).__name__
 
 
+def first_mismatch(got: np.ndarray, want: np.ndarray) -> str:
+    """Where two batched layer outputs first differ: sample, channel, row, column (NCHW) or
+    sample, feature ((N, F)), with both values and the number of differing values."""
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return f"output {got.dtype}{tuple(got.shape)}, golden {want.dtype}{tuple(want.shape)}"
+    bad = np.argwhere(got != want)
+    index = tuple(int(i) for i in bad[0])
+    names = ("sample", "channel", "row", "column") if got.ndim == 4 else \
+        ("sample", "feature") if got.ndim == 2 else tuple(f"axis {i}" for i in range(got.ndim))
+    where = ", ".join(f"{n} {i}" for n, i in zip(names, index))
+    return (f"first mismatch at {where}: got {got[index]}, golden {want[index]} "
+            f"({len(bad)} of {got.size} values differ)")
+
+
+def check_layer(layer, x, y) -> None:
+    """CheckMismatch naming the layer when ``y`` is not the golden output for ``x``."""
+    want = run_layer(layer, x)
+    y = np.asarray(y)
+    if y.shape != want.shape or y.dtype != want.dtype or not np.array_equal(y, want):
+        raise CheckMismatch(f"--check: layer '{layer.name}' ({layer_op(layer)}): "
+                            f"{first_mismatch(y, want)}")
+
+
+def _fmt(value, spec="", none="-"):
+    return none if value is None else format(value, spec)
+
+
+def print_records(records, total, backend_name) -> None:
+    """The per-layer table: where each layer ran, MACs, cycles, utilization."""
+    header = ("layer", "op", "ran on", "MACs", "cycles", "ideal cycles", "MAC util")
+    rows = [header]
+    for r in records:
+        rows.append((r["name"], r["op"], r["ran_on"], f"{r['macs']:,}",
+                     _fmt(r.get("cycles"), ","), _fmt(r.get("ideal_cycles"), ",.0f"),
+                     _fmt(r.get("mac_utilization"), ".1%")))
+    rows.append(("total", f"{total['layers']} layers", backend_name, f"{total['macs']:,}",
+                 _fmt(total.get("cycles"), ","), _fmt(total.get("ideal_cycles"), ",.0f"),
+                 _fmt(total.get("mac_utilization"), ".1%")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {3, 4, 5, 6}
+    for i, row in enumerate(rows):
+        if i == len(rows) - 1 or i == 1:
+            print("  ".join("-" * w for w in widths))
+        print("  ".join(c.rjust(w) if j in right else c.ljust(w)
+                        for j, (c, w) in enumerate(zip(row, widths))).rstrip())
+    for r in records:
+        if r.get("note"):
+            print(f"note: {r['name']}: {r['note']}")
+
+
+def _totals(records, batch, backend) -> dict:
+    total = {"layers": len(records), "macs": sum(r["macs"] for r in records), "batch": batch}
+    hw = [r for r in records if r.get("cycles") is not None]
+    if hw:
+        cycles = sum(r["cycles"] for r in hw)
+        ideal = sum(r["ideal_cycles"] for r in hw)
+        total.update(
+            layers_on_hardware=len(hw), hardware_macs=sum(r["macs"] for r in hw),
+            cycles=cycles, ideal_cycles=ideal,
+            mac_utilization=round(ideal / cycles, 4) if cycles else None,
+            cycles_per_sample=round(cycles / batch, 1))
+    for name in ("sim_cycles", "sim_seconds", "build_seconds"):
+        if hasattr(backend, name):
+            total[name] = getattr(backend, name)
+    if total.get("sim_seconds"):
+        total["sim_cycles_per_second"] = round(total["sim_cycles"] / total["sim_seconds"])
+    return total
+
+
 def cmd_run(args) -> int:
     net = load_network(args.model)
     x = _load_input(args.input)
     if args.output is not None and not Path(args.output).resolve().parent.is_dir():
         raise CliError(f"cannot write '{args.output}': folder "
                        f"'{Path(args.output).resolve().parent}' does not exist")
-    backend = BACKENDS[args.backend]()
+    options = {}
+    if args.hw_config is not None:
+        if args.backend == "model":
+            raise CliError("--hw-config needs a hardware backend (--backend icarus or "
+                           "verilator)")
+        options["config"] = args.hw_config
+    backend = BACKENDS[args.backend](**options)
     records = []
 
     def run(layer, layer_x):
         y, info = backend.run_layer(layer, layer_x)
-        records.append({"name": layer.name, "op": layer_op(layer), "nodes": list(layer.nodes),
-                        "macs": layer_macs(layer) * int(layer_x.shape[0]), **info})
+        if args.check:
+            check_layer(layer, layer_x, y)
+        record = {"name": layer.name, "op": layer_op(layer), "nodes": list(layer.nodes),
+                  "macs": layer_macs(layer) * int(layer_x.shape[0]), "cycles": None,
+                  "mac_utilization": None, **info}
+        records.append(record)
         return y
 
     try:
@@ -105,13 +198,13 @@ def cmd_run(args) -> int:
     finally:
         backend.close()
     batch = int(np.asarray(x).shape[0])
-    for r in records:
-        extra = "".join(f", {k} {v}" for k, v in r.items()
-                        if k not in ("name", "op", "nodes", "macs", "ran_on"))
-        print(f"{r['name']:<24} {r['op']:<18} on {r['ran_on']:<9} {r['macs']:>14,} MACs{extra}")
-    total = {"layers": len(records), "macs": sum(r["macs"] for r in records), "batch": batch}
-    print(f"{'total':<24} {len(records)} layers{'':<10} {total['macs']:>14,} MACs "
-          f"(batch {batch}, backend {backend.name})")
+    total = _totals(records, batch, backend)
+    print_records(records, total, backend.name)
+    if total.get("sim_seconds"):
+        print(f"simulation: {total['sim_cycles']:,} cycles in {total['sim_seconds']:.1f} s "
+              f"({total['sim_cycles_per_second']:,} cycles/s, batch {batch})")
+    if args.check:
+        print(f"check: every layer's output equals the golden model ({len(records)} layers)")
     if args.output is not None:
         np.save(args.output, y)
         print(f"output {y.dtype} {tuple(y.shape)} written to {args.output}")
@@ -120,11 +213,19 @@ def cmd_run(args) -> int:
     if args.report is not None:
         report = {"model": str(args.model), "backend": backend.name, "layers": records,
                   "total": total}
+        if hasattr(backend, "hw"):
+            report["hardware"] = backend.hw
         try:
-            Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+            Path(args.report).write_text(json.dumps(report, indent=2, default=_json) + "\n")
         except OSError as exc:
             raise CliError(f"cannot write report '{args.report}': {exc.strerror}") from None
     return 0
+
+
+def _json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def cmd_plan(args) -> int:
@@ -152,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=tuple(BACKENDS), default="model",
                      help="where layers run (default: %(default)s, the golden model)")
     run.add_argument("--report", metavar="FILE.json", help="write per-layer figures as JSON")
+    run.add_argument("--check", action="store_true",
+                     help="compare every layer's output with the golden model; the first "
+                          "mismatch is an error (exit status 3)")
+    run.add_argument("--hw-config", metavar="NAME|JSON",
+                     help="hardware configuration of the engine for icarus/verilator: a name "
+                          "from sim.configs (default, ice40) or a JSON object of ConvEngine "
+                          "arguments (default: $CONVCORE_HW_CONFIG or 'default')")
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="per-layer shapes, parameters, MACs and memory",
@@ -159,7 +267,28 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("model", metavar="MODEL.onnx")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plan.set_defaults(func=cmd_plan)
+
+    demo = sub.add_parser("demo", help="classify handwritten digits on the simulated engine",
+                          description="The make sim demo: scikit-learn's 360 held-out 8x8 "
+                                      "digits through the committed int8 CNN.")
+    demo.add_argument("--backend", choices=tuple(BACKENDS), default="verilator",
+                      help="where layers run (default: %(default)s)")
+    demo.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    demo.add_argument("--hw-config", metavar="NAME|JSON",
+                      help="hardware configuration of the engine (as for run)")
+    demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_demo(args) -> int:
+    from sim.demo import DemoError, demo
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be at least 1, not {args.limit}")
+    try:
+        demo(args.backend, limit=args.limit, hw_config=args.hw_config)
+    except DemoError as exc:
+        raise CheckMismatch(str(exc)) from None
+    return 0
 
 
 #: Errors that are the user's (bad model, file, input, backend): one line, exit status 2.
@@ -172,7 +301,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except USER_ERRORS as exc:
         print(f"convcore: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_MISMATCH if isinstance(exc, CheckMismatch) else EXIT_USAGE
     except KeyboardInterrupt:
         print("convcore: interrupted", file=sys.stderr)
         return 130
