@@ -189,6 +189,135 @@ def bench_golden(options) -> list[Result]:
     ]
 
 
+# --- section: the conv engine on the simulators ------------------------------------------
+
+#: The lecture's conv layers: (name, Cin, Cout, H, W, kernel, stride, pad). The 1x1 layer is the
+#: lecture's 56x56x64 -> 32 at 28x28 to keep the Icarus run short (each output position costs
+#: the same cycles, so its utilization is that of 56x56 up to row edges).
+LECTURE_LAYERS = [
+    ("32x32x3, six 5x5", 3, 6, 32, 32, 5, 1, 0),
+    ("32x32x3, ten 5x5 pad 2", 3, 10, 32, 32, 5, 1, 2),
+    ("1x1, 28x28x64 -> 32", 64, 32, 28, 28, 1, 1, 0),
+    ("7x7x8, 3x3 stride 2", 8, 8, 7, 7, 3, 2, 0),
+    ("3x3 pad 1, 16x16x32 -> 32", 32, 32, 16, 16, 3, 1, 1),
+]
+#: Utilization the engine must reach on stride-1 layers with full channel groups (issue 3).
+ENGINE_MIN_UTILIZATION = 0.90
+#: Simulators the engine section runs on (environment variable, comma-separated).
+BENCH_SIMS_ENV = "CONVCORE_BENCH_SIMS"
+
+
+def _bench_conv(name, cin, cout, h, w, k, stride, pad, rng):
+    """An int8 ConvLayer with random weights, per-channel requantization and ReLU, and an
+    input for it (batch 1)."""
+    from model.conv import conv2d
+    from model.network import ConvLayer
+    from model.quant import quantize_multiplier
+
+    x = rng.integers(-128, 128, (1, cin, h, w)).astype(np.int8)
+    weight = rng.integers(-128, 128, (cout, cin, k, k)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, cout).astype(np.int32)
+    acc = conv2d(x, weight, bias, stride=stride, padding=pad)
+    spread = np.maximum(acc.reshape(cout, -1).std(axis=1), 1.0)
+    multiplier, shift = quantize_multiplier(40.0 / spread)
+    layer = ConvLayer(name=name, nodes=(name,), in_shape=(cin, h, w), out_shape=(cout, 0, 0),
+                      in_dtype="int8", weight=weight, bias=bias, stride=stride,
+                      pads=(pad,) * 4, multiplier=multiplier, shift=shift, y_zero_point=-20,
+                      out_dtype="int8", relu=True)
+    layer.out_shape = layer.conv_shape
+    return layer, x
+
+
+def _cifar_convs(rng):
+    """The ConvNetJS CIFAR-10 net's three convs, each with its real input (the golden model's
+    output of the previous layers for one random image)."""
+    from examples.cifar import build_cifar_net, random_images
+    from model.network import ConvLayer, quantize_input, run_layer
+    from sim.onnx_import import load_network
+
+    net = load_network(build_cifar_net())
+    x = quantize_input(net, random_images(1, seed=int(rng.integers(1 << 16))))
+    pairs = []
+    for layer in net.layers:
+        if isinstance(layer, ConvLayer):
+            pairs.append((layer, x))
+        x = run_layer(layer, x)
+    return pairs
+
+
+@section("engine", "conv engine (default configuration) on Icarus and Verilator: the lecture's "
+                   "conv layers and the CIFAR-10 net's convs, cycles vs MACs / (PE x SIMD)")
+def bench_engine(options) -> list[Result]:
+    from dataclasses import replace
+
+    from model.network import layer_macs, run_layer
+    from sim.hw_backend import HardwareBackend
+    from sim.toolchain import SIMULATORS
+
+    sims = [s for s in os.environ.get(BENCH_SIMS_ENV, ",".join(SIMULATORS)).split(",") if s]
+    rng = np.random.default_rng(2026)
+    pairs = [_bench_conv(*spec, rng) for spec in LECTURE_LAYERS]
+    pairs += [(replace(layer, name=f"CIFAR {layer.name} {'x'.join(map(str, layer.in_shape))}"
+                       f" -> {layer.weight.shape[0]}, {layer.kernel[0]}x{layer.kernel[1]} "
+                       f"pad {layer.pads[0]}", pool=None, out_shape=layer.conv_shape), x)
+              for layer, x in _cifar_convs(rng)]
+    layers = [layer for layer, _ in pairs]
+    runs = {}
+    for sim in sims:
+        backend = HardwareBackend(sim, "default")
+        try:
+            backend._build()
+            runs[sim] = backend.run_convs(layers, [x for _, x in pairs])
+        except Exception as exc:
+            raise BenchError(f"{sim}: {' '.join(str(exc).split())}") from None
+        finally:
+            backend.close()
+        for (layer, x), (y, _) in zip(pairs, runs[sim]):
+            if not np.array_equal(y, run_layer(layer, x)):
+                raise BenchError(f"{sim}: layer '{layer.name}' differs from the golden model")
+    hw = backend.hw
+    pe, simd = hw["pe"], hw["simd"]
+    results = []
+    for i, (layer, _) in enumerate(pairs):
+        infos = {sim: runs[sim][i][1] for sim in sims}
+        cycles = {info["cycles"] for info in infos.values()}
+        if len(cycles) != 1:
+            raise BenchError(f"layer '{layer.name}': cycle counts differ between simulators "
+                             f"({infos})")
+        info = next(iter(infos.values()))
+        cin, cout = layer.in_shape[0], layer.weight.shape[0]
+        target = layer.stride == (1, 1) and cin % simd == 0 and cout % pe == 0
+        macs = layer_macs(layer)
+        results += [
+            Result(f"{layer.name}: cycles", info["cycles"], "cycles",
+                   f"{macs:,} MACs, {info['mac_cycles']:,} MAC-array cycles"),
+            Result(f"{layer.name}: ideal cycles", macs / (pe * simd), "cycles",
+                   f"MACs / (PE x SIMD) = MACs / {pe * simd}"),
+            Result(f"{layer.name}: utilization", info["mac_utilization"], "",
+                   "target row: stride 1, Cin % SIMD == 0, Cout % PE == 0" if target else
+                   "no target (" + ", ".join(
+                       t for t, bad in (("stride > 1", layer.stride != (1, 1)),
+                                        (f"Cin {cin} % SIMD {simd} != 0", cin % simd),
+                                        (f"Cout {cout} % PE {pe} != 0", cout % pe)) if bad) + ")",
+                   limit=ENGINE_MIN_UTILIZATION if target else None, better="higher"),
+        ]
+        for sim, sim_info in infos.items():
+            seconds = sim_info["wall_seconds"]
+            results += [
+                Result(f"{layer.name}: {sim} wall time", seconds, "s",
+                       f"{sim_info['sim_cycles']:,} simulated cycles incl. loading weights"),
+                Result(f"{layer.name}: {sim} speed", sim_info["sim_cycles"] / seconds,
+                       "cycles/s"),
+            ]
+    for sim in sims:
+        total_cycles = sum(info["sim_cycles"] for _, info in runs[sim])
+        total_seconds = sum(info["wall_seconds"] for _, info in runs[sim])
+        results.append(Result(f"all layers: {sim} speed", total_cycles / total_seconds,
+                              "cycles/s", f"{total_cycles:,} cycles in {total_seconds:.1f} s, "
+                              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"))
+    return results
+
+
 # --- driver --------------------------------------------------------------------------------
 
 def _format_value(value: float) -> str:

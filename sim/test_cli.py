@@ -128,7 +128,8 @@ def test_console_script_is_installed():
 
 @pytest.mark.parametrize("case", [
     "missing_model", "garbage_model", "unsupported_op", "float_model", "input_shape",
-    "input_dtype", "missing_input", "garbage_input", "icarus", "verilator", "output_folder",
+    "input_dtype", "missing_input", "garbage_input", "hw_config_on_model", "hw_config_unknown",
+    "hw_config_json", "output_folder",
 ])
 def test_errors_are_one_line_exit_2(files, tmp_path, case):
     run = ("run", files["qdq"], "--input", files["x"], "--output", tmp_path / "y.npy")
@@ -151,9 +152,12 @@ def test_errors_are_one_line_exit_2(files, tmp_path, case):
                           ["input file", "none.npy", "does not exist"]),
         "garbage_input": (("run", files["qdq"], "--input", files["garbage_npy"]),
                           ["garbage.npy", "is not a valid .npy file"]),
-        "icarus": ((*run, "--backend", "icarus"), ["backend 'icarus' is not available yet"]),
-        "verilator": ((*run, "--backend", "verilator"),
-                      ["backend 'verilator' is not available yet"]),
+        "hw_config_on_model": ((*run, "--hw-config", "ice40"),
+                               ["--hw-config needs a hardware backend"]),
+        "hw_config_unknown": ((*run, "--backend", "icarus", "--hw-config", "huge"),
+                              ["unknown hardware configuration 'huge'", "default"]),
+        "hw_config_json": ((*run, "--backend", "verilator", "--hw-config", '{"pe": 3}'),
+                           ["hardware configuration", "pe must be a power of two", "not 3"]),
         "output_folder": (("run", files["qdq"], "--input", files["x"], "--output",
                            tmp_path / "no" / "y.npy"), ["cannot write", "does not exist"]),
     }[case]
@@ -167,5 +171,3 @@ def test_backends_are_looked_up_by_name():
     x = np.zeros((1, 3, 6, 6), np.uint8)
     y, info = backend.run_layer(net.layers[0], x)
     assert y.shape == (1, 2, 4, 4) and info == {"ran_on": "model"}
-    with pytest.raises(cli.BackendUnavailable, match="not available yet"):
-        cli.BACKENDS["icarus"]()

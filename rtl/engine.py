@@ -1,0 +1,539 @@
+"""The convcore conv engine: one layer at a time, configured at run time through registers.
+
+Ports (flat, for the Verilog top; Amaranth's default domain gives ``clk`` and ``rst``):
+
+``s_axis_t{data,valid,ready,last}``
+    Input feature map, HWC: pixels in raster order, each as ``ceil(Cin / SIMD)`` words of
+    ``SIMD`` bytes (channel ``g*SIMD + i`` in byte ``i`` of word ``g``; bytes past ``Cin``
+    are ignored), ``tlast`` on the final word. int8 or uint8 bit patterns.
+``m_axis_t{data,keep,valid,ready,last}``
+    Output feature map, HWC: output pixels in raster order, each as ``ceil(Cout / PE)`` words
+    of ``PE`` lanes. Requantized output: lane ``p`` in byte ``p`` (``tkeep`` marks the bytes
+    of real channels, ``p < Cout - og*PE``); raw int32 output: lane ``p`` in bytes
+    ``4p .. 4p+3``, little-endian (``tkeep`` likewise). So the kept bytes, in order, are
+    exactly the NumPy array ``y.transpose(1, 2, 0).tobytes()`` of the CHW result.
+    ``tlast`` on the final word.
+``s_axis_param_t{data,valid,ready,last}``
+    32-bit parameter load stream (weights, bias, multiplier, shift, weight zero point); format
+    in :mod:`rtl.weights`. Accepted only while no layer is busy.
+``s_axil_*``
+    AXI4-Lite registers, map in :mod:`rtl.engine_regs`.
+
+Memories (all block-RAM friendly, one read and one write port, registered reads):
+
+- line buffer: ``line_buffer_depth`` words of ``8 * SIMD`` bits. A layer fits iff
+  ``((Keff_h - 1) * W + Keff_w) * ceil(Cin / SIMD) <= line_buffer_depth`` with
+  ``Keff = (K - 1) * dilation + 1`` (``Keff_h - 1`` rows plus one window width; padding is
+  never stored). Default: the largest layer without dilation rounded up to a power of two,
+  ``(6 * 224 + 7) * 8 = 10808 -> 16384`` words (1 Mbit) for the default configuration;
+- weights: ``weight_depth`` words of ``8 * PE * SIMD`` bits, a layer needs
+  ``ceil(Cout / PE) * Kh * Kw * ceil(Cin / SIMD)`` words (default 3136 x 512 bits);
+- per output-channel group: weight zero points (``9 * PE`` bits) and bias, multiplier, shift
+  (``69 * PE`` bits), ``ceil(max_channels / PE)`` words each.
+
+Performance: one MAC operation (PE x SIMD multiply-accumulates) per cycle whenever its input
+word has arrived; output groups follow each other without bubbles, the input stream is written
+while the array computes, and a layer's start costs the setup (range checks, one cycle per
+derived product on a single shared multiplier, final checks: 18 cycles) plus the time to
+receive its first window. Strided layers only visit output positions.
+
+Datapath: :class:`rtl.linebuffer.LineBuffer` (input words, circular) ->
+:class:`rtl.linebuffer.WindowGenerator` (one MAC operation per cycle, padding and stride as
+address arithmetic) -> :class:`rtl.mac_array.MacArray` (PE x SIMD) -> a small FIFO of
+finished accumulators (the generator holds a credit for every group it starts, so the MAC
+pipeline never stalls) -> bias and ``requant_lanes`` :class:`rtl.requantize.Requantize` units
+(all PE lanes at once by default) gathered into an output word, or the raw accumulators ->
+``m_axis``.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from rtl.axil_regs import AXI4LiteRegisters, connect_flat, flat_members, subordinate_signature
+from rtl.engine_regs import COUNTER_WIDTH, REGMAP, EngineError
+from rtl.linebuffer import LineBuffer, WindowGenerator, geometry_layout
+from rtl.linebuffer import line_buffer_depth as default_line_buffer_depth
+from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, MacArray
+from rtl.requantize import Requantize
+from rtl.weights import BEAT_WIDTH, MULT_WIDTH, SHIFT_WIDTH, ParamStore
+
+__all__ = ["ConvEngine", "DEFAULT_CONFIG"]
+
+#: The default hardware configuration: every layer of the lecture's examples and of the
+#: ConvNetJS CIFAR-10 net.
+DEFAULT_CONFIG = dict(pe=8, simd=8, max_kernel=7, max_width=224, max_height=224,
+                      max_channels=64)
+#: Bytes per int32 output lane.
+ACC_BYTES = ACC_WIDTH // DATA_WIDTH
+
+
+def _is_pow2(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 \
+        and value & (value - 1) == 0
+
+
+def _check_range(name, value, lo, hi=None):
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo \
+            or (hi is not None and value > hi):
+        bound = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+        raise ValueError(f"{name} must be an integer {bound}, not {value!r}")
+
+
+class ConvEngine(wiring.Component):
+    """A run-time configurable 2-D convolution engine with a PE x SIMD MAC array.
+
+    Parameters
+    ----------
+    pe : int
+        Output channels per cycle (power of two).
+    simd : int
+        Input channels per cycle (power of two).
+    max_kernel : int
+        Largest kernel height and width.
+    max_width, max_height : int
+        Largest input feature map.
+    max_channels : int
+        Largest input and output channel count.
+    weight_depth : int, optional
+        Weight memory words of ``pe * simd`` bytes; default: the largest layer,
+        ``ceil(max_channels/pe) * max_kernel**2 * ceil(max_channels/simd)``.
+    line_buffer_depth : int, optional
+        Line buffer words of ``simd`` bytes, a power of two; default
+        :func:`rtl.linebuffer.line_buffer_depth` (the largest layer without dilation).
+    max_stride, max_dilation : int
+        Largest stride and dilation (1..15).
+    fifo_depth : int
+        Finished output groups buffered before the MAC array waits for ``m_axis``.
+    requant_lanes : int, optional
+        Requantization units (power of two dividing ``pe``; default ``pe``). With fewer, the
+        PE lanes of an output word are requantized in ``pe / requant_lanes`` passes: fewer
+        multipliers, and the MAC array waits only when a group takes fewer cycles
+        (``Kh * Kw * ceil(Cin / SIMD)``) than that.
+
+    Members
+    -------
+    s_axis_tdata : ``In(8 * simd)``; s_axis_tvalid, s_axis_tlast : ``In(1)``; s_axis_tready : ``Out(1)``
+    m_axis_tdata : ``Out(32 * pe)``; m_axis_tkeep : ``Out(4 * pe)``;
+    m_axis_tvalid, m_axis_tlast : ``Out(1)``; m_axis_tready : ``In(1)``
+    s_axis_param_tdata : ``In(32)``; s_axis_param_tvalid, s_axis_param_tlast : ``In(1)``;
+    s_axis_param_tready : ``Out(1)``
+    s_axil_* : the AXI4-Lite subordinate of :data:`rtl.engine_regs.REGMAP`.
+    """
+
+    def __init__(self, pe=8, simd=8, max_kernel=7, max_width=224, max_height=224,
+                 max_channels=64, weight_depth=None, line_buffer_depth=None, max_stride=4,
+                 max_dilation=4, fifo_depth=8, requant_lanes=None):
+        for name, value in (("pe", pe), ("simd", simd)):
+            if not _is_pow2(value) or value > 64:
+                raise ValueError(f"{name} must be a power of two up to 64, not {value!r}")
+        _check_range("max_kernel", max_kernel, 1, 255)
+        _check_range("max_width", max_width, 1, 65535)
+        _check_range("max_height", max_height, 1, 65535)
+        _check_range("max_channels", max_channels, 1, 65535)
+        _check_range("max_stride", max_stride, 1, 15)
+        _check_range("max_dilation", max_dilation, 1, 15)
+        _check_range("fifo_depth", fifo_depth, 2)
+        if requant_lanes is None:
+            requant_lanes = pe
+        if not _is_pow2(requant_lanes) or requant_lanes > pe:
+            raise ValueError(f"requant_lanes must be a power of two up to pe={pe}, "
+                             f"not {requant_lanes!r}")
+        cin_groups = -(-max_channels // simd)
+        cout_groups = -(-max_channels // pe)
+        if weight_depth is None:
+            weight_depth = cout_groups * max_kernel ** 2 * cin_groups
+        _check_range("weight_depth", weight_depth, 1)
+        if line_buffer_depth is None:
+            line_buffer_depth = default_line_buffer_depth(max_kernel, max_width, max_channels,
+                                                          simd)
+        if not _is_pow2(line_buffer_depth) or line_buffer_depth < 2:
+            raise ValueError(f"line_buffer_depth must be a power of two of at least 2, "
+                             f"not {line_buffer_depth!r}")
+        self.pe, self.simd = pe, simd
+        self.max_kernel, self.max_width, self.max_height = max_kernel, max_width, max_height
+        self.max_channels, self.max_stride, self.max_dilation = max_channels, max_stride, max_dilation
+        self.weight_depth, self.line_buffer_depth, self.fifo_depth = \
+            weight_depth, line_buffer_depth, fifo_depth
+        self.cin_groups, self.cout_groups = cin_groups, cout_groups
+        self.requant_lanes = requant_lanes
+
+        max_pad = (max_kernel - 1) * max_dilation
+        span = max(max_width, max_height) + 2 * max_pad + 2 * max_stride
+        self.coord_width = span.bit_length() + 2
+        self.index_width = (span * max_width * cin_groups).bit_length() + 2
+        self.count_width = max(max_kernel, cin_groups, cout_groups).bit_length() + 1
+
+        regs_sig = subordinate_signature(REGMAP)
+        super().__init__({
+            "s_axis_tdata": In(DATA_WIDTH * simd), "s_axis_tvalid": In(1),
+            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(ACC_WIDTH * pe), "m_axis_tkeep": Out(ACC_BYTES * pe),
+            "m_axis_tvalid": Out(1), "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+            "s_axis_param_tdata": In(BEAT_WIDTH), "s_axis_param_tvalid": In(1),
+            "s_axis_param_tready": Out(1), "s_axis_param_tlast": In(1),
+            **flat_members(regs_sig, "s_axil"),
+        })
+
+    @property
+    def config(self):
+        """The hardware configuration as a dict (for build keys and drivers)."""
+        return dict(pe=self.pe, simd=self.simd, max_kernel=self.max_kernel,
+                    max_width=self.max_width, max_height=self.max_height,
+                    max_channels=self.max_channels, weight_depth=self.weight_depth,
+                    line_buffer_depth=self.line_buffer_depth, max_stride=self.max_stride,
+                    max_dilation=self.max_dilation, fifo_depth=self.fifo_depth,
+                    requant_lanes=self.requant_lanes)
+
+    def elaborate(self, platform):
+        m = Module()
+        pe, simd = self.pe, self.simd
+
+        m.submodules.regs = regs = AXI4LiteRegisters(REGMAP)
+        connect_flat(m, self, regs.bus, "s_axil")
+        f = regs.fields
+        m.d.comb += [
+            f.hw_pe.eq(pe), f.hw_simd.eq(simd), f.hw_max_kernel.eq(self.max_kernel),
+            f.hw_max_stride.eq(self.max_stride), f.hw_max_dilation.eq(self.max_dilation),
+            f.hw_max_height.eq(self.max_height), f.hw_max_width.eq(self.max_width),
+            f.hw_max_channels.eq(self.max_channels), f.hw_weight_depth.eq(self.weight_depth),
+            f.hw_line_buffer_depth.eq(self.line_buffer_depth),
+        ]
+
+        # --- configuration latched at start -------------------------------------------------
+        cfg_names = [fl.name for fl in REGMAP.fields if fl.access == "rw"]
+        c = {name: Signal(f[name].shape(), name=f"cfg_{name}") for name in cfg_names}
+        latch = Signal()
+        with m.If(latch):
+            m.d.sync += [c[name].eq(f[name]) for name in cfg_names]
+
+        d, steps = self._derive(m, c)
+        range_error, late_error = self._check(m, c, d)
+
+        # --- control ---------------------------------------------------------------------
+        busy, running, done = Signal(), Signal(), Signal()
+        tlast_error = Signal()
+        step = Signal(range(len(steps)))
+        launch = Signal()
+        layer_end = Signal()
+        error_q = Signal(4)
+        m.d.comb += [
+            f.busy.eq(busy), f.running.eq(running), f.done.eq(done), f.error.eq(error_q),
+            f.tlast_error.eq(tlast_error),
+        ]
+        # One multiplier computes the per-layer products, one per cycle, after the range checks
+        # have bounded their operands (see _derive).
+        mul_a = Signal(max(a.shape().width for _, a, _, _ in steps))
+        mul_b = Signal(max(b.shape().width for _, _, b, _ in steps))
+        product = Signal(mul_a.shape().width + mul_b.shape().width)
+        m.d.comb += product.eq(mul_a * mul_b)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(f.start):
+                    m.d.comb += latch.eq(1)
+                    m.d.sync += [busy.eq(1), done.eq(0), error_q.eq(0)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(range_error != EngineError.NONE):
+                    m.d.sync += [error_q.eq(range_error), busy.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += step.eq(0)
+                    m.next = "DERIVE"
+            with m.State("DERIVE"):
+                m.d.sync += step.eq(step + 1)
+                with m.Switch(step):
+                    for k, (dest, a, b, add) in enumerate(steps):
+                        with m.Case(k):
+                            m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
+                            m.d.sync += dest.eq(product + add)
+                with m.If(step == len(steps) - 1):
+                    m.next = "VERIFY"
+            with m.State("VERIFY"):
+                with m.If(late_error != EngineError.NONE):
+                    m.d.sync += [error_q.eq(late_error), busy.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += launch.eq(1)
+                    m.d.sync += running.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(layer_end):
+                    m.d.sync += [busy.eq(0), running.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+
+        # --- parameters --------------------------------------------------------------------
+        m.submodules.params = params = ParamStore(
+            pe=pe, simd=simd, weight_depth=self.weight_depth, channel_groups=self.cout_groups)
+        m.d.comb += [
+            params.param.payload.data.eq(self.s_axis_param_tdata),
+            params.param.payload.last.eq(self.s_axis_param_tlast),
+            params.param.valid.eq(self.s_axis_param_tvalid),
+            self.s_axis_param_tready.eq(params.param.ready),
+            params.load_enable.eq(~busy),
+            params.clear.eq(latch),
+            f.load_error.eq(params.load_error),
+        ]
+
+        # --- line buffer and window generator ----------------------------------------------
+        count_width = self.index_width - 1
+        m.submodules.lb = lb = LineBuffer(simd=simd, depth=self.line_buffer_depth,
+                                          count_width=count_width)
+        geometry = geometry_layout(coord_width=self.coord_width, index_width=self.index_width,
+                                   count_width=self.count_width, simd=simd)
+        m.submodules.gen = gen = WindowGenerator(
+            geometry=geometry, index_width=self.index_width, simd=simd,
+            weight_depth=self.weight_depth, channel_groups=self.cout_groups)
+        for name, _field in geometry:
+            m.d.comb += getattr(gen.geometry, name).eq(d[name])
+        m.d.comb += [
+            lb.s.payload.data.eq(self.s_axis_tdata), lb.s.payload.last.eq(self.s_axis_tlast),
+            lb.s.valid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(lb.s.ready),
+            lb.enable.eq(running), lb.restart.eq(launch), lb.total.eq(d["total_in"]),
+            lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
+            lb.read_addr.eq(gen.index[:(self.line_buffer_depth - 1).bit_length()]),
+            gen.start.eq(launch), gen.written.eq(lb.written),
+            tlast_error.eq(lb.tlast_error),
+            params.weight_addr.eq(gen.weight_addr), params.wzp_addr.eq(gen.og),
+        ]
+
+        # --- MAC array -------------------------------------------------------------------------
+        m.submodules.mac = mac = MacArray(pe, simd)
+        m.d.comb += [
+            mac.valid.eq(gen.valid), mac.first.eq(gen.first), mac.last.eq(gen.last),
+            mac.final.eq(gen.final), mac.in_image.eq(gen.in_image), mac.lanes.eq(gen.lanes),
+            mac.x_zp.eq(c["x_zero_point"].as_signed()), mac.x_unsigned.eq(c["x_unsigned"]),
+            mac.w_unsigned.eq(c["w_unsigned"]),
+            mac.x.eq(lb.read_data), mac.w.eq(params.weight_data), mac.w_zp.eq(params.wzp_data),
+        ]
+
+        # --- accumulator FIFO with credits ------------------------------------------------------
+        m.submodules.fifo = fifo = SyncFIFO(width=ACC_WIDTH * pe + 1, depth=self.fifo_depth)
+        inflight = Signal(range(self.fifo_depth + 1))
+        pop = Signal()
+        issue_group = gen.valid & gen.first
+        m.d.comb += [
+            fifo.w_data.eq(Cat(mac.acc, mac.acc_final)),
+            fifo.w_en.eq(mac.acc_valid),
+            fifo.r_en.eq(pop),
+            gen.credit.eq(inflight < self.fifo_depth),
+        ]
+        m.d.sync += inflight.eq(inflight + issue_group - pop)
+        fifo_acc = fifo.r_data[:ACC_WIDTH * pe]
+        fifo_final = fifo.r_data[ACC_WIDTH * pe]
+
+        # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
+        og_out = Signal(range(self.cout_groups))
+        og_out_next = Mux(og_out == d["cout_groups"] - 1, 0, og_out + 1)
+        with m.If(pop):
+            m.d.sync += og_out.eq(og_out_next)
+        with m.If(launch):
+            m.d.sync += og_out.eq(0)
+        m.d.comb += params.chan_addr.eq(Mux(pop, og_out_next, og_out))
+        chan = params.chan_data
+        biased = [Signal(signed(ACC_WIDTH), name=f"biased{p}") for p in range(pe)]
+        for p in range(pe):
+            m.d.comb += biased[p].eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias)
+
+        # --- output: requantized or raw ------------------------------------------------------
+        # `requant_lanes` Requantize units take the PE lanes of a FIFO entry in `passes`
+        # slices; their results are gathered into `q_word`, which m_axis then takes.
+        raw = c["raw_output"]
+        lanes_r = self.requant_lanes
+        passes = pe // lanes_r
+        slice_in = Signal(range(passes))        # slice of the FIFO head being requantized
+        slice_out = Signal(range(passes))       # slice of the word being gathered
+        gathered = Signal(DATA_WIDTH * pe)
+        q_word = Signal(DATA_WIDTH * pe)
+        q_valid, q_last = Signal(), Signal()
+        rqs = []
+        for r in range(lanes_r):
+            rq = Requantize(acc_width=ACC_WIDTH, mult_width=MULT_WIDTH, shift_width=SHIFT_WIDTH,
+                            out_width=DATA_WIDTH)
+            m.submodules[f"rq{r}"] = rq
+            rqs.append(rq)
+            lanes = [j * lanes_r + r for j in range(passes)]
+            pick = (lambda values: Array(values)[slice_in]) if passes > 1 else \
+                (lambda values: values[0])
+            m.d.comb += [
+                rq.i.valid.eq(fifo.r_rdy & ~raw),
+                rq.i.payload.acc.eq(pick([biased[p] for p in lanes])),
+                rq.i.payload.multiplier.eq(pick([chan[p].multiplier for p in lanes])),
+                rq.i.payload.shift.eq(pick([chan[p].shift for p in lanes])),
+                rq.i.payload.zero_point.eq(c["y_zero_point"].as_signed()),
+                rq.i.payload.relu.eq(c["relu"]),
+                rq.i.payload.is_unsigned.eq(c["y_unsigned"]),
+                rq.i.payload.last.eq(fifo_final & (slice_in == passes - 1)),
+            ]
+        rq_take = Signal()
+        last_slice_out = slice_out == passes - 1
+        m.d.comb += rq_take.eq(rqs[0].o.valid & (~last_slice_out | ~q_valid | self.m_axis_tready))
+        for rq in rqs:
+            m.d.comb += rq.o.ready.eq(rq_take)
+        word_next = Signal.like(gathered)
+        m.d.comb += word_next.eq(gathered)
+        for j in range(passes):
+            with m.If(slice_out == j):
+                for r, rq in enumerate(rqs):
+                    m.d.comb += word_next.word_select(j * lanes_r + r, DATA_WIDTH).eq(
+                        rq.o.payload.data)
+        with m.If(q_valid & self.m_axis_tready):
+            m.d.sync += q_valid.eq(0)
+        with m.If(rq_take):
+            m.d.sync += [gathered.eq(word_next), slice_out.eq(slice_out + 1)]
+            with m.If(last_slice_out):
+                m.d.sync += [q_word.eq(word_next), q_valid.eq(1), q_last.eq(rqs[0].o.payload.last),
+                             slice_out.eq(0)]
+        rq_fed = rqs[0].i.valid & rqs[0].i.ready
+        with m.If(rq_fed):
+            m.d.sync += slice_in.eq(Mux(slice_in == passes - 1, 0, slice_in + 1))
+        with m.If(launch):
+            m.d.sync += [slice_in.eq(0), slice_out.eq(0), q_valid.eq(0)]
+        m.d.comb += pop.eq(Mux(raw, fifo.r_rdy & self.m_axis_tready,
+                               rq_fed & (slice_in == passes - 1)))
+
+        og_m = Signal(range(self.cout_groups))
+        lanes_m = Signal(range(pe + 1))
+        m.d.comb += lanes_m.eq(Mux(og_m == d["cout_groups"] - 1, d["last_out_lanes"], pe))
+        keep_raw = Cat((Const(p) < lanes_m).replicate(ACC_BYTES) for p in range(pe))
+        keep_q = Cat(Const(p) < lanes_m for p in range(pe))
+        # Plain multiplexers rather than an if/else process: Icarus would leave the outputs
+        # undefined until the first change of a process input.
+        m.d.comb += [
+            self.m_axis_tvalid.eq(Mux(raw, fifo.r_rdy, q_valid)),
+            self.m_axis_tdata.eq(Mux(raw, Cat(*biased), q_word)),
+            self.m_axis_tlast.eq(Mux(raw, fifo_final, q_last)),
+            self.m_axis_tkeep.eq(Mux(raw, keep_raw, keep_q)),
+        ]
+        out_handshake = self.m_axis_tvalid & self.m_axis_tready
+        out_done = Signal()
+        with m.If(out_handshake):
+            m.d.sync += og_m.eq(Mux(og_m == d["cout_groups"] - 1, 0, og_m + 1))
+            with m.If(self.m_axis_tlast):
+                m.d.sync += out_done.eq(1)
+        with m.If(launch):
+            m.d.sync += [og_m.eq(0), out_done.eq(0)]
+        m.d.comb += layer_end.eq(out_done & (lb.written == d["total_in"]))
+
+        # --- performance counters ----------------------------------------------------------
+        counters = {
+            "cycles": busy,
+            "mac_cycles": gen.valid,
+            "starved_cycles": running & gen.waiting,
+            "stalled_cycles": busy & self.m_axis_tvalid & ~self.m_axis_tready,
+        }
+        for name, event in counters.items():
+            count = Signal(COUNTER_WIDTH, name=name)
+            m.d.comb += f[name].eq(count)
+            with m.If(event):
+                m.d.sync += count.eq(count + 1)
+            with m.If(latch):
+                m.d.sync += count.eq(0)
+        return m
+
+    def _derive(self, m, c):
+        """Per-layer constants of the latched configuration: ``(d, steps)``.
+
+        ``d`` maps names to signals. Shifts, sums and differences are registers recomputed every
+        cycle; products are the ``steps`` ``(destination, a, b, add)``, computed one per cycle
+        by a single multiplier (``destination <= a * b + add``) after the range checks passed,
+        so every operand is bounded by the hardware maxima and the widths below are exact.
+        """
+        simd_bits = (self.simd - 1).bit_length()
+        pe_bits = (self.pe - 1).bit_length()
+        cin_groups, cout_groups = self.cin_groups, self.cout_groups
+        keff_max = (self.max_kernel - 1) * self.max_dilation + 1
+        pad_max = (1 << c["pad_top"].shape().width) - 1
+        d, bound, steps = {}, {}, []
+
+        def reg(name, expr):
+            sig = Signal(expr.shape(), name=f"d_{name}")
+            m.d.sync += sig.eq(expr)
+            d[name] = sig
+            return sig
+
+        def cfg(name, maximum):
+            """A configuration field, narrowed to the width of its checked maximum."""
+            bound[name] = maximum
+            return c[name][:maximum.bit_length()]
+
+        def product(name, a, a_max, b, b_max, add=0, add_max=0):
+            top = a_max * b_max + add_max
+            sig = Signal(range(top + 1), name=f"d_{name}")
+            steps.append((sig, a, b, add))
+            d[name], bound[name] = sig, top
+            return sig
+
+        # Registered every cycle: settled one cycle after their inputs.
+        cing = reg("cin_groups", (c["in_channels"] + self.simd - 1) >> simd_bits)
+        coutg = reg("cout_groups", (c["out_channels"] + self.pe - 1) >> pe_bits)
+        kh, kw = cfg("kernel_h", self.max_kernel), cfg("kernel_w", self.max_kernel)
+        dh, dw = cfg("dilation_h", self.max_dilation), cfg("dilation_w", self.max_dilation)
+        sh, sw = cfg("stride_h", self.max_stride), cfg("stride_w", self.max_stride)
+        height, width = cfg("in_height", self.max_height), cfg("in_width", self.max_width)
+        pt, pl = cfg("pad_top", pad_max), cfg("pad_left", pad_max)
+
+        keh = product("keff_h", kh - 1, self.max_kernel, dh, self.max_dilation, 1, 1)
+        kew = product("keff_w", kw - 1, self.max_kernel, dw, self.max_dilation, 1, 1)
+        khkw = product("kh_kw", kh, self.max_kernel, kw, self.max_kernel)
+        wc = product("wc", width, self.max_width, cing, cin_groups)
+        product("dil_w_words", dw, self.max_dilation, cing, cin_groups)
+        product("stride_w_words", sw, self.max_stride, cing, cin_groups)
+        product("pad_left_words", pl, pad_max, cing, cin_groups)
+        span_px = product("span_px", keh - 1, keff_max, width, self.max_width, kew, keff_max)
+        khkwc = product("kh_kw_cin", khkw, self.max_kernel ** 2, cing, cin_groups)
+        wc_max = bound["wc"]
+        product("dil_h_words", dh, self.max_dilation, wc, wc_max)
+        product("stride_h_words", sh, self.max_stride, wc, wc_max)
+        product("pad_top_words", pt, pad_max, wc, wc_max)
+        product("total_in", height, self.max_height, wc, wc_max)
+        product("span", span_px, bound["span_px"], cing, cin_groups)
+        product("weight_words", coutg, cout_groups, khkwc, bound["kh_kw_cin"])
+
+        reg("x_limit", c["in_width"] + c["pad_right"] - kew)
+        reg("y_limit", c["in_height"] + c["pad_bottom"] - keh)
+        reg("last_lanes", c["in_channels"] - ((cing - 1) << simd_bits))
+        reg("last_out_lanes", c["out_channels"] - ((coutg - 1) << pe_bits))
+        d.update(height=c["in_height"], width=c["in_width"], kh=c["kernel_h"], kw=c["kernel_w"],
+                 stride_h=c["stride_h"], stride_w=c["stride_w"], dil_h=c["dilation_h"],
+                 dil_w=c["dilation_w"], x_start=-c["pad_left"], y_start=-c["pad_top"],
+                 x_start_words=-d["pad_left_words"], y_start_words=-d["pad_top_words"])
+        return d, steps
+
+    def _check(self, m, c, d):
+        """``(range_error, late_error)``: the first violated limit (EngineError) among the
+        checks of the configuration alone, and among those of the derived constants."""
+        def outside(value, hi):
+            return (value == 0) | (value > hi)
+
+        def first(checks):
+            code = Const(EngineError.NONE, 4)
+            for value, bad in reversed(checks):
+                code = Mux(bad, value, code)
+            sig = Signal(4)
+            m.d.comb += sig.eq(code)
+            return sig
+
+        range_error = first([
+            (EngineError.KERNEL, outside(c["kernel_h"], self.max_kernel)
+             | outside(c["kernel_w"], self.max_kernel)),
+            (EngineError.DILATION, outside(c["dilation_h"], self.max_dilation)
+             | outside(c["dilation_w"], self.max_dilation)),
+            (EngineError.STRIDE, outside(c["stride_h"], self.max_stride)
+             | outside(c["stride_w"], self.max_stride)),
+            (EngineError.SIZE, outside(c["in_height"], self.max_height)
+             | outside(c["in_width"], self.max_width)),
+            (EngineError.CHANNELS, outside(c["in_channels"], self.max_channels)
+             | outside(c["out_channels"], self.max_channels)),
+        ])
+        late_error = first([
+            (EngineError.PAD, (c["pad_top"] >= d["keff_h"]) | (c["pad_bottom"] >= d["keff_h"])
+             | (c["pad_left"] >= d["keff_w"]) | (c["pad_right"] >= d["keff_w"])),
+            (EngineError.NO_OUTPUT,
+             (c["in_width"] + c["pad_left"] + c["pad_right"] < d["keff_w"])
+             | (c["in_height"] + c["pad_top"] + c["pad_bottom"] < d["keff_h"])),
+            (EngineError.WEIGHTS, d["weight_words"] > self.weight_depth),
+            (EngineError.LINE_BUFFER, d["span"] > self.line_buffer_depth),
+        ])
+        return range_error, late_error

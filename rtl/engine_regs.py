@@ -1,0 +1,133 @@
+"""The conv engine's register map: the one description behind the AXI4-Lite block, the Python
+driver and the README table (see :mod:`rtl.regmap`).
+
+A layer is programmed by writing the ``rw`` registers, then ``CTRL.start``. The engine copies
+the configuration at start (later writes affect only the next layer), checks it, and either
+refuses it (``STATUS.error`` names the first violated limit, ``done`` is set, no input is
+accepted and nothing is output) or runs it (``busy`` and ``running`` until the last output
+word has been sent and the whole input consumed, then ``done``). The performance counters count
+from start to done of the last layer. A start while a layer is busy is ignored; parameters
+load (``s_axis_param``) only while no layer is busy.
+
+Zero points are 9-bit two's complement numbers (``-128..127`` for int8, ``0..255`` for uint8);
+:func:`encode_zero_point` gives the field value.
+"""
+
+import enum
+
+from rtl.regmap import Field, Register, RegisterMap
+
+__all__ = ["REGMAP", "EngineError", "ZERO_POINT_WIDTH", "encode_zero_point", "DIM_WIDTH",
+           "SMALL_WIDTH", "COUNTER_WIDTH"]
+
+#: Width of height, width and channel-count fields (values above the hardware maxima fit,
+#: so that the engine can refuse them rather than see them truncated).
+DIM_WIDTH = 16
+#: Width of kernel, stride, dilation and pad fields.
+SMALL_WIDTH = 8
+#: Width of a zero-point field (two's complement).
+ZERO_POINT_WIDTH = 9
+#: Width of the performance counters.
+COUNTER_WIDTH = 64
+
+
+class EngineError(enum.IntEnum):
+    """Why the engine refused a layer (``STATUS.error``); the first violated check wins."""
+    NONE = 0
+    KERNEL = 1          #: kernel height or width 0 or above the maximum
+    DILATION = 2        #: dilation 0 or above the maximum
+    STRIDE = 3          #: stride 0 or above the maximum
+    SIZE = 4            #: input height or width 0 or above the maximum
+    CHANNELS = 5        #: input or output channels 0 or above the maximum
+    PAD = 6             #: a pad not smaller than the effective kernel of its axis
+    NO_OUTPUT = 7       #: the padded input is smaller than the effective kernel
+    WEIGHTS = 8         #: ceil(Cout/PE) * Kh * Kw * ceil(Cin/SIMD) words exceed the weight memory
+    LINE_BUFFER = 9     #: the window span exceeds the line buffer (see rtl.linebuffer)
+
+
+def encode_zero_point(value: int) -> int:
+    """The 9-bit two's complement field value of a zero point in -256..255."""
+    if not -(1 << (ZERO_POINT_WIDTH - 1)) <= value < 1 << (ZERO_POINT_WIDTH - 1):
+        raise ValueError(f"zero point must be in -256..255, not {value}")
+    return value & ((1 << ZERO_POINT_WIDTH) - 1)
+
+
+def _dims(name, offset, a, b, doc, reset=1):
+    return Register(name, offset, [
+        Field(a[0], DIM_WIDTH, "rw", reset=reset, doc=a[1]),
+        Field(b[0], DIM_WIDTH, "rw", reset=reset, doc=b[1])], doc=doc)
+
+
+def _small(name, offset, fields, doc, reset=1):
+    return Register(name, offset, [Field(n, SMALL_WIDTH, "rw", reset=reset, doc=d)
+                                   for n, d in fields], doc=doc)
+
+
+def _counter(name, offset, doc):
+    return Register(name, offset, [Field(name.lower(), COUNTER_WIDTH, "ro", doc=doc)], doc=doc)
+
+
+REGMAP = RegisterMap("convcore_engine", [
+    Register("CTRL", 0x00, [Field("start", 1, "w1p", doc="Start the configured layer")],
+             doc="Control"),
+    Register("STATUS", 0x04, [
+        Field("busy", 1, "ro", doc="Between start and done of a layer"),
+        Field("running", 1, "ro", doc="The layer passed its checks and accepts input"),
+        Field("done", 1, "ro", doc="The last layer finished or was refused; cleared by start"),
+        Field("tlast_error", 1, "ro",
+              doc="Input tlast was missing on the last word of the feature map or set early"),
+        Field("load_error", 1, "ro",
+              doc="A parameter packet ended inside a word or addressed past a memory"),
+        Field("error", 4, "ro", lsb=8, enum=EngineError,
+              doc="Why the last layer was refused (0: accepted)"),
+    ], doc="Status"),
+    _dims("IN_SIZE", 0x08, ("in_height", "Input height H"), ("in_width", "Input width W"),
+          "Input feature map size"),
+    _dims("CHANNELS", 0x0C, ("in_channels", "Input channels Cin"),
+          ("out_channels", "Output channels Cout"), "Channel counts"),
+    _small("KERNEL", 0x10, [("kernel_h", "Kernel height Kh"), ("kernel_w", "Kernel width Kw")],
+           "Kernel size"),
+    _small("STRIDE", 0x14, [("stride_h", "Vertical stride"), ("stride_w", "Horizontal stride")],
+           "Stride"),
+    _small("DILATION", 0x18, [("dilation_h", "Vertical dilation"),
+                              ("dilation_w", "Horizontal dilation")], "Dilation"),
+    _small("PADS", 0x1C, [("pad_top", "Rows of padding above"),
+                          ("pad_left", "Columns of padding on the left"),
+                          ("pad_bottom", "Rows of padding below"),
+                          ("pad_right", "Columns of padding on the right")],
+           "Zero padding (holds the input zero point; never stored)", reset=0),
+    Register("QUANT", 0x20, [
+        Field("x_zero_point", ZERO_POINT_WIDTH, "rw", doc="Input zero point (9-bit two's complement)"),
+        Field("y_zero_point", ZERO_POINT_WIDTH, "rw", lsb=12,
+              doc="Output zero point (9-bit two's complement)"),
+        Field("x_unsigned", 1, "rw", lsb=24, doc="Input activations are uint8 (else int8)"),
+        Field("w_unsigned", 1, "rw", doc="Weights are uint8 (else int8)"),
+        Field("y_unsigned", 1, "rw", doc="Requantized output is uint8 (else int8)"),
+        Field("relu", 1, "rw", doc="Clamp requantized outputs at the output zero point"),
+        Field("raw_output", 1, "rw", doc="Output the int32 accumulators (+ bias) unrequantized"),
+    ], doc="Quantization"),
+    _counter("CYCLES", 0x30, "Cycles from start to done"),
+    _counter("MAC_CYCLES", 0x38, "Cycles in which the MAC array took an operation"),
+    _counter("STARVED_CYCLES", 0x40, "Cycles in which the next operation waited for an input word"),
+    _counter("STALLED_CYCLES", 0x48, "Cycles with output valid but not ready (backpressure)"),
+    Register("HW_ARRAY", 0x60, [
+        Field("hw_pe", 8, "ro", doc="PE: output channels per cycle"),
+        Field("hw_simd", 8, "ro", doc="SIMD: input channels per cycle"),
+        Field("hw_max_kernel", 8, "ro", doc="Largest kernel height and width"),
+        Field("hw_max_stride", 4, "ro", doc="Largest stride"),
+        Field("hw_max_dilation", 4, "ro", doc="Largest dilation"),
+    ], doc="Hardware configuration: MAC array and kernel limits"),
+    Register("HW_SIZE", 0x64, [
+        Field("hw_max_height", DIM_WIDTH, "ro", doc="Largest input height"),
+        Field("hw_max_width", DIM_WIDTH, "ro", doc="Largest input width"),
+    ], doc="Hardware configuration: feature map limits"),
+    Register("HW_CHANNELS", 0x68, [
+        Field("hw_max_channels", DIM_WIDTH, "ro", doc="Largest channel count"),
+    ], doc="Hardware configuration: channel limit"),
+    Register("HW_WEIGHT_DEPTH", 0x6C, [
+        Field("hw_weight_depth", 32, "ro", doc="Weight memory words (PE x SIMD bytes each)"),
+    ], doc="Hardware configuration: weight memory"),
+    Register("HW_LINE_BUFFER", 0x70, [
+        Field("hw_line_buffer_depth", 32, "ro", doc="Line buffer words (SIMD bytes each)"),
+    ], doc="Hardware configuration: line buffer"),
+], doc="convcore conv engine")

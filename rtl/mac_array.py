@@ -1,0 +1,160 @@
+"""The PE x SIMD multiply-accumulate array of the conv engine.
+
+Every cycle with ``valid`` high the array takes one input word (SIMD 8-bit activations of one
+pixel) and one weight word (PE x SIMD 8-bit weights) and adds, for each of the PE output
+channels, the dot product of the zero-point-corrected operands to that channel's int32
+accumulator::
+
+    acc[pe] += sum(lane) (x[lane] - x_zp) * (w[pe][lane] - w_zp[pe])
+
+Both operands become 9-bit signed values after the zero-point subtraction (int8 and uint8,
+with any zero point of the same type), their products fit 17 bits, and the accumulator wraps
+at 32 bits exactly as :func:`model.conv.conv2d` does.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MacArray", "OPERAND_WIDTH", "ACC_WIDTH", "DATA_WIDTH", "ZP_WIDTH"]
+
+#: Width of one activation or weight as it travels on buses and sits in memories.
+DATA_WIDTH = 8
+#: Width of a zero point: covers -128..127 (int8) and 0..255 (uint8).
+ZP_WIDTH = DATA_WIDTH + 1
+#: Width of an operand after the zero-point subtraction: -255..255.
+OPERAND_WIDTH = DATA_WIDTH + 1
+#: Width of the accumulators (wraps like a 32-bit hardware accumulator).
+ACC_WIDTH = 32
+
+
+def _check_positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+class MacArray(wiring.Component):
+    """PE output channels x SIMD input channels of multiply-accumulate, one word pair per cycle.
+
+    A pipeline that never stalls (operands, products, accumulate): an operation presented with
+    ``valid`` in cycle ``t`` lands in the accumulators at the end of cycle ``t + 3``; when it
+    carries ``last``, the finished accumulators appear on ``acc`` with ``acc_valid`` in cycle
+    ``t + 4`` (:attr:`latency`). An operation with ``first`` starts a new sum instead of adding to the
+    previous one, so consecutive output groups need no idle cycle between them.
+
+    The ``x``, ``w`` and ``w_zp`` inputs are expected one cycle after the control inputs
+    (``valid``, ``first``, ``last``, ``final``, ``in_image``, ``lanes``), which is when a block
+    RAM addressed together with the control delivers its data.
+
+    Parameters
+    ----------
+    pe : int
+        Output channels computed in parallel.
+    simd : int
+        Input channels consumed in parallel.
+
+    Attributes
+    ----------
+    latency : int
+        Cycles from an operation with ``last`` to its ``acc_valid``.
+
+    Members
+    -------
+    valid, first, last, final : ``In(1)``
+        An operation, the first and the last of an output group, and the last group of the
+        feature map (``final`` is passed to ``acc_final``).
+    in_image : ``In(1)``
+        Zero means the tap lies in the padding: the activation operand is forced to zero.
+    lanes : ``In(range(simd + 1))``
+        Number of valid input lanes (the last channel group of a layer may be partial);
+        lanes at or above it contribute zero.
+    x_zp : ``In(signed(9))``, x_unsigned, w_unsigned : ``In(1)``
+        Layer constants: input zero point, signedness of activations and weights.
+    x : ``In(unsigned(8 * simd))``
+        Activations, lane ``i`` in bits ``8*i .. 8*i+7`` (one cycle after ``valid``).
+    w : ``In(unsigned(8 * pe * simd))``
+        Weights, output channel ``p`` and lane ``i`` in byte ``p*simd + i``.
+    w_zp : ``In(unsigned(9 * pe))``
+        Weight zero point of each output channel, 9-bit two's complement each.
+    acc_valid, acc_final : ``Out(1)``
+    acc : ``Out(unsigned(32 * pe))``
+        The finished accumulators, lane ``p`` in bits ``32*p .. 32*p+31`` (two's complement).
+    """
+
+    latency = 4
+
+    def __init__(self, pe, simd):
+        _check_positive("pe", pe)
+        _check_positive("simd", simd)
+        self.pe = pe
+        self.simd = simd
+        super().__init__({
+            "valid": In(1), "first": In(1), "last": In(1), "final": In(1),
+            "in_image": In(1), "lanes": In(range(simd + 1)),
+            "x_zp": In(signed(ZP_WIDTH)), "x_unsigned": In(1), "w_unsigned": In(1),
+            "x": In(unsigned(DATA_WIDTH * simd)),
+            "w": In(unsigned(DATA_WIDTH * pe * simd)),
+            "w_zp": In(unsigned(ZP_WIDTH * pe)),
+            "acc_valid": Out(1), "acc_final": Out(1),
+            "acc": Out(unsigned(ACC_WIDTH * pe)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pe, simd = self.pe, self.simd
+        ctrl = data.StructLayout({"valid": 1, "first": 1, "last": 1, "final": 1})
+
+        # Stage 1 (the cycle the memories deliver): control of the operation being read.
+        s1 = Signal(ctrl)
+        s1_in_image = Signal()
+        s1_lanes = Signal(range(simd + 1))
+        m.d.sync += [
+            s1.valid.eq(self.valid), s1.first.eq(self.first), s1.last.eq(self.last),
+            s1.final.eq(self.final), s1_in_image.eq(self.in_image), s1_lanes.eq(self.lanes),
+        ]
+
+        def extend(byte, is_unsigned):
+            return Mux(is_unsigned, byte.as_unsigned(), byte.as_signed())
+
+        # Stage 2: zero-point-corrected 9-bit operands.
+        s2 = Signal(ctrl)
+        xs = [Signal(signed(OPERAND_WIDTH), name=f"xs{i}") for i in range(simd)]
+        ws = [[Signal(signed(OPERAND_WIDTH), name=f"ws{p}_{i}") for i in range(simd)]
+              for p in range(pe)]
+        m.d.sync += s2.eq(s1)
+        for i in range(simd):
+            x = extend(self.x.word_select(i, DATA_WIDTH), self.x_unsigned)
+            keep = s1_in_image & (s1_lanes > i)
+            m.d.sync += xs[i].eq(Mux(keep, x - self.x_zp, 0))
+        for p in range(pe):
+            wz = self.w_zp.word_select(p, ZP_WIDTH).as_signed()
+            for i in range(simd):
+                w = extend(self.w.word_select(p * simd + i, DATA_WIDTH), self.w_unsigned)
+                m.d.sync += ws[p][i].eq(w - wz)
+
+        # Stage 3: products.
+        s3 = Signal(ctrl)
+        prods = [[Signal(signed(2 * OPERAND_WIDTH - 1), name=f"prod{p}_{i}") for i in range(simd)]
+                 for p in range(pe)]
+        m.d.sync += s3.eq(s2)
+        for p in range(pe):
+            for i in range(simd):
+                m.d.sync += prods[p][i].eq(xs[i] * ws[p][i])
+
+        # Accumulate (adder tree, then the 32-bit accumulator).
+        accs = [Signal(signed(ACC_WIDTH), name=f"acc{p}") for p in range(pe)]
+        for p in range(pe):
+            terms = list(prods[p])
+            while len(terms) > 1:
+                terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
+                         for k in range(0, len(terms), 2)]
+            dot = terms[0]
+            with m.If(s3.valid):
+                m.d.sync += accs[p].eq(Mux(s3.first, dot, accs[p] + dot))
+        m.d.sync += [
+            self.acc_valid.eq(s3.valid & s3.last),
+            self.acc_final.eq(s3.valid & s3.last & s3.final),
+        ]
+        for p in range(pe):
+            m.d.comb += self.acc.word_select(p, ACC_WIDTH).eq(accs[p])
+        return m

@@ -1,0 +1,744 @@
+"""Streaming max-pool unit with ONNX MaxPool semantics (see :func:`model.pool.maxpool2d`).
+
+Stream format (the conv engine's, HWC): pixels in raster order, each as ``G = ceil(C / lanes)``
+consecutive beats of ``lanes`` bytes (beat ``g`` carries channels ``g*lanes .. g*lanes+lanes-1``,
+channel ``g*lanes + i`` in lane ``i``; input lanes past ``C`` are ignored), ``last`` on the
+final beat of the map. The output has the same format for the pooled map; its lanes past ``C``
+are 0.
+
+How it works. Max pooling is separable: the maximum over a window is the maximum over its
+rows of the maximum over its columns, where only taps inside the input count (padding never
+wins). Two read-modify-write stages keep *partial maxima*, never input pixels:
+
+- the horizontal stage holds, for every open output column (a window along the row that has
+  started but not ended), the maximum of its taps so far, for each channel group;
+- the vertical stage holds, for every open output row and every output column and group, the
+  maximum of the finished horizontal maxima of its tap rows so far.
+
+Each input beat updates every open window it is a tap of in one cycle (all slots sit side by
+side in one memory word), and a window's maximum leaves the stage when its last in-image tap
+has been seen. An axis sequencer per direction knows the open windows from counters alone
+(stride, dilation, pads and ``ceil_mode`` are comparisons, no division): windows start every
+``stride`` positions from ``-pad_begin``, while the start position ``p`` satisfies
+``p <= W + pad_end - Keff`` (floor) or ``p <= min(W - 1, W + pad_end - Keff + stride - 1)``
+(``ceil_mode``: the last window starts inside the input or the begin padding).
+
+Memory formula. With ``S = window_slots``, ``G_max = ceil(max_channels / lanes)`` and the
+widest output row ``OW_max = max_width + max_kernel - 1`` (stride 1, dilation 1, pads
+``max_kernel - 1`` on both sides)::
+
+    horizontal: G_max words            of S * lanes * 8 bits
+    vertical:   OW_max * G_max words   of S * lanes * 8 bits   (block RAM)
+
+(each at least 2 words), i.e. ``S`` rows of partial maxima of the *output* width, where a
+line buffer holds ``Keff_h - 1`` rows of the *input* width. A map is legal iff
+``Keff <= S * stride`` on both axes (at most ``S`` windows are open at once). The default
+``S = max_kernel`` admits every kernel up to the maximum without dilation, at any stride:
+for lanes 8, kernels up to 7, width 224 and 64 channels that is 1840 x 448 bits = 824,320
+bits, a little more than the 688,128 bits of a 6-row line buffer; ``S = 2`` (every 2x2/2 and
+3x3/2 pooling, the usual ones) needs 235,520. :func:`memory_bits` gives the totals.
+
+Handshakes. ``i.ready`` depends on ``o.ready`` through a few gates (the pipeline stalls only
+when a result meets a full output register), never on ``i.valid``; ``o.valid`` and
+``o.payload`` come straight from registers. Nothing is lost or duplicated under any pattern
+of idles and stalls.
+
+Throughput. One input beat per cycle, except where several windows end on the last column of
+a row (right padding or ``ceil_mode``: ``G`` extra cycles per extra window) or on the last
+row of the map (``OW * G`` extra cycles per extra window), and a few setup cycles per map.
+
+Control. ``start`` latches ``config``; the unit checks it (:class:`PoolError`), and either
+refuses it (``error`` set, ``done``, no input accepted and nothing output) or runs it
+(``running`` while it accepts the ``H * W * G`` input beats; ``busy`` until the final output
+beat has been sent; then ``done``). ``start`` is ignored while ``busy``. An input ``last``
+that is missing on the final beat or set early sets ``last_error``; the beat count decides
+where the map ends.
+"""
+
+import enum
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from rtl.engine_regs import DIM_WIDTH, SMALL_WIDTH
+
+__all__ = ["MaxPool", "MaxPoolAxis", "PoolError", "ERROR_WIDTH", "DATA_WIDTH", "config_layout",
+           "beat_layout", "memory_bits", "memory_depths", "hardware_params", "max_output_width"]
+
+#: Bits per activation (int8 or uint8).
+DATA_WIDTH = 8
+#: Most channels per beat.
+MAX_LANES = 64
+#: Smallest memory depth (a one-word memory would have a zero-width address).
+MIN_DEPTH = 2
+#: Register levels between the latched configuration and the checks.
+SETUP_LEVELS = 3
+
+
+class _State(enum.IntEnum):
+    """Control states; none is 0, so that no state compare becomes a vector ``!``."""
+    IDLE = 1
+    SETUP = 2
+    PREROLL = 3
+    IN = 4          # input beats (and the horizontal windows that end on them)
+    HFLUSH = 5      # further horizontal windows ending on the last column of a row
+    VFLUSH = 6      # further vertical windows ending on the last row of the map
+    DRAIN = 7       # wait for the pipeline to empty
+
+
+class PoolError(enum.IntEnum):
+    """Why the unit refused a map (``error``); the first violated check wins.
+
+    Codes 1 to 7 mean what the conv engine's codes of the same name mean.
+    """
+    NONE = 0
+    KERNEL = 1          #: kernel height or width 0 or above the maximum
+    DILATION = 2        #: dilation 0 or above the maximum
+    STRIDE = 3          #: stride 0 or above the maximum
+    SIZE = 4            #: height or width 0 or above the maximum
+    CHANNELS = 5        #: channels 0 or above the maximum
+    PAD = 6             #: a pad not smaller than the kernel of its axis (ONNX)
+    NO_OUTPUT = 7       #: the padded input is smaller than the dilated kernel
+    WINDOW_SLOTS = 8    #: more windows open at once than window_slots (Keff > slots * stride)
+    EMPTY_WINDOW = 9    #: a dilated window covers only padding (it would have no maximum)
+
+
+#: Width of the ``error`` output.
+ERROR_WIDTH = max(PoolError).bit_length()
+
+
+def config_layout() -> data.StructLayout:
+    """The run-time configuration: field widths of the engine's registers, so that values
+    above the hardware maxima arrive intact and are refused rather than truncated."""
+    dim, small = unsigned(DIM_WIDTH), unsigned(SMALL_WIDTH)
+    return data.StructLayout({
+        "height": dim, "width": dim, "channels": dim,
+        "kernel_h": small, "kernel_w": small,
+        "stride_h": small, "stride_w": small,
+        "pad_top": small, "pad_left": small, "pad_bottom": small, "pad_right": small,
+        "dilation_h": small, "dilation_w": small,
+        "ceil_mode": 1,
+        "is_unsigned": 1,
+    })
+
+
+def beat_layout(lanes: int) -> data.StructLayout:
+    """Stream payload: ``lanes`` activation bit patterns (lane ``i`` in bits ``8i..8i+7``)."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(DATA_WIDTH), lanes), "last": 1})
+
+
+def max_output_width(max_width: int, max_kernel: int) -> int:
+    """The widest output row of a legal map: ``max_width + max_kernel - 1``."""
+    return max_width + max_kernel - 1
+
+
+def memory_depths(lanes, max_kernel, max_width, max_channels) -> dict:
+    """Words of the horizontal and vertical partial-maximum memories (at least 2 each)."""
+    groups = -(-max_channels // lanes)
+    return {"horizontal": max(groups, MIN_DEPTH),
+            "vertical": max(max_output_width(max_width, max_kernel) * groups, MIN_DEPTH)}
+
+
+def memory_bits(**params) -> dict:
+    """Bits of the horizontal and vertical partial-maximum memories of ``MaxPool(**params)``
+    (see the module docstring)."""
+    p = hardware_params(**params)
+    word = p["window_slots"] * p["lanes"] * DATA_WIDTH
+    depths = memory_depths(p["lanes"], p["max_kernel"], p["max_width"], p["max_channels"])
+    return {name: depth * word for name, depth in depths.items()}
+
+
+def hardware_params(lanes=8, max_kernel=7, max_width=224, max_channels=64, max_height=None,
+                    max_stride=None, max_dilation=None, window_slots=None) -> dict:
+    """The parameters of :class:`MaxPool`, checked, with their defaults filled in."""
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= MAX_LANES \
+            or lanes & (lanes - 1):
+        raise ValueError(f"lanes must be a power of two up to {MAX_LANES}, not {lanes!r}")
+    small_max = (1 << SMALL_WIDTH) - 1
+    dim_max = (1 << DIM_WIDTH) - 1
+    _check_range("max_kernel", max_kernel, 1, small_max)
+    _check_range("max_width", max_width, 1, dim_max)
+    _check_range("max_channels", max_channels, 1, dim_max)
+    max_height = max_width if max_height is None else max_height
+    max_stride = max_kernel if max_stride is None else max_stride
+    max_dilation = max_kernel if max_dilation is None else max_dilation
+    window_slots = max_kernel if window_slots is None else window_slots
+    _check_range("max_height", max_height, 1, dim_max)
+    _check_range("max_stride", max_stride, 1, small_max)
+    _check_range("max_dilation", max_dilation, 1, small_max)
+    _check_range("window_slots", window_slots, 1, max_kernel)
+    return dict(lanes=lanes, max_kernel=max_kernel, max_width=max_width,
+                max_channels=max_channels, max_height=max_height, max_stride=max_stride,
+                max_dilation=max_dilation, window_slots=window_slots)
+
+
+def _is_zero(value):
+    """``value == 0`` written as a reduction, which Verilator lints cleanly (Yosys writes
+    ``value == 0`` as ``!value``, a logical NOT of a vector)."""
+    return ~value.any()
+
+
+def _equals(value, constant):
+    """``value == constant``, through :func:`_is_zero` for 0."""
+    return _is_zero(value) if constant == 0 else value == constant
+
+
+def _select(index, values):
+    """``values[index]`` as a chain of multiplexers (an Amaranth ``Array`` becomes a ``case``
+    without a default when ``len(values)`` is not a power of two)."""
+    result = values[-1]
+    for j in reversed(range(len(values) - 1)):
+        result = Mux(_equals(index, j), values[j], result)
+    return result
+
+
+def _check_range(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
+
+
+class _Axis:
+    """Open-window bookkeeping along one axis (row or column positions).
+
+    Window ``o`` has its first tap at ``o * stride - pad_begin`` and lives in slot
+    ``o mod slots`` while open; ``rel`` is the current position relative to its first tap and
+    ``dphase = rel mod dilation`` (a tap when 0). Actions, one per cycle, are comb strobes:
+    ``init`` (position ``-pad_begin``), ``step`` (next position, never from the last one),
+    ``retire`` (close the oldest window), ``save``/``restore`` (snapshot of the state).
+    ``seen`` marks a window that has had an in-image tap (its next tap overwrites rather than
+    maxes), ``final`` the last window of the axis; open windows occupy consecutive slots from
+    ``head``.
+    """
+
+    def __init__(self, m, name, slots, pos_shape, rel_shape, dil_shape, stride_shape, snapshot):
+        self.m, self.slots = m, slots
+        self.pos = Signal(pos_shape, name=f"{name}_pos")
+        self.sphase = Signal(stride_shape, name=f"{name}_sphase")
+        index = range(max(slots, 2))                    # no zero-width signals
+        self.head = Signal(index, name=f"{name}_head")
+        self.alloc = Signal(index, name=f"{name}_alloc")
+        self.active = [Signal(name=f"{name}_active{j}") for j in range(slots)]
+        self.rel = [Signal(rel_shape, name=f"{name}_rel{j}") for j in range(slots)]
+        self.dphase = [Signal(dil_shape, name=f"{name}_dphase{j}") for j in range(slots)]
+        self.seen = [Signal(name=f"{name}_seen{j}") for j in range(slots)]
+        self.final = [Signal(name=f"{name}_final{j}") for j in range(slots)]
+        self.state = [self.pos, self.sphase, self.head, self.alloc, *self.active, *self.rel,
+                      *self.dphase, *self.seen, *self.final]
+        self.snap = ([Signal.like(s, name=f"{s.name}_snap") for s in self.state]
+                     if snapshot else None)
+        # Action strobes.
+        self.init = Signal(name=f"{name}_init")
+        self.step = Signal(name=f"{name}_step")
+        self.retire = Signal(name=f"{name}_retire")
+        self.save = Signal(name=f"{name}_save")
+        self.restore = Signal(name=f"{name}_restore")
+        # Per-layer constants, driven by the owner.
+        self.last_pos = Signal(pos_shape, name=f"{name}_last_pos")        # n - 1
+        self.rel_last = Signal(rel_shape, name=f"{name}_rel_last")        # Keff - 1
+        self.start_max = Signal(pos_shape, name=f"{name}_start_max")      # last legal start
+        self.final_min = Signal(pos_shape, name=f"{name}_final_min")      # start_max - s + 1
+        self.stride = Signal(stride_shape, name=f"{name}_stride")
+        self.dilation = Signal(dil_shape, name=f"{name}_dilation")
+        self.pad_begin = Signal(pos_shape, name=f"{name}_pad_begin")
+        # Decoded state.
+        self.tap = [Signal(name=f"{name}_tap{j}") for j in range(slots)]
+        self.fresh = [Signal(name=f"{name}_fresh{j}") for j in range(slots)]
+        self.at_end = Signal(name=f"{name}_at_end")
+        self.head_active = Signal(name=f"{name}_head_active")
+        self.head_finish = Signal(name=f"{name}_head_finish")
+        self.head_final = Signal(name=f"{name}_head_final")
+        self.more = Signal(name=f"{name}_more")
+
+    def _next(self, index):
+        return Mux(index == self.slots - 1, 0, index + 1)
+
+    def elaborate(self):
+        m = self.m
+        slots = self.slots
+        for j in range(slots):
+            m.d.comb += [
+                self.tap[j].eq(self.active[j] & _is_zero(self.dphase[j])),
+                self.fresh[j].eq(self.tap[j] & ~self.seen[j]),
+            ]
+        m.d.comb += [
+            self.at_end.eq(self.pos == self.last_pos),
+            self.head_active.eq(_select(self.head, self.active)),
+            self.head_finish.eq(self.head_active & (
+                self.at_end | (_select(self.head, self.rel) == self.rel_last))),
+            self.head_final.eq(_select(self.head, self.final)),
+            self.more.eq(_select(self._next(self.head), self.active) if slots > 1 else 0),
+        ]
+
+        with m.If(self.init):
+            m.d.sync += [
+                self.pos.eq(-self.pad_begin), self.sphase.eq(0), self.head.eq(0),
+                self.alloc.eq(self._next(Const(0, self.alloc.shape()))),
+            ]
+            for j in range(slots):
+                m.d.sync += [self.active[j].eq(j == 0), self.rel[j].eq(0), self.dphase[j].eq(0),
+                             self.seen[j].eq(0)]
+            m.d.sync += self.final[0].eq(-self.pad_begin >= self.final_min)
+        with m.Elif(self.step):
+            new_pos = Signal.like(self.pos, name=f"{self.pos.name}_next")
+            sphase = Signal.like(self.sphase, name=f"{self.sphase.name}_next")
+            start = Signal(name=f"{self.pos.name}_start")
+            m.d.comb += [
+                new_pos.eq(self.pos + 1),
+                sphase.eq(Mux(self.sphase == self.stride - 1, 0, self.sphase + 1)),
+                start.eq(_is_zero(sphase) & (new_pos <= self.start_max)),
+            ]
+            m.d.sync += [self.pos.eq(new_pos), self.sphase.eq(sphase)]
+            for j in range(slots):
+                with m.If(self.active[j]):
+                    m.d.sync += [
+                        self.rel[j].eq(self.rel[j] + 1),
+                        self.dphase[j].eq(Mux(self.dphase[j] == self.dilation - 1, 0,
+                                              self.dphase[j] + 1)),
+                        self.seen[j].eq(self.seen[j] | (self.tap[j] & (self.pos >= 0))),
+                    ]
+                    with m.If(self.rel[j] == self.rel_last):
+                        m.d.sync += self.active[j].eq(0)
+                with m.If(start & _equals(self.alloc, j)):       # after the close: a slot is reused
+                    m.d.sync += [self.active[j].eq(1), self.rel[j].eq(0), self.dphase[j].eq(0),
+                                 self.seen[j].eq(0), self.final[j].eq(new_pos >= self.final_min)]
+            with m.If(self.head_finish):
+                m.d.sync += self.head.eq(self._next(self.head))
+            with m.If(start):
+                m.d.sync += self.alloc.eq(self._next(self.alloc))
+        with m.Elif(self.retire):
+            m.d.sync += self.head.eq(self._next(self.head))
+            for j in range(slots):
+                with m.If(_equals(self.head, j)):
+                    m.d.sync += self.active[j].eq(0)
+        if self.snap is not None:
+            with m.Elif(self.restore):
+                m.d.sync += [s.eq(snap) for s, snap in zip(self.state, self.snap)]
+            with m.If(self.save):
+                m.d.sync += [snap.eq(s) for s, snap in zip(self.state, self.snap)]
+
+    def empty_window(self, extent):
+        """High if an open window's next tap is at or past ``extent`` (valid at position 0)."""
+        bad = Const(0)
+        for j in range(self.slots):
+            bad = bad | (self.active[j] & (self.dphase[j] != 0)
+                         & (self.dilation - self.dphase[j] >= extent))
+        return bad
+
+
+class MaxPool(wiring.Component):
+    """Max pooling of an HWC stream of 8-bit maps, configured at run time (see the module).
+
+    Bit-exact with :func:`model.pool.maxpool2d` for every legal configuration: any kernel,
+    stride, pads (each smaller than the kernel), dilation and ``ceil_mode`` up to the limits
+    below, int8 or uint8 (signed values are compared with their sign bit flipped).
+
+    Pipeline: the sequencer issues one operation per cycle (an input beat, or a flush of a
+    window that ended on the last column or row); stage 1 reads, updates and writes the
+    horizontal memory word of the beat's channel group, stage 2 the vertical word of the
+    output column and group when a horizontal window ends, then the output register. A
+    memory word written in one cycle is read by the next operation through a transparent
+    read port, so back-to-back updates of the same word (one group, one output column) are
+    exact. Setup after ``start``: ``SETUP_LEVELS + 2`` cycles plus the larger begin pad.
+
+    Parameters
+    ----------
+    lanes : int
+        Channels per beat (a power of two up to 64).
+    max_kernel : int
+        Largest kernel height and width.
+    max_width, max_height : int
+        Largest input map; ``max_height`` defaults to ``max_width``.
+    max_channels : int
+        Largest channel count.
+    max_stride, max_dilation : int
+        Largest stride and dilation; default ``max_kernel``.
+    window_slots : int
+        Windows open at once per axis, the width of the partial-maximum memories in windows;
+        default ``max_kernel``. A map is legal iff ``(K - 1) * dilation + 1 <= window_slots *
+        stride`` on both axes.
+
+    Attributes
+    ----------
+    params : dict
+        Every parameter, defaults filled in (:func:`hardware_params`); each is also an
+        attribute of the same name.
+    hmem_depth, vmem_depth : int
+        Words of the horizontal and vertical memories (:func:`memory_depths`).
+    groups : int
+        ``ceil(max_channels / lanes)``, beats per pixel at most.
+    out_width_max : int
+        :func:`max_output_width`.
+
+    Members
+    -------
+    config : ``In(config_layout())``
+        Latched at ``start``.
+    start : ``In(1)``
+        Latch ``config`` and run (ignored while ``busy``).
+    busy, running, done : ``Out(1)``
+        See the module docstring; ``done`` and ``error`` hold until the next ``start``.
+    error : ``Out(ERROR_WIDTH)``
+        A :class:`PoolError`.
+    last_error : ``Out(1)``
+        Input ``last`` missing on the final beat or set early.
+    i : ``In(stream.Signature(beat_layout(lanes)))``
+    o : ``Out(stream.Signature(beat_layout(lanes)))``
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.params = hardware_params(*args, **kwargs)
+        for name, value in self.params.items():
+            setattr(self, name, value)
+        lanes, max_kernel, max_width, max_channels = (self.params[n] for n in (
+            "lanes", "max_kernel", "max_width", "max_channels"))
+        self.groups = -(-max_channels // lanes)
+        self.out_width_max = max_output_width(max_width, max_kernel)
+        depths = memory_depths(lanes, max_kernel, max_width, max_channels)
+        self.hmem_depth, self.vmem_depth = depths["horizontal"], depths["vertical"]
+        self.beat_layout = beat_layout(lanes)
+        super().__init__({
+            "config": In(config_layout()),
+            "start": In(1),
+            "busy": Out(1),
+            "running": Out(1),
+            "done": Out(1),
+            "error": Out(ERROR_WIDTH),
+            "last_error": Out(1),
+            "i": In(stream.Signature(self.beat_layout)),
+            "o": Out(stream.Signature(self.beat_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, slots = self.lanes, self.window_slots
+        lane_bits = (lanes - 1).bit_length()
+        sign_bit = 1 << (DATA_WIDTH - 1)
+
+        # --- configuration latched at start, derived constants, checks -----------------------
+        cfg = Signal(config_layout(), name="cfg")
+        latch = Signal()
+        with m.If(latch):
+            m.d.sync += cfg.eq(self.config)
+
+        def reg(name, expr):
+            sig = Signal(expr.shape(), name=f"d_{name}")
+            m.d.sync += sig.eq(expr)
+            return sig
+
+        axes_cfg = {
+            "h": (cfg.height, cfg.kernel_h, cfg.stride_h, cfg.dilation_h, cfg.pad_top,
+                  cfg.pad_bottom, self.max_height),
+            "w": (cfg.width, cfg.kernel_w, cfg.stride_w, cfg.dilation_w, cfg.pad_left,
+                  cfg.pad_right, self.max_width),
+        }
+        d = {}
+        for a, (n, k, s, dil, pb, pe, _) in axes_cfg.items():
+            keff = reg(f"keff_{a}", (k - 1) * dil + 1)                            # level 1
+            limit = reg(f"limit_{a}", n + pe - keff)                              # level 2
+            d[f"keff_{a}"], d[f"limit_{a}"] = keff, limit
+            ceil_max = Mux(limit + s - 1 < n - 1, limit + s - 1, n - 1)
+            start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 3
+            d[f"start_max_{a}"] = start_max
+            d[f"final_min_{a}"] = start_max - s + 1
+        groups = reg("groups", (cfg.channels + lanes - 1) >> lane_bits)
+        last_lanes = reg("last_lanes", cfg.channels - ((groups - 1) << lane_bits))
+
+        def outside(value, hi):
+            return _is_zero(value) | (value > hi)
+        checks = [
+            (PoolError.KERNEL, outside(cfg.kernel_h, self.max_kernel)
+             | outside(cfg.kernel_w, self.max_kernel)),
+            (PoolError.DILATION, outside(cfg.dilation_h, self.max_dilation)
+             | outside(cfg.dilation_w, self.max_dilation)),
+            (PoolError.STRIDE, outside(cfg.stride_h, self.max_stride)
+             | outside(cfg.stride_w, self.max_stride)),
+            (PoolError.SIZE, outside(cfg.height, self.max_height)
+             | outside(cfg.width, self.max_width)),
+            (PoolError.CHANNELS, outside(cfg.channels, self.max_channels)),
+            (PoolError.PAD, (cfg.pad_top >= cfg.kernel_h) | (cfg.pad_bottom >= cfg.kernel_h)
+             | (cfg.pad_left >= cfg.kernel_w) | (cfg.pad_right >= cfg.kernel_w)),
+            (PoolError.NO_OUTPUT, (d["limit_h"] < -cfg.pad_top) | (d["limit_w"] < -cfg.pad_left)),
+            (PoolError.WINDOW_SLOTS, (d["keff_h"] > slots * cfg.stride_h)
+             | (d["keff_w"] > slots * cfg.stride_w)),
+        ]
+        code = Const(PoolError.NONE, ERROR_WIDTH)
+        for value, bad in reversed(checks):
+            code = Mux(bad, value, code)
+        check_code = Signal(ERROR_WIDTH)
+        m.d.comb += check_code.eq(code)
+
+        # --- axis sequencers ----------------------------------------------------------------
+        max_n = max(self.max_width, self.max_height)
+        pos_shape = signed(max(max_n, self.max_kernel + self.max_stride).bit_length() + 2)
+        rel_shape = unsigned(((self.max_kernel - 1) * self.max_dilation).bit_length() or 1)
+        dil_shape = unsigned(self.max_dilation.bit_length())
+        stride_shape = unsigned(self.max_stride.bit_length())
+        ha = _Axis(m, "ax_w", slots, pos_shape, rel_shape, dil_shape, stride_shape, snapshot=True)
+        va = _Axis(m, "ax_h", slots, pos_shape, rel_shape, dil_shape, stride_shape, snapshot=False)
+        for axis, a, pb, n, s, dil in ((ha, "w", cfg.pad_left, cfg.width, cfg.stride_w,
+                                         cfg.dilation_w),
+                                        (va, "h", cfg.pad_top, cfg.height, cfg.stride_h,
+                                         cfg.dilation_h)):
+            m.d.comb += [
+                axis.last_pos.eq(n - 1), axis.rel_last.eq(d[f"keff_{a}"] - 1),
+                axis.start_max.eq(d[f"start_max_{a}"]), axis.final_min.eq(d[f"final_min_{a}"]),
+                axis.stride.eq(s), axis.dilation.eq(dil), axis.pad_begin.eq(pb),
+            ]
+            axis.elaborate()
+        empty = Signal()
+        m.d.comb += empty.eq(ha.empty_window(cfg.width) | va.empty_window(cfg.height))
+
+        # --- memories -----------------------------------------------------------------------
+        lane_vec = data.ArrayLayout(unsigned(DATA_WIDTH), lanes)
+        word = data.ArrayLayout(lane_vec, slots)
+        m.submodules.hmem = hmem = Memory(shape=word, depth=self.hmem_depth, init=[])
+        m.submodules.vmem = vmem = Memory(shape=word, depth=self.vmem_depth, init=[])
+        hw_port = hmem.write_port()
+        hr_port = hmem.read_port(transparent_for=(hw_port,))
+        vw_port = vmem.write_port()
+        vr_port = vmem.read_port(transparent_for=(vw_port,))
+
+        # --- control ---------------------------------------------------------------------
+        busy, running, done, last_error = (Signal(name=n) for n in (
+            "busy_q", "running_q", "done_q", "last_error_q"))
+        error_q = Signal(ERROR_WIDTH, name="error_q")
+        m.d.comb += [self.busy.eq(busy), self.running.eq(running), self.done.eq(done),
+                     self.error.eq(error_q), self.last_error.eq(last_error)]
+        setup_count = Signal(range(SETUP_LEVELS + 1))
+
+        g = Signal(range(max(self.groups, 2)))
+        g_last = Signal()
+        m.d.comb += g_last.eq(g == groups - 1)
+        hcount = Signal(range(self.out_width_max * self.groups + 1))   # H-window outputs in the row
+        fcount = Signal.like(hcount, name="fcount")                    # vertical flush address
+
+        # Pipeline: P0 = the operation the sequencer issues, P1 = horizontal read-modify-write,
+        # P2 = vertical read-modify-write, then the output register. Everything moves on `adv`.
+        adv = Signal()
+        fire = Signal()
+        OP_IN, OP_HFLUSH, OP_VFLUSH = 1, 2, 3        # nonzero, see _is_zero
+        op_kind = Signal(2)
+        ctrl = data.StructLayout({
+            "kind": 2, "g": g.shape(), "g_last": 1,
+            "h_tap": slots, "h_fresh": slots, "h_emit": 1, "h_slot": ha.head.shape(), "h_final": 1,
+            "v_tap": slots, "v_fresh": slots, "v_emit": 1, "v_slot": va.head.shape(), "v_final": 1,
+            "vaddr": hcount.shape(), "vlast": 1,
+        })
+        p0 = Signal(ctrl)
+        p1, p2 = Signal(ctrl, name="p1"), Signal(ctrl, name="p2")
+        p1_valid, p2_valid = Signal(), Signal()
+        p1_data = Signal(lane_vec)
+        p2_hv = Signal(lane_vec)
+        out_valid = Signal()
+        out_payload = Signal(self.beat_layout)
+
+        flip = Mux(cfg.is_unsigned, 0, sign_bit)          # signed compare as unsigned
+        m.d.comb += [
+            p0.kind.eq(op_kind), p0.g.eq(g), p0.g_last.eq(g_last),
+            p0.h_tap.eq(Mux(op_kind == OP_IN, Cat(ha.tap), 0)),
+            p0.h_fresh.eq(Mux(op_kind == OP_IN, Cat(ha.fresh), 0)),
+            p0.h_emit.eq(Mux(op_kind == OP_IN, ha.head_finish, op_kind == OP_HFLUSH)),
+            p0.h_slot.eq(ha.head), p0.h_final.eq(ha.head_final),
+            p0.v_tap.eq(Mux(op_kind == OP_VFLUSH, 0, Cat(va.tap))),
+            p0.v_fresh.eq(Mux(op_kind == OP_VFLUSH, 0, Cat(va.fresh))),
+            p0.v_emit.eq(Mux(op_kind == OP_VFLUSH, 1, va.head_finish)),
+            p0.v_slot.eq(va.head), p0.v_final.eq(va.head_final),
+            p0.vaddr.eq(Mux(op_kind == OP_VFLUSH, fcount, hcount)),
+            p0.vlast.eq(Mux(op_kind == OP_VFLUSH, fcount == hcount - 1, ha.head_final & g_last)),
+        ]
+
+        # P1: horizontal update.
+        m.d.comb += [hr_port.addr.eq(g), hr_port.en.eq(adv)]
+        h_old = hr_port.data
+        h_new = Signal(word)
+        for j in range(slots):
+            for lane in range(lanes):
+                old, new = h_old[j][lane], p1_data[lane]
+                m.d.comb += h_new[j][lane].eq(Mux(
+                    p1.h_tap[j] & (p1.h_fresh[j] | (new > old)), new, old))
+        m.d.comb += [
+            hw_port.addr.eq(p1.g), hw_port.data.eq(h_new),
+            hw_port.en.eq(adv & p1_valid & (p1.kind == OP_IN)),
+            vr_port.addr.eq(p1.vaddr), vr_port.en.eq(adv),
+        ]
+        with m.If(adv):
+            m.d.sync += [
+                p2_valid.eq(p1_valid & ((p1.kind == OP_VFLUSH) | p1.h_emit)),
+                p2.eq(p1), p2_hv.eq(_select(p1.h_slot, [h_new[j] for j in range(slots)])),
+            ]
+
+        # P2: vertical update, output.
+        v_old = vr_port.data
+        v_new = Signal(word)
+        for j in range(slots):
+            for lane in range(lanes):
+                old, new = v_old[j][lane], p2_hv[lane]
+                m.d.comb += v_new[j][lane].eq(Mux(
+                    p2.v_tap[j] & (p2.v_fresh[j] | (new > old)), new, old))
+        m.d.comb += [
+            vw_port.addr.eq(p2.vaddr), vw_port.data.eq(v_new),
+            vw_port.en.eq(adv & p2_valid & (p2.kind != OP_VFLUSH)),
+        ]
+        p2_emit = Signal()
+        m.d.comb += p2_emit.eq(p2_valid & p2.v_emit)
+        m.d.comb += adv.eq(~(p2_emit & out_valid & ~self.o.ready))
+        result = Signal(lane_vec)
+        m.d.comb += result.eq(_select(p2.v_slot, [v_new[j] for j in range(slots)]))
+        with m.If(adv & p2_emit):
+            m.d.sync += [out_valid.eq(1), out_payload.last.eq(p2.v_final & p2.vlast)]
+            for lane in range(lanes):
+                keep = ~p2.g_last | (lane < last_lanes)
+                m.d.sync += out_payload.data[lane].eq(Mux(keep, result[lane] ^ flip, 0))
+        with m.Elif(self.o.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out_payload)]
+
+        # P0 -> P1.
+        with m.If(adv):
+            m.d.sync += [p1_valid.eq(fire), p1.eq(p0)]
+            for lane in range(lanes):
+                m.d.sync += p1_data[lane].eq(self.i.payload.data[lane] ^ flip)
+
+        # --- sequencer ----------------------------------------------------------------------
+        final_in = Signal()
+        m.d.comb += final_in.eq(ha.at_end & va.at_end & g_last)
+        pipe_empty = ~p1_valid & ~p2_valid & ~out_valid
+
+        def row_done():
+            with m.If(va.at_end):
+                with m.If(va.head_active & va.more):
+                    m.d.comb += va.retire.eq(1)
+                    m.d.sync += [fcount.eq(0), g.eq(0)]
+                    m.d.sync += state.eq(_State.VFLUSH)
+                with m.Else():
+                    m.d.sync += state.eq(_State.DRAIN)
+            with m.Else():
+                m.d.comb += [va.step.eq(1), ha.restore.eq(1)]
+                m.d.sync += hcount.eq(0)
+
+        state = Signal(range(max(_State) + 1), init=_State.IDLE)
+        with m.If(state == _State.IDLE):
+            with m.If(self.start):
+                m.d.comb += latch.eq(1)
+                m.d.sync += [busy.eq(1), done.eq(0), error_q.eq(0), last_error.eq(0),
+                             setup_count.eq(SETUP_LEVELS)]
+                m.d.sync += state.eq(_State.SETUP)
+        with m.Elif(state == _State.SETUP):
+            m.d.sync += setup_count.eq(setup_count - 1)
+            with m.If(_is_zero(setup_count)):
+                with m.If(check_code != PoolError.NONE):
+                    m.d.sync += [error_q.eq(check_code), busy.eq(0), done.eq(1)]
+                    m.d.sync += state.eq(_State.IDLE)
+                with m.Else():
+                    m.d.comb += [ha.init.eq(1), va.init.eq(1)]
+                    m.d.sync += state.eq(_State.PREROLL)
+        with m.Elif(state == _State.PREROLL):
+            # Step both axes from -pad_begin to position 0, then check the open windows.
+            m.d.comb += [ha.step.eq(ha.pos < 0), va.step.eq(va.pos < 0)]
+            with m.If((ha.pos >= 0) & (va.pos >= 0)):
+                with m.If(empty):
+                    m.d.sync += [error_q.eq(PoolError.EMPTY_WINDOW), busy.eq(0),
+                                 done.eq(1)]
+                    m.d.sync += state.eq(_State.IDLE)
+                with m.Else():
+                    m.d.comb += ha.save.eq(1)
+                    m.d.sync += [running.eq(1), g.eq(0), hcount.eq(0), fcount.eq(0)]
+                    m.d.sync += state.eq(_State.IN)
+        with m.Elif(state == _State.IN):
+            m.d.comb += [op_kind.eq(OP_IN), self.i.ready.eq(adv),
+                         fire.eq(adv & self.i.valid)]
+            with m.If(fire):
+                with m.If(self.i.payload.last != final_in):
+                    m.d.sync += last_error.eq(1)
+                with m.If(ha.head_finish):
+                    m.d.sync += hcount.eq(hcount + 1)
+                m.d.sync += g.eq(Mux(g_last, 0, g + 1))
+                with m.If(g_last):
+                    with m.If(ha.at_end):
+                        with m.If(final_in):
+                            m.d.sync += running.eq(0)
+                        with m.If(ha.head_active & ha.more):
+                            m.d.comb += ha.retire.eq(1)
+                            m.d.sync += state.eq(_State.HFLUSH)
+                        with m.Else():
+                            row_done()
+                    with m.Else():
+                        m.d.comb += ha.step.eq(1)
+        with m.Elif(state == _State.HFLUSH):
+            # Windows that end on the last column after the oldest one: one op per group.
+            m.d.comb += [op_kind.eq(OP_HFLUSH), fire.eq(adv)]
+            with m.If(fire):
+                m.d.sync += [hcount.eq(hcount + 1), g.eq(Mux(g_last, 0, g + 1))]
+                with m.If(g_last):
+                    with m.If(ha.more):
+                        m.d.comb += ha.retire.eq(1)
+                    with m.Else():
+                        m.d.sync += state.eq(_State.IN)
+                        row_done()
+        with m.Elif(state == _State.VFLUSH):
+            # Rows that end on the last input row after the oldest one: one op per word.
+            m.d.comb += [op_kind.eq(OP_VFLUSH), fire.eq(adv)]
+            with m.If(fire):
+                m.d.sync += [fcount.eq(fcount + 1), g.eq(Mux(g_last, 0, g + 1))]
+                with m.If(fcount == hcount - 1):
+                    m.d.sync += [fcount.eq(0), g.eq(0)]
+                    with m.If(va.more):
+                        m.d.comb += va.retire.eq(1)
+                    with m.Else():
+                        m.d.sync += state.eq(_State.DRAIN)
+        with m.Elif(state == _State.DRAIN):
+            with m.If(pipe_empty):
+                m.d.sync += [busy.eq(0), done.eq(1)]
+                m.d.sync += state.eq(_State.IDLE)
+        return m
+
+
+class MaxPoolAxis(wiring.Component):
+    """:class:`MaxPool` with flat AXI-Stream-style ports, as a top level for simulation.
+
+    Every ``config`` field ``NAME`` is the input port ``cfg_NAME``; ``s_axis_tdata`` and
+    ``m_axis_tdata`` hold ``lanes`` bytes, channel ``g*lanes + i`` in byte ``i``.
+    Parameters are those of :class:`MaxPool`.
+
+    Members
+    -------
+    s_axis_tdata : ``In(8 * lanes)``
+    s_axis_tvalid, s_axis_tlast, m_axis_tready : ``In(1)``
+    m_axis_tdata : ``Out(8 * lanes)``
+    m_axis_tvalid, m_axis_tlast, s_axis_tready : ``Out(1)``
+    cfg_* : ``In`` of each :func:`config_layout` field's width
+    start : ``In(1)``; busy, running, done, last_error : ``Out(1)``; error : ``Out(ERROR_WIDTH)``
+    """
+
+    def __init__(self, **params):
+        self.core = core = MaxPool(**params)
+        width = DATA_WIDTH * core.lanes
+        super().__init__({
+            "s_axis_tdata": In(width), "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
+            "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(width), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
+            "m_axis_tlast": Out(1),
+            **{f"cfg_{name}": In(field.shape) for name, field in config_layout()},
+            "start": In(1), "busy": Out(1), "running": Out(1), "done": Out(1),
+            "error": Out(ERROR_WIDTH), "last_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.d.comb += [
+            core.i.payload.data.eq(self.s_axis_tdata), core.i.payload.last.eq(self.s_axis_tlast),
+            core.i.valid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(core.i.ready),
+            self.m_axis_tdata.eq(core.o.payload.data), self.m_axis_tlast.eq(core.o.payload.last),
+            self.m_axis_tvalid.eq(core.o.valid), core.o.ready.eq(self.m_axis_tready),
+            *(getattr(core.config, name).eq(getattr(self, f"cfg_{name}"))
+              for name, _ in config_layout()),
+            core.start.eq(self.start), self.busy.eq(core.busy), self.running.eq(core.running),
+            self.done.eq(core.done), self.error.eq(core.error),
+            self.last_error.eq(core.last_error),
+        ]
+        return m

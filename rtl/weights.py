@@ -1,0 +1,202 @@
+"""Weight, bias and requantization-constant memories of the conv engine, and their loader.
+
+Parameters arrive at run time on a 32-bit AXI4-Stream (``s_axis_param_*`` on the engine), in
+packets that each start with a header beat and end with ``tlast``:
+
+======================  ===================================================================
+Beat                    Meaning
+======================  ===================================================================
+header                  bits 31..28: kind (:data:`KIND_WEIGHTS` or :data:`KIND_CHANNELS`);
+                        bits 23..0: first word address written by the packet
+payload                 whole memory words, each as consecutive beats (below)
+======================  ===================================================================
+
+``KIND_WEIGHTS``: one weight word is ``pe * simd`` bytes, sent little-endian in
+``ceil(pe * simd / 4)`` beats; byte ``p * simd + i`` is the weight of output channel
+``og * pe + p``, input channel ``ig * simd + i`` of one tap. Word address of
+(og, ky, kx, ig) is ``((og * kh + ky) * kw + kx) * ceil(cin / simd) + ig``: output-channel
+group, then kernel row, kernel column, input-channel group. Raw int8 or uint8 bit patterns;
+the zero point is subtracted in the MAC array.
+
+``KIND_CHANNELS``: one word per output-channel group ``og``, ``3 * pe`` beats: for each
+channel ``og * pe + p`` in turn, (1) the int32 bias, (2) the requantization multiplier
+(bits 30..0), (3) the right shift in bits 5..0 and the weight zero point as a 9-bit two's
+complement number in bits 16..8.
+
+A packet that ends inside a word, or a word past the end of its memory, is dropped and raises
+``load_error`` (sticky until ``clear``).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH
+
+__all__ = ["ParamStore", "channel_layout", "KIND_WEIGHTS", "KIND_CHANNELS", "BEAT_WIDTH",
+           "MULT_WIDTH", "SHIFT_WIDTH", "HEADER_KIND_SHIFT", "HEADER_ADDR_BITS",
+           "CHANNEL_BEATS"]
+
+#: Width of the parameter stream.
+BEAT_WIDTH = 32
+#: Header fields.
+HEADER_KIND_SHIFT = 28
+HEADER_ADDR_BITS = 24
+#: Packet kinds.
+KIND_WEIGHTS = 1
+KIND_CHANNELS = 2
+#: Beats per output channel in a KIND_CHANNELS packet: bias, multiplier, shift + zero point.
+CHANNEL_BEATS = 3
+#: Requantization constant widths (model.quant: multiplier < 2**31, shift <= 62).
+MULT_WIDTH = 31
+SHIFT_WIDTH = 6
+#: Bit position of the weight zero point in the third channel beat.
+WZP_SHIFT = 8
+
+
+def channel_layout(pe):
+    """Per output-channel-group constants read by the output stage: bias and requantization."""
+    return data.ArrayLayout(data.StructLayout({
+        "bias": signed(ACC_WIDTH), "multiplier": unsigned(MULT_WIDTH),
+        "shift": unsigned(SHIFT_WIDTH)}), pe)
+
+
+class ParamStore(wiring.Component):
+    """The engine's parameter memories and the stream loader that fills them.
+
+    Three block RAMs, each with one synchronous read port (data one cycle after the address):
+    weights (``weight_depth`` words of ``pe * simd`` bytes), weight zero points and channel
+    constants (``channel_groups`` words each). See the module docstring for the load format.
+
+    Parameters
+    ----------
+    pe, simd : int
+        MAC array size.
+    weight_depth : int
+        Weight words (each one tap of one input-channel group for ``pe`` output channels).
+    channel_groups : int
+        Output-channel groups, ``ceil(max_channels / pe)``.
+
+    Members
+    -------
+    param : ``In(stream.Signature(data.StructLayout({"data": 32, "last": 1})))``
+        The load stream; accepted only while ``load_enable`` is high.
+    load_enable : ``In(1)``
+    clear : ``In(1)``
+        Clears ``load_error``.
+    load_error : ``Out(1)``
+    weight_addr, wzp_addr, chan_addr : ``In(...)``
+    weight_data : ``Out(unsigned(8 * pe * simd))``
+    wzp_data : ``Out(unsigned(9 * pe))``
+    chan_data : ``Out(channel_layout(pe))``
+    """
+
+    def __init__(self, *, pe, simd, weight_depth, channel_groups):
+        for name, value in (("pe", pe), ("simd", simd), ("weight_depth", weight_depth),
+                            ("channel_groups", channel_groups)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if max(weight_depth, channel_groups) > 1 << HEADER_ADDR_BITS:
+            raise ValueError(f"weight_depth must be at most {1 << HEADER_ADDR_BITS}, "
+                             f"not {weight_depth}")
+        self.pe, self.simd = pe, simd
+        self.weight_depth, self.channel_groups = weight_depth, channel_groups
+        self.weight_width = DATA_WIDTH * pe * simd
+        self.weight_beats = -(-self.weight_width // BEAT_WIDTH)
+        self.channel_beats = CHANNEL_BEATS * pe
+        super().__init__({
+            "param": In(stream.Signature(data.StructLayout({"data": BEAT_WIDTH, "last": 1}))),
+            "load_enable": In(1), "clear": In(1), "load_error": Out(1),
+            "weight_addr": In(range(weight_depth)),
+            "weight_data": Out(unsigned(self.weight_width)),
+            "wzp_addr": In(range(channel_groups)),
+            "wzp_data": Out(unsigned(ZP_WIDTH * pe)),
+            "chan_addr": In(range(channel_groups)),
+            "chan_data": Out(channel_layout(pe)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pe = self.pe
+        m.submodules.weight_mem = weight_mem = Memory(
+            shape=unsigned(self.weight_width), depth=self.weight_depth, init=[])
+        m.submodules.wzp_mem = wzp_mem = Memory(
+            shape=unsigned(ZP_WIDTH * pe), depth=self.channel_groups, init=[])
+        m.submodules.chan_mem = chan_mem = Memory(
+            shape=channel_layout(pe), depth=self.channel_groups, init=[])
+        weight_rd, wzp_rd, chan_rd = (mem.read_port() for mem in (weight_mem, wzp_mem, chan_mem))
+        weight_wr, wzp_wr, chan_wr = (mem.write_port() for mem in (weight_mem, wzp_mem, chan_mem))
+        m.d.comb += [
+            weight_rd.addr.eq(self.weight_addr), self.weight_data.eq(weight_rd.data),
+            wzp_rd.addr.eq(self.wzp_addr), self.wzp_data.eq(wzp_rd.data),
+            chan_rd.addr.eq(self.chan_addr), self.chan_data.eq(chan_rd.data),
+        ]
+
+        # Loader: header, then words assembled beat by beat into `word`.
+        beats = max(self.weight_beats, self.channel_beats)
+        word = Signal(unsigned(BEAT_WIDTH * beats))
+        word_next = Signal.like(word)
+        in_packet = Signal()
+        kind = Signal(4)
+        addr = Signal(HEADER_ADDR_BITS + 1)
+        beat = Signal(range(beats))
+        beat_last = Signal()
+        m.d.comb += [
+            self.param.ready.eq(self.load_enable),
+            word_next.eq(word),
+            word_next.word_select(beat, BEAT_WIDTH).eq(self.param.payload.data),
+            beat_last.eq(beat == Mux(kind == KIND_WEIGHTS, self.weight_beats - 1,
+                                         self.channel_beats - 1)),
+        ]
+        with m.If(self.clear):
+            m.d.sync += self.load_error.eq(0)
+
+        lanes = data.View(data.ArrayLayout(data.StructLayout({
+            "bias": signed(ACC_WIDTH), "multiplier": unsigned(BEAT_WIDTH),
+            "misc": unsigned(BEAT_WIDTH)}), pe), word_next[:CHANNEL_BEATS * BEAT_WIDTH * pe])
+        m.d.comb += [
+            weight_wr.addr.eq(addr), weight_wr.data.eq(word_next[:self.weight_width]),
+            wzp_wr.addr.eq(addr), chan_wr.addr.eq(addr),
+            wzp_wr.data.eq(Cat(lanes[p].misc[WZP_SHIFT:WZP_SHIFT + ZP_WIDTH] for p in range(pe))),
+        ]
+        for p in range(pe):
+            m.d.comb += [
+                chan_wr.data[p].bias.eq(lanes[p].bias),
+                chan_wr.data[p].multiplier.eq(lanes[p].multiplier),
+                chan_wr.data[p].shift.eq(lanes[p].misc[:SHIFT_WIDTH]),
+            ]
+
+        with m.If(self.param.valid & self.param.ready):
+            with m.If(~in_packet):
+                m.d.sync += [
+                    kind.eq(self.param.payload.data[HEADER_KIND_SHIFT:]),
+                    addr.eq(self.param.payload.data[:HEADER_ADDR_BITS]),
+                    beat.eq(0),
+                    in_packet.eq(~self.param.payload.last),
+                ]
+                with m.If(~self.param.payload.data[HEADER_KIND_SHIFT:].matches(
+                        KIND_WEIGHTS, KIND_CHANNELS)):
+                    m.d.sync += self.load_error.eq(1)
+            with m.Else():
+                m.d.sync += [word.eq(word_next), beat.eq(beat + 1)]
+                with m.If(beat_last):
+                    m.d.sync += [beat.eq(0), addr.eq(addr + 1)]
+                    with m.Switch(kind):
+                        with m.Case(KIND_WEIGHTS):
+                            with m.If(addr < self.weight_depth):
+                                m.d.comb += weight_wr.en.eq(1)
+                            with m.Else():
+                                m.d.sync += self.load_error.eq(1)
+                        with m.Case(KIND_CHANNELS):
+                            with m.If(addr < self.channel_groups):
+                                m.d.comb += [wzp_wr.en.eq(1), chan_wr.en.eq(1)]
+                            with m.Else():
+                                m.d.sync += self.load_error.eq(1)
+                        with m.Default():
+                            pass
+                with m.If(self.param.payload.last):
+                    m.d.sync += in_packet.eq(0)
+                    with m.If(~beat_last):
+                        m.d.sync += self.load_error.eq(1)
+        return m

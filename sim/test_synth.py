@@ -1,0 +1,201 @@
+"""Synthesis smoke test: a small multiplier design through the real Yosys + nextpnr flow.
+
+The design is a stand-in for the engine's MAC array: a pipelined PE x SIMD int8 dot product
+(:class:`DotProduct`), so that an unsynthesizable construct or a broken flow fails `make test`
+without waiting for the full engine.
+"""
+
+import json
+
+import pytest
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from rtl.mac_array import MacArray
+from sim import configs, synth
+from sim.verilog_export import Port
+
+OPERAND_WIDTH = 8
+
+
+class DotProduct(wiring.Component):
+    """PE dot products of SIMD signed 8-bit lanes per transfer, three register stages.
+
+    Members
+    -------
+    i : ``In(stream.Signature(StructLayout({"x": SIMD lanes, "w": PE x SIMD lanes})))``
+    o : ``Out(stream.Signature(ArrayLayout(signed(acc_width), pe)))``
+    """
+
+    latency = 3
+
+    def __init__(self, pe, simd):
+        for name, value in (("pe", pe), ("simd", simd)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        self.pe, self.simd = pe, simd
+        self.acc_width = 2 * OPERAND_WIDTH + (simd - 1).bit_length()
+        lanes = data.ArrayLayout(signed(OPERAND_WIDTH), simd)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"x": lanes,
+                                                        "w": data.ArrayLayout(lanes, pe)}))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(self.acc_width), self.pe))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        move = Signal()  # the whole pipeline advances when the output is free or taken
+        m.d.comb += [move.eq(~self.o.valid | self.o.ready), self.i.ready.eq(move)]
+        operands = Signal.like(self.i.payload)
+        products = [[Signal(signed(2 * OPERAND_WIDTH), name=f"prod{p}_{s}")
+                     for s in range(self.simd)] for p in range(self.pe)]
+        valid = [Signal(name=f"s{k}_valid") for k in (1, 2)]
+        with m.If(move):
+            m.d.sync += [operands.eq(self.i.payload), valid[0].eq(self.i.valid),
+                         valid[1].eq(valid[0]), self.o.valid.eq(valid[1])]
+            for p in range(self.pe):
+                for s in range(self.simd):
+                    m.d.sync += products[p][s].eq(operands.x[s] * operands.w[p][s])
+                m.d.sync += self.o.payload[p].eq(sum(products[p]))
+        return m
+
+
+def test_stand_in_computes_dot_products():
+    dut = DotProduct(pe=2, simd=3)
+    vectors = [([1, -2, 3], [[4, 5, -6], [-128, 127, 0]]), ([-128, -128, -128], [[-128] * 3, [127] * 3])]
+    want = [[sum(a * b for a, b in zip(x, w_row)) for w_row in w] for x, w in vectors]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for x, w in vectors:
+            ctx.set(dut.i.payload, {"x": x, "w": w})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        for _ in range(dut.latency + 1):
+            if ctx.get(dut.o.valid):
+                got.append([ctx.get(dut.o.payload[p]) for p in range(dut.pe)])
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+
+
+@pytest.mark.parametrize("device, source", [("ice40", "rtlil"), ("ecp5", "verilog")])
+def test_flow_maps_multipliers_to_dsps(device, source, tmp_path):
+    pe, simd = 1, 2
+    report = synth.synthesize(DotProduct(pe, simd), config=f"dot{pe}x{simd}", device=device,
+                              toplevel="dot_product", freq_mhz=20,
+                              macs_per_cycle=pe * simd, out_dir=tmp_path, source=source)
+    assert report["source"] == source
+    res = report["resources"]
+    assert res["dsps"]["used"] == pe * simd, f"{pe * simd} multipliers, {res['dsps']} DSPs"
+    assert report["macs_per_dsp"] == 1
+    assert res["dsps"]["available"] == {"ice40": 8, "ecp5": 156}[device]
+    assert res["luts"]["used"] > 0 and res["ffs"]["used"] >= report["harness"]["input_bits"]
+    assert all(v["used"] <= v["available"] for v in res.values())
+    assert set(report["clocks"]) == {"clk"}
+    clk = report["clocks"]["clk"]
+    assert clk["achieved_mhz"] > 0 and clk["target_mhz"] == 20
+    assert report["fmax_mhz"] == clk["achieved_mhz"]
+    assert report["peak_gops"] == pytest.approx(2 * pe * simd * clk["achieved_mhz"] / 1000, rel=1e-3)
+    assert report["critical_path"]["delay_ns"] > 0
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert synth.summary_row(report) in (tmp_path / "report.md").read_text()
+
+
+def test_design_that_does_not_fit_fails_naming_the_resource(tmp_path):
+    # 3 x 3 = 9 multipliers; the UP5K has 8 SB_MAC16
+    with pytest.raises(synth.SynthError,
+                       match=r"^dot3x3 does not fit iCE40UP5K-SG48: too many ICESTORM_DSP"):
+        synth.synthesize(DotProduct(3, 3), config="dot3x3", device="ice40",
+                         toplevel="dot_product", freq_mhz=20, macs_per_cycle=9,
+                         out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("make", [lambda: DotProduct(2, 3), lambda: MacArray(2, 2)])
+def test_rtlil_and_verilog_agree_on_the_ports(make):
+    from amaranth.back import rtlil, verilog
+
+    from sim.verilog_export import ports
+
+    from_verilog = ports(verilog.convert(make(), name="top", emit_src=False), "top")
+    from_rtlil = synth.rtlil_ports(rtlil.convert(make(), name="top", emit_src=False), "top")
+    assert sorted((p.name, p.direction, p.width) for p in from_rtlil) == \
+        sorted((p.name, p.direction, p.width) for p in from_verilog)
+    assert {p.name for p in from_rtlil if p.escaped} == {p.name for p in from_verilog if p.escaped}
+
+
+def test_harness_connects_every_port_bit():
+    ports = [Port("clk", "input", 1), Port("rst", "input", 1), Port("a", "input", 3),
+             Port("b", "input", 2), Port("y", "output", 9), Port("z", "output", 1)]
+    text = synth.harness_verilog("core_top", ports)
+    assert "core_top core (.clk(clk), .rst(rst), .a(in_chain[2:0]), .b(in_chain[4:3]), " \
+           ".y(core_out[8:0]), .z(core_out[9:9]));" in text
+    assert "in_chain <= {in_chain[3:0], sin};" in text
+    # 10 output bits -> 3 -> 1 through 4-input XORs
+    assert "x1[2] <= ^x0[9:8];" in text and "x2[0] <= ^x1[2:0];" in text
+    assert synth.harness_cost(ports) == {"input_bits": 5, "output_bits": 10,
+                                         "ffs": 5 + 10 + 3 + 1, "luts": 3 + 1}
+
+
+def test_harness_escapes_what_the_core_escapes():
+    ports = [Port("clk", "input", 1), Port("final", "input", 1, escaped=True),
+             Port("y", "output", 1)]
+    assert ".\\final (in_chain[0:0])" in synth.harness_verilog("core_top", ports)
+
+
+def test_harness_refuses_a_core_without_outputs():
+    with pytest.raises(synth.SynthError, match="has no output ports"):
+        synth.harness_verilog("sink", [Port("clk", "input", 1), Port("a", "input", 4)])
+
+
+@pytest.mark.parametrize("net, name", [("$glbnet$clk$TRELLIS_IO_IN", "clk"),
+                                       ("posedge clk$SB_IO_IN_$glb_clk", "clk"),
+                                       ("pix_clk$TRELLIS_IO_IN", "pix_clk")])
+def test_clock_names(net, name):
+    assert synth._clock_name(net) == name
+
+
+def test_over_utilization_is_read_from_the_log():
+    log = ("Info: Device utilisation:\nInfo: \t           ICESTORM_LC:   120/  5280     2%\n"
+           "Info: \t          ICESTORM_DSP:     9/     8   112%\n")
+    assert synth._over_utilized(log) == [("ICESTORM_DSP", 9, 8)]
+
+
+def test_cli_reports_unknown_configuration_in_one_line(capsys):
+    assert synth.main(["--config", "no-such-config", "--device", "ice40"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown configuration 'no-such-config'" in err
+
+
+def test_cli_reports_missing_rtl_module_in_one_line(capsys, monkeypatch):
+    monkeypatch.setitem(configs.CONFIGS, "later", configs.Config(
+        name="later", summary="not written yet", module="rtl.not_written_yet", cls="Later"))
+    assert synth.main(["--config", "later", "--device", "ecp5"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("error: configuration 'later' needs rtl.not_written_yet.Later, but module "
+                   "rtl.not_written_yet does not exist yet\n")
+
+
+def test_cli_refuses_a_bad_frequency(capsys, monkeypatch, tmp_path):
+    assert synth.main(["--config", "requantize", "--device", "ice40", "--freq", "-5",
+                       "--out", str(tmp_path)]) == 1
+    assert "target frequency must be a positive number of MHz, not -5.0" in capsys.readouterr().err
+
+
+def test_all_runs_continue_past_a_failure_and_exit_non_zero(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(synth.toolchain, "BUILD", tmp_path)
+    monkeypatch.setitem(configs.CONFIGS, "later", configs.Config(
+        name="later", summary="not written yet", module="rtl.not_written_yet", cls="Later"))
+    monkeypatch.setattr(synth, "STANDARD_RUNS", (("later", "ice40"), ("later", "ecp5")))
+    assert synth.main(["--all"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "error: synthesis failed for later/ice40, later/ecp5"
+    assert (tmp_path / "synth" / "summary.md").read_text() == synth.summary_table([])

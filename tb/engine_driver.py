@@ -1,0 +1,252 @@
+"""Host side of the conv engine: the single place that knows its data formats.
+
+Pure functions pack a :class:`model.network.ConvLayer` (weights, constants, registers) and an
+input feature map into what the engine takes, and unpack its output; :class:`EngineDriver`
+does the bus work in a cocotb simulation with cocotbext-axi (AXI4-Lite registers, parameter
+stream, input and output streams). ``convcore run --backend icarus|verilator`` and the
+testbench both use it.
+
+Formats (see :mod:`rtl.engine`, :mod:`rtl.weights`, :mod:`rtl.engine_regs`):
+
+- input: HWC bytes, each pixel's channels padded to ``ceil(Cin/SIMD) * SIMD`` bytes;
+- output: the kept bytes are HWC, int8/uint8 or little-endian int32;
+- parameters: a weight packet and a channel-constant packet of 32-bit beats.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.conv import conv_output_size
+from rtl.engine_regs import REGMAP, EngineError, encode_zero_point
+from rtl.weights import (BEAT_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIGHTS,
+                         SHIFT_WIDTH, WZP_SHIFT)
+
+__all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
+           "pack_weights", "pack_channels", "layer_fields", "unpack_output", "output_shape",
+           "COUNTERS"]
+
+BEAT_BYTES = BEAT_WIDTH // 8
+WZP_MASK = (1 << 9) - 1
+#: Performance counters read after every layer, by register name.
+COUNTERS = ("CYCLES", "MAC_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """The engine parameters the host needs (read from the HW_* registers or the build)."""
+    pe: int
+    simd: int
+
+
+def _groups(n, size):
+    return -(-n // size)
+
+
+def _u8(arr):
+    """Raw bit patterns of an int8/uint8 array."""
+    arr = np.asarray(arr)
+    if arr.dtype not in (np.int8, np.uint8):
+        raise ValueError(f"expected an int8 or uint8 array, not {arr.dtype}")
+    return arr.view(np.uint8)
+
+
+def output_shape(layer):
+    """(Cout, OH, OW) of the conv (ONNX floor semantics)."""
+    c, h, w = layer.in_shape
+    t, l, b, r = layer.pads
+    kh, kw = layer.kernel
+    oh = conv_output_size(h, kh, layer.stride[0], t + b, layer.dilation[0], strict=False)
+    ow = conv_output_size(w, kw, layer.stride[1], l + r, layer.dilation[1], strict=False)
+    return (int(layer.weight.shape[0]), oh, ow)
+
+
+def pack_input(x, simd):
+    """Input stream bytes of a CHW int8/uint8 feature map."""
+    x = _u8(x)
+    if x.ndim != 3:
+        raise ValueError(f"input must be CHW, not shape {x.shape}")
+    c = x.shape[0]
+    padded = np.zeros((_groups(c, simd) * simd, *x.shape[1:]), np.uint8)
+    padded[:c] = x
+    return padded.transpose(1, 2, 0).tobytes()
+
+
+def _packet(kind, words, addr=0):
+    """Header beat then ``words`` (rows of bytes, each padded to whole beats) as 32-bit beats."""
+    words = np.asarray(words, np.uint8)
+    pad = (-words.shape[1]) % BEAT_BYTES
+    if pad:
+        words = np.concatenate([words, np.zeros((words.shape[0], pad), np.uint8)], axis=1)
+    beats = np.frombuffer(words.tobytes(), "<u4").astype(np.int64)
+    return [(kind << HEADER_KIND_SHIFT) | addr, *map(int, beats)]
+
+
+def pack_weights(layer, pe, simd):
+    """Weight packet: word ((og*Kh + ky)*Kw + kx)*G + ig, byte p*SIMD + i (rtl.weights)."""
+    w = _u8(layer.weight)
+    cout, cin, kh, kw = w.shape
+    og, ig = _groups(cout, pe), _groups(cin, simd)
+    padded = np.zeros((og * pe, ig * simd, kh, kw), np.uint8)
+    padded[:cout, :cin] = w
+    words = padded.reshape(og, pe, ig, simd, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+    return _packet(KIND_WEIGHTS, words.reshape(-1, pe * simd))
+
+
+def pack_channels(layer, pe):
+    """Channel-constant packet: per channel bias, multiplier, shift | weight zero point << 8."""
+    cout = int(layer.weight.shape[0])
+    n = _groups(cout, pe) * pe
+    beats = np.zeros((n, 3), np.int64)
+    beats[:cout, 0] = np.asarray(layer.bias, np.int64) & 0xFFFFFFFF
+    if not layer.raw:
+        mult = np.broadcast_to(np.asarray(layer.multiplier, np.int64), (cout,))
+        shift = np.broadcast_to(np.asarray(layer.shift, np.int64), (cout,))
+        if mult.min() < 0 or mult.max() >= 1 << 31 or shift.min() < 0 \
+                or shift.max() >= 1 << SHIFT_WIDTH:
+            raise ValueError(f"layer '{layer.name}': multiplier/shift out of the engine's range")
+        beats[:cout, 1] = mult
+        beats[:cout, 2] = shift
+    wz = np.broadcast_to(np.asarray(layer.w_zero_point, np.int64), (cout,)) \
+        if np.size(layer.w_zero_point) else np.zeros(cout, np.int64)
+    beats[:cout, 2] |= (wz & WZP_MASK) << WZP_SHIFT
+    header = (KIND_CHANNELS << HEADER_KIND_SHIFT) | 0
+    return [header, *map(int, beats.reshape(-1))]
+
+
+def layer_fields(layer):
+    """Register name -> {field: value} for every layer register."""
+    c, h, w = layer.in_shape
+    kh, kw = layer.kernel
+    t, l, b, r = layer.pads
+    raw = layer.raw
+    return {
+        "IN_SIZE": dict(in_height=h, in_width=w),
+        "CHANNELS": dict(in_channels=c, out_channels=int(layer.weight.shape[0])),
+        "KERNEL": dict(kernel_h=kh, kernel_w=kw),
+        "STRIDE": dict(stride_h=layer.stride[0], stride_w=layer.stride[1]),
+        "DILATION": dict(dilation_h=layer.dilation[0], dilation_w=layer.dilation[1]),
+        "PADS": dict(pad_top=t, pad_left=l, pad_bottom=b, pad_right=r),
+        "QUANT": dict(
+            x_zero_point=encode_zero_point(int(layer.x_zero_point)),
+            y_zero_point=encode_zero_point(0 if raw else int(layer.y_zero_point)),
+            x_unsigned=int(layer.in_dtype == "uint8"),
+            w_unsigned=int(layer.weight.dtype == np.uint8),
+            y_unsigned=int(layer.out_dtype == "uint8"),
+            relu=int(bool(layer.relu) and not raw),
+            raw_output=int(raw)),
+    }
+
+
+def unpack_output(data, layer):
+    """CHW result from the output stream's kept bytes."""
+    cout, oh, ow = output_shape(layer)
+    dtype = np.dtype("<i4") if layer.raw else np.dtype(layer.out_dtype)
+    arr = np.frombuffer(bytes(data), dtype)
+    if arr.size != cout * oh * ow:
+        raise ValueError(f"layer '{layer.name}': engine sent {arr.size} values, expected "
+                         f"{cout}x{oh}x{ow} = {cout * oh * ow}")
+    return arr.reshape(oh, ow, cout).transpose(2, 0, 1).astype(dtype.newbyteorder("="))
+
+
+class EngineRefused(RuntimeError):
+    """The engine refused a layer; ``code`` is the EngineError."""
+
+    def __init__(self, layer_name, code):
+        self.code = EngineError(code)
+        super().__init__(f"layer '{layer_name}': the engine refused it ({self.code.name})")
+
+
+@dataclass
+class LayerResult:
+    """Output (CHW) and performance counters (lower-case register names) of one layer."""
+    output: np.ndarray
+    counters: dict
+
+
+class EngineDriver:
+    """Drives a simulated :class:`rtl.engine.ConvEngine` through cocotbext-axi.
+
+    Parameters
+    ----------
+    dut : cocotb handle of the engine top level (ports named as in rtl.engine).
+    """
+
+    def __init__(self, dut):
+        from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink,
+                                   AxiStreamSource)
+        from rtl.regmap import RegisterDriver
+        import logging
+
+        self.dut = dut
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
+        self.param = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_param"), dut.clk,
+                                     dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        for agent in (self.source, self.param, self.sink, self.axil.write_if, self.axil.read_if):
+            agent.log.setLevel(logging.WARNING)
+        self.regs = RegisterDriver(REGMAP, write=self._write, read=self._read)
+        self.hw = None
+        self._layer_name = "?"
+
+    async def _write(self, addr, value):
+        await self.axil.write_dword(addr, value)
+
+    async def _read(self, addr):
+        return await self.axil.read_dword(addr)
+
+    async def hardware(self):
+        """The engine's configuration, read once from its HW_* registers."""
+        if self.hw is None:
+            fields = await self.regs.read_fields("HW_ARRAY")
+            self.hw = HardwareConfig(pe=fields["hw_pe"], simd=fields["hw_simd"])
+        return self.hw
+
+    async def load(self, layer):
+        """Send the layer's weights and channel constants; returns when the engine took them."""
+        hw = await self.hardware()
+        for beats in (pack_weights(layer, hw.pe, hw.simd), pack_channels(layer, hw.pe)):
+            data = np.asarray(beats, np.uint32).astype("<u4").tobytes()
+            await self.param.send(data)
+        await self.param.wait()
+
+    async def configure(self, layer):
+        for reg, fields in layer_fields(layer).items():
+            await self.regs.write_fields(reg, **fields)
+
+    async def status(self):
+        return await self.regs.read_fields("STATUS")
+
+    async def start(self, name=None):
+        """Pulse start; wait until the engine runs the layer or refuses it (EngineRefused
+        naming layer ``name``, default the last layer given to :meth:`run_layer`)."""
+        await self.regs.pulse("start")
+        while True:
+            st = await self.status()
+            if st["running"] or st["done"]:
+                break
+        if st["error"] != EngineError.NONE:
+            raise EngineRefused(name or self._layer_name, st["error"])
+        return st
+
+    async def counters(self):
+        return {reg.lower(): await self.regs.read(reg) for reg in COUNTERS}
+
+    async def run_layer(self, layer, x, *, load=True):
+        """Run one layer on a CHW input; returns a LayerResult. Raises EngineRefused."""
+        hw = await self.hardware()
+        if load:
+            await self.load(layer)
+        await self.configure(layer)
+        self._layer_name = layer.name
+        await self.start(layer.name)
+        await self.source.send(pack_input(x, hw.simd))
+        frame = await self.sink.recv()
+        while (await self.status())["busy"]:
+            pass
+        st = await self.status()
+        if st["tlast_error"] or st["load_error"]:
+            raise RuntimeError(f"layer '{layer.name}': engine status {st}")
+        y = unpack_output(frame.tdata, layer)
+        return LayerResult(y, await self.counters())

@@ -1,0 +1,348 @@
+"""cocotb tests of the conv engine against the golden model, and their pytest entries.
+
+One build of :class:`rtl.engine.ConvEngine` (the small test configuration :data:`TEST_CONFIG`)
+runs a sweep of layers back to back without a reset: every layer is loaded, configured and
+run through :class:`tb.engine_driver.EngineDriver` exactly as ``convcore`` does, and its output
+is compared with :func:`model.network.run_layer` (``model.conv.conv2d`` then
+``model.quant.requantize``) using ``==``; a failure names the first mismatching
+(channel, row, column). Illegal layers must be refused with the right error code and no
+output, and the following legal layer must still be correct. On stride-1 layers with full
+channel groups and no stalls the counters must show at least 90 % MAC utilization.
+
+pytest runs a smaller sweep on Icarus and a larger one on Verilator (the Verilator build is
+cached per hardware configuration by :mod:`tb.runner`), plus a smoke layer on the default
+configuration on Verilator.
+"""
+
+import os
+import random
+from dataclasses import dataclass
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, with_timeout
+
+from model.conv import conv2d, conv_output_size
+from model.network import ConvLayer, layer_macs, run_layer
+from model.quant import quantize_multiplier
+from rtl.engine_regs import EngineError
+from tb.axis import random_pause
+from tb.engine_driver import (EngineDriver, EngineRefused, output_shape, pack_input,
+                              unpack_output)
+
+CLOCK_PERIOD_NS = 10
+RESET_CYCLES = 4
+#: Hardware configuration of the sweeps (small, to keep CI fast).
+#: Two requantization units for four lanes: the shared output path is exercised here, the
+#: default one (a unit per lane) by the default configuration's smoke test.
+TEST_CONFIG = dict(pe=4, simd=4, max_kernel=7, max_width=16, max_height=16, max_channels=16,
+                   weight_depth=512, max_stride=3, max_dilation=2, requant_lanes=2)
+#: Utilization target: cycles <= PERF_FACTOR * MACs / (PE * SIMD).
+PERF_FACTOR = 1.10
+#: Probability of an idle input cycle / a stalled output cycle when a layer asks for stalls.
+PAUSE_PROBABILITY = 0.3
+#: Watchdog: cycles allowed per MAC of a layer, plus a base for loading and configuration.
+WATCHDOG_CYCLES_PER_MAC = 2
+WATCHDOG_BASE_CYCLES = 20000
+#: Environment variables passing the sweep and its random seed to the simulation.
+SWEEP_ENV = "CONVCORE_ENGINE_SWEEP"
+SEED_ENV = "CONVCORE_ENGINE_SEED"
+
+
+@dataclass
+class Case:
+    """One layer of a sweep (see :func:`make_layer`) and how to drive it."""
+    cin: int
+    cout: int
+    h: int
+    w: int
+    k: tuple = (3, 3)
+    stride: tuple = (1, 1)
+    pads: tuple = (0, 0, 0, 0)
+    dilation: tuple = (1, 1)
+    x_dtype: str = "int8"
+    w_dtype: str = "int8"
+    out: str = "int8"           # "int8", "uint8" or "int32" (raw)
+    relu: bool = False
+    per_channel: bool = True
+    stalls: bool = False        # random idle input cycles and output backpressure
+    perf: bool = False          # check the utilization target
+    expect: str = "NONE"        # EngineError name for layers that must be refused
+    repeat: int = 1             # runs with new inputs and the weights already loaded
+
+    def label(self):
+        return (f"{self.cin}->{self.cout} {self.h}x{self.w} k{self.k} s{self.stride} "
+                f"p{self.pads} d{self.dilation} {self.x_dtype}/{self.w_dtype}->{self.out}")
+
+
+def make_layer(case: Case, rng: np.random.Generator, name="layer"):
+    """A random ConvLayer for ``case`` and a CHW input for it."""
+    info = {d: np.iinfo(d) for d in ("int8", "uint8")}
+    xi, wi = info[case.x_dtype], info[case.w_dtype]
+    kh, kw = case.k
+    x = rng.integers(xi.min, xi.max + 1, (case.cin, case.h, case.w)).astype(case.x_dtype)
+    w = rng.integers(wi.min, wi.max + 1, (case.cout, case.cin, kh, kw)).astype(case.w_dtype)
+    x_zp = int(rng.integers(xi.min, xi.max + 1)) if case.x_dtype == "uint8" else \
+        int(rng.integers(-8, 9))
+    if case.per_channel:
+        w_zp = rng.integers(wi.min, wi.max + 1, case.cout) if case.w_dtype == "uint8" else \
+            np.zeros(case.cout, np.int64)
+    else:
+        w_zp = np.full(case.cout, int(rng.integers(wi.min, wi.max + 1))
+                       if case.w_dtype == "uint8" else 0)
+    bias = rng.integers(-(1 << 15), 1 << 15, case.cout).astype(np.int32)
+    w_zp = np.asarray(w_zp, np.int32)
+    # The golden model cannot describe some layers the engine must refuse (stride 0, no
+    # output): those are built with stride 1 and raw output, then given their real stride.
+    geometry_ok = min(case.stride) >= 1
+    if geometry_ok:
+        try:
+            conv_output_size(case.h, kh, case.stride[0], case.pads[0] + case.pads[2],
+                             case.dilation[0], strict=False)
+            conv_output_size(case.w, kw, case.stride[1], case.pads[1] + case.pads[3],
+                             case.dilation[1], strict=False)
+        except ValueError:
+            geometry_ok = False
+    quant = {"out_dtype": "int32"}
+    if case.out != "int32" and geometry_ok:
+        acc = conv2d(x, w, bias, case.stride, case.pads, case.dilation, x_zp, w_zp)
+        spread = np.maximum(acc.reshape(case.cout, -1).std(axis=1), 1.0)
+        scale = rng.uniform(30, 90, case.cout) / spread
+        if not case.per_channel:
+            scale = np.full(case.cout, scale.mean())
+        multiplier, shift = quantize_multiplier(scale)
+        yi = np.iinfo(case.out)
+        y_zp = int(rng.integers(yi.min, yi.max + 1)) if case.out == "uint8" \
+            else int(rng.integers(-10, 11))
+        quant = dict(out_dtype=case.out, multiplier=multiplier, shift=shift, y_zero_point=y_zp,
+                     relu=case.relu)
+    layer = ConvLayer(name=name, nodes=(name,), in_shape=(case.cin, case.h, case.w),
+                      out_shape=(case.cout, 0, 0), in_dtype=case.x_dtype, weight=w, bias=bias,
+                      stride=tuple(case.stride) if geometry_ok else (1, 1), pads=tuple(case.pads),
+                      dilation=tuple(case.dilation), x_zero_point=x_zp, w_zero_point=w_zp,
+                      **quant)
+    if geometry_ok:
+        layer.out_shape = output_shape(layer)
+    else:
+        layer.stride = tuple(case.stride)
+    return layer, x
+
+
+def first_mismatch(got, want):
+    """'(channel, row, col): got G, want W' for the first differing element."""
+    if got.shape != want.shape:
+        return f"shape {got.shape} != {want.shape}"
+    bad = np.argwhere(got != want)
+    c, r, q = bad[0]
+    return (f"{len(bad)} mismatches; first at (channel {c}, row {r}, col {q}): "
+            f"got {got[c, r, q]}, want {want[c, r, q]}")
+
+
+# --- sweeps -------------------------------------------------------------------------------
+
+def small_sweep():
+    """Icarus: every feature once, small shapes."""
+    return [
+        Case(4, 4, 4, 4, k=(1, 1), per_channel=False),
+        Case(8, 8, 8, 8, pads=(1, 1, 1, 1), perf=True),
+        Case(5, 6, 7, 9, pads=(1, 1, 1, 1), relu=True, stalls=True),
+        Case(3, 5, 9, 11, k=(5, 5), stride=(2, 2), pads=(2, 1, 0, 2), x_dtype="uint8",
+             w_dtype="uint8", out="uint8", stalls=True),
+        Case(3, 3, 10, 8, k=(2, 2), stride=(3, 3), dilation=(2, 2), out="int32"),
+        Case(3, 3, 5, 5, k=(9, 9), expect="KERNEL"),
+        Case(2, 3, 8, 8, k=(7, 7), pads=(3, 3, 3, 3), stalls=True),
+        Case(2, 3, 6, 1, k=(3, 1), pads=(1, 0, 1, 0)),
+        Case(4, 4, 3, 3, k=(5, 5), expect="NO_OUTPUT"),
+        Case(4, 8, 3, 16, k=(3, 3), stride=(1, 2), pads=(0, 1, 2, 0), out="uint8", relu=True,
+             repeat=2),
+    ]
+
+
+def illegal_cases():
+    """One layer per refusal reason (TEST_CONFIG limits)."""
+    return [
+        Case(3, 3, 5, 5, k=(8, 3), expect="KERNEL"),
+        Case(3, 3, 5, 5, dilation=(1, 3), expect="DILATION"),
+        Case(3, 3, 5, 5, stride=(4, 1), expect="STRIDE"),
+        Case(3, 3, 5, 5, stride=(1, 0), expect="STRIDE"),
+        Case(3, 3, 17, 5, expect="SIZE"),
+        Case(17, 3, 5, 5, expect="CHANNELS"),
+        Case(3, 3, 5, 5, pads=(0, 3, 0, 0), expect="PAD"),
+        Case(3, 3, 2, 5, k=(3, 3), expect="NO_OUTPUT"),
+        Case(16, 16, 7, 7, k=(7, 7), expect="WEIGHTS"),
+        Case(16, 4, 14, 16, k=(7, 7), dilation=(2, 1), expect="LINE_BUFFER"),
+    ]
+
+
+def large_sweep(seed=1):
+    """Verilator: the feature grid plus random legal layers."""
+    rng = random.Random(seed)
+    cases = list(small_sweep())
+    for k in (1, 2, 3, 5, 7):
+        for s in (1, 2, 3):
+            cases.append(Case(rng.randint(1, 9), rng.randint(1, 9), rng.randint(k, 12),
+                              rng.randint(k, 12), k=(k, k), stride=(s, s),
+                              pads=tuple(rng.randint(0, k - 1) for _ in range(4)),
+                              x_dtype=rng.choice(("int8", "uint8")),
+                              w_dtype=rng.choice(("int8", "uint8")),
+                              out=rng.choice(("int8", "uint8", "int32")),
+                              relu=rng.random() < 0.5, per_channel=rng.random() < 0.7,
+                              stalls=rng.random() < 0.5))
+    for width in (1, 2, 5, 15, 16):
+        cases.append(Case(rng.randint(1, 8), rng.randint(1, 8), rng.randint(3, 6), width,
+                          k=(3, min(3, width)), pads=(1, 0, 1, 0), stalls=True))
+    cases.append(Case(6, 5, 11, 13, k=(3, 3), dilation=(2, 2), pads=(2, 2, 2, 2)))
+    cases.append(Case(4, 4, 12, 9, k=(5, 3), dilation=(2, 1), stride=(2, 1), pads=(4, 0, 1, 2)))
+    cases.append(Case(16, 16, 16, 16, k=(3, 3), pads=(1, 1, 1, 1), perf=True))
+    cases.append(Case(8, 16, 12, 12, k=(5, 5), pads=(2, 2, 2, 2), perf=True))
+    cases.append(Case(12, 8, 10, 10, k=(1, 1), perf=True))
+    # A window span of 412 of the 512 line-buffer words, the input wrapping around it twice.
+    cases.append(Case(16, 8, 16, 16, k=(7, 7), pads=(3, 3, 3, 3), stalls=True))
+    cases.append(Case(16, 8, 16, 16, k=(7, 7), stride=(2, 3), pads=(0, 6, 1, 2)))
+    cases += illegal_cases()
+    cases.append(Case(7, 9, 9, 7, k=(3, 3), pads=(1, 1, 1, 1), stalls=True))
+    return cases
+
+
+#: Sweeps by name; each takes the random seed (shapes of the large sweep, data of all).
+SWEEPS = {"small": lambda seed: small_sweep() + illegal_cases() + [Case(3, 3, 5, 5, stalls=True)],
+          "large": large_sweep,
+          "smoke": lambda seed: [Case(16, 16, 12, 12, k=(3, 3), pads=(1, 1, 1, 1), perf=True),
+                                 Case(3, 8, 9, 9, k=(7, 7), stride=(2, 2), pads=(3, 3, 3, 3),
+                                      stalls=True)]}
+
+
+# --- cocotb ---------------------------------------------------------------------------------
+
+async def reset(dut):
+    cocotb.start_soon(Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start())
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, RESET_CYCLES)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, RESET_CYCLES)
+
+
+def watchdog_ns(case):
+    """Generous simulated-time limit of one layer: a hang fails the test instead of stalling."""
+    ops = case.h * case.w * case.cout * case.cin * case.k[0] * case.k[1]
+    return (ops * WATCHDOG_CYCLES_PER_MAC + WATCHDOG_BASE_CYCLES) * CLOCK_PERIOD_NS
+
+
+async def check_case(drv, case, index, rng, prng, log):
+    layer, x = make_layer(case, rng, name=f"layer{index}")
+    pause = PAUSE_PROBABILITY if case.stalls else 0.0
+    for agent in (drv.source, drv.sink):
+        agent.set_pause_generator(random_pause(prng, pause) if pause else None)
+        agent.pause = False     # clearing the generator keeps the last pause value
+    log.info("layer %d: %s", index, case.label())
+    run = lambda: with_timeout(drv.run_layer(layer, x), watchdog_ns(case), "ns")
+    if case.expect != "NONE":
+        try:
+            await run()
+        except EngineRefused as refused:
+            assert refused.code == EngineError[case.expect], \
+                f"{case.label()}: refused with {refused.code.name}, expected {case.expect}"
+            assert drv.sink.empty(), f"{case.label()}: output after a refused layer"
+            return None
+        raise AssertionError(f"{case.label()}: accepted, expected error {case.expect}")
+    result = await run()
+    want = run_layer(layer, x[None])[0]
+    got = result.output
+    assert got.dtype == want.dtype and np.array_equal(got, want), \
+        f"layer {index} ({case.label()}): {first_mismatch(got, want)}"
+    assert drv.sink.empty(), f"layer {index}: extra output words"
+    for repeat in range(1, case.repeat):
+        # The same weights again, not reloaded: the parameter memories keep them.
+        x2 = rng.integers(x.min(), int(x.max()) + 1, x.shape).astype(x.dtype)
+        again = await with_timeout(drv.run_layer(layer, x2, load=False), watchdog_ns(case), "ns")
+        want2 = run_layer(layer, x2[None])[0]
+        assert np.array_equal(again.output, want2), \
+            f"layer {index} repeat {repeat}: {first_mismatch(again.output, want2)}"
+    hw = await drv.hardware()
+    macs = layer_macs(layer)
+    ideal = macs / (hw.pe * hw.simd)
+    cycles = result.counters["cycles"]
+    log.info("layer %d %s: %d cycles, %d MAC cycles, ideal %.0f, utilization %.3f", index,
+             case.label(), cycles, result.counters["mac_cycles"], ideal, ideal / cycles)
+    counters = result.counters
+    assert counters["cycles"] >= counters["mac_cycles"] + counters["starved_cycles"], counters
+    if not case.stalls:
+        assert counters["stalled_cycles"] == 0, f"layer {index}: backpressure without stalls"
+    if case.perf:
+        assert case.cin % hw.simd == 0 and case.cout % hw.pe == 0 and case.stride == (1, 1)
+        assert cycles <= PERF_FACTOR * ideal, \
+            f"layer {index} ({case.label()}): {cycles} cycles > {PERF_FACTOR} x {ideal:.0f}"
+    # Strided layers: MAC cycles are exactly the output positions' operations.
+    kh, kw = layer.kernel
+    cout, oh, ow = output_shape(layer)
+    expected_ops = oh * ow * -(-cout // hw.pe) * kh * kw * -(-case.cin // hw.simd)
+    assert result.counters["mac_cycles"] == expected_ops, \
+        f"layer {index}: {result.counters['mac_cycles']} MAC cycles, expected {expected_ops}"
+    return ideal / cycles
+
+
+@cocotb.test()
+async def engine_sweep(dut):
+    """Runs the sweep named by CONVCORE_ENGINE_SWEEP back to back on one reset."""
+    seed = int(os.environ.get(SEED_ENV, "1"))
+    sweep = SWEEPS[os.environ.get(SWEEP_ENV, "small")](seed)
+    rng = np.random.default_rng(seed)
+    prng = random.Random(seed)
+    await reset(dut)
+    drv = EngineDriver(dut)
+    for index, case in enumerate(sweep):
+        await check_case(drv, case, index, rng, prng, dut._log)
+
+
+@cocotb.test()
+async def engine_config_latched(dut):
+    """Registers written while a layer runs configure the next layer, not the running one."""
+    rng = np.random.default_rng(3)
+    first, x1 = make_layer(Case(8, 8, 6, 6, pads=(1, 1, 1, 1)), rng, "first")
+    second, x2 = make_layer(Case(4, 3, 5, 7, k=(1, 1), out="int32"), rng, "second")
+    await reset(dut)
+    drv = EngineDriver(dut)
+    hw = await drv.hardware()
+    outputs = []
+    for layer, x, configure in ((first, x1, True), (second, x2, False)):
+        await drv.load(layer)
+        if configure:
+            await drv.configure(layer)
+        await drv.start(layer.name)
+        await drv.source.send(pack_input(x, hw.simd))
+        if configure:
+            await drv.configure(second)          # while `first` runs
+        frame = await with_timeout(drv.sink.recv(), watchdog_ns(Case(8, 8, 6, 6)), "ns")
+        while (await drv.status())["busy"]:
+            pass
+        outputs.append(unpack_output(frame.tdata, layer))
+    for layer, x, got in ((first, x1, outputs[0]), (second, x2, outputs[1])):
+        want = run_layer(layer, x[None])[0]
+        assert np.array_equal(got, want), f"{layer.name}: {first_mismatch(got, want)}"
+
+
+# --- pytest entries -----------------------------------------------------------------------
+
+def _run(sim, config, sweep):
+    from rtl.engine import ConvEngine
+    from tb.runner import config_key, emit_verilog, run_cocotb
+
+    key = config_key("engine", config)
+    path = emit_verilog(ConvEngine(**config), toplevel="convcore_engine", key=key)
+    run_cocotb(sim, sources=[path], toplevel="convcore_engine", key=key,
+               test_module="tb.test_engine", extra_env={SWEEP_ENV: sweep, SEED_ENV: "1"})
+
+
+def test_engine_icarus():
+    _run("icarus", TEST_CONFIG, "small")
+
+
+def test_engine_verilator():
+    _run("verilator", TEST_CONFIG, "large")
+
+
+def test_engine_default_config_verilator():
+    from rtl.engine import DEFAULT_CONFIG
+    _run("verilator", DEFAULT_CONFIG, "smoke")
+
