@@ -210,7 +210,19 @@ SWEEPS = {"small": lambda seed: small_sweep() + illegal_cases() + [Case(3, 3, 5,
           "large": large_sweep,
           "smoke": lambda seed: [Case(16, 16, 12, 12, k=(3, 3), pads=(1, 1, 1, 1), perf=True),
                                  Case(3, 8, 9, 9, k=(7, 7), stride=(2, 2), pads=(3, 3, 3, 3),
-                                      stalls=True)]}
+                                      stalls=True)],
+          # Not run by pytest: the lecture's layers and the ConvNetJS CIFAR-10 convs on the
+          # default configuration (utilization figures; see the log).
+          "lecture": lambda seed: [
+              Case(3, 6, 32, 32, k=(5, 5)),                                # 32x32x3 -> 28x28x6
+              Case(3, 10, 32, 32, k=(5, 5), pads=(2, 2, 2, 2)),            # ten 5x5, pad 2
+              Case(64, 32, 56, 56, k=(1, 1), perf=True),                   # 1x1 conv
+              Case(1, 1, 7, 7, k=(3, 3), stride=(2, 2)),                   # 7x7, 3x3, stride 2
+              Case(3, 16, 32, 32, k=(5, 5), pads=(2, 2, 2, 2), relu=True),   # CIFAR-10 conv1
+              Case(16, 20, 16, 16, k=(5, 5), pads=(2, 2, 2, 2), relu=True),  # conv2
+              Case(20, 20, 8, 8, k=(5, 5), pads=(2, 2, 2, 2), relu=True),    # conv3
+              Case(64, 64, 32, 32, k=(3, 3), pads=(1, 1, 1, 1), perf=True),  # 64->64 3x3
+          ]}
 
 
 # --- cocotb ---------------------------------------------------------------------------------
