@@ -5,14 +5,17 @@ Ports (flat, for the Verilog top; Amaranth's default domain gives ``clk`` and ``
 ``s_axis_t{data,valid,ready,last}``
     Input feature map, HWC: pixels in raster order, each as ``ceil(Cin / SIMD)`` words of
     ``SIMD`` bytes (channel ``g*SIMD + i`` in byte ``i`` of word ``g``; bytes past ``Cin``
-    are ignored), ``tlast`` on the final word. int8 or uint8 bit patterns.
+    are ignored), ``tlast`` on the final word. int8 or uint8 bit patterns. The same format
+    for a conv and for the max-pool alone.
 ``m_axis_t{data,keep,valid,ready,last}``
     Output feature map, HWC: output pixels in raster order, each as ``ceil(Cout / PE)`` words
     of ``PE`` lanes. Requantized output: lane ``p`` in byte ``p`` (``tkeep`` marks the bytes
     of real channels, ``p < Cout - og*PE``); raw int32 output: lane ``p`` in bytes
     ``4p .. 4p+3``, little-endian (``tkeep`` likewise). So the kept bytes, in order, are
     exactly the NumPy array ``y.transpose(1, 2, 0).tobytes()`` of the CHW result.
-    ``tlast`` on the final word.
+    ``tlast`` on the final word. A max-pooled map (fused or alone) has the requantized
+    format, with ``Cout`` the pooled map's channels (``Cin`` when the pool runs alone) and
+    bytes past them 0.
 ``s_axis_param_t{data,valid,ready,last}``
     32-bit parameter load stream (weights, bias, multiplier, shift, weight zero point); format
     in :mod:`rtl.weights`. Accepted only while no layer is busy.
@@ -29,13 +32,39 @@ Memories (all block-RAM friendly, one read and one write port, registered reads)
 - weights: ``weight_depth`` words of ``8 * PE * SIMD`` bits, a layer needs
   ``ceil(Cout / PE) * Kh * Kw * ceil(Cin / SIMD)`` words (default 3136 x 512 bits);
 - per output-channel group: weight zero points (``9 * PE`` bits) and bias, multiplier, shift
-  (``69 * PE`` bits), ``ceil(max_channels / PE)`` words each.
+  (``69 * PE`` bits), ``ceil(max_channels / PE)`` words each;
+- max-pool unit (:mod:`rtl.maxpool`, ``lanes = PE``, ``S = pool_window_slots``,
+  ``G = ceil(max_channels / PE)``): partial maxima, never input pixels. Vertical stage
+  ``(max_width + max_kernel - 1) * G`` words of ``S * PE * 8`` bits (block RAM), horizontal
+  stage ``G`` words of the same width (each at least 2 words). A pool is legal iff
+  ``(K - 1) * dilation + 1 <= S * stride`` on both axes (``POOL_WINDOW_SLOTS`` otherwise).
+  Default ``S = 2``: every 2x2 stride-2 pool (the lecture's 224x224x64 one, the digits CNN,
+  the CIFAR-10 net), 3x3 stride 2 and 2x2 stride 1; ``(224 + 6) * 8 = 1840`` words of 128
+  bits = 235,520 bits plus 1,024, about a quarter of the line buffer. 3x3 stride-1 pools need
+  ``S = 3`` (353,280 bits), every kernel at any stride ``S = max_kernel``.
+  :meth:`ConvEngine.memory_bits` gives every memory's size.
 
 Performance: one MAC operation (PE x SIMD multiply-accumulates) per cycle whenever its input
 word has arrived; output groups follow each other without bubbles, the input stream is written
 while the array computes, and a layer's start costs the setup (range checks, one cycle per
 derived product on a single shared multiplier, final checks: 18 cycles) plus the time to
-receive its first window. Strided layers only visit output positions.
+receive its first window. Strided layers only visit output positions. A fused max-pool adds
+a divider computing the conv output size (``coord_width`` cycles, about 12) and the pool
+unit's setup (about 6 cycles plus the larger begin pad) to the start, and stalls the MAC
+array only when the pool unit flushes windows that end at the right or bottom edge
+(padding or ``ceil_mode``); CONV-RELU-POOL costs no pass through the host.
+
+Max pooling (``POOL.pool_mode``, see :mod:`rtl.engine_regs`): ``FUSED`` puts the
+:class:`rtl.maxpool.MaxPool` unit between the requantized output words and ``m_axis``, its map
+the conv output (height and width from the divider, ``Cout`` channels, the output type);
+``ALONE`` feeds it the input words instead (an ONNX MaxPool: no MAC operation, ``MAC_CYCLES``
+stays 0, ``STARVED_CYCLES`` counts cycles the engine waited for an input word). Pool lanes are
+PE: alone, a :class:`rtl.regroup.Regroup` width converter turns words of SIMD channels into
+beats of PE (any power-of-two ratio). Raw int32 output with a fused pool is refused
+(``POOL_RAW``: ONNX has no such layer). The pool unit's own refusals (kernel, stride, pads,
+dilation, map size, window slots, empty windows) appear as ``POOL_*`` codes in
+``STATUS.error`` after the conv's checks passed; a refused layer takes no input and outputs
+nothing.
 
 Datapath: :class:`rtl.linebuffer.LineBuffer` (input words, circular) ->
 :class:`rtl.linebuffer.WindowGenerator` (one MAC operation per cycle, padding and stride as
@@ -43,7 +72,7 @@ address arithmetic) -> :class:`rtl.mac_array.MacArray` (PE x SIMD) -> a small FI
 finished accumulators (the generator holds a credit for every group it starts, so the MAC
 pipeline never stalls) -> bias and ``requant_lanes`` :class:`rtl.requantize.Requantize` units
 (all PE lanes at once by default) gathered into an output word, or the raw accumulators ->
-``m_axis``.
+(fused pool) -> ``m_axis``.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
@@ -52,12 +81,16 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from rtl.axil_regs import AXI4LiteRegisters, connect_flat, flat_members, subordinate_signature
-from rtl.engine_regs import COUNTER_WIDTH, REGMAP, EngineError
+from rtl.engine_regs import (COUNTER_WIDTH, ERROR_WIDTH, POOL_ERROR_BASE, REGMAP, EngineError,
+                              PoolMode)
 from rtl.linebuffer import LineBuffer, WindowGenerator, geometry_layout
 from rtl.linebuffer import line_buffer_depth as default_line_buffer_depth
-from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, MacArray
+from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH, MacArray
+from rtl.maxpool import MaxPool, PoolError
+from rtl.maxpool import memory_bits as pool_memory_bits
+from rtl.regroup import Regroup
 from rtl.requantize import Requantize
-from rtl.weights import BEAT_WIDTH, MULT_WIDTH, SHIFT_WIDTH, ParamStore
+from rtl.weights import BEAT_WIDTH, MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
 
 __all__ = ["ConvEngine", "DEFAULT_CONFIG"]
 
@@ -67,6 +100,14 @@ DEFAULT_CONFIG = dict(pe=8, simd=8, max_kernel=7, max_width=224, max_height=224,
                       max_channels=64)
 #: Bytes per int32 output lane.
 ACC_BYTES = ACC_WIDTH // DATA_WIDTH
+
+# STATUS.error shows the pool unit's refusal n as POOL_ERROR_BASE + n: the two enums must agree.
+for _code in PoolError:
+    if _code != PoolError.NONE and (
+            EngineError.__members__.get(f"POOL_{_code.name}") != POOL_ERROR_BASE + _code
+            or POOL_ERROR_BASE + _code >= 1 << ERROR_WIDTH):
+        raise ImportError(f"EngineError.POOL_{_code.name} must be {POOL_ERROR_BASE + _code} "
+                          f"(< {1 << ERROR_WIDTH}) to show PoolError.{_code.name}")
 
 
 def _is_pow2(value):
@@ -111,6 +152,14 @@ class ConvEngine(wiring.Component):
         PE lanes of an output word are requantized in ``pe / requant_lanes`` passes: fewer
         multipliers, and the MAC array waits only when a group takes fewer cycles
         (``Kh * Kw * ceil(Cin / SIMD)``) than that.
+    pool_window_slots : int
+        Max-pool windows open at once per axis (1..max_kernel; default 2): the width of the
+        pool memories in windows (see Memories above).
+    pool_max_stride : int, optional
+        Largest max-pool stride (1..255; default ``max_kernel``). The pool's other limits
+        are the engine's: kernel ``max_kernel``, dilation ``max_dilation``, map
+        ``max_height`` x ``max_width`` (a fused pool's map is the conv output, which padding
+        can make wider than the input: ``POOL_SIZE`` if it exceeds them), ``max_channels``.
 
     Members
     -------
@@ -124,7 +173,8 @@ class ConvEngine(wiring.Component):
 
     def __init__(self, pe=8, simd=8, max_kernel=7, max_width=224, max_height=224,
                  max_channels=64, weight_depth=None, line_buffer_depth=None, max_stride=4,
-                 max_dilation=4, fifo_depth=8, requant_lanes=None):
+                 max_dilation=4, fifo_depth=8, requant_lanes=None, pool_window_slots=2,
+                 pool_max_stride=None):
         for name, value in (("pe", pe), ("simd", simd)):
             if not _is_pow2(value) or value > 64:
                 raise ValueError(f"{name} must be a power of two up to 64, not {value!r}")
@@ -140,6 +190,10 @@ class ConvEngine(wiring.Component):
         if not _is_pow2(requant_lanes) or requant_lanes > pe:
             raise ValueError(f"requant_lanes must be a power of two up to pe={pe}, "
                              f"not {requant_lanes!r}")
+        _check_range("pool_window_slots", pool_window_slots, 1, max_kernel)
+        if pool_max_stride is None:
+            pool_max_stride = max_kernel
+        _check_range("pool_max_stride", pool_max_stride, 1, 255)
         cin_groups = -(-max_channels // simd)
         cout_groups = -(-max_channels // pe)
         if weight_depth is None:
@@ -158,6 +212,7 @@ class ConvEngine(wiring.Component):
             weight_depth, line_buffer_depth, fifo_depth
         self.cin_groups, self.cout_groups = cin_groups, cout_groups
         self.requant_lanes = requant_lanes
+        self.pool_window_slots, self.pool_max_stride = pool_window_slots, pool_max_stride
 
         max_pad = (max_kernel - 1) * max_dilation
         span = max(max_width, max_height) + 2 * max_pad + 2 * max_stride
@@ -184,7 +239,30 @@ class ConvEngine(wiring.Component):
                     max_channels=self.max_channels, weight_depth=self.weight_depth,
                     line_buffer_depth=self.line_buffer_depth, max_stride=self.max_stride,
                     max_dilation=self.max_dilation, fifo_depth=self.fifo_depth,
-                    requant_lanes=self.requant_lanes)
+                    requant_lanes=self.requant_lanes, pool_window_slots=self.pool_window_slots,
+                    pool_max_stride=self.pool_max_stride)
+
+    @property
+    def pool_params(self):
+        """Parameters of the :class:`rtl.maxpool.MaxPool` unit (lanes = PE, the engine's
+        limits for kernel, map size, channels and dilation)."""
+        return dict(lanes=self.pe, max_kernel=self.max_kernel, max_width=self.max_width,
+                    max_height=self.max_height, max_channels=self.max_channels,
+                    max_stride=self.pool_max_stride, max_dilation=self.max_dilation,
+                    window_slots=self.pool_window_slots)
+
+    def memory_bits(self):
+        """Bits of each memory (see the module docstring): ``line_buffer``, ``weights``,
+        ``channel_constants``, ``pool_horizontal``, ``pool_vertical``."""
+        pool = pool_memory_bits(**self.pool_params)
+        return {
+            "line_buffer": self.line_buffer_depth * DATA_WIDTH * self.simd,
+            "weights": self.weight_depth * DATA_WIDTH * self.pe * self.simd,
+            "channel_constants": self.cout_groups * (channel_layout(self.pe).size
+                                                     + ZP_WIDTH * self.pe),
+            "pool_horizontal": pool["horizontal"],
+            "pool_vertical": pool["vertical"],
+        }
 
     def elaborate(self, platform):
         m = Module()
@@ -199,6 +277,8 @@ class ConvEngine(wiring.Component):
             f.hw_max_height.eq(self.max_height), f.hw_max_width.eq(self.max_width),
             f.hw_max_channels.eq(self.max_channels), f.hw_weight_depth.eq(self.weight_depth),
             f.hw_line_buffer_depth.eq(self.line_buffer_depth),
+            f.hw_pool_window_slots.eq(self.pool_window_slots),
+            f.hw_pool_max_stride.eq(self.pool_max_stride),
         ]
 
         # --- configuration latched at start -------------------------------------------------
@@ -208,8 +288,14 @@ class ConvEngine(wiring.Component):
         with m.If(latch):
             m.d.sync += [c[name].eq(f[name]) for name in cfg_names]
 
-        d, steps = self._derive(m, c)
-        range_error, late_error = self._check(m, c, d)
+        pool_mode = c["pool_mode"]
+        fused, alone = Signal(), Signal()
+        m.d.comb += [fused.eq(pool_mode == PoolMode.FUSED), alone.eq(pool_mode == PoolMode.ALONE)]
+        pool_on = fused | alone
+        d, steps = self._derive(m, c, alone)
+        range_error, late_error = self._check(m, c, d, fused, alone)
+
+        m.submodules.pool = pool = MaxPool(**self.pool_params)
 
         # --- control ---------------------------------------------------------------------
         busy, running, done = Signal(), Signal(), Signal()
@@ -217,7 +303,7 @@ class ConvEngine(wiring.Component):
         step = Signal(range(len(steps)))
         launch = Signal()
         layer_end = Signal()
-        error_q = Signal(4)
+        error_q = Signal(ERROR_WIDTH)
         m.d.comb += [
             f.busy.eq(busy), f.running.eq(running), f.done.eq(done), f.error.eq(error_q),
             f.tlast_error.eq(tlast_error),
@@ -228,6 +314,29 @@ class ConvEngine(wiring.Component):
         mul_b = Signal(max(b.shape().width for _, _, b, _ in steps))
         product = Signal(mul_a.shape().width + mul_b.shape().width)
         m.d.comb += product.eq(mul_a * mul_b)
+
+        # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
+        # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits).
+        div_bits = self.coord_width
+        stride_bits = self.max_stride.bit_length()
+        div_count = Signal(range(div_bits))
+        div_load, div_step = Signal(), Signal()
+        conv_out = {}
+        for a, limit, pad_begin, stride in (("h", d["y_limit"], c["pad_top"], c["stride_h"]),
+                                            ("w", d["x_limit"], c["pad_left"], c["stride_w"])):
+            num = Signal(div_bits, name=f"div_num_{a}")
+            rem = Signal(stride_bits, name=f"div_rem_{a}")
+            quo = Signal(div_bits, name=f"div_quo_{a}")
+            trial = Signal(stride_bits + 1, name=f"div_trial_{a}")
+            fits = Signal(name=f"div_fits_{a}")
+            divisor = stride[:stride_bits]
+            m.d.comb += [trial.eq(Cat(num[-1], rem)), fits.eq(trial >= divisor)]
+            with m.If(div_load):
+                m.d.sync += [num.eq(limit + pad_begin), rem.eq(0), quo.eq(0)]
+            with m.If(div_step):
+                m.d.sync += [num.eq(num << 1), rem.eq(Mux(fits, trial - divisor, trial)),
+                             quo.eq(Cat(fits, quo[:-1]))]
+            conv_out[a] = quo + 1
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(f.start):
@@ -254,10 +363,34 @@ class ConvEngine(wiring.Component):
                 with m.If(late_error != EngineError.NONE):
                     m.d.sync += [error_q.eq(late_error), busy.eq(0), done.eq(1)]
                     m.next = "IDLE"
+                with m.Elif(fused):
+                    m.d.comb += div_load.eq(1)
+                    m.d.sync += div_count.eq(div_bits - 1)
+                    m.next = "DIVIDE"
+                with m.Elif(alone):
+                    m.next = "POOL_START"
                 with m.Else():
                     m.d.comb += launch.eq(1)
                     m.d.sync += running.eq(1)
                     m.next = "RUN"
+            with m.State("DIVIDE"):
+                # The conv output size, the fused pool's input map (one quotient bit a cycle).
+                m.d.comb += div_step.eq(1)
+                m.d.sync += div_count.eq(div_count - 1)
+                with m.If(div_count == 0):
+                    m.next = "POOL_START"
+            with m.State("POOL_START"):
+                m.d.comb += pool.start.eq(1)
+                m.next = "POOL_WAIT"
+            with m.State("POOL_WAIT"):
+                with m.If(pool.running):
+                    m.d.comb += launch.eq(1)
+                    m.d.sync += running.eq(1)
+                    m.next = "RUN"
+                with m.Elif(pool.done):
+                    m.d.sync += [error_q.eq(POOL_ERROR_BASE + pool.error), busy.eq(0),
+                                 done.eq(1)]
+                    m.next = "IDLE"
             with m.State("RUN"):
                 with m.If(layer_end):
                     m.d.sync += [busy.eq(0), running.eq(0), done.eq(1)]
@@ -289,12 +422,12 @@ class ConvEngine(wiring.Component):
             m.d.comb += getattr(gen.geometry, name).eq(d[name])
         m.d.comb += [
             lb.s.payload.data.eq(self.s_axis_tdata), lb.s.payload.last.eq(self.s_axis_tlast),
-            lb.s.valid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(lb.s.ready),
-            lb.enable.eq(running), lb.restart.eq(launch), lb.total.eq(d["total_in"]),
+            lb.s.valid.eq(self.s_axis_tvalid & ~alone),
+            lb.enable.eq(running & ~alone), lb.restart.eq(launch), lb.total.eq(d["total_in"]),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
             lb.read_addr.eq(gen.index[:(self.line_buffer_depth - 1).bit_length()]),
-            gen.start.eq(launch), gen.written.eq(lb.written),
-            tlast_error.eq(lb.tlast_error),
+            gen.start.eq(launch & ~alone), gen.written.eq(lb.written),
+            tlast_error.eq(lb.tlast_error | (pool_on & pool.last_error)),
             params.weight_addr.eq(gen.weight_addr), params.wzp_addr.eq(gen.og),
         ]
 
@@ -367,8 +500,10 @@ class ConvEngine(wiring.Component):
                 rq.i.payload.last.eq(fifo_final & (slice_in == passes - 1)),
             ]
         rq_take = Signal()
+        q_ready = Signal()          # the requantized word is taken (by m_axis or the pool)
+        m.d.comb += q_ready.eq(Mux(fused, pool.i.ready, self.m_axis_tready))
         last_slice_out = slice_out == passes - 1
-        m.d.comb += rq_take.eq(rqs[0].o.valid & (~last_slice_out | ~q_valid | self.m_axis_tready))
+        m.d.comb += rq_take.eq(rqs[0].o.valid & (~last_slice_out | ~q_valid | q_ready))
         for rq in rqs:
             m.d.comb += rq.o.ready.eq(rq_take)
         word_next = Signal.like(gathered)
@@ -378,7 +513,7 @@ class ConvEngine(wiring.Component):
                 for r, rq in enumerate(rqs):
                     m.d.comb += word_next.word_select(j * lanes_r + r, DATA_WIDTH).eq(
                         rq.o.payload.data)
-        with m.If(q_valid & self.m_axis_tready):
+        with m.If(q_valid & q_ready):
             m.d.sync += q_valid.eq(0)
         with m.If(rq_take):
             m.d.sync += [gathered.eq(word_next), slice_out.eq(slice_out + 1)]
@@ -393,6 +528,35 @@ class ConvEngine(wiring.Component):
         m.d.comb += pop.eq(Mux(raw, fifo.r_rdy & self.m_axis_tready,
                                rq_fed & (slice_in == passes - 1)))
 
+        # --- max-pool: after requantization (fused), or of the input words (alone) ----------
+        # Alone, the input words of SIMD channels are regrouped into beats of PE lanes.
+        m.submodules.regroup = rg = Regroup(simd, pe, self.max_channels)
+        alone_in = Signal()
+        m.d.comb += alone_in.eq(alone & running & pool.running)
+        m.d.comb += [
+            rg.i.payload.data.eq(self.s_axis_tdata), rg.i.payload.last.eq(self.s_axis_tlast),
+            rg.i.valid.eq(self.s_axis_tvalid & alone_in),
+            self.s_axis_tready.eq(Mux(alone, rg.i.ready & alone_in, lb.s.ready)),
+            rg.in_groups.eq(d["cin_groups"]), rg.out_groups.eq(d["cout_groups"]),
+            rg.restart.eq(latch),
+            rg.o.ready.eq(pool.i.ready & alone),
+            pool.i.valid.eq(Mux(fused, q_valid, rg.o.valid & alone)),
+            pool.i.payload.data.eq(Mux(fused, q_word, rg.o.payload.data)),
+            pool.i.payload.last.eq(Mux(fused, q_last, rg.o.payload.last)),
+            pool.o.ready.eq(self.m_axis_tready),
+        ]
+        pcfg = pool.config
+        m.d.comb += [
+            pcfg.height.eq(Mux(fused, conv_out["h"], c["in_height"])),
+            pcfg.width.eq(Mux(fused, conv_out["w"], c["in_width"])),
+            pcfg.channels.eq(Mux(fused, c["out_channels"], c["in_channels"])),
+            pcfg.is_unsigned.eq(Mux(fused, c["y_unsigned"], c["x_unsigned"])),
+            pcfg.ceil_mode.eq(c["pool_ceil_mode"]),
+        ]
+        for name in ("kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
+                     "pad_top", "pad_left", "pad_bottom", "pad_right"):
+            m.d.comb += getattr(pcfg, name).eq(c[f"pool_{name}"])
+
         og_m = Signal(range(self.cout_groups))
         lanes_m = Signal(range(pe + 1))
         m.d.comb += lanes_m.eq(Mux(og_m == d["cout_groups"] - 1, d["last_out_lanes"], pe))
@@ -400,11 +564,13 @@ class ConvEngine(wiring.Component):
         keep_q = Cat(Const(p) < lanes_m for p in range(pe))
         # Plain multiplexers rather than an if/else process: Icarus would leave the outputs
         # undefined until the first change of a process input.
+        pool_word = pool.o.payload.data.as_value()
         m.d.comb += [
-            self.m_axis_tvalid.eq(Mux(raw, fifo.r_rdy, q_valid)),
-            self.m_axis_tdata.eq(Mux(raw, Cat(*biased), q_word)),
-            self.m_axis_tlast.eq(Mux(raw, fifo_final, q_last)),
-            self.m_axis_tkeep.eq(Mux(raw, keep_raw, keep_q)),
+            self.m_axis_tvalid.eq(Mux(pool_on, pool.o.valid, Mux(raw, fifo.r_rdy, q_valid))),
+            self.m_axis_tdata.eq(Mux(pool_on, pool_word, Mux(raw, Cat(*biased), q_word))),
+            self.m_axis_tlast.eq(Mux(pool_on, pool.o.payload.last,
+                                     Mux(raw, fifo_final, q_last))),
+            self.m_axis_tkeep.eq(Mux(raw & ~pool_on, keep_raw, keep_q)),
         ]
         out_handshake = self.m_axis_tvalid & self.m_axis_tready
         out_done = Signal()
@@ -414,13 +580,17 @@ class ConvEngine(wiring.Component):
                 m.d.sync += out_done.eq(1)
         with m.If(launch):
             m.d.sync += [og_m.eq(0), out_done.eq(0)]
-        m.d.comb += layer_end.eq(out_done & (lb.written == d["total_in"]))
+        # A pooled layer ends when the pool unit is idle again (its last word sent), so that
+        # the next start finds it ready.
+        m.d.comb += layer_end.eq(out_done & (alone | (lb.written == d["total_in"]))
+                                 & ~(pool_on & pool.busy))
 
         # --- performance counters ----------------------------------------------------------
         counters = {
             "cycles": busy,
             "mac_cycles": gen.valid,
-            "starved_cycles": running & gen.waiting,
+            "starved_cycles": running & Mux(alone, self.s_axis_tready & ~self.s_axis_tvalid,
+                                            gen.waiting),
             "stalled_cycles": busy & self.m_axis_tvalid & ~self.m_axis_tready,
         }
         for name, event in counters.items():
@@ -432,8 +602,11 @@ class ConvEngine(wiring.Component):
                 m.d.sync += count.eq(0)
         return m
 
-    def _derive(self, m, c):
+    def _derive(self, m, c, alone):
         """Per-layer constants of the latched configuration: ``(d, steps)``.
+
+        The output channel groups (``cout_groups``, ``last_out_lanes``) are those of the
+        input channels when the pool runs ``alone`` (its output has the input's channels).
 
         ``d`` maps names to signals. Shifts, sums and differences are registers recomputed every
         cycle; products are the ``steps`` ``(destination, a, b, add)``, computed one per cycle
@@ -467,7 +640,8 @@ class ConvEngine(wiring.Component):
 
         # Registered every cycle: settled one cycle after their inputs.
         cing = reg("cin_groups", (c["in_channels"] + self.simd - 1) >> simd_bits)
-        coutg = reg("cout_groups", (c["out_channels"] + self.pe - 1) >> pe_bits)
+        out_channels = Mux(alone, c["in_channels"], c["out_channels"])
+        coutg = reg("cout_groups", (out_channels + self.pe - 1) >> pe_bits)
         kh, kw = cfg("kernel_h", self.max_kernel), cfg("kernel_w", self.max_kernel)
         dh, dw = cfg("dilation_h", self.max_dilation), cfg("dilation_w", self.max_dilation)
         sh, sw = cfg("stride_h", self.max_stride), cfg("stride_w", self.max_stride)
@@ -494,28 +668,33 @@ class ConvEngine(wiring.Component):
         reg("x_limit", c["in_width"] + c["pad_right"] - kew)
         reg("y_limit", c["in_height"] + c["pad_bottom"] - keh)
         reg("last_lanes", c["in_channels"] - ((cing - 1) << simd_bits))
-        reg("last_out_lanes", c["out_channels"] - ((coutg - 1) << pe_bits))
+        reg("last_out_lanes", out_channels - ((coutg - 1) << pe_bits))
         d.update(height=c["in_height"], width=c["in_width"], kh=c["kernel_h"], kw=c["kernel_w"],
                  stride_h=c["stride_h"], stride_w=c["stride_w"], dil_h=c["dilation_h"],
                  dil_w=c["dilation_w"], x_start=-c["pad_left"], y_start=-c["pad_top"],
                  x_start_words=-d["pad_left_words"], y_start_words=-d["pad_top_words"])
         return d, steps
 
-    def _check(self, m, c, d):
+    def _check(self, m, c, d, fused, alone):
         """``(range_error, late_error)``: the first violated limit (EngineError) among the
-        checks of the configuration alone, and among those of the derived constants."""
+        checks of the configuration alone, and among those of the derived constants. When
+        the pool runs ``alone`` the conv settings are ignored (the pool unit checks its own)."""
         def outside(value, hi):
             return (value == 0) | (value > hi)
 
         def first(checks):
-            code = Const(EngineError.NONE, 4)
+            code = Const(EngineError.NONE, ERROR_WIDTH)
             for value, bad in reversed(checks):
                 code = Mux(bad, value, code)
             sig = Signal(4)
             m.d.comb += sig.eq(code)
             return sig
 
+        conv = ~alone
         range_error = first([
+            (EngineError.POOL_MODE, c["pool_mode"] > max(PoolMode)),
+            (EngineError.POOL_RAW, fused & c["raw_output"]),
+        ] + [(code, conv & bad) for code, bad in [
             (EngineError.KERNEL, outside(c["kernel_h"], self.max_kernel)
              | outside(c["kernel_w"], self.max_kernel)),
             (EngineError.DILATION, outside(c["dilation_h"], self.max_dilation)
@@ -526,8 +705,8 @@ class ConvEngine(wiring.Component):
              | outside(c["in_width"], self.max_width)),
             (EngineError.CHANNELS, outside(c["in_channels"], self.max_channels)
              | outside(c["out_channels"], self.max_channels)),
-        ])
-        late_error = first([
+        ]])
+        late_error = first([(code, conv & bad) for code, bad in [
             (EngineError.PAD, (c["pad_top"] >= d["keff_h"]) | (c["pad_bottom"] >= d["keff_h"])
              | (c["pad_left"] >= d["keff_w"]) | (c["pad_right"] >= d["keff_w"])),
             (EngineError.NO_OUTPUT,
@@ -535,5 +714,5 @@ class ConvEngine(wiring.Component):
              | (c["in_height"] + c["pad_top"] + c["pad_bottom"] < d["keff_h"])),
             (EngineError.WEIGHTS, d["weight_words"] > self.weight_depth),
             (EngineError.LINE_BUFFER, d["span"] > self.line_buffer_depth),
-        ])
+        ]])
         return range_error, late_error

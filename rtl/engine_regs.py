@@ -9,6 +9,15 @@ word has been sent and the whole input consumed, then ``done``). The performance
 from start to done of the last layer. A start while a layer is busy is ignored; parameters
 load (``s_axis_param``) only while no layer is busy.
 
+Max pooling (``POOL.pool_mode``, :class:`PoolMode`): ``FUSED`` sends the requantized (and
+ReLU-clamped) conv output through the max-pool unit (the lecture's CONV-RELU-POOL in one pass;
+the unit's map is the conv output, ``out_channels`` channels); ``ALONE`` sends the input
+feature map straight to it (an ONNX MaxPool: ``in_height``, ``in_width``, ``in_channels`` and
+``x_unsigned`` describe the map, the conv registers, weights and ``QUANT`` zero points are
+ignored, and no MAC operation runs). The ``POOL_*`` registers give kernel, stride, pads,
+dilation and ``ceil_mode`` with ONNX MaxPool semantics (padding never wins). Errors of the
+max-pool unit's checks (:class:`rtl.maxpool.PoolError` ``n``) are ``POOL_ERROR_BASE + n``.
+
 Zero points are 9-bit two's complement numbers (``-128..127`` for int8, ``0..255`` for uint8);
 :func:`encode_zero_point` gives the field value.
 """
@@ -17,7 +26,7 @@ import enum
 
 from rtl.regmap import Field, Register, RegisterMap
 
-__all__ = ["REGMAP", "EngineError", "ZERO_POINT_WIDTH", "encode_zero_point", "DIM_WIDTH",
+__all__ = ["REGMAP", "EngineError", "PoolMode", "POOL_ERROR_BASE", "ERROR_WIDTH", "ZERO_POINT_WIDTH", "encode_zero_point", "DIM_WIDTH",
            "SMALL_WIDTH", "COUNTER_WIDTH"]
 
 #: Width of height, width and channel-count fields (values above the hardware maxima fit,
@@ -29,6 +38,10 @@ SMALL_WIDTH = 8
 ZERO_POINT_WIDTH = 9
 #: Width of the performance counters.
 COUNTER_WIDTH = 64
+#: Width of ``STATUS.error``.
+ERROR_WIDTH = 5
+#: ``STATUS.error`` of the max-pool unit's refusal ``n`` (:class:`rtl.maxpool.PoolError`).
+POOL_ERROR_BASE = 16
 
 
 class EngineError(enum.IntEnum):
@@ -43,6 +56,26 @@ class EngineError(enum.IntEnum):
     NO_OUTPUT = 7       #: the padded input is smaller than the effective kernel
     WEIGHTS = 8         #: ceil(Cout/PE) * Kh * Kw * ceil(Cin/SIMD) words exceed the weight memory
     LINE_BUFFER = 9     #: the window span exceeds the line buffer (see rtl.linebuffer)
+    POOL_RAW = 10       #: a fused max-pool with raw int32 output (ONNX has no such layer)
+    POOL_MODE = 11      #: pool_mode 3 (reserved)
+    # The max-pool unit's checks (POOL_ERROR_BASE + rtl.maxpool.PoolError); its input map is
+    # the conv output when fused, the input feature map when alone.
+    POOL_KERNEL = 17        #: pool kernel height or width 0 or above the maximum kernel
+    POOL_DILATION = 18      #: pool dilation 0 or above the maximum dilation
+    POOL_STRIDE = 19        #: pool stride 0 or above the maximum pool stride
+    POOL_SIZE = 20          #: pool input height or width 0 or above the maximum
+    POOL_CHANNELS = 21      #: pool input channels 0 or above the maximum
+    POOL_PAD = 22           #: a pool pad not smaller than the pool kernel of its axis
+    POOL_NO_OUTPUT = 23     #: the padded pool input is smaller than the dilated pool kernel
+    POOL_WINDOW_SLOTS = 24  #: (K - 1) * dilation + 1 > window slots * stride on an axis
+    POOL_EMPTY_WINDOW = 25  #: a dilated pool window covers only padding
+
+
+class PoolMode(enum.IntEnum):
+    """What the max-pool unit does (``POOL.pool_mode``)."""
+    OFF = 0             #: conv only
+    FUSED = 1           #: conv, requantize, ReLU, then max-pool
+    ALONE = 2           #: max-pool of the input feature map, no conv
 
 
 def encode_zero_point(value: int) -> int:
@@ -78,7 +111,7 @@ REGMAP = RegisterMap("convcore_engine", [
               doc="Input tlast was missing on the last word of the feature map or set early"),
         Field("load_error", 1, "ro",
               doc="A parameter packet ended inside a word or addressed past a memory"),
-        Field("error", 4, "ro", lsb=8, enum=EngineError,
+        Field("error", ERROR_WIDTH, "ro", lsb=8, enum=EngineError,
               doc="Why the last layer was refused (0: accepted)"),
     ], doc="Status"),
     _dims("IN_SIZE", 0x08, ("in_height", "Input height H"), ("in_width", "Input width W"),
@@ -106,10 +139,27 @@ REGMAP = RegisterMap("convcore_engine", [
         Field("relu", 1, "rw", doc="Clamp requantized outputs at the output zero point"),
         Field("raw_output", 1, "rw", doc="Output the int32 accumulators (+ bias) unrequantized"),
     ], doc="Quantization"),
+    Register("POOL", 0x24, [
+        Field("pool_mode", 2, "rw", enum=PoolMode,
+              doc="Max-pool: OFF, FUSED after the conv, or ALONE (input map, no conv)"),
+        Field("pool_ceil_mode", 1, "rw", doc="Pool output size rounded up (ONNX ceil_mode)"),
+    ], doc="Max-pool mode"),
+    _small("POOL_KERNEL", 0x28, [("pool_kernel_h", "Pool kernel height"),
+                                 ("pool_kernel_w", "Pool kernel width")], "Max-pool kernel size"),
+    _small("POOL_STRIDE", 0x2C, [("pool_stride_h", "Pool vertical stride"),
+                                 ("pool_stride_w", "Pool horizontal stride")], "Max-pool stride"),
     _counter("CYCLES", 0x30, "Cycles from start to done"),
     _counter("MAC_CYCLES", 0x38, "Cycles in which the MAC array took an operation"),
     _counter("STARVED_CYCLES", 0x40, "Cycles in which the next operation waited for an input word"),
     _counter("STALLED_CYCLES", 0x48, "Cycles with output valid but not ready (backpressure)"),
+    _small("POOL_DILATION", 0x50, [("pool_dilation_h", "Pool vertical dilation"),
+                                   ("pool_dilation_w", "Pool horizontal dilation")],
+           "Max-pool dilation"),
+    _small("POOL_PADS", 0x54, [("pool_pad_top", "Pool rows of padding above"),
+                               ("pool_pad_left", "Pool columns of padding on the left"),
+                               ("pool_pad_bottom", "Pool rows of padding below"),
+                               ("pool_pad_right", "Pool columns of padding on the right")],
+           "Max-pool padding (never wins the maximum)", reset=0),
     Register("HW_ARRAY", 0x60, [
         Field("hw_pe", 8, "ro", doc="PE: output channels per cycle"),
         Field("hw_simd", 8, "ro", doc="SIMD: input channels per cycle"),
@@ -130,4 +180,10 @@ REGMAP = RegisterMap("convcore_engine", [
     Register("HW_LINE_BUFFER", 0x70, [
         Field("hw_line_buffer_depth", 32, "ro", doc="Line buffer words (SIMD bytes each)"),
     ], doc="Hardware configuration: line buffer"),
+    Register("HW_POOL", 0x74, [
+        Field("hw_pool_window_slots", 8, "ro",
+              doc="Max-pool windows open at once per axis: a pool is legal iff "
+                  "(K - 1) * dilation + 1 <= slots * stride"),
+        Field("hw_pool_max_stride", 8, "ro", doc="Largest max-pool stride"),
+    ], doc="Hardware configuration: max-pool unit"),
 ], doc="convcore conv engine")

@@ -1,21 +1,30 @@
 """Pure-Python checks of the conv engine's parts (Amaranth simulator, no HDL simulator).
 
-The whole engine is checked against the golden model in tb/test_engine.py; here the MAC array
-and the parameter loader are checked on their own, with the host-side packing of
-tb/engine_driver.py, and constructors must refuse bad arguments with clear messages.
+The whole engine is checked against the golden model in tb/test_engine.py; here the MAC array,
+the parameter loader and the pool's width converter are checked on their own, with the
+host-side packing of tb/engine_driver.py; the pool-alone mode runs in the whole engine for
+PE != SIMD ratios the HDL builds do not cover; constructors must refuse bad arguments with
+clear messages.
 """
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from model.network import ConvLayer
+from model.network import ConvLayer, MaxPool, PoolLayer, run_layer
 from rtl.engine import ConvEngine
-from rtl.engine_regs import REGMAP, EngineError, encode_zero_point
+from rtl.engine_regs import (ERROR_WIDTH, POOL_ERROR_BASE, REGMAP, EngineError,
+                             encode_zero_point)
 from rtl.linebuffer import LineBuffer, line_buffer_depth, line_buffer_span
 from rtl.mac_array import MacArray
+from rtl.maxpool import PoolError
+from rtl.regmap import RegisterDriver
+from rtl.regroup import Regroup
 from rtl.weights import ParamStore
-from tb.engine_driver import pack_channels, pack_input, pack_weights, unpack_output
+from tb.engine_driver import (conv_shape, layer_fields, output_shape, pack_channels, pack_input,
+                              pack_weights, unpack_output)
 
 CLOCK_PERIOD = 1e-8
 #: Constructors that are expected to fail leave half-built elaboratables behind.
@@ -236,3 +245,214 @@ def test_default_configuration_sizes():
     engine._MustUse__silence = True
     assert engine.config["weight_depth"] == 8 * 49 * 8
     assert engine.config["line_buffer_depth"] == 16384
+
+
+# --- max pooling: width converter, pool-alone mode, register map --------------------------
+
+def _regroup_reference(words, lasts, channels, in_lanes, out_lanes):
+    """Expected (beats, lasts) of Regroup: the real channels of each pixel regrouped; a
+    word's last on the beat that carries the word's final channels."""
+    gin, gout = -(-channels // in_lanes), -(-channels // out_lanes)
+    beats, beat_lasts = [], []
+    for p in range(len(words) // gin):
+        pixel = b"".join(words[p * gin:(p + 1) * gin])[:channels]
+        pixel_lasts = lasts[p * gin:(p + 1) * gin]
+        final_beat = [min(((k + 1) * in_lanes - 1) // out_lanes, gout - 1) for k in range(gin)]
+        for b in range(gout):
+            beats.append(pixel[b * out_lanes:(b + 1) * out_lanes])
+            beat_lasts.append(int(any(last for last, f in zip(pixel_lasts, final_beat)
+                                      if f == b)))
+    return beats, beat_lasts
+
+
+@pytest.mark.parametrize("in_lanes,out_lanes,channels", [
+    (8, 4, 13), (8, 2, 3), (8, 2, 16), (2, 8, 13), (4, 8, 3), (2, 8, 16)])
+def test_regroup_matches_reference(in_lanes, out_lanes, channels):
+    """Random idles and backpressure; an early last (pixel 1) must reach the output too."""
+    rng = np.random.default_rng(in_lanes * 100 + out_lanes * 10 + channels)
+    dut = Regroup(in_lanes, out_lanes, max_channels=16)
+    pixels = 4
+    gin = -(-channels // in_lanes)
+    words = [bytes(rng.integers(0, 256, in_lanes, dtype=np.uint8)) for _ in range(pixels * gin)]
+    lasts = [0] * len(words)
+    lasts[gin] = 1                  # early, on pixel 1's first word
+    lasts[-1] = 1
+    want, want_lasts = _regroup_reference(words, lasts, channels, in_lanes, out_lanes)
+    got, got_lasts = [], []
+
+    async def source(ctx):
+        ctx.set(dut.in_groups, gin)
+        ctx.set(dut.out_groups, -(-channels // out_lanes))
+        for word, last in zip(words, lasts):
+            while rng.random() < 0.3:
+                ctx.set(dut.i.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.i.payload, {"data": int.from_bytes(word, "little"), "last": last})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        while len(got) < len(want):
+            ctx.set(dut.o.ready, int(rng.random() < 0.7))
+            _, _, valid, ready, payload = await ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload)
+            if valid and ready:
+                got.append(int(payload.data).to_bytes(out_lanes, "little"))
+                got_lasts.append(int(payload.last))
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    real = [(min(out_lanes, channels - (i % -(-channels // out_lanes)) * out_lanes))
+            for i in range(len(want))]
+    assert [g[:n] for g, n in zip(got, real)] == want
+    assert got_lasts == want_lasts
+
+
+def _engine_bus(engine):
+    """The engine's flat AXI4-Lite ports under the names rtl.test_axil_regs_sim uses."""
+    names = ("awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bvalid",
+             "bready", "bresp", "araddr", "arvalid", "arready", "rdata", "rresp", "rvalid",
+             "rready")
+    return SimpleNamespace(**{n: getattr(engine, f"s_axil_{n}") for n in names})
+
+
+@pytest.mark.parametrize("pe,simd,channels,pool", [
+    (4, 2, 7, MaxPool(2, 2, pads=(1, 0, 0, 1), ceil_mode=True)),
+    (2, 8, 5, MaxPool(3, (2, 1), pads=(1, 1, 1, 1), dilation=(1, 2))),
+])
+def test_pool_alone_in_the_engine(pe, simd, channels, pool):
+    """An ONNX MaxPool on the engine (Amaranth simulator) with PE != SIMD: the input words
+    pass the width converter; output equals the golden model, no MAC cycle is counted."""
+    from rtl.test_axil_regs_sim import axi_read, axi_write
+
+    rng = np.random.default_rng(pe * 10 + simd)
+    engine = ConvEngine(pe=pe, simd=simd, max_kernel=3, max_width=8, max_height=8,
+                        max_channels=8, max_stride=2, max_dilation=2)
+    h, w = 5, 6
+    layer = PoolLayer(name="pool", nodes=("pool",), in_shape=(channels, h, w),
+                      out_shape=(channels, *pool.output_hw(h, w)), in_dtype="int8", pool=pool)
+    x = rng.integers(-128, 128, (channels, h, w)).astype(np.int8)
+    data = pack_input(x, simd)
+    words = [data[i:i + simd] for i in range(0, len(data), simd)]
+    bus = _engine_bus(engine)
+    out, status = bytearray(), {}
+
+    async def write(addr, value):
+        assert await axi_write(ctx_box[0], bus, addr, value, 0xF) == 0
+
+    async def read(addr):
+        value, resp = await axi_read(ctx_box[0], bus, addr)
+        assert resp == 0
+        return value
+
+    ctx_box = []
+    regs = RegisterDriver(REGMAP, write=write, read=read)
+
+    async def host(ctx):
+        ctx_box.append(ctx)
+        for reg, fields in layer_fields(layer).items():
+            await regs.write_fields(reg, **fields)
+        await regs.pulse("start")
+        for n, word in enumerate(words):
+            while rng.random() < 0.3:
+                ctx.set(engine.s_axis_tvalid, 0)
+                await ctx.tick()
+            ctx.set(engine.s_axis_tdata, int.from_bytes(word, "little"))
+            ctx.set(engine.s_axis_tlast, n == len(words) - 1)
+            ctx.set(engine.s_axis_tvalid, 1)
+            await ctx.tick().until(engine.s_axis_tready)
+        ctx.set(engine.s_axis_tvalid, 0)
+        while (await regs.read_fields("STATUS"))["busy"]:
+            pass
+        status.update(await regs.read_fields("STATUS"))
+        status["mac_cycles"] = await regs.read("MAC_CYCLES")
+        status["cycles"] = await regs.read("CYCLES")
+
+    async def sink(ctx):
+        while True:
+            ctx.set(engine.m_axis_tready, int(rng.random() < 0.7))
+            _, _, valid, ready, tdata, tkeep, last = await ctx.tick().sample(
+                engine.m_axis_tvalid, engine.m_axis_tready, engine.m_axis_tdata,
+                engine.m_axis_tkeep, engine.m_axis_tlast)
+            if valid and ready:
+                raw = int(tdata).to_bytes(len(engine.m_axis_tdata) // 8, "little")
+                out.extend(raw[i] for i in range(pe) if tkeep >> i & 1)
+                if last:
+                    return
+
+    sim = Simulator(engine)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(host)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    assert status["error"] == 0 and not status["tlast_error"], status
+    assert status["mac_cycles"] == 0 and status["cycles"] > 0, status
+    got = unpack_output(bytes(out), layer)
+    want = run_layer(layer, x[None])[0]
+    assert np.array_equal(got, want), (got, want)
+
+
+def test_pool_error_codes():
+    """STATUS.error holds every code; the pool unit's code n is POOL_ERROR_BASE + n."""
+    assert REGMAP.field("error").width == ERROR_WIDTH
+    assert max(EngineError) < 1 << ERROR_WIDTH
+    assert max(EngineError.__members__.values()) == POOL_ERROR_BASE + max(PoolError)
+    for code in PoolError:
+        if code != PoolError.NONE:
+            assert EngineError[f"POOL_{code.name}"] == POOL_ERROR_BASE + code
+
+
+def test_driver_pool_fields_and_shapes():
+    pool = MaxPool(3, 2, pads=(1, 0, 1, 1), dilation=(1, 2), ceil_mode=True)
+    alone = PoolLayer(name="p", nodes=("p",), in_shape=(6, 9, 11), out_shape=(6, 5, 5),
+                      in_dtype="uint8", pool=pool)
+    fields = layer_fields(alone)
+    assert "KERNEL" not in fields and "PADS" not in fields       # conv registers untouched
+    assert fields["POOL"] == dict(pool_mode="ALONE", pool_ceil_mode=1)
+    assert fields["POOL_PADS"] == dict(pool_pad_top=1, pool_pad_left=0, pool_pad_bottom=1,
+                                       pool_pad_right=1)
+    assert fields["POOL_DILATION"] == dict(pool_dilation_h=1, pool_dilation_w=2)
+    assert fields["QUANT"] == dict(x_unsigned=1)
+    assert output_shape(alone) == (6, *pool.output_hw(9, 11))
+    conv = _layer()
+    assert layer_fields(conv)["POOL"] == dict(pool_mode="OFF")
+    conv.pool = MaxPool(2, 2)
+    assert layer_fields(conv)["POOL"]["pool_mode"] == "FUSED"
+    assert conv_shape(conv) == (5, 3, 3) and output_shape(conv) == (5, 1, 1)
+    y = np.arange(6 * 5 * 5, dtype=np.uint8).reshape(6, 5, 5)
+    back = unpack_output(y.transpose(1, 2, 0).tobytes(), alone)
+    assert back.dtype == np.uint8 and np.array_equal(back, y)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(pool_window_slots=0), "pool_window_slots must be an integer 1..7, not 0"),
+    (dict(max_kernel=3, pool_window_slots=4), "pool_window_slots must be an integer 1..3, not 4"),
+    (dict(pool_max_stride=256), "pool_max_stride must be an integer 1..255, not 256"),
+])
+def test_engine_rejects_bad_pool_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvEngine(**kwargs)
+
+
+def test_regroup_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="in_lanes must be a power of two up to 64, not 3"):
+        Regroup(3, 4, 8)
+    with pytest.raises(ValueError, match="out_lanes must be a power of two up to 64, not 128"):
+        Regroup(4, 128, 8)
+    with pytest.raises(ValueError, match="max_channels must be a positive integer, not 0"):
+        Regroup(4, 4, 0)
+
+
+def test_default_configuration_pool_memory():
+    """The default pool unit (2 window slots, PE = 8 lanes, 224 wide, 64 channels):
+    (224 + 7 - 1) * 8 words of 2 * 8 bytes, and 8 such words for the horizontal stage."""
+    engine = ConvEngine()
+    engine._MustUse__silence = True
+    bits = engine.memory_bits()
+    assert bits["pool_vertical"] == 230 * 8 * 128 == 235520
+    assert bits["pool_horizontal"] == 8 * 128
+    assert bits["line_buffer"] == 16384 * 64

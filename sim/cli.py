@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.network import InputError, layer_macs, layer_op, run_layer, run_network
+from model.network import (InputError, finish_output, layer_macs, layer_op, quantize_input,
+                           run_layer, run_network)
 from sim.onnx_import import ModelFileError, UnsupportedModelError, load_network
 from sim.plan import format_plan, plan_dict
 
@@ -183,18 +184,23 @@ def cmd_run(args) -> int:
     backend = BACKENDS[args.backend](**options)
     records = []
 
-    def run(layer, layer_x):
-        y, info = backend.run_layer(layer, layer_x)
+    def finish(layer, layer_x, y, info):
         if args.check:
             check_layer(layer, layer_x, y)
-        record = {"name": layer.name, "op": layer_op(layer), "nodes": list(layer.nodes),
-                  "macs": layer_macs(layer) * int(layer_x.shape[0]), "cycles": None,
-                  "mac_utilization": None, **info}
-        records.append(record)
+        records.append({"name": layer.name, "op": layer_op(layer), "nodes": list(layer.nodes),
+                        "macs": layer_macs(layer) * int(layer_x.shape[0]), "cycles": None,
+                        "mac_utilization": None, **info})
         return y
 
     try:
-        y = run_network(net, x, backend=run)
+        if hasattr(backend, "run_network"):     # one simulator launch for the whole network
+            y = layer_x = quantize_input(net, x)
+            for layer, (y, info) in zip(net.layers, backend.run_network(net.layers, layer_x)):
+                layer_x = finish(layer, layer_x, y, info)
+            y = finish_output(net, y)
+        else:
+            y = run_network(net, x, backend=lambda layer, layer_x: finish(
+                layer, layer_x, *backend.run_layer(layer, layer_x)))
     finally:
         backend.close()
     batch = int(np.asarray(x).shape[0])
@@ -315,4 +321,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the imported module, so that errors raised by other modules (which import
+    # sim.cli, not __main__) are the classes main() catches.
+    from sim import cli
+    sys.exit(cli.main())

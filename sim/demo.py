@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.network import layer_macs, layer_op, run_network
+from model.network import finish_output, layer_macs, layer_op, quantize_input, run_network
 from sim.toolchain import BUILD
 
 #: Where the demo writes its pictures and report.
@@ -37,33 +37,49 @@ def progress(done: int, total: int, label: str, width: int = 30, stream=sys.stdo
     stream.flush()
 
 
+def _network_runner(net, backend):
+    """``x -> [(y, info), ...]`` over every layer of ``net``: in one simulator launch when the
+    backend can run whole networks, layer by layer otherwise."""
+    if hasattr(backend, "run_network"):
+        return lambda x: backend.run_network(net.layers, x)
+
+    def layer_by_layer(x):
+        out = []
+        for layer in net.layers:
+            x, info = backend.run_layer(layer, x)
+            out.append((x, info))
+        return out
+    return layer_by_layer
+
+
 def run_chunks(net, images, backend, on_layer=None, chunk=CHUNK):
-    """Runs ``images`` through ``net`` on ``backend`` in chunks; returns output and records."""
+    """Runs ``images`` through ``net`` on ``backend`` in chunks (the progress bar advances per
+    chunk); returns the network output and one record per layer summed over all images.
+    ``on_layer(start, index, layer, x, y)`` sees every layer's input and output."""
     records = {}
     outputs = []
-
-    def run(layer, x):
-        y, info = backend.run_layer(layer, x)
-        rec = records.setdefault(layer.name, {"name": layer.name, "op": layer_op(layer),
-                                              "ran_on": info.get("ran_on", backend.name),
-                                              "macs": 0, "cycles": None,
-                                              "ideal_cycles": None})
-        rec["macs"] += layer_macs(layer) * int(x.shape[0])
-        for key in ("cycles", "ideal_cycles"):
-            if info.get(key) is not None:
-                rec[key] = (rec[key] or 0) + info[key]
-        return y
-
+    run = _network_runner(net, backend)
     for start in range(0, len(images), chunk):
         part = images[start:start + chunk]
-        outputs.append(run_network(net, part, backend=run,
-                                   on_layer=None if on_layer is None else
-                                   (lambda i, layer, x, y, s=start: on_layer(s, i, layer, x, y))))
+        x = quantize_input(net, part)
+        for index, (layer, (y, info)) in enumerate(zip(net.layers, run(x))):
+            rec = records.setdefault(layer.name, {
+                "name": layer.name, "op": layer_op(layer),
+                "ran_on": info.get("ran_on", backend.name), "macs": 0,
+                "cycles": None, "ideal_cycles": None})
+            rec["macs"] += layer_macs(layer) * int(x.shape[0])
+            for key in ("cycles", "ideal_cycles"):
+                if info.get(key) is not None:
+                    rec[key] = (rec[key] or 0) + info[key]
+            if on_layer is not None:
+                on_layer(start, index, layer, x, y)
+            x = y
+        outputs.append(finish_output(net, x))
         progress(start + len(part), len(images), f"images on {backend.name}")
     layers = list(records.values())
     for rec in layers:
         rec["mac_utilization"] = (round(rec["ideal_cycles"] / rec["cycles"], 4)
-                                  if rec.get("cycles") else None)
+                                  if rec.get("cycles") and rec.get("ideal_cycles") else None)
     return np.concatenate(outputs), layers
 
 
@@ -121,12 +137,14 @@ def demo(backend_name: str = "verilator", out_dir: Path = DEMO_DIR, limit: int |
     }
     if hw_cycles:
         sim_cycles = getattr(backend, "sim_cycles", hw_cycles)
+        sim_seconds = getattr(backend, "sim_seconds", 0.0) or wall
         summary.update(
             cycles_per_image=hw_cycles / len(images),
             mac_utilization=round(ideal / hw_cycles, 4),
             clock_hz=CLOCK_HZ,
             images_per_second=CLOCK_HZ * len(images) / hw_cycles,
-            simulated_cycles_per_second=sim_cycles / wall)
+            simulated_cycles=sim_cycles, simulation_seconds=round(sim_seconds, 2),
+            simulated_cycles_per_second=sim_cycles / sim_seconds)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pictures = {}
@@ -139,7 +157,9 @@ def demo(backend_name: str = "verilator", out_dir: Path = DEMO_DIR, limit: int |
                                           "macs": sum(r["macs"] for r in layers),
                                           "mac_utilization": summary.get("mac_utilization")}}
     if hw_cycles:
-        pictures["layer_chart"] = str(plot_layer_chart(report, out_dir / "layer_cycles.png"))
+        pictures["layer_chart"] = str(plot_layer_chart(
+            report, out_dir / "layer_cycles.png",
+            title=f"Cycles and MAC utilization per layer: {len(images)} digits on {backend_name}"))
     summary["pictures"] = pictures
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2, default=float))
     print_summary(summary)
@@ -157,8 +177,9 @@ def print_summary(s: dict) -> None:
               f"(MAC utilization {s['mac_utilization']:.1%})")
         print(f"  images per second        {s['images_per_second']:,.0f} at "
               f"{s['clock_hz'] / 1e6:.0f} MHz")
-        print(f"  simulation               {s['wall_seconds']:.1f} s, "
-              f"{s['simulated_cycles_per_second']:,.0f} simulated cycles/s")
+        print(f"  simulation               {s['simulated_cycles']:,} cycles in "
+              f"{s['simulation_seconds']:.1f} s ({s['simulated_cycles_per_second']:,.0f} "
+              f"cycles/s); {s['wall_seconds']:.1f} s in all")
     else:
         print(f"  run time                 {s['wall_seconds']:.1f} s")
     for rec in s["layers"]:

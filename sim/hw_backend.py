@@ -1,24 +1,30 @@
 """The ``icarus`` and ``verilator`` backends of ``convcore run``: layers on the simulated engine.
 
-:class:`HardwareBackend` runs every conv layer of a network on :class:`rtl.engine.ConvEngine`
-simulated by Icarus Verilog or Verilator: one simulator launch per layer for the whole batch
-(the layer's weights are loaded once, then every image streams through back to back), driven
-by the cocotb module :mod:`tb.run_layers` through :class:`tb.engine_driver.EngineDriver`.
+:class:`HardwareBackend` runs the layers of a network on :class:`rtl.engine.ConvEngine`
+simulated by Icarus Verilog or Verilator, driven by the cocotb module :mod:`tb.run_layers`
+through :class:`tb.engine_driver.EngineDriver`. :meth:`HardwareBackend.run_network` runs a
+whole network on a whole batch in ONE simulator launch (``convcore run`` uses it): per layer,
+the weights are loaded once through the engine's parameter port, then every image streams
+through back to back, and the testbench keeps the feature maps between layers.
+:meth:`HardwareBackend.run_layer` (the plain backend interface) runs one layer per launch.
 
 Where each layer runs (the ``ran_on`` field of the report):
 
-- conv: on the engine. A fused max-pool (CONV-RELU-POOL) is not in the engine yet: the conv,
-  requantization and ReLU run on the engine, the pool on the golden model
-  (``"verilator+model(maxpool)"``).
+- conv, with its requantization, ReLU and fused max-pool (the lecture's CONV-RELU-POOL in one
+  pass): on the engine.
 - dense (Gemm, MatMul, ...): on the engine as a conv whose kernel covers the whole input
   (weight ``(O, C*H*W)`` -> ``(O, C, H, W)``; a flat input of ``F`` features becomes
   ``F`` channels of a 1x1 map) when that conv is within the engine's limits, else on the
   golden model with the reason.
-- max-pool alone: on the golden model.
+- max-pool alone: on the engine (its pool-alone mode; no MAC operations).
 
-A conv layer the engine refuses (kernel, width, channels, ... above the hardware's limits) is a
+A layer the engine refuses (kernel, width, channels, ... above the hardware's limits) is a
 one-line :class:`sim.cli.CliError` naming the layer and the violated limit; so is a layer that
-hangs (the watchdog of :mod:`tb.run_layers`).
+hangs (the watchdog of :mod:`tb.run_layers`) and a simulation that fails (with its log file).
+
+Speed: Verilator builds keep only the top level visible (``toolchain.build_args(...,
+ports_only=True)``), and :class:`tb.run_layers.FastAxiStreamSink` reads each output beat once;
+Python wakes per stream beat and per register access, never per MAC cycle.
 
 Hardware configuration: the engine's default (:data:`sim.configs` ``"default"``: every layer of
 the lecture's examples and of the CIFAR-10 net) unless ``config`` or the environment variable
@@ -26,12 +32,13 @@ the lecture's examples and of the CIFAR-10 net) unless ``config`` or the environ
 or a JSON object of :class:`rtl.engine.ConvEngine` arguments, e.g.
 ``CONVCORE_HW_CONFIG='{"pe": 4, "simd": 4, "max_width": 16, "max_height": 16,
 "max_channels": 16}'`` (the tests use such a small one: it builds faster). Each configuration
-is built once per simulator under ``build/sim/run_engine-HASH-SIM`` (Verilator's build is
-reused while the Verilog is unchanged); jobs, results and simulator logs go to
-``build/run/``.
+is built once per simulator under ``build/sim/run_engine-HASH-SIM`` and reused, without even
+converting the design to Verilog, while the RTL sources (``rtl/*.py``), the harness and the
+flags are unchanged; jobs, results and simulator logs go to ``build/run/``.
 """
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.network import ConvLayer, DenseLayer, PoolLayer, run_layer
+from model.network import ConvLayer, DenseLayer, layer_macs, layer_op, run_layer
 from sim import toolchain
 
 __all__ = ["HardwareBackend", "EngineHarness", "resolve_config", "dense_as_conv",
@@ -56,6 +63,8 @@ CONFIG_ENV = "CONVCORE_HW_CONFIG"
 TOPLEVEL = "convcore_run"
 #: Width of the harness's handshake counters.
 BEAT_COUNTER_WIDTH = 32
+#: File in a build folder holding the digest of what the build was made from.
+STAMP_NAME = ".convcore_sources"
 #: Where jobs, results and simulator logs go.
 RUN_DIR = toolchain.BUILD / "run"
 
@@ -110,6 +119,7 @@ def resolve_config(spec: str | dict | None = None) -> dict:
 
 
 def make_engine(params: dict):
+    """A ConvEngine for ``params``; CliError (one line) when the engine refuses them."""
     from rtl.engine import ConvEngine
     try:
         return ConvEngine(**params)
@@ -158,6 +168,21 @@ def EngineHarness(**params):
     return _Harness()
 
 
+def _source_digest(hw: dict, args: list) -> str:
+    """Digest of everything a simulator build depends on: the RTL sources, the harness, the
+    hardware configuration and the build flags. A build whose stamp holds it is reused
+    without converting the design to Verilog again."""
+    import inspect
+
+    digest = hashlib.sha1(json.dumps([hw, args], sort_keys=True, default=str).encode())
+    digest.update(inspect.getsource(EngineHarness).encode())
+    for path in sorted((toolchain.ROOT / "rtl").glob("*.py")):
+        if path.name.startswith("test_"):
+            continue
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 @contextmanager
 def _locked(path: Path):
     """An exclusive lock on ``path`` (parallel pytest workers building the same folder)."""
@@ -200,6 +225,40 @@ def layer_values(layer: ConvLayer, hw: dict) -> dict:
                 span=line_buffer_span(kh, kw, w, cin, simd, layer.dilation))
 
 
+#: What each refusal of the max-pool unit means (EngineError names), from the pool's values.
+POOL_REFUSAL_TEXT = {
+    "POOL_RAW": "a fused max-pool needs requantized output",
+    "POOL_KERNEL": "pool kernel {pk} exceeds the engine's maximum {max_kernel}",
+    "POOL_DILATION": "pool dilation {pd} exceeds the engine's maximum {max_dilation}",
+    "POOL_STRIDE": "pool stride {ps} exceeds the engine's maximum {pool_max_stride}",
+    "POOL_SIZE": "pool input {ph}x{pw} (HxW) exceeds the engine's maximum "
+                 "{max_height}x{max_width}",
+    "POOL_CHANNELS": "{pc} pool channels exceed the engine's maximum {max_channels}",
+    "POOL_PAD": "pool pads {ppads} are not smaller than the pool kernel",
+    "POOL_NO_OUTPUT": "the padded pool input is smaller than the dilated pool kernel",
+    "POOL_WINDOW_SLOTS": "the dilated pool kernel exceeds {pool_window_slots} window slots x "
+                         "the pool stride",
+    "POOL_EMPTY_WINDOW": "a dilated pool window covers only padding",
+}
+
+
+def refusal_text(code: str, layer, hw: dict) -> str:
+    """Why the engine refused ``layer`` with EngineError ``code``, with the values involved."""
+    values = dict(hw)
+    if isinstance(layer, ConvLayer):
+        values.update(layer_values(layer, hw))
+    pool = getattr(layer, "pool", None)
+    if pool is not None:
+        pool_in = layer.conv_shape if isinstance(layer, ConvLayer) else layer.in_shape
+        values.update(pk="x".join(map(str, pool.kernel)), pd=pool.dilation, ps=pool.stride,
+                      pc=pool_in[0], ph=pool_in[1], pw=pool_in[2], ppads=pool.pads)
+    text = POOL_REFUSAL_TEXT.get(code) or REFUSAL_TEXT.get(code) or code
+    try:
+        return text.format(**values)
+    except (KeyError, IndexError):
+        return code
+
+
 def engine_fits(layer: ConvLayer, hw: dict) -> str | None:
     """None when the engine accepts ``layer`` (stride 1, no padding: a dense layer), else the
     reason (same checks as :meth:`rtl.engine.ConvEngine._check`)."""
@@ -215,14 +274,6 @@ def engine_fits(layer: ConvLayer, hw: dict) -> str | None:
     if v["span"] > hw["line_buffer_depth"]:
         return REFUSAL_TEXT["LINE_BUFFER"].format(**v)
     return None
-
-
-def _strip_pool(layer: ConvLayer) -> ConvLayer:
-    """The same conv without its fused pool (the engine has no pool unit yet)."""
-    from dataclasses import replace
-    if layer.pool is None:
-        return layer
-    return replace(layer, pool=None, out_shape=layer.conv_shape)
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -275,19 +326,23 @@ class HardwareBackend:
         start = time.perf_counter()
         args = toolchain.build_args(self.name, ports_only=True)
         key = config_key("run_engine", {**self.hw, "build_args": args})
-        source = emit_verilog(EngineHarness(**self.params), toplevel=TOPLEVEL, key=key)
         build_dir = toolchain.BUILD / "sim" / f"{key}-{self.name}"
         runner = get_runner(self.name)
-        logging.getLogger(type(runner).__name__).setLevel(logging.WARNING)
+        logging.getLogger(type(runner).__name__).setLevel(logging.CRITICAL)  # errors: one line
         log = build_dir.parent / f"{key}-{self.name}.build.log"
+        stamp = build_dir / STAMP_NAME
+        sources = _source_digest(self.hw, args)
         with _locked(build_dir.parent / f".{key}-{self.name}.lock"):
-            try:
-                runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                             build_args=args,
-                             timescale=("1ns", "1ps"), log_file=log)
-            except Exception as exc:
-                raise _cli_error(f"backend '{self.name}': building the engine failed "
-                                 f"({type(exc).__name__}); see {log}") from None
+            if not (stamp.exists() and stamp.read_text() == sources):
+                source = emit_verilog(EngineHarness(**self.params), toplevel=TOPLEVEL, key=key)
+                stamp.unlink(missing_ok=True)
+                try:
+                    runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                                 build_args=args, timescale=("1ns", "1ps"), log_file=log)
+                except Exception as exc:
+                    raise _cli_error(f"backend '{self.name}': building the engine failed "
+                                     f"({type(exc).__name__}); see {log}") from None
+                stamp.write_text(sources)
         self.build_seconds += time.perf_counter() - start
         self._built = (runner, build_dir)
         return self._built
@@ -312,110 +367,114 @@ class HardwareBackend:
         results_xml = job.with_suffix(".xml")
         logging.getLogger("cocotb").setLevel(logging.CRITICAL)
         start = time.perf_counter()
+        failure = ""
         try:
             runner.test(test_module="tb.run_layers", hdl_toplevel=TOPLEVEL,
+                        hdl_toplevel_lang="verilog",
                         build_dir=build_dir, test_dir=self.run_dir,
                         extra_env={JOB_ENV: str(job), "COCOTB_LOG_LEVEL": "WARNING"},
                         results_xml=str(results_xml), log_file=log, timescale=("1ns", "1ps"))
-        except Exception:
-            pass            # judged by the result file below
+        except Exception as exc:        # judged by the result file below
+            failure = f" ({type(exc).__name__}: {' '.join(str(exc).split())})"
         self.sim_seconds += time.perf_counter() - start
         ok = results_xml.exists() and count_results(results_xml)[1] == 0
         if not ok or not result_file.exists():
             self.keep = True
             raise _cli_error(f"backend '{self.name}': the simulation of layer "
-                             f"'{layers[0].name}' failed; see {log}")
+                             f"'{layers[0].name}' failed{failure}; see {log}")
         result = pickle.loads(result_file.read_bytes())
         self.sim_cycles += result["sim_cycles"]
         self.run_seconds += result["wall_seconds"]
         return result
 
     # -- the backend interface --------------------------------------------------------------
-    def run_layer(self, layer, x):
-        x = np.asarray(x)
-        if isinstance(layer, PoolLayer):
-            return run_layer(layer, x), {"ran_on": "model"}
-        if isinstance(layer, DenseLayer):
-            conv = dense_as_conv(layer)
-            reason = engine_fits(conv, self.hw)
-            if reason is not None:
-                return run_layer(layer, x), {"ran_on": "model", "note": f"dense as a conv: "
-                                             f"{reason}"}
-            y, info = self._run_conv(conv, x.reshape(x.shape[0], *conv.in_shape), layer)
-            return y.reshape(y.shape[0], -1), info
-        if isinstance(layer, ConvLayer):
-            return self._run_conv(layer, x, layer)
-        raise TypeError(f"not a layer: {layer!r}")
+    def engine_layer(self, layer):
+        """(what the engine runs for ``layer``, a note or None): conv and max-pool layers as
+        they are, a dense layer as a conv whose kernel covers its input when that fits, else
+        the dense layer itself (the testbench runs it on the golden model)."""
+        if not isinstance(layer, DenseLayer):
+            return layer, None
+        conv = dense_as_conv(layer)
+        reason = engine_fits(conv, self.hw)
+        if reason is None:
+            return conv, "dense as a conv whose kernel covers the input"
+        return layer, f"dense as a conv: {reason}"
 
-    def run_convs(self, layers, inputs):
-        """Independent conv layers (fused pools ignored), each on its own batch, in one
-        simulator launch: ``[(y, info), ...]`` with the engine's raw conv outputs and, in
-        ``info``, counters plus ``sim_cycles`` and ``wall_seconds`` of the layer's part of the
-        simulation (benchmarks)."""
-        hw_layers = [_strip_pool(layer) for layer in layers]
-        result = self._launch(hw_layers, inputs=inputs)
-        if result["error"] is not None:
-            failed = next(l for l in layers if l.name == result["failed_layer"])
-            raise _cli_error(self._error_text(result, _strip_pool(failed), failed))
+    def run_layer(self, layer, x):
+        """One layer on the batch ``x``: ``(y, info)`` (one simulator launch)."""
+        return self.run_network([layer], x)[0]
+
+    def run_network(self, layers, x):
+        """Every layer of a network on the batch ``x`` in ONE simulator launch: conv layers
+        (with their fused max-pool), max-pool layers and the dense layers that fit on the
+        engine, other dense layers on the golden model inside the testbench between them.
+        Returns ``[(y, info), ...]``, one per layer; ``info`` has ``ran_on``, the counters,
+        ``mac_utilization``, and the layer's ``sim_cycles`` and ``wall_seconds``."""
+        x = np.asarray(x)
+        if x.shape[0] == 0:
+            raise _cli_error(f"backend '{self.name}': the input holds no samples (batch 0)")
+        job, notes = zip(*(self.engine_layer(layer) for layer in layers))
+        if all(isinstance(layer, DenseLayer) for layer in job):    # nothing for the engine
+            out = []
+            for layer, note in zip(layers, notes):
+                x = run_layer(layer, x)
+                out.append((x, {"ran_on": "model", "note": note}))
+            return out
+        result = self._launch(list(job), x)
+        self._raise_error(result, job, layers)
         out = []
-        for layer, x, entry in zip(hw_layers, inputs, result["layers"]):
-            info = self._info(entry, layer, np.asarray(x).shape[0], self.name)
-            info.update(sim_cycles=entry["sim_cycles"], wall_seconds=entry["wall_seconds"])
-            out.append((entry["output"], info))
+        for layer, job_layer, note, entry in zip(layers, job, notes, result["layers"]):
+            y = entry["output"].reshape(x.shape[0], *layer.out_shape)
+            info = {"ran_on": "model"} if entry.get("golden") else \
+                self._info(entry, job_layer, x.shape[0])
+            if note is not None:
+                info["note"] = note
+            out.append((y, info))
         return out
 
-    def _info(self, entry, hw_layer, batch, ran_on):
+    def run_convs(self, layers, inputs):
+        """Independent engine layers, each on its own batch, in one simulator launch (for
+        benchmarks): ``[(y, info), ...]`` as :meth:`run_network` gives."""
+        result = self._launch(list(layers), inputs=inputs)
+        self._raise_error(result, layers, layers)
+        return [(entry["output"], self._info(entry, layer, np.asarray(x).shape[0]))
+                for layer, x, entry in zip(layers, inputs, result["layers"])]
+
+    def _info(self, entry, hw_layer, batch):
         counters = entry["counters"]
-        cycles = counters["cycles"]
+        cycles = int(counters["cycles"])
         pe, simd = self.hw["pe"], self.hw["simd"]
-        macs = _macs(hw_layer) * batch
+        macs = layer_macs(hw_layer) * batch
         return {
-            "ran_on": ran_on,
-            "cycles": int(cycles),
+            "ran_on": self.name,
+            "cycles": cycles,
             "ideal_cycles": macs / (pe * simd),
-            "mac_utilization": round(macs / (cycles * pe * simd), 4) if cycles else None,
+            "mac_utilization": round(macs / (cycles * pe * simd), 4) if cycles and macs
+            else None,
             "mac_cycles": int(counters["mac_cycles"]),
             "starved_cycles": int(counters["starved_cycles"]),
             "stalled_cycles": int(counters["stalled_cycles"]),
             "cycles_per_sample": [int(c) for c in entry["image_cycles"]],
+            "sim_cycles": int(entry["sim_cycles"]),
+            "wall_seconds": round(entry["wall_seconds"], 3),
         }
 
-    def _run_conv(self, conv, x, original):
-        hw_layer = _strip_pool(conv)
-        sim_cycles, sim_seconds = self.sim_cycles, self.sim_seconds
-        result = self._launch([hw_layer], x)
-        if result["error"] is not None:
-            raise _cli_error(self._error_text(result, hw_layer, original))
-        entry = result["layers"][0]
-        y = entry["output"]
-        ran_on = self.name
-        if conv.pool is not None:
-            y = conv.pool.apply(y)
-            ran_on += "+model(maxpool)"
-        info = self._info(entry, hw_layer, x.shape[0], ran_on)
-        info.update(sim_cycles=int(self.sim_cycles - sim_cycles),
-                    sim_seconds=round(self.sim_seconds - sim_seconds, 3))
-        if isinstance(original, DenseLayer):
-            info["note"] = "dense as a conv whose kernel covers the input"
-        return y, info
-
-    def _error_text(self, result, hw_layer, original):
-        op = type(original).__name__.replace("Layer", "").lower()
+    def _raise_error(self, result, job, layers):
+        """CliError (one line, naming the layer) when the launch stopped at a layer."""
+        if result["error"] is None:
+            return
+        index = next(i for i, layer in enumerate(job) if layer.name == result["failed_layer"])
+        original = layers[index]
+        op = layer_op(original)
         if result["refused"]:
-            values = layer_values(hw_layer, self.hw)
-            reason = REFUSAL_TEXT.get(result["refused"], "").format(**values)
-            return (f"layer '{original.name}' ({op}): the engine refused it "
-                    f"({result['refused']}: {reason}) on backend '{self.name}'")
-        return f"{result['error']} on backend '{self.name}'"
+            reason = refusal_text(result["refused"], job[index], self.hw)
+            raise _cli_error(f"layer '{original.name}' ({op}): the engine refused it "
+                             f"({result['refused']}: {reason}) on backend '{self.name}'")
+        raise _cli_error(f"{result['error']} on backend '{self.name}'")
 
     def close(self):
         if not self.keep:
             shutil.rmtree(self.run_dir, ignore_errors=True)
-
-
-def _macs(layer: ConvLayer) -> int:
-    from model.network import layer_macs
-    return layer_macs(layer)
 
 
 def factory(sim: str):

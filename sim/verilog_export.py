@@ -56,6 +56,9 @@ WAIVERS = (
      "Amaranth assigns every combinational signal its default before a case statement (a "
      "Switch or FSM without a matching case keeps that default), so a case without a default "
      "branch cannot infer a latch; Verilator's LATCH check stays on"),
+    ("ASCRANGE", "*left < right of bit range: [-1:0]",
+     "Amaranth declares a named zero-width signal (for example a counter over range(1) when "
+     "a parameter leaves one value) as [-1:0]; it carries no bits and nothing reads it"),
     ("DECLFILENAME", None,
      "the file is self-contained: besides the top module (named like the file) it holds every "
      "submodule, which Amaranth names 'TOP.path'"),

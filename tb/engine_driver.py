@@ -1,15 +1,18 @@
 """Host side of the conv engine: the single place that knows its data formats.
 
-Pure functions pack a :class:`model.network.ConvLayer` (weights, constants, registers) and an
-input feature map into what the engine takes, and unpack its output; :class:`EngineDriver`
+Pure functions pack a :class:`model.network.ConvLayer` (weights, constants, registers; its
+``pool`` runs fused on the engine) or a :class:`model.network.PoolLayer` (registers only: the
+engine's pool-alone mode) and an input feature map into what the engine takes, and unpack its
+output; :class:`EngineDriver`
 does the bus work in a cocotb simulation with cocotbext-axi (AXI4-Lite registers, parameter
 stream, input and output streams). ``convcore run --backend icarus|verilator`` and the
 testbench both use it.
 
 Formats (see :mod:`rtl.engine`, :mod:`rtl.weights`, :mod:`rtl.engine_regs`):
 
-- input: HWC bytes, each pixel's channels padded to ``ceil(Cin/SIMD) * SIMD`` bytes;
-- output: the kept bytes are HWC, int8/uint8 or little-endian int32;
+- input: HWC bytes, each pixel's channels padded to ``ceil(Cin/SIMD) * SIMD`` bytes (conv and
+  pool alone alike);
+- output: the kept bytes are HWC, int8/uint8 or little-endian int32 (after the pool, if any);
 - parameters: a weight packet and a channel-constant packet of 32-bit beats.
 """
 
@@ -18,13 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.conv import conv_output_size
-from rtl.engine_regs import REGMAP, EngineError, encode_zero_point
+from model.network import ConvLayer, PoolLayer
+from rtl.engine_regs import REGMAP, EngineError, PoolMode, encode_zero_point
 from rtl.weights import (BEAT_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIGHTS,
                          SHIFT_WIDTH, WZP_SHIFT)
 
 __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
-           "pack_weights", "pack_channels", "layer_fields", "unpack_output", "output_shape",
-           "COUNTERS"]
+           "pack_weights", "pack_channels", "layer_fields", "pool_fields", "unpack_output",
+           "output_shape", "conv_shape", "COUNTERS"]
 
 BEAT_BYTES = BEAT_WIDTH // 8
 WZP_MASK = (1 << 9) - 1
@@ -52,7 +56,19 @@ def _u8(arr):
 
 
 def output_shape(layer):
-    """(Cout, OH, OW) of the conv (ONNX floor semantics)."""
+    """(C, OH, OW) of what the engine outputs for ``layer``: the conv's (ONNX floor
+    semantics), then the fused pool's if it has one; a PoolLayer's pooled map."""
+    if isinstance(layer, PoolLayer):
+        c, h, w = layer.in_shape
+        return (c, *layer.pool.output_hw(h, w))
+    cout, oh, ow = conv_shape(layer)
+    if layer.pool is not None:
+        return (cout, *layer.pool.output_hw(oh, ow))
+    return (cout, oh, ow)
+
+
+def conv_shape(layer):
+    """(Cout, OH, OW) of a ConvLayer's convolution, before any fused pool."""
     c, h, w = layer.in_shape
     t, l, b, r = layer.pads
     kh, kw = layer.kernel
@@ -114,8 +130,34 @@ def pack_channels(layer, pe):
     return [header, *map(int, beats.reshape(-1))]
 
 
+def pool_fields(pool, mode):
+    """Register name -> {field: value} of the POOL_* registers for a MaxPool (or None: off)."""
+    if pool is None:
+        return {"POOL": dict(pool_mode=PoolMode.OFF.name)}
+    t, l, b, r = pool.pads
+    return {
+        "POOL": dict(pool_mode=mode.name, pool_ceil_mode=int(pool.ceil_mode)),
+        "POOL_KERNEL": dict(pool_kernel_h=pool.kernel[0], pool_kernel_w=pool.kernel[1]),
+        "POOL_STRIDE": dict(pool_stride_h=pool.stride[0], pool_stride_w=pool.stride[1]),
+        "POOL_DILATION": dict(pool_dilation_h=pool.dilation[0],
+                              pool_dilation_w=pool.dilation[1]),
+        "POOL_PADS": dict(pool_pad_top=t, pool_pad_left=l, pool_pad_bottom=b, pool_pad_right=r),
+    }
+
+
 def layer_fields(layer):
-    """Register name -> {field: value} for every layer register."""
+    """Register name -> {field: value} for every register the layer uses. A PoolLayer leaves
+    the conv registers alone (the engine ignores them in pool-alone mode)."""
+    if isinstance(layer, PoolLayer):
+        c, h, w = layer.in_shape
+        return {
+            "IN_SIZE": dict(in_height=h, in_width=w),
+            "CHANNELS": dict(in_channels=c, out_channels=c),
+            "QUANT": dict(x_unsigned=int(layer.in_dtype == "uint8")),
+            **pool_fields(layer.pool, PoolMode.ALONE),
+        }
+    if not isinstance(layer, ConvLayer):
+        raise TypeError(f"the engine runs ConvLayer and PoolLayer, not {type(layer).__name__}")
     c, h, w = layer.in_shape
     kh, kw = layer.kernel
     t, l, b, r = layer.pads
@@ -135,13 +177,14 @@ def layer_fields(layer):
             y_unsigned=int(layer.out_dtype == "uint8"),
             relu=int(bool(layer.relu) and not raw),
             raw_output=int(raw)),
+        **pool_fields(layer.pool, PoolMode.FUSED),
     }
 
 
 def unpack_output(data, layer):
     """CHW result from the output stream's kept bytes."""
     cout, oh, ow = output_shape(layer)
-    dtype = np.dtype("<i4") if layer.raw else np.dtype(layer.out_dtype)
+    dtype = np.dtype("<i4") if getattr(layer, "raw", False) else np.dtype(layer.out_dtype)
     arr = np.frombuffer(bytes(data), dtype)
     if arr.size != cout * oh * ow:
         raise ValueError(f"layer '{layer.name}': engine sent {arr.size} values, expected "
@@ -204,7 +247,10 @@ class EngineDriver:
         return self.hw
 
     async def load(self, layer):
-        """Send the layer's weights and channel constants; returns when the engine took them."""
+        """Send the layer's weights and channel constants; returns when the engine took them.
+        A PoolLayer has none."""
+        if isinstance(layer, PoolLayer):
+            return
         hw = await self.hardware()
         for beats in (pack_weights(layer, hw.pe, hw.simd), pack_channels(layer, hw.pe)):
             data = np.asarray(beats, np.uint32).astype("<u4").tobytes()

@@ -1,27 +1,29 @@
-"""cocotb module launched by the hardware backends of ``convcore run``: one layer, whole batch.
+"""cocotb module launched by the hardware backends of ``convcore run``: layers, whole batch.
 
 :class:`sim.hw_backend.HardwareBackend` writes a *job* (a pickle, path in the environment
 variable :data:`JOB_ENV`), starts the simulator on :class:`sim.hw_backend.EngineHarness`
 with this module, and reads the *result* the test writes next to the job.
 
-Job: ``{"layers": [ConvLayer, ...], "x": int8/uint8 array (N, C, H, W), "stall_output": bool}``.
+Job: ``{"layers": [layer, ...], "x": int8/uint8 array (N, ...), "stall_output": bool}``.
 The layers run in order, each on the previous one's output (or, with ``"inputs": [array, ...]``
-instead of ``"x"``, each on its own input: independent layers in one launch, for benchmarks);
-every layer's parameters are
-loaded once through :class:`tb.engine_driver.EngineDriver` and its registers written once, then
-the batch's images run back to back (start, input stream, output stream, counters per image).
-Fused max-pools are not in the engine yet: a layer's ``pool`` is applied here with the golden
-:meth:`model.network.MaxPool.apply` after the engine's output, so the next layer gets the
-pooled map. ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that
-makes the watchdog fire (tests use it).
+instead of ``"x"``, each on its own input: independent layers in one launch, for benchmarks).
+A :class:`model.network.ConvLayer` (with its fused max-pool) or
+:class:`model.network.PoolLayer` runs on the engine; a :class:`model.network.DenseLayer`
+(one the backend could not map onto the engine) runs on the golden model here, between engine
+layers, so a whole network takes one launch. On the engine, every layer's parameters are
+loaded once through :class:`tb.engine_driver.EngineDriver` and its registers written once,
+then the batch's images run back to back (start, input stream, output stream, counters per
+image). ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that makes
+the watchdog fire (tests use it).
 
 Result: ``{"layers": [{"output": array, "counters": {name: total over the batch},
 "image_cycles": [CYCLES per image], "sim_cycles": simulated cycles of the layer (loading and
-register accesses included), "wall_seconds": its simulation time}], "error": str or None,
-"refused": EngineError name or None, "failed_layer": name or None, "sim_cycles": int,
-"wall_seconds": float}``. An error (the engine refused a layer, the watchdog fired, a
-parameter out of the engine's range) is one line naming the layer; the layers before it keep
-their results. The test itself fails only on a bug of the harness.
+register accesses included), "wall_seconds": its simulation time} or, for a golden layer,
+{"output": array, "golden": True}], "error": str or None, "refused": EngineError name or
+None, "failed_layer": name or None, "sim_cycles": int, "wall_seconds": float}``. An error
+(the engine refused a layer, the watchdog fired, a parameter out of the engine's range) is one
+line naming the layer; the layers before it keep their results. The test itself fails only on
+a bug of the harness.
 
 Watchdog: an image of a layer must finish within ``WATCHDOG_FACTOR`` times its
 operation count (MAC-array operations + input words + output words) plus
@@ -37,12 +39,16 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, with_timeout
+from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
+from cocotbext.axi import AxiStreamFrame, AxiStreamSink
 
-from tb.engine_driver import EngineDriver, EngineRefused, output_shape, pack_input, unpack_output
+from model.network import DenseLayer, PoolLayer
+from model.network import run_layer as run_golden
+from tb.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
+                              unpack_output)
 
-#: Environment variable holding the job file's path; the result goes to RESULT_NAME beside it.
+#: Environment variable holding the job file's path; the result goes beside it (RESULT_SUFFIX).
 JOB_ENV = "CONVCORE_RUN_JOB"
 RESULT_SUFFIX = ".result.pkl"
 CLOCK_PERIOD_NS = 10
@@ -71,17 +77,86 @@ def _groups(n, size):
 
 
 def layer_work(layer, pe, simd):
-    """(MAC-array operations, input words, output words) of one image of ``layer``."""
+    """(MAC-array operations, input words, output words) of one image of ``layer`` (a
+    ConvLayer, its fused pool included, or a PoolLayer)."""
     cin, h, w = layer.in_shape
     cout, oh, ow = output_shape(layer)
-    kh, kw = layer.kernel
-    ops = oh * ow * _groups(cout, pe) * kh * kw * _groups(cin, simd)
+    if isinstance(layer, PoolLayer):
+        ops = 0
+    else:
+        _, ch, cw = conv_shape(layer)
+        kh, kw = layer.kernel
+        ops = ch * cw * _groups(cout, pe) * kh * kw * _groups(cin, simd)
     return ops, h * w * _groups(cin, simd), oh * ow * _groups(cout, pe)
 
 
 def watchdog_cycles(layer, pe, simd):
     """Cycle budget of one image of ``layer`` (module docstring)."""
     return WATCHDOG_FACTOR * sum(layer_work(layer, pe, simd)) + WATCHDOG_BASE_CYCLES
+
+
+class FastAxiStreamSink(AxiStreamSink):
+    """:class:`cocotbext.axi.AxiStreamSink` with the same handshake, pause and queue behaviour,
+    but each beat's ``tdata`` and ``tkeep`` are read once (not once per byte lane) and only the
+    kept bytes are stored, so a frame arrives already compacted.
+
+    The stock sink converts the whole ``tdata`` vector to an integer twice per byte lane and
+    compacts frames byte by byte: for the engine's 32 x PE-bit output that is most of the
+    simulation time. :func:`speed_up` swaps an existing sink (the driver's) to this class.
+    """
+
+    async def _run(self):
+        frame = None
+        self.active = False
+        bus, lanes = self.bus, self.byte_lanes
+        kept_cache = {}
+        clock_edge_event = RisingEdge(self.clock)
+        wake_event = self.wake_event.wait()
+        while True:
+            pause_sample = bool(self.pause)
+            await clock_edge_event
+            tvalid_sample = bus.tvalid.value
+            if bus.tready.value and tvalid_sample:
+                if not frame:
+                    frame = AxiStreamFrame(bytearray(), [], [], [], [])
+                    frame.sim_time_start = get_sim_time()
+                    self.active = True
+                data = int(bus.tdata.value).to_bytes(lanes, "little")
+                keep = int(bus.tkeep.value)
+                kept = kept_cache.get(keep)
+                if kept is None:
+                    index = [i for i in range(lanes) if keep >> i & 1]
+                    # A prefix of lanes (the engine's case) is a slice, else a gather.
+                    prefix = index == list(range(len(index)))
+                    kept = kept_cache[keep] = len(index) if prefix else index
+                if isinstance(kept, int):
+                    frame.tdata += data[:kept]
+                else:
+                    frame.tdata += bytes(data[i] for i in kept)
+                if bus.tlast.value:
+                    frame.sim_time_end = get_sim_time()
+                    self.queue_occupancy_bytes += len(frame)
+                    self.queue_occupancy_frames += 1
+                    self.queue.put_nowait(frame)
+                    self.active_event.set()
+                    frame = None
+            else:
+                self.active = bool(frame)
+            paused = self.full() or pause_sample
+            bus.tready.value = not paused
+            if (not tvalid_sample or paused) and (pause_sample == bool(self.pause)):
+                self.wake_event.clear()
+                await wake_event
+
+
+def speed_up(sink: AxiStreamSink) -> None:
+    """Restart ``sink`` (an AxiStreamSink of a bus with tkeep and tlast, 8-bit lanes) as a
+    :class:`FastAxiStreamSink`; its queue and settings are kept."""
+    if sink.byte_size != 8 or not hasattr(sink.bus, "tkeep") or not hasattr(sink.bus, "tlast"):
+        raise ValueError("FastAxiStreamSink needs 8-bit lanes, tkeep and tlast")
+    sink.assert_reset(True)         # stops the running coroutine
+    sink.__class__ = FastAxiStreamSink
+    sink.assert_reset(False)        # starts FastAxiStreamSink._run
 
 
 async def reset(dut):
@@ -115,9 +190,9 @@ async def run_image(drv, dut, layer, x, image, hw):
         raise LayerFailed(str(refused), refused=refused.code.name) from None
     await drv.source.send(pack_input(x, hw.simd))
     frame = await drv.sink.recv()
-    while (await drv.status())["busy"]:
-        pass
     st = await drv.status()
+    while st["busy"]:
+        st = await drv.status()
     if st["tlast_error"] or st["load_error"]:
         raise LayerFailed(f"layer '{layer.name}': sample {image}: engine status "
                           f"tlast_error {st['tlast_error']}, load_error {st['load_error']}")
@@ -157,6 +232,7 @@ async def run_job(dut):
     start = time.perf_counter()
     await reset(dut)
     drv = EngineDriver(dut)
+    speed_up(drv.sink)
     if job.get("stall_output"):
         drv.sink.pause = True
     hw = await drv.hardware()
@@ -166,6 +242,11 @@ async def run_job(dut):
     for index, layer in enumerate(job["layers"]):
         if inputs is not None:
             x = np.asarray(inputs[index])
+        x = x.reshape(x.shape[0], *layer.in_shape)
+        if isinstance(layer, DenseLayer):       # a dense layer the engine cannot run
+            x = run_golden(layer, x)
+            result["layers"].append({"output": x, "golden": True})
+            continue
         cycle0, wall0 = get_sim_time("ns") // CLOCK_PERIOD_NS, time.perf_counter()
         try:
             entry = await run_layer(drv, dut, layer, x, hw)
@@ -177,7 +258,7 @@ async def run_job(dut):
         entry["sim_cycles"] = int(get_sim_time("ns") // CLOCK_PERIOD_NS - cycle0)
         entry["wall_seconds"] = time.perf_counter() - wall0
         result["layers"].append(entry)
-        x = entry["output"] if layer.pool is None else layer.pool.apply(entry["output"])
+        x = entry["output"]
     result["sim_cycles"] = int(get_sim_time("ns") // CLOCK_PERIOD_NS)
     result["wall_seconds"] = time.perf_counter() - start
     result_path(job_path).write_bytes(pickle.dumps(result))

@@ -4,19 +4,24 @@ One build of :class:`rtl.engine.ConvEngine` (the small test configuration :data:
 runs a sweep of layers back to back without a reset: every layer is loaded, configured and
 run through :class:`tb.engine_driver.EngineDriver` exactly as ``convcore`` does, and its output
 is compared with :func:`model.network.run_layer` (``model.conv.conv2d`` then
-``model.quant.requantize``) using ``==``; a failure names the first mismatching
-(channel, row, column). Illegal layers must be refused with the right error code and no
-output, and the following legal layer must still be correct. On stride-1 layers with full
-channel groups and no stalls the counters must show at least 90 % MAC utilization.
+``model.quant.requantize``, then ``model.pool.maxpool2d`` for a fused pool; the pool alone
+for a :class:`model.network.PoolLayer`) using ``==``; a failure names the first mismatching
+(channel, row, column). Illegal layers (conv or pool settings) must be refused with the
+right error code, no input taken and no output, and the following legal layer must still be
+correct. On stride-1 layers with full channel groups and no stalls the counters must show at
+least 90 % MAC utilization; pool-alone layers must show no MAC cycle.
 
 pytest runs a smaller sweep on Icarus and a larger one on Verilator (the Verilator build is
-cached per hardware configuration by :mod:`tb.runner`), plus a smoke layer on the default
-configuration on Verilator.
+cached per hardware configuration by :mod:`tb.runner`), plus a smoke sweep on the default
+configuration on Verilator. The two test configurations differ in SIMD (Icarus: PE = SIMD,
+Verilator: SIMD = 2 PE), so pool-alone layers pass through the engine's width converter on
+Verilator and straight to the pool on Icarus.
 """
 
 import os
 import random
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import cocotb
 import numpy as np
@@ -24,20 +29,28 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, with_timeout
 
 from model.conv import conv2d, conv_output_size
-from model.network import ConvLayer, layer_macs, run_layer
+from model.network import ConvLayer, MaxPool, PoolLayer, layer_macs, run_layer
+from model.pool import maxpool2d
 from model.quant import quantize_multiplier
 from rtl.engine_regs import EngineError
 from tb.axis import random_pause
-from tb.engine_driver import (EngineDriver, EngineRefused, output_shape, pack_input,
+from tb.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
                               unpack_output)
 
 CLOCK_PERIOD_NS = 10
 RESET_CYCLES = 4
 #: Hardware configuration of the sweeps (small, to keep CI fast).
 #: Two requantization units for four lanes: the shared output path is exercised here, the
-#: default one (a unit per lane) by the default configuration's smoke test.
+#: default one (a unit per lane) by the default configuration's smoke test. Three pool
+#: window slots admit 3x3 stride-1 pools (the default configuration has two).
 TEST_CONFIG = dict(pe=4, simd=4, max_kernel=7, max_width=16, max_height=16, max_channels=16,
-                   weight_depth=512, max_stride=3, max_dilation=2, requant_lanes=2)
+                   weight_depth=512, max_stride=3, max_dilation=2, requant_lanes=2,
+                   pool_window_slots=3)
+#: Verilator's build: the same with SIMD = 2 PE (pool-alone input through the width converter)
+#: and a weight memory just below the largest sweep layer (16x16 channels, 7x7: 392 words).
+TEST_CONFIG_WIDE = dict(TEST_CONFIG, simd=8, weight_depth=384)
+#: Which configuration each simulator builds.
+CONFIGS = {"icarus": TEST_CONFIG, "verilator": TEST_CONFIG_WIDE}
 #: Utilization target: cycles <= PERF_FACTOR * MACs / (PE * SIMD).
 PERF_FACTOR = 1.10
 #: Probability of an idle input cycle / a stalled output cycle when a layer asks for stalls.
@@ -70,17 +83,63 @@ class Case:
     perf: bool = False          # check the utilization target
     expect: str = "NONE"        # EngineError name for layers that must be refused
     repeat: int = 1             # runs with new inputs and the weights already loaded
+    pool: object = None         # MaxPool (or the same fields, for illegal settings)
+    alone: bool = False         # the pool alone (PoolLayer, cin channels; conv fields unused)
 
     def label(self):
+        pool = "" if self.pool is None else (
+            f" pool(k{self.pool.kernel} s{self.pool.stride} p{self.pool.pads} "
+            f"d{self.pool.dilation}{' ceil' if self.pool.ceil_mode else ''})")
+        if self.alone:
+            return f"{self.cin} ch {self.h}x{self.w} {self.x_dtype}{pool}"
         return (f"{self.cin}->{self.cout} {self.h}x{self.w} k{self.k} s{self.stride} "
-                f"p{self.pads} d{self.dilation} {self.x_dtype}/{self.w_dtype}->{self.out}")
+                f"p{self.pads} d{self.dilation} {self.x_dtype}/{self.w_dtype}->{self.out}{pool}")
+
+
+def pool_settings(kernel, stride, pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False):
+    """MaxPool fields without the model's validation (for settings the engine must refuse)."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+    return SimpleNamespace(kernel=pair(kernel), stride=pair(stride), pads=tuple(pads),
+                           dilation=pair(dilation), ceil_mode=ceil_mode)
+
+
+def random_pool(rng: random.Random, h, w, slots, fixed=None):
+    """A legal MaxPool for an h x w map: kernels 2 or 3, strides 1 to 3, pads, dilation 1 or
+    2 and ceil_mode at random, within ``slots`` window slots and the golden model's rules;
+    ``fixed = (kernel, stride)`` sets those on the width axis."""
+    while True:
+        k = tuple(rng.choice((2, 3)) for _ in range(2))
+        s = tuple(rng.choice((1, 2, 3)) for _ in range(2))
+        if fixed is not None:
+            k, s = (k[0], fixed[0]), (s[0], fixed[1])
+        d = tuple(rng.choice((1, 1, 2)) for _ in range(2))
+        pads = (rng.randint(0, k[0] - 1), rng.randint(0, k[1] - 1),
+                rng.randint(0, k[0] - 1), rng.randint(0, k[1] - 1))
+        if any((ki - 1) * di + 1 > slots * si for ki, si, di in zip(k, s, d)):
+            continue
+        pool = MaxPool(k, s, pads, d, ceil_mode=rng.random() < 0.3)
+        try:
+            maxpool2d(np.zeros((1, h, w), np.int8), pool.kernel, pool.stride, pool.pads,
+                      pool.dilation, pool.ceil_mode)
+        except ValueError:
+            continue
+        return pool
 
 
 def make_layer(case: Case, rng: np.random.Generator, name="layer"):
-    """A random ConvLayer for ``case`` and a CHW input for it."""
+    """A random ConvLayer (or PoolLayer) for ``case`` and a CHW input for it."""
     info = {d: np.iinfo(d) for d in ("int8", "uint8")}
     xi, wi = info[case.x_dtype], info[case.w_dtype]
     kh, kw = case.k
+    if case.alone:
+        # Half the maps near the type's minimum: padding must never win there.
+        top = xi.min + 16 if rng.random() < 0.5 else xi.max + 1
+        x = rng.integers(xi.min, top, (case.cin, case.h, case.w)).astype(case.x_dtype)
+        layer = PoolLayer(name=name, nodes=(name,), in_shape=(case.cin, case.h, case.w),
+                          out_shape=(case.cin, 0, 0), in_dtype=case.x_dtype, pool=case.pool)
+        if case.expect == "NONE":
+            layer.out_shape = output_shape(layer)
+        return layer, x
     x = rng.integers(xi.min, xi.max + 1, (case.cin, case.h, case.w)).astype(case.x_dtype)
     w = rng.integers(wi.min, wi.max + 1, (case.cout, case.cin, kh, kw)).astype(case.w_dtype)
     x_zp = int(rng.integers(xi.min, xi.max + 1)) if case.x_dtype == "uint8" else \
@@ -122,9 +181,11 @@ def make_layer(case: Case, rng: np.random.Generator, name="layer"):
                       stride=tuple(case.stride) if geometry_ok else (1, 1), pads=tuple(case.pads),
                       dilation=tuple(case.dilation), x_zero_point=x_zp, w_zero_point=w_zp,
                       **quant)
-    if geometry_ok:
+    # Set after construction: the model refuses a pool after raw output (so does the engine).
+    layer.pool = case.pool
+    if geometry_ok and case.expect == "NONE":
         layer.out_shape = output_shape(layer)
-    else:
+    elif not geometry_ok:
         layer.stride = tuple(case.stride)
     return layer, x
 
@@ -175,10 +236,100 @@ def illegal_cases():
     ]
 
 
+def pool_small_sweep():
+    """Icarus: fused and alone max-pools, two refusals, then legal layers again."""
+    return [
+        Case(4, 4, 8, 8, pads=(1, 1, 1, 1), relu=True, pool=MaxPool(2, 2)),
+        Case(3, 5, 9, 9, out="uint8", relu=True, stalls=True,
+             pool=MaxPool(3, 2, pads=(1, 1, 1, 1), ceil_mode=True)),
+        Case(5, 0, 7, 9, alone=True, pool=MaxPool(2, 2), stalls=True),
+        Case(6, 0, 8, 7, alone=True, x_dtype="uint8",
+             pool=MaxPool((3, 2), (3, 1), pads=(2, 0, 1, 1), dilation=(1, 2))),
+        Case(5, 0, 6, 6, alone=True, pool=pool_settings(3, 1, dilation=2),
+             expect="POOL_WINDOW_SLOTS"),
+        Case(3, 4, 6, 6, out="int32", pool=MaxPool(2, 2), expect="POOL_RAW"),
+        Case(4, 4, 6, 6, relu=True, pool=MaxPool(3, 1, pads=(1, 1, 1, 1)), repeat=2),
+    ]
+
+
+def pool_illegal_cases():
+    """One pool setting per refusal reason (TEST_CONFIG limits: kernel 7, pool stride 7,
+    dilation 2, maps 16x16x16, 3 window slots), alone and fused."""
+    return [
+        Case(3, 0, 5, 5, alone=True, pool=pool_settings((8, 2), 2), expect="POOL_KERNEL"),
+        Case(3, 0, 5, 5, alone=True, pool=pool_settings((2, 0), 2), expect="POOL_KERNEL"),
+        Case(3, 0, 5, 5, alone=True, pool=pool_settings(2, 2, dilation=(3, 1)),
+             expect="POOL_DILATION"),
+        Case(3, 0, 5, 5, alone=True, pool=pool_settings(2, (8, 2)), expect="POOL_STRIDE"),
+        Case(3, 0, 5, 5, alone=True, pool=pool_settings(2, (1, 0)), expect="POOL_STRIDE"),
+        Case(3, 0, 17, 5, alone=True, pool=MaxPool(2, 2), expect="POOL_SIZE"),
+        Case(17, 0, 5, 5, alone=True, pool=MaxPool(2, 2), expect="POOL_CHANNELS"),
+        Case(3, 0, 5, 5, alone=True, pool=pool_settings(2, 2, pads=(0, 0, 2, 0)),
+             expect="POOL_PAD"),
+        Case(3, 0, 2, 5, alone=True, pool=pool_settings(3, 3), expect="POOL_NO_OUTPUT"),
+        Case(3, 0, 5, 5, alone=True, pool=pool_settings((2, 5), 1), expect="POOL_WINDOW_SLOTS"),
+        Case(3, 0, 4, 1, alone=True, expect="POOL_EMPTY_WINDOW",
+             pool=pool_settings((1, 2), (1, 2), pads=(0, 1, 0, 1), dilation=(1, 2))),
+        Case(3, 4, 6, 6, out="int32", pool=MaxPool(2, 2), expect="POOL_RAW"),
+        # The conv output (18 wide) exceeds the pool's maximum map.
+        Case(3, 4, 16, 16, pads=(0, 2, 0, 2), pool=MaxPool(2, 2), expect="POOL_SIZE"),
+        Case(3, 4, 6, 6, pads=(1, 1, 1, 1), pool=pool_settings(3, 1, dilation=2),
+             expect="POOL_WINDOW_SLOTS"),
+        Case(3, 4, 4, 4, pool=pool_settings(3, 3), expect="POOL_NO_OUTPUT"),
+        # The conv's own checks come before the pool unit's.
+        Case(3, 4, 4, 4, stride=(4, 1), pool=pool_settings(0, 0), expect="STRIDE"),
+    ]
+
+
+def conv_hw(case):
+    """Output height and width of a case's convolution."""
+    t, l, b, r = case.pads
+    return tuple(conv_output_size(n, k, s, p, d, strict=False)
+                 for n, k, s, p, d in zip((case.h, case.w), case.k, case.stride, (t + b, l + r),
+                                          case.dilation))
+
+
+def pool_large_sweep(rng, slots):
+    """Verilator: fused and alone pools with kernels 2 and 3 and strides 1 to 3 (random pads,
+    dilation, ceil_mode, types, stalls), the largest maps, every refusal."""
+    cases = []
+    for k in (2, 3):
+        for s in (1, 2, 3):
+            fixed = (k, s)
+            conv = Case(rng.randint(1, 9), rng.randint(1, 9), rng.randint(4, 12),
+                        rng.randint(4, 12), k=(3, 3), pads=(1, 1, 1, 1),
+                        x_dtype=rng.choice(("int8", "uint8")), out=rng.choice(("int8", "uint8")),
+                        relu=rng.random() < 0.5, stalls=rng.random() < 0.5)
+            conv.pool = random_pool(rng, *conv_hw(conv), slots, fixed)
+            alone = Case(rng.randint(1, 16), 0, rng.randint(3, 16), rng.randint(3, 16),
+                         alone=True, x_dtype=rng.choice(("int8", "uint8")),
+                         stalls=rng.random() < 0.5)
+            alone.pool = random_pool(rng, alone.h, alone.w, slots, fixed)
+            cases += [conv, alone]
+    for _ in range(6):
+        k = rng.choice((1, 3, 5))
+        conv = Case(rng.randint(1, 9), rng.randint(1, 9), rng.randint(5, 12),
+                    rng.randint(5, 12), k=(k, k), stride=(rng.randint(1, 2),) * 2,
+                    pads=(k // 2,) * 4,
+                    x_dtype=rng.choice(("int8", "uint8")), out=rng.choice(("int8", "uint8")),
+                    relu=rng.random() < 0.5, stalls=rng.random() < 0.5)
+        conv.pool = random_pool(rng, *conv_hw(conv), slots)
+        cases.append(conv)
+    cases += [
+        Case(16, 0, 16, 16, alone=True, pool=MaxPool(2, 2)),
+        Case(16, 16, 16, 16, pads=(1, 1, 1, 1), relu=True, pool=MaxPool(2, 2)),
+        Case(13, 0, 16, 16, alone=True, x_dtype="uint8", stalls=True,
+             pool=MaxPool(3, 2, pads=(1, 1, 1, 1), ceil_mode=True)),
+    ]
+    cases += pool_illegal_cases()
+    cases.append(Case(9, 0, 9, 9, alone=True, pool=MaxPool(2, 2), stalls=True))
+    return cases
+
+
 def large_sweep(seed=1):
     """Verilator: the feature grid plus random legal layers."""
     rng = random.Random(seed)
-    cases = list(small_sweep())
+    cases = list(small_sweep()) + pool_small_sweep()
     for k in (1, 2, 3, 5, 7):
         for s in (1, 2, 3):
             cases.append(Case(rng.randint(1, 9), rng.randint(1, 9), rng.randint(k, 12),
@@ -196,21 +347,28 @@ def large_sweep(seed=1):
     cases.append(Case(4, 4, 12, 9, k=(5, 3), dilation=(2, 1), stride=(2, 1), pads=(4, 0, 1, 2)))
     cases.append(Case(16, 16, 16, 16, k=(3, 3), pads=(1, 1, 1, 1), perf=True))
     cases.append(Case(8, 16, 12, 12, k=(5, 5), pads=(2, 2, 2, 2), perf=True))
-    cases.append(Case(12, 8, 10, 10, k=(1, 1), perf=True))
-    # A window span of 412 of the 512 line-buffer words, the input wrapping around it twice.
+    cases.append(Case(16, 8, 10, 10, k=(1, 1), perf=True))
+    # A window span of 206 of the 256 line-buffer words (SIMD 8), the input wrapping around it
+    # about four times.
     cases.append(Case(16, 8, 16, 16, k=(7, 7), pads=(3, 3, 3, 3), stalls=True))
     cases.append(Case(16, 8, 16, 16, k=(7, 7), stride=(2, 3), pads=(0, 6, 1, 2)))
     cases += illegal_cases()
     cases.append(Case(7, 9, 9, 7, k=(3, 3), pads=(1, 1, 1, 1), stalls=True))
+    cases += pool_large_sweep(rng, TEST_CONFIG_WIDE["pool_window_slots"])
     return cases
 
 
 #: Sweeps by name; each takes the random seed (shapes of the large sweep, data of all).
-SWEEPS = {"small": lambda seed: small_sweep() + illegal_cases() + [Case(3, 3, 5, 5, stalls=True)],
+SWEEPS = {"small": lambda seed: small_sweep() + illegal_cases() + [Case(3, 3, 5, 5, stalls=True)]
+          + pool_small_sweep(),
           "large": large_sweep,
           "smoke": lambda seed: [Case(16, 16, 12, 12, k=(3, 3), pads=(1, 1, 1, 1), perf=True),
                                  Case(3, 8, 9, 9, k=(7, 7), stride=(2, 2), pads=(3, 3, 3, 3),
-                                      stalls=True)],
+                                      stalls=True),
+                                 # CONV-RELU-POOL; a 64-channel 3x3/2 pool alone.
+                                 Case(16, 16, 12, 12, k=(3, 3), pads=(1, 1, 1, 1), relu=True,
+                                      pool=MaxPool(2, 2)),
+                                 Case(64, 0, 9, 9, alone=True, pool=MaxPool(3, 2), stalls=True)],
           # Not run by pytest: the lecture's layers and the ConvNetJS CIFAR-10 convs on the
           # default configuration (utilization figures; see the log).
           "lecture": lambda seed: [
@@ -237,7 +395,7 @@ async def reset(dut):
 
 def watchdog_ns(case):
     """Generous simulated-time limit of one layer: a hang fails the test instead of stalling."""
-    ops = case.h * case.w * case.cout * case.cin * case.k[0] * case.k[1]
+    ops = case.h * case.w * max(case.cout, 1) * case.cin * case.k[0] * case.k[1]
     return (ops * WATCHDOG_CYCLES_PER_MAC + WATCHDOG_BASE_CYCLES) * CLOCK_PERIOD_NS
 
 
@@ -256,6 +414,8 @@ async def check_case(drv, case, index, rng, prng, log):
             assert refused.code == EngineError[case.expect], \
                 f"{case.label()}: refused with {refused.code.name}, expected {case.expect}"
             assert drv.sink.empty(), f"{case.label()}: output after a refused layer"
+            assert not int(drv.dut.s_axis_tready.value), \
+                f"{case.label()}: input ready after a refused layer"
             return None
         raise AssertionError(f"{case.label()}: accepted, expected error {case.expect}")
     result = await run()
@@ -275,6 +435,16 @@ async def check_case(drv, case, index, rng, prng, log):
     macs = layer_macs(layer)
     ideal = macs / (hw.pe * hw.simd)
     cycles = result.counters["cycles"]
+    if case.alone:
+        log.info("layer %d %s: %d cycles, %d input starved, %d output stalled", index,
+                 case.label(), cycles, result.counters["starved_cycles"],
+                 result.counters["stalled_cycles"])
+        assert result.counters["mac_cycles"] == 0, f"layer {index}: MAC cycles for a pool"
+        assert cycles >= result.counters["starved_cycles"], result.counters
+        if not case.stalls:
+            assert result.counters["stalled_cycles"] == 0, \
+                f"layer {index}: backpressure without stalls"
+        return None
     log.info("layer %d %s: %d cycles, %d MAC cycles, ideal %.0f, utilization %.3f", index,
              case.label(), cycles, result.counters["mac_cycles"], ideal, ideal / cycles)
     counters = result.counters
@@ -287,7 +457,7 @@ async def check_case(drv, case, index, rng, prng, log):
             f"layer {index} ({case.label()}): {cycles} cycles > {PERF_FACTOR} x {ideal:.0f}"
     # Strided layers: MAC cycles are exactly the output positions' operations.
     kh, kw = layer.kernel
-    cout, oh, ow = output_shape(layer)
+    cout, oh, ow = conv_shape(layer)
     expected_ops = oh * ow * -(-cout // hw.pe) * kh * kw * -(-case.cin // hw.simd)
     assert result.counters["mac_cycles"] == expected_ops, \
         f"layer {index}: {result.counters['mac_cycles']} MAC cycles, expected {expected_ops}"
@@ -334,7 +504,54 @@ async def engine_config_latched(dut):
         assert np.array_equal(got, want), f"{layer.name}: {first_mismatch(got, want)}"
 
 
+@cocotb.test()
+async def engine_pool_mode_reserved(dut):
+    """pool_mode 3 is refused (POOL_MODE) with no input taken; a pool-alone layer with stale
+    illegal conv registers then runs, and so does a conv after it."""
+    rng = np.random.default_rng(5)
+    await reset(dut)
+    drv = EngineDriver(dut)
+    bad, _ = make_layer(Case(3, 3, 5, 5, k=(9, 9), expect="KERNEL"), rng, "bad_conv")
+    await drv.configure(bad)
+    await drv.regs.modify_fields("POOL", pool_mode=3)
+    try:
+        await drv.start("reserved")
+    except EngineRefused as refused:
+        assert refused.code == EngineError.POOL_MODE, refused.code.name
+    else:
+        raise AssertionError("pool_mode 3 was accepted")
+    assert not int(dut.s_axis_tready.value), "input ready after a refused layer"
+    for case in (Case(5, 0, 6, 7, alone=True, pool=MaxPool(2, (1, 2), pads=(0, 1, 1, 0))),
+                 Case(3, 4, 6, 6, pads=(1, 1, 1, 1))):
+        layer, x = make_layer(case, rng, "after")
+        result = await with_timeout(drv.run_layer(layer, x), watchdog_ns(case), "ns")
+        want = run_layer(layer, x[None])[0]
+        assert np.array_equal(result.output, want), \
+            f"{case.label()}: {first_mismatch(result.output, want)}"
+        assert drv.sink.empty()
+
+
 # --- pytest entries -----------------------------------------------------------------------
+
+def test_pool_refusals_match_the_pool_unit():
+    """The expected pool refusals of the sweeps are what rtl.maxpool's own testbench expects
+    of the unit for the same map (the conv output when fused)."""
+    from rtl.engine import ConvEngine
+    from rtl.engine_regs import POOL_ERROR_BASE
+    from tb.test_maxpool import Case as MapCase
+    from tb.test_maxpool import expected_error
+
+    params = ConvEngine(**TEST_CONFIG_WIDE).pool_params
+    cases = [c for c in pool_illegal_cases() + pool_small_sweep()
+             if c.expect.startswith("POOL_") and c.expect not in ("POOL_RAW", "POOL_MODE")]
+    assert cases
+    for case in cases:
+        h, w = (case.h, case.w) if case.alone else conv_hw(case)
+        p = case.pool
+        code = expected_error(MapCase(case.cin if case.alone else case.cout, h, w, p.kernel,
+                                      p.stride, p.pads, p.dilation, p.ceil_mode), params)
+        assert POOL_ERROR_BASE + code == EngineError[case.expect], \
+            f"{case.label()}: the unit reports {code.name}, the sweep expects {case.expect}"
 
 def _run(sim, config, sweep):
     from rtl.engine import ConvEngine
@@ -347,11 +564,11 @@ def _run(sim, config, sweep):
 
 
 def test_engine_icarus():
-    _run("icarus", TEST_CONFIG, "small")
+    _run("icarus", CONFIGS["icarus"], "small")
 
 
 def test_engine_verilator():
-    _run("verilator", TEST_CONFIG, "large")
+    _run("verilator", CONFIGS["verilator"], "large")
 
 
 def test_engine_default_config_verilator():
