@@ -335,6 +335,159 @@ def bench_engine(options) -> list[Result]:
     return results
 
 
+# --- sections: whole networks on Verilator -------------------------------------------------
+
+#: ``make sim`` must classify the 360 held-out digits on Verilator within this many seconds
+#: (issue 4; a first Verilator build is not counted: it is done, and timed, before).
+DIGITS_MAX_SECONDS = 120.0
+#: CIFAR-10 images of the ``cifar`` section, and the seeds of its net and images.
+CIFAR_BENCH_IMAGES = 4
+CIFAR_BENCH_SEED = 0
+CIFAR_BENCH_IMAGE_SEED = 7
+
+
+def _verilator_default():
+    """The Verilator backend on the default hardware configuration, built before anything is
+    timed; (backend, seconds the build took, or None when a cached build was reused)."""
+    from sim.hw_backend import STAMP_NAME, HardwareBackend
+
+    backend = HardwareBackend("verilator", "default")
+    start = time.time()
+    try:
+        _, build_dir = backend._build()
+    except Exception as exc:
+        backend.close()
+        raise BenchError(f"verilator: {' '.join(str(exc).split())}") from None
+    rebuilt = (build_dir / STAMP_NAME).stat().st_mtime >= start
+    return backend, backend.build_seconds if rebuilt else None
+
+
+@section("digits", "make sim: the 360 held-out digits through the RTL on Verilator (default "
+                   "configuration), as convcore demo runs them")
+def bench_digits(options) -> list[Result]:
+    from examples.digits import MODEL_PATH, load_test_set
+    from examples.quantize import run_onnxruntime
+    from model.network import run_network
+    from sim.demo import CHUNK, CLOCK_HZ, run_chunks
+    from sim.onnx_import import load_network
+
+    images, labels = load_test_set()
+    net = load_network(MODEL_PATH)
+    golden = run_network(net, images)
+    onnxrt = np.asarray(run_onnxruntime(MODEL_PATH, images))
+    backend, build_seconds = _verilator_default()
+    start = time.perf_counter()
+    try:
+        got, layers = run_chunks(net, images, backend)
+    except Exception as exc:
+        raise BenchError(f"verilator: {' '.join(str(exc).split())}") from None
+    finally:
+        backend.close()
+    wall = time.perf_counter() - start
+    n = len(images)
+    same = np.all(got == golden, axis=1)
+    if not same.all():
+        raise BenchError(f"{int((~same).sum())} of {n} digits differ from the golden model "
+                         f"(first: image {int(np.argmin(same))})")
+    predicted = got.argmax(axis=1)
+    cycles = sum(r["cycles"] for r in layers)
+    ideal = sum(r["ideal_cycles"] for r in layers)
+    results = [
+        Result(f"{n} digits: wall time", wall, "s",
+               f"{-(-n // CHUNK)} simulator launches of {CHUNK} images as make sim runs "
+               "them; the build excluded",
+               limit=DIGITS_MAX_SECONDS),
+        Result("Verilator build", build_seconds or 0.0, "s",
+               "cached build reused" if build_seconds is None else "built now, not in wall time"),
+        Result("cycles per image", cycles / n, "cycles",
+               f"MAC utilization {ideal / cycles:.1%}, ideal {ideal / n:,.0f}"),
+        Result(f"images per second at {CLOCK_HZ / 1e6:.0f} MHz", CLOCK_HZ * n / cycles, "img/s"),
+        Result("simulated cycles per second", backend.sim_cycles / wall, "cycles/s",
+               f"{backend.sim_cycles:,} cycles (weight loading, registers included) / wall"),
+        Result("simulated cycles per second, in simulation", backend.sim_cycles /
+               backend.run_seconds, "cycles/s", "simulator and Python start-up excluded"),
+        Result("accuracy", float(np.mean(predicted == labels)) * 100, "%"),
+        Result("agreement with the golden model", float(np.mean(same)) * 100, "%",
+               "bit-exact images", limit=100.0, better="higher"),
+        Result("agreement with onnxruntime, class",
+               float(np.mean(predicted == onnxrt.argmax(axis=1))) * 100, "%"),
+        Result("agreement with onnxruntime, logits identical",
+               float(np.mean(got == onnxrt)) * 100, "%"),
+    ]
+    for rec in layers:
+        results.append(Result(f"{rec['name']} ({rec['op']}): cycles per image",
+                              rec["cycles"] / n, "cycles",
+                              f"MAC utilization {rec['mac_utilization']:.1%}"))
+    return results
+
+
+@section("cifar", "the ConvNetJS CIFAR-10 net (random int8 weights) through the RTL on "
+                  "Verilator (default configuration): cycles, utilization, agreement")
+def bench_cifar(options) -> list[Result]:
+    from examples.cifar import build_cifar_net, random_images
+    from examples.quantize import run_onnxruntime
+    from model.network import finish_output, quantize_input, run_network
+    from model.quant import quantize
+    from sim.demo import CLOCK_HZ
+    from sim.onnx_import import load_network
+
+    path = build_cifar_net(CIFAR_BENCH_SEED)
+    net = load_network(path)
+    images = random_images(CIFAR_BENCH_IMAGES, seed=CIFAR_BENCH_IMAGE_SEED)
+    golden = run_network(net, images)
+    backend, build_seconds = _verilator_default()
+    pe, simd = backend.hw["pe"], backend.hw["simd"]
+    start = time.perf_counter()
+    try:
+        out = backend.run_network(net.layers, quantize_input(net, images))
+    except Exception as exc:
+        raise BenchError(f"verilator: {' '.join(str(exc).split())}") from None
+    finally:
+        backend.close()
+    wall = time.perf_counter() - start
+    got = finish_output(net, out[-1][0])
+    same = np.all(got == golden, axis=1)
+    if not same.all():
+        raise BenchError(f"{int((~same).sum())} of {len(images)} CIFAR images differ from the "
+                         f"golden model")
+    scale, zp, dtype = np.float32(net.output_scale), net.output_zero_point, \
+        net.layers[-1].out_dtype
+    q = quantize(got, scale, zp, dtype).astype(np.int32)
+    want = quantize(np.asarray(run_onnxruntime(path, images)), scale, zp, dtype).astype(np.int32)
+    apart = int(np.abs(q - want).max())
+    if apart > 1:
+        raise BenchError(f"CIFAR scores are {apart} output steps from onnxruntime's")
+    n = len(images)
+    infos = [info for _, info in out]
+    cycles = sum(info["cycles"] for info in infos)
+    ideal = sum(info["ideal_cycles"] for info in infos)
+    results = [
+        Result("cycles per image", cycles / n, "cycles",
+               f"{n} images, PE {pe} x SIMD {simd}; ideal {ideal / n:,.0f}"),
+        Result("MAC utilization, whole net", ideal / cycles, ""),
+        Result(f"images per second at {CLOCK_HZ / 1e6:.0f} MHz", CLOCK_HZ * n / cycles, "img/s"),
+    ]
+    for layer, info in zip(net.layers, infos):
+        results += [
+            Result(f"{layer.name}: cycles per image", info["cycles"] / n, "cycles",
+                   info.get("note") or ""),
+            Result(f"{layer.name}: MAC utilization", info["mac_utilization"], "",
+                   f"{info['ideal_cycles'] / n:,.0f} ideal cycles per image"),
+        ]
+    results += [
+        Result("agreement with the golden model", float(np.mean(same)) * 100, "%",
+               "bit-exact images", limit=100.0, better="higher"),
+        Result("scores identical to onnxruntime", float(np.mean(q == want)) * 100, "%",
+               f"the rest {apart} output step apart" if apart else ""),
+        Result("largest difference from onnxruntime", apart, "steps", limit=1),
+        Result("wall time", wall, "s", f"{backend.sim_cycles:,} simulated cycles, "
+               f"{backend.sim_cycles / wall:,.0f} cycles/s; " + (
+                   "cached build" if build_seconds is None
+                   else f"build of {build_seconds:.0f} s not included")),
+    ]
+    return results
+
+
 # --- driver --------------------------------------------------------------------------------
 
 def _format_value(value: float) -> str:

@@ -8,6 +8,7 @@ maps for one digit and a per-layer chart of cycles and MAC utilization.
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,10 @@ import numpy as np
 from model.network import finish_output, layer_macs, layer_op, quantize_input, run_network
 from sim.toolchain import BUILD
 
-#: Where the demo writes its pictures and report.
+#: Where the demo writes its pictures and report, unless the environment variable
+#: :data:`DEMO_DIR_ENV` names another folder (tests use it to keep ``build/demo`` untouched).
 DEMO_DIR = BUILD / "demo"
+DEMO_DIR_ENV = "CONVCORE_DEMO_DIR"
 #: The clock at which images per second are stated (a conservative FPGA clock, see README).
 CLOCK_HZ = 100e6
 #: Images per simulator launch: the progress bar advances once per chunk.
@@ -83,15 +86,17 @@ def run_chunks(net, images, backend, on_layer=None, chunk=CHUNK):
     return np.concatenate(outputs), layers
 
 
-def demo(backend_name: str = "verilator", out_dir: Path = DEMO_DIR, limit: int | None = None,
+def demo(backend_name: str = "verilator", out_dir: Path | None = None, limit: int | None = None,
          hw_config: str | None = None) -> dict:
-    """Runs the demo; returns the summary it prints (also written to ``out_dir/demo.json``)."""
+    """Runs the demo; returns the summary it prints (also written to ``out_dir/demo.json``;
+    ``out_dir`` defaults to ``$CONVCORE_DEMO_DIR`` or :data:`DEMO_DIR`)."""
     from examples.digits import MODEL_PATH, load_test_set
     from examples.quantize import run_onnxruntime
     from sim.cli import BACKENDS
     from sim.onnx_import import load_network
     from sim.plots import plot_activation_maps, plot_layer_chart
 
+    out_dir = Path(out_dir or os.environ.get(DEMO_DIR_ENV) or DEMO_DIR)
     images, labels = load_test_set()
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
