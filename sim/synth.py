@@ -579,7 +579,9 @@ def markdown(r) -> str:
                   "| Module | Multipliers | Product widths | Memories | Memory bits |",
                   "|---|---|---|---|---|"]
         for name, u in r["units"].items():
-            widths = ", ".join(str(w) for w in u["multiplier_widths"]) or "-"
+            counts = {w: u["multiplier_widths"].count(w) for w in u["multiplier_widths"]}
+            widths = ", ".join(f"{w}" + (f" (x{c})" if c > 1 else "")
+                               for w, c in counts.items()) or "-"
             lines.append(f"| `{name}` | {u['multipliers']} | {widths} | {u['memories']} | "
                          f"{u['memory_bits']} |")
     if r["notes"]:
