@@ -7,7 +7,7 @@ SIM      ?= verilator
 JOBS     ?= auto
 BUILD    := build
 
-.PHONY: all sim test bench verilog clean distclean toolchain
+.PHONY: all sim test bench verilog synth clean distclean toolchain
 
 all: test
 
@@ -38,6 +38,15 @@ test: $(STAMP)
 # --- more --------------------------------------------------------------------------------
 bench: $(STAMP)
 	$(PY) -m sim.bench
+
+# The engine as one Verilog file, a file list and its description (build/verilog/$(CONFIG)/).
+CONFIG   ?= default
+verilog: $(STAMP)
+	$(PY) -m sim.verilog_export --config $(CONFIG)
+
+# Yosys + nextpnr: the default configuration on ECP5, the ice40 configuration on iCE40.
+synth: $(STAMP)
+	$(PY) -m sim.synth --all
 
 clean:
 	rm -rf $(BUILD)
