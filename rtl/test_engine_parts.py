@@ -35,8 +35,10 @@ def _bytes_to_int(values):
     return int.from_bytes(np.asarray(values, np.int64).astype(np.uint8).tobytes(), "little")
 
 
-@pytest.mark.parametrize("pe,simd", [(1, 1), (2, 4), (4, 2)])
+@pytest.mark.parametrize("pe,simd", [(1, 1), (2, 4), (4, 2), (2, 8), (3, 3)])
 def test_mac_array_matches_numpy(pe, simd):
+    """Sums as numpy computes them, each group's ``acc_valid`` exactly ``latency`` cycles
+    after its operation with ``last``."""
     rng = np.random.default_rng(pe * 10 + simd)
     dut = MacArray(pe, simd)
     groups, ops_per_group = 4, 3
@@ -54,9 +56,10 @@ def test_mac_array_matches_numpy(pe, simd):
                           x[g, o] - x_zp, 0)
             acc += ((w[g, o] - w_zp[:, None]) * xs).sum(axis=1)
         want.append(acc.astype(np.int32).tolist())
-    got = []
+    got, last_cycles, valid_cycles = [], [], []
 
     async def bench(ctx):
+        cycle = 0
         ctx.set(dut.x_zp, x_zp)
         ctx.set(dut.x_unsigned, x_unsigned)
         ctx.set(dut.w_unsigned, w_unsigned)
@@ -73,16 +76,22 @@ def test_mac_array_matches_numpy(pe, simd):
                     ctx.set(dut.x, pending[0])
                     ctx.set(dut.w, pending[1])
                 pending = (_bytes_to_int(x[g, o]), _bytes_to_int(w[g, o].reshape(-1)))
+                if o == ops_per_group - 1:
+                    last_cycles.append(cycle)
                 await ctx.tick()
+                cycle += 1
                 if ctx.get(dut.acc_valid):
                     got.append(ctx.get(dut.acc))
+                    valid_cycles.append(cycle)
         ctx.set(dut.valid, 0)
         ctx.set(dut.x, pending[0])
         ctx.set(dut.w, pending[1])
-        for _ in range(MacArray.latency + 1):
+        for _ in range(dut.latency + 1):
             await ctx.tick()
+            cycle += 1
             if ctx.get(dut.acc_valid):
                 got.append(ctx.get(dut.acc))
+                valid_cycles.append(cycle)
 
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)
@@ -91,6 +100,7 @@ def test_mac_array_matches_numpy(pe, simd):
     unpacked = [[int(np.int32(np.uint32((v >> (32 * p)) & 0xFFFFFFFF))) for p in range(pe)]
                 for v in got]
     assert unpacked == want
+    assert [v - c for c, v in zip(last_cycles, valid_cycles)] == [dut.latency] * groups
 
 
 def _layer(cout=5, cin=3, k=(2, 3), raw=False, seed=0):
@@ -322,7 +332,7 @@ def _engine_bus(engine):
 
 @pytest.mark.parametrize("pe,simd,channels,pool", [
     (4, 2, 7, MaxPool(2, 2, pads=(1, 0, 0, 1), ceil_mode=True)),
-    (2, 8, 5, MaxPool(3, (2, 1), pads=(1, 1, 1, 1), dilation=(1, 2))),
+    (2, 8, 5, MaxPool((3, 2), 2, pads=(1, 1, 1, 0), dilation=(1, 2))),
 ])
 def test_pool_alone_in_the_engine(pe, simd, channels, pool):
     """An ONNX MaxPool on the engine (Amaranth simulator) with PE != SIMD: the input words
@@ -357,6 +367,9 @@ def test_pool_alone_in_the_engine(pe, simd, channels, pool):
         for reg, fields in layer_fields(layer).items():
             await regs.write_fields(reg, **fields)
         await regs.pulse("start")
+        while not ((st := await regs.read_fields("STATUS"))["running"] or st["done"]):
+            pass
+        assert st["error"] == 0, f"refused: {EngineError(st['error']).name}"
         for n, word in enumerate(words):
             while rng.random() < 0.3:
                 ctx.set(engine.s_axis_tvalid, 0)
@@ -456,3 +469,23 @@ def test_default_configuration_pool_memory():
     assert bits["pool_vertical"] == 230 * 8 * 128 == 235520
     assert bits["pool_horizontal"] == 8 * 128
     assert bits["line_buffer"] == 16384 * 64
+
+
+@pytest.mark.parametrize("channels,height,width,kernel,stride", [
+    (64, 224, 224, 2, 2),       # the lecture's pool: 224x224x64 -> 112x112x64
+    (16, 8, 8, 2, 2), (32, 4, 4, 2, 2),                         # digits CNN
+    (16, 32, 32, 2, 2), (20, 16, 16, 2, 2), (20, 8, 8, 2, 2),   # ConvNetJS CIFAR-10 net
+    (64, 112, 112, 3, 2),       # 3x3 stride 2
+])
+def test_default_configuration_takes_the_example_pools(channels, height, width, kernel, stride):
+    """The default engine's pool unit accepts these pools, fused or alone (the checks of
+    rtl.maxpool's own testbench on the default limits)."""
+    from tb.test_maxpool import Case as MapCase
+    from tb.test_maxpool import expected_error
+
+    engine = ConvEngine()
+    engine._MustUse__silence = True
+    case = MapCase(channels, height, width, (kernel, kernel), (stride, stride))
+    assert expected_error(case, engine.pool_params) == PoolError.NONE
+    wider = MapCase(channels, height, width, (3, 3), (1, 1))
+    assert expected_error(wider, engine.pool_params) == PoolError.WINDOW_SLOTS

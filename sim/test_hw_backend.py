@@ -3,7 +3,8 @@ the per-layer report, ``--check``, and one-line errors for a refused layer and a
 
 The simulations use a small hardware configuration (:data:`HW`, passed with ``--hw-config``)
 that builds in seconds on Icarus and is cached per configuration on Verilator; dense layers
-become convs whose kernel covers the input, max-pools run on the golden model.
+become convs whose kernel covers the input, max-pools run on the engine (fused after a conv,
+or alone), and a pool beyond the engine's pool unit is a one-line error.
 """
 
 import json
@@ -124,6 +125,19 @@ def test_refused_layer_is_one_line_error(files, capsys, sim):
     assert_one_line_error(err, status, 2, "layer 'conv1' (conv): the engine refused it (SIZE: "
                           "input 4x20 (HxW) exceeds the engine's maximum 16x16)",
                           f"backend '{sim}'")
+
+
+def test_refused_pool_is_one_line_error(tmp_path, capsys):
+    """A 3x3 stride-1 max-pool needs 3 window slots; HW's pool unit has 2 (POOL_WINDOW_SLOTS)."""
+    model = QNet((1, 3, 8, 8), "int8", seed=9).maxpool(3, stride=1).model()
+    path, x = tmp_path / "pool3s1.onnx", tmp_path / "pool3s1_x.npy"
+    onnx.save(model, path)
+    np.save(x, random_input(model, seed=9))
+    status, _, err = run(["run", path, "--input", x, "--backend", "icarus",
+                          "--hw-config", HW_JSON], capsys)
+    assert_one_line_error(err, status, 2, "(maxpool): the engine refused it (POOL_WINDOW_SLOTS: "
+                          "the dilated pool kernel exceeds 2 window slots x the pool stride)",
+                          "backend 'icarus'")
 
 
 def test_watchdog_names_layer_and_what_was_pending(files, capsys, monkeypatch):

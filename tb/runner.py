@@ -53,10 +53,13 @@ def count_results(results_xml: Path) -> tuple[int, int]:
 
 def run_cocotb(sim: str, *, sources: list[Path], toplevel: str, key: str, test_module: str,
                testcase: str | None = None, extra_env: dict | None = None,
-               timing: bool = False, seed: int | None = None) -> tuple[int, int]:
+               timing: bool = False, seed: int | None = None,
+               ports_only: bool = False) -> tuple[int, int]:
     """Compile ``sources`` for ``sim`` and run the cocotb tests in ``test_module``.
 
-    Fails (under pytest) when any test failed, and raises when no test ran at all.
+    ``ports_only``: the tests touch only top-level ports (see
+    :func:`sim.toolchain.build_args`; Verilator builds and runs faster). Fails (under pytest)
+    when any test failed, and raises when no test ran at all.
     """
     from cocotb_tools.runner import get_runner
 
@@ -68,7 +71,8 @@ def run_cocotb(sim: str, *, sources: list[Path], toplevel: str, key: str, test_m
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                     build_args=toolchain.build_args(sim, timing=timing),
+                     build_args=toolchain.build_args(sim, timing=timing,
+                                                     ports_only=ports_only),
                      timescale=("1ns", "1ps"))
     results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                           test_dir=build_dir, testcase=testcase, extra_env=extra_env or {},

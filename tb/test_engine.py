@@ -347,7 +347,7 @@ def large_sweep(seed=1):
     cases.append(Case(4, 4, 12, 9, k=(5, 3), dilation=(2, 1), stride=(2, 1), pads=(4, 0, 1, 2)))
     cases.append(Case(16, 16, 16, 16, k=(3, 3), pads=(1, 1, 1, 1), perf=True))
     cases.append(Case(8, 16, 12, 12, k=(5, 5), pads=(2, 2, 2, 2), perf=True))
-    cases.append(Case(16, 8, 10, 10, k=(1, 1), perf=True))
+    cases.append(Case(16, 8, 14, 14, k=(1, 1), perf=True))
     # A window span of 206 of the 256 line-buffer words (SIMD 8), the input wrapping around it
     # about four times.
     cases.append(Case(16, 8, 16, 16, k=(7, 7), pads=(3, 3, 3, 3), stalls=True))
@@ -559,8 +559,10 @@ def _run(sim, config, sweep):
 
     key = config_key("engine", config)
     path = emit_verilog(ConvEngine(**config), toplevel="convcore_engine", key=key)
+    # The tests touch only the top level's ports: Verilator may optimize the internals.
     run_cocotb(sim, sources=[path], toplevel="convcore_engine", key=key,
-               test_module="tb.test_engine", extra_env={SWEEP_ENV: sweep, SEED_ENV: "1"})
+               test_module="tb.test_engine", extra_env={SWEEP_ENV: sweep, SEED_ENV: "1"},
+               ports_only=True)
 
 
 def test_engine_icarus():
