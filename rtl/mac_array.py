@@ -16,7 +16,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MacArray", "OPERAND_WIDTH", "ACC_WIDTH", "DATA_WIDTH", "ZP_WIDTH"]
+__all__ = ["MacArray", "tree_depth", "OPERAND_WIDTH", "ACC_WIDTH", "DATA_WIDTH", "ZP_WIDTH"]
 
 #: Width of one activation or weight as it travels on buses and sits in memories.
 DATA_WIDTH = 8
@@ -28,6 +28,11 @@ OPERAND_WIDTH = DATA_WIDTH + 1
 ACC_WIDTH = 32
 
 
+def tree_depth(simd):
+    """Registered levels of the adder tree that sums ``simd`` products: ``ceil(log2(simd))``."""
+    return (simd - 1).bit_length()
+
+
 def _check_positive(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -36,11 +41,14 @@ def _check_positive(name, value):
 class MacArray(wiring.Component):
     """PE output channels x SIMD input channels of multiply-accumulate, one word pair per cycle.
 
-    A pipeline that never stalls (operands, products, accumulate): an operation presented with
-    ``valid`` in cycle ``t`` lands in the accumulators at the end of cycle ``t + 3``; when it
-    carries ``last``, the finished accumulators appear on ``acc`` with ``acc_valid`` in cycle
-    ``t + 4`` (:attr:`latency`). An operation with ``first`` starts a new sum instead of adding to the
-    previous one, so consecutive output groups need no idle cycle between them.
+    A pipeline that never stalls: operands, 9 x 9 signed products (a multiplier between two
+    registers, nothing else in that stage), ``ceil(log2(simd))``
+    registered levels of pairwise sums (:func:`tree_depth`), accumulate. An operation presented
+    with ``valid`` in cycle ``t`` lands in the accumulators at the end of cycle
+    ``t + latency - 1``; when it carries ``last``, the finished accumulators appear on ``acc``
+    with ``acc_valid`` in cycle ``t + latency`` (:attr:`latency` ``= 4 + tree_depth(simd)``).
+    An operation with ``first`` starts a new sum instead of adding to the previous one, so
+    consecutive output groups need no idle cycle between them.
 
     The ``x``, ``w`` and ``w_zp`` inputs are expected one cycle after the control inputs
     (``valid``, ``first``, ``last``, ``final``, ``in_image``, ``lanes``), which is when a block
@@ -56,7 +64,7 @@ class MacArray(wiring.Component):
     Attributes
     ----------
     latency : int
-        Cycles from an operation with ``last`` to its ``acc_valid``.
+        Cycles from an operation with ``last`` to its ``acc_valid``: ``4 + tree_depth(simd)``.
 
     Members
     -------
@@ -81,13 +89,12 @@ class MacArray(wiring.Component):
         The finished accumulators, lane ``p`` in bits ``32*p .. 32*p+31`` (two's complement).
     """
 
-    latency = 4
-
     def __init__(self, pe, simd):
         _check_positive("pe", pe)
         _check_positive("simd", simd)
         self.pe = pe
         self.simd = simd
+        self.latency = 4 + tree_depth(simd)
         super().__init__({
             "valid": In(1), "first": In(1), "last": In(1), "final": In(1),
             "in_image": In(1), "lanes": In(range(simd + 1)),
@@ -116,11 +123,13 @@ class MacArray(wiring.Component):
         def extend(byte, is_unsigned):
             return Mux(is_unsigned, byte.as_unsigned(), byte.as_signed())
 
+        def reg(shape, name, **kwargs):
+            return Signal(shape, name=name, reset_less=True, **kwargs)
+
         # Stage 2: zero-point-corrected 9-bit operands.
         s2 = Signal(ctrl)
-        xs = [Signal(signed(OPERAND_WIDTH), name=f"xs{i}") for i in range(simd)]
-        ws = [[Signal(signed(OPERAND_WIDTH), name=f"ws{p}_{i}") for i in range(simd)]
-              for p in range(pe)]
+        xs = [reg(signed(OPERAND_WIDTH), f"xs{i}") for i in range(simd)]
+        ws = [[reg(signed(OPERAND_WIDTH), f"ws{p}_{i}") for i in range(simd)] for p in range(pe)]
         m.d.sync += s2.eq(s1)
         for i in range(simd):
             x = extend(self.x.word_select(i, DATA_WIDTH), self.x_unsigned)
@@ -132,8 +141,11 @@ class MacArray(wiring.Component):
                 w = extend(self.w.word_select(p * simd + i, DATA_WIDTH), self.w_unsigned)
                 m.d.sync += ws[p][i].eq(w - wz)
 
-        # Stage 3: products.
+        # Stage 3: 9 x 9 signed products, registered right at the multipliers.
         s3 = Signal(ctrl)
+        # (With a reset, unlike the other data registers: Yosys 0.70's ice40_dsp otherwise
+        # packs one product register as the C/D input of another multiplier's SB_MAC16 and
+        # the mapped design has half as many SB_MAC16 as multipliers; not understood yet.)
         prods = [[Signal(signed(2 * OPERAND_WIDTH - 1), name=f"prod{p}_{i}") for i in range(simd)]
                  for p in range(pe)]
         m.d.sync += s3.eq(s2)
@@ -141,19 +153,32 @@ class MacArray(wiring.Component):
             for i in range(simd):
                 m.d.sync += prods[p][i].eq(xs[i] * ws[p][i])
 
-        # Accumulate (adder tree, then the 32-bit accumulator).
+        # Adder tree: one registered level of pairwise sums per stage.
+        ctl, terms_of = s3, [list(prods[p]) for p in range(pe)]
+        for level in range(tree_depth(simd)):
+            nxt = Signal(ctrl, name=f"t{level}")
+            m.d.sync += nxt.eq(ctl)
+            for p in range(pe):
+                terms = terms_of[p]
+                sums = []
+                for k in range(0, len(terms), 2):
+                    pair = terms[k:k + 2]
+                    value = pair[0] + pair[1] if len(pair) == 2 else pair[0]
+                    total = reg(signed(len(value)), f"sum{level}_{p}_{k // 2}")
+                    m.d.sync += total.eq(value)
+                    sums.append(total)
+                terms_of[p] = sums
+            ctl = nxt
+
+        # Accumulate into the 32-bit accumulators.
         accs = [Signal(signed(ACC_WIDTH), name=f"acc{p}") for p in range(pe)]
         for p in range(pe):
-            terms = list(prods[p])
-            while len(terms) > 1:
-                terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
-                         for k in range(0, len(terms), 2)]
-            dot = terms[0]
-            with m.If(s3.valid):
-                m.d.sync += accs[p].eq(Mux(s3.first, dot, accs[p] + dot))
+            dot = terms_of[p][0]
+            with m.If(ctl.valid):
+                m.d.sync += accs[p].eq(Mux(ctl.first, 0, accs[p]) + dot)
         m.d.sync += [
-            self.acc_valid.eq(s3.valid & s3.last),
-            self.acc_final.eq(s3.valid & s3.last & s3.final),
+            self.acc_valid.eq(ctl.valid & ctl.last),
+            self.acc_final.eq(ctl.valid & ctl.last & ctl.final),
         ]
         for p in range(pe):
             m.d.comb += self.acc.word_select(p, ACC_WIDTH).eq(accs[p])

@@ -13,11 +13,16 @@ shifts ``1..62`` the unit stays defined: ``shift = 0`` gives the plain product (
 the rounding term ``floor(2**-1) = 0``) and ``shift = 63`` follows the formula exactly.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from types import SimpleNamespace
+
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["Requantize", "RequantizeAxis", "input_layout", "output_layout", "axis_tdata_layout"]
+
+#: Bits of the shift amount applied in the second of the two shift stages.
+FINE_SHIFT_BITS = 3
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -60,24 +65,36 @@ def axis_tdata_layout(acc_width: int, mult_width: int, shift_width: int,
 class Requantize(wiring.Component):
     """Scales signed accumulators to ``out_width``-bit activations (see :func:`model.quant.requantize`).
 
-    A five-stage pipeline with one sample per cycle throughput. Each stage register loads when
-    it is empty or when the stage after it moves, so bubbles collapse and a stalled output
-    holds up to :attr:`latency` samples without loss or duplication. ``i.ready`` depends on
-    ``o.ready`` through one gate per stage, never on ``i.valid``; ``o.valid`` and ``o.payload``
-    come straight from registers. The control state depends on nothing but ``i.valid`` and
-    ``o.ready``, so parallel instances given the same handshakes stay in lockstep (one
-    instance's ``i.ready`` and ``o.valid`` stand for all).
+    An eleven-stage pipeline with one sample per cycle throughput. The whole pipeline advances
+    in every cycle except when its last stage holds a sample that ``o`` does not take, so a
+    stalled output holds up to :attr:`latency` samples (exactly :attr:`latency` when the input
+    kept coming) without loss or duplication; bubbles inside a stalled pipeline stay.
+    ``i.ready`` is ``o.ready`` or an empty last stage, never dependent on ``i.valid``;
+    ``o.valid`` and ``o.payload`` come straight from registers. The control state depends on
+    nothing but ``i.valid`` and ``o.ready``, so parallel instances given the same handshakes
+    stay in lockstep (one instance's ``i.ready`` and ``o.valid`` stand for all).
+
+    Every multiplier reads registers and feeds a register; no other stage holds more than one
+    carry chain or a few LUT levels.
 
     ========  =============================================================================
     Stage     Registered result
     ========  =============================================================================
-    1         two partial products ``acc * multiplier[:h]`` and ``acc * multiplier[h:]``
-    2         the product ``acc * multiplier``
-    3         ``(2 * prod) >> shift`` (arithmetic barrel shift)
-    4         ``(2 * prod) >> shift`` saturated to ``out_width + 3`` bits (exact: beyond
-              that range every zero point saturates the same way), then rounded to ``y``;
-              the output bounds ``lo`` and ``hi``
-    5         ``min(max(y + zero_point, lo), hi)`` as an ``out_width``-bit pattern
+    1         the input sample (so that the multipliers read registers placed beside them)
+    2         four unsigned partial products of the accumulator's bit pattern, halves
+              ``acc[:a]``, ``acc[a:]`` by ``multiplier[:h]``, ``multiplier[h:]`` (each fits
+              an 18 x 18 or 16 x 16 DSP multiplier)
+    3         the low and high sums ``acc[:a] * multiplier`` and ``acc[a:] * multiplier``
+              (unsigned)
+    4         the high sum as signed: minus ``multiplier << (acc_width - a)`` when ``acc < 0``
+    5         the product ``acc * multiplier``
+    6         ``(2 * prod) >> (shift & ~7)`` (arithmetic barrel shift, coarse step)
+    7         ``(2 * prod) >> shift`` (fine step, ``shift & 7``)
+    8         its ``out_width + 3`` low bits and whether it lies above or below that signed
+              range (exact: beyond it every zero point saturates the same way)
+    9         the saturated value rounded to ``y``; the output bounds ``lo`` and ``hi``
+    10        ``y + zero_point``; the lower bound ``min(lo, hi)`` that ``clip`` applies
+    11        ``min(max(y + zero_point, lo), hi)`` as an ``out_width``-bit pattern
     ========  =============================================================================
 
     Parameters
@@ -111,7 +128,7 @@ class Requantize(wiring.Component):
     """
 
     #: Number of pipeline stages; see the class docstring.
-    latency = 5
+    latency = 11
 
     def __init__(self, acc_width=32, mult_width=31, shift_width=6, out_width=8):
         _check_int("acc_width", acc_width, 2)
@@ -137,107 +154,122 @@ class Requantize(wiring.Component):
         m = Module()
         aw, mw, ow = self.acc_width, self.mult_width, self.out_width
         prod_width = aw + mw
-        lo_half = (mw + 1) // 2          # multiplier bits in the low partial product
-        hi_half = mw - lo_half
-        # Stage 4 saturates (2 * prod) >> shift to this many bits: a y beyond the resulting
+        a_lo = aw // 2                  # unsigned low accumulator bits
+        a_hi = aw - a_lo                # high accumulator bits (the sign among them)
+        m_lo = (mw + 1) // 2            # multiplier bits in the low partial products
+        m_hi = mw - m_lo
+        fine_bits = min(FINE_SHIFT_BITS, self.shift_width)
+        # Stage 8 saturates (2 * prod) >> shift to this many bits: a y beyond the resulting
         # range saturates the output for every zero_point the field holds, and y + zero_point
         # fits in it too.
         narrow = ow + 3
         side = data.StructLayout({"zero_point": signed(ow + 1), "relu": 1, "is_unsigned": 1,
                                   "last": 1})
 
-        # Handshake: stage k loads when it is empty or stage k + 1 takes its sample.
+        # Handshake: the whole pipeline advances unless its last stage holds a sample that
+        # the output does not take (one gate from registers to every enable; a per-stage
+        # "load when empty" rule would chain a gate through every stage).
         valid = [Signal(name=f"s{k}_valid") for k in range(1, self.latency + 1)]
-        load = [Signal(name=f"s{k}_load") for k in range(1, self.latency + 1)]
-        downstream_ready = [*load[1:], self.o.ready]
-        for k in range(self.latency):
-            m.d.comb += load[k].eq(~valid[k] | downstream_ready[k])
-            with m.If(load[k]):
-                m.d.sync += valid[k].eq(self.i.valid if k == 0 else valid[k - 1])
+        advance = Signal()
+        m.d.comb += advance.eq(self.o.ready | ~valid[-1])
+        with m.If(advance):
+            m.d.sync += [valid[k].eq(self.i.valid if k == 0 else valid[k - 1])
+                         for k in range(self.latency)]
         m.d.comb += [
-            self.i.ready.eq(load[0]),
+            self.i.ready.eq(advance),
             self.o.valid.eq(valid[-1]),
         ]
 
-        def stage_reg(name, shape):
-            return Signal(shape, name=name, reset_less=True)
+        def stage(k, **values):
+            """Registers ``s{k}_{name}`` loading ``values`` (name: value or (shape, value))."""
+            regs = {}
+            for name, value in values.items():
+                shape, value = value if isinstance(value, tuple) else (value.shape(), value)
+                reg = Signal(shape, name=f"s{k}_{name}", reset_less=True)
+                with m.If(advance):
+                    m.d.sync += reg.eq(value)
+                regs[name] = reg
+            return SimpleNamespace(**regs)
 
-        # Stage 1: partial products.
-        i = self.i.payload
-        s1_pp_lo = stage_reg("s1_pp_lo", signed(aw + lo_half))
-        s1_pp_hi = stage_reg("s1_pp_hi", signed(aw + hi_half)) if hi_half else None
-        s1_shift = stage_reg("s1_shift", unsigned(self.shift_width))
-        s1_side = stage_reg("s1_side", side)
-        with m.If(load[0]):
-            m.d.sync += [
-                s1_pp_lo.eq(i.acc * i.multiplier[:lo_half]),
-                s1_shift.eq(i.shift),
-                s1_side.zero_point.eq(i.zero_point),
-                s1_side.relu.eq(i.relu),
-                s1_side.is_unsigned.eq(i.is_unsigned),
-                s1_side.last.eq(i.last),
-            ]
-            if hi_half:
-                m.d.sync += s1_pp_hi.eq(i.acc * i.multiplier[lo_half:])
+        # Stage 1: the input sample, registered beside the multipliers.
+        s1 = stage(1, payload=(self.input_layout, self.i.payload))
 
-        # Stage 2: the full product.
-        s2_prod = stage_reg("s2_prod", signed(prod_width))
-        s2_shift = stage_reg("s2_shift", unsigned(self.shift_width))
-        s2_side = stage_reg("s2_side", side)
-        product = s1_pp_lo if not hi_half else (s1_pp_hi << lo_half) + s1_pp_lo
-        with m.If(load[1]):
-            m.d.sync += [s2_prod.eq(product), s2_shift.eq(s1_shift), s2_side.eq(s1_side)]
+        # Stage 2: unsigned partial products of the accumulator halves and multiplier halves
+        # (each fits an 18 x 18 or 16 x 16 DSP multiplier and lands in its output register).
+        i = s1.payload
+        acc_lo, acc_hi = i.acc.as_unsigned()[:a_lo], i.acc.as_unsigned()[a_lo:]
+        mult_lo, mult_hi = i.multiplier[:m_lo], i.multiplier[m_lo:]
+        products = {"ll": acc_lo * mult_lo, "hl": acc_hi * mult_lo}
+        if m_hi:
+            products.update(lh=acc_lo * mult_hi, hh=acc_hi * mult_hi)
+        s2 = stage(2, **products, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
+                   side=(side, Cat(i.zero_point, i.relu, i.is_unsigned, i.last)))
 
-        # Stage 3: the shift, one bit short of the final one; stage 4 rounds with the last bit.
-        s3_half = stage_reg("s3_half", signed(prod_width + 1))
-        s3_side = stage_reg("s3_side", side)
+        # Stage 3: the low and the high half of the unsigned product |acc| * multiplier pattern.
+        if m_hi:
+            sum_lo = s2.ll + (s2.lh << m_lo)
+            sum_hi = s2.hl + (s2.hh << m_lo)
+        else:
+            sum_lo, sum_hi = s2.ll, s2.hl
+        s3 = stage(3, lo=sum_lo, hi=sum_hi, sign=s2.sign, multiplier=s2.multiplier,
+                   shift=s2.shift, side=s2.side)
+
+        # Stage 4: the high half as a signed value: acc[a_lo:] weighs -2**a_hi when negative.
+        hi_signed = Signal(signed(a_hi + mw + 1))
+        m.d.comb += hi_signed.eq(s3.hi - Mux(s3.sign, s3.multiplier << a_hi, 0))
+        s4 = stage(4, lo=s3.lo, hi=hi_signed, shift=s3.shift, side=s3.side)
+
+        # Stage 5: the product acc * multiplier.
+        product = Signal(signed(prod_width))
+        m.d.comb += product.eq(s4.lo + (s4.hi << a_lo))
+        s5 = stage(5, prod=product, shift=s4.shift, side=s4.side)
+
+        # Stages 6 and 7: the arithmetic shift, one bit short of the final one (stage 9 rounds
+        # with the last bit), in a coarse step by multiples of 2**fine_bits and a fine step.
         doubled = Signal(signed(prod_width + 1))
-        m.d.comb += doubled.eq(s2_prod << 1)
-        with m.If(load[2]):
-            m.d.sync += [s3_half.eq(doubled >> s2_shift), s3_side.eq(s2_side)]
+        m.d.comb += doubled.eq(s5.prod << 1)
+        coarse = s5.shift[fine_bits:]
+        coarse_shifted = (doubled >> Cat(C(0, fine_bits), coarse)) if len(coarse) else doubled
+        s6 = stage(6, half=(signed(prod_width + 1), coarse_shifted),
+                   fine=s5.shift[:fine_bits], side=s5.side)
+        s7 = stage(7, half=(signed(prod_width + 1), s6.half >> s6.fine), side=s6.side)
 
-        # Stage 4: saturate to `narrow` bits, round, and the output bounds.
+        # Stage 8: whether the shifted value lies beyond `narrow` signed bits, and which way.
+        upper = s7.half[narrow - 1:]
+        negative = s7.half[-1]
+        s8 = stage(8, low=(signed(narrow), s7.half[:narrow]),
+                   over=(1, ~negative & upper.any()), under=(1, negative & ~upper.all()),
+                   side=s7.side)
+
+        # Stage 9: saturate, round, and the output bounds.
         half_max = (1 << (narrow - 1)) - 1
         half_min = -(1 << (narrow - 1))
         half_sat = Signal(signed(narrow))
-        m.d.comb += half_sat.eq(Mux(s3_half > half_max, half_max,
-                                    Mux(s3_half < half_min, half_min, s3_half)))
+        m.d.comb += half_sat.eq(Mux(s8.over, half_max, Mux(s8.under, half_min, s8.low)))
         rounded = Signal(signed(narrow))
         m.d.comb += rounded.eq((half_sat + 1) >> 1)
         type_lo = Signal(signed(ow + 1))
         type_hi = Signal(signed(ow + 1))
         m.d.comb += [
-            type_lo.eq(Mux(s3_side.is_unsigned, 0, -(1 << (ow - 1)))),
-            type_hi.eq(Mux(s3_side.is_unsigned, (1 << ow) - 1, (1 << (ow - 1)) - 1)),
+            type_lo.eq(Mux(s8.side.is_unsigned, 0, -(1 << (ow - 1)))),
+            type_hi.eq(Mux(s8.side.is_unsigned, (1 << ow) - 1, (1 << (ow - 1)) - 1)),
         ]
-        s4_y = stage_reg("s4_y", signed(narrow))
-        s4_lo = stage_reg("s4_lo", signed(ow + 1))
-        s4_hi = stage_reg("s4_hi", signed(ow + 1))
-        s4_zero_point = stage_reg("s4_zero_point", signed(ow + 1))
-        s4_last = stage_reg("s4_last", 1)
-        relu_lo = s3_side.relu & (s3_side.zero_point > type_lo)
-        with m.If(load[3]):
-            m.d.sync += [
-                s4_y.eq(rounded),
-                s4_lo.eq(Mux(relu_lo, s3_side.zero_point, type_lo)),
-                s4_hi.eq(type_hi),
-                s4_zero_point.eq(s3_side.zero_point),
-                s4_last.eq(s3_side.last),
-            ]
+        relu_lo = s8.side.relu & (s8.side.zero_point > type_lo)
+        s9 = stage(9, y=rounded, lo=(signed(ow + 1), Mux(relu_lo, s8.side.zero_point, type_lo)),
+                   hi=type_hi, zero_point=s8.side.zero_point, last=s8.side.last)
 
-        # Stage 5: add the zero point and clamp; max with lo first, as numpy.clip does.
-        shifted = Signal(signed(narrow))
-        at_least_lo = Signal(signed(narrow))
+        # Stage 10: add the zero point; the lower bound as clip(., lo, hi) applies it (lo
+        # first, as numpy.clip does: a lower bound above hi yields hi).
+        s10 = stage(10, shifted=(signed(narrow), s9.y + s9.zero_point),
+                    lo=(signed(ow + 1), Mux(s9.lo > s9.hi, s9.hi, s9.lo)), hi=s9.hi,
+                    bottom=(signed(ow + 1), s9.lo), last=s9.last)
+
+        # Stage 11: clamp.
         clamped = Signal(signed(narrow))
-        m.d.comb += [
-            shifted.eq(s4_y + s4_zero_point),
-            at_least_lo.eq(Mux(shifted < s4_lo, s4_lo, shifted)),
-            clamped.eq(Mux(at_least_lo > s4_hi, s4_hi, at_least_lo)),
-        ]
-        s5_out = stage_reg("s5_out", self.output_layout)
-        with m.If(load[4]):
-            m.d.sync += [s5_out.data.eq(clamped[:ow]), s5_out.last.eq(s4_last)]
-        m.d.comb += self.o.payload.eq(s5_out)
+        m.d.comb += clamped.eq(Mux(s10.shifted < s10.bottom, s10.lo,
+                                   Mux(s10.shifted > s10.hi, s10.hi, s10.shifted)))
+        s11 = stage(11, out=(self.output_layout, Cat(clamped[:ow], s10.last)))
+        m.d.comb += self.o.payload.eq(s11.out)
         return m
 
 
