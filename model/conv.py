@@ -112,17 +112,23 @@ def wrap_int32(acc: np.ndarray) -> np.ndarray:
     return (((acc - ACC_MIN) & (ACC_MAX - ACC_MIN)) + ACC_MIN).astype(np.int32)
 
 
-def exact_matmul(a: np.ndarray, b: np.ndarray, term_bound: int) -> np.ndarray:
-    """``a @ b`` for float32 arrays holding integers with every ``|a_ik * b_kj| <= term_bound``.
+def exact_matmul(a: np.ndarray, b: np.ndarray, term_bound: int,
+                 sum_bound: int | None = None) -> np.ndarray:
+    """``a @ b`` for float32 arrays holding integers with every ``|a_ik * b_kj| <= term_bound``
+    and, when given, every ``sum_k |a_ik * b_kj| <= sum_bound``.
 
     Returns the exact integer result: float32 when one GEMM covers the whole reduction axis
-    (then every value is at most ``2**24`` in magnitude), else int64. The reduction axis is split
+    (then every value is at most ``2**24`` in magnitude), else int64. One GEMM is exact when
+    ``sum_bound <= 2**24``: every partial sum a BLAS forms, in any order, is a sum of a subset of
+    the terms and so an integer of at most that magnitude. Otherwise the reduction axis is split
     so each float32 GEMM stays exact (see the module docstring); int64 matmul when even a single
     product could exceed ``2**24``.
     """
     k = a.shape[-1]
     if term_bound > FLOAT32_EXACT or not blas_is_exact():
         return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    if sum_bound is not None and sum_bound <= FLOAT32_EXACT:
+        return np.matmul(a, b)
     chunk = k if term_bound == 0 else FLOAT32_EXACT // term_bound
     if chunk >= k:
         return np.matmul(a, b)
@@ -300,7 +306,10 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, x_zero_point=0, w_z
     np.subtract(x4, np.float32(xz), out=xp[:, :, top:top + h, left:left + wd], dtype=np.float32)
     wz_b = wz.reshape(-1, 1, 1, 1) if wz.ndim else wz
     wf = np.subtract(w, wz_b.astype(np.float32), dtype=np.float32).reshape(o, c * kh * kw)
-    term_bound = max_abs(x4, int(xz)) * max_abs(wf)
+    x_bound = max_abs(x4, int(xz))
+    term_bound = x_bound * max_abs(wf)
+    # Largest sum of |terms| of one output: the largest L1 norm of a filter times max |x - xz|.
+    sum_bound = x_bound * int(np.abs(wf).sum(axis=1, dtype=np.float64).max())
 
     # im2col as a strided view, copied once into the GEMM operand. At stride 1 every kernel tap
     # reads one contiguous run of the flattened padded image (output rows computed over the padded
@@ -316,7 +325,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, x_zero_point=0, w_z
                           strides=(s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
                           writeable=False)
         row_step, columns = ow, oh * ow
-    sums = exact_matmul(wf, cols.reshape(n, c * kh * kw, columns), term_bound)
+    sums = exact_matmul(wf, cols.reshape(n, c * kh * kw, columns), term_bound, sum_bound)
     r_n, r_o, r_p = sums.strides
     sums = as_strided(sums, shape=(n, o, oh, ow), strides=(r_n, r_o, row_step * r_p, r_p),
                       writeable=False)

@@ -237,6 +237,16 @@ def test_conv2d_wraps_like_a_32_bit_accumulator():
     assert got.ravel().tolist() == want
 
 
+def test_conv2d_single_gemm_at_the_float32_limit():
+    """Sums of |terms| up to 2**24 - 1 take one float32 GEMM (more products than 2**24 / 65025
+    would allow by the per-term bound alone): still exact, including the odd last unit."""
+    taps = [255] * 258 + [1] * 3                       # L1 norm 65793 = (2**24 - 1) / 255
+    x = np.full((1, len(taps), 1, 1), 127, np.int8)    # x - x_zero_point = 255 everywhere
+    w = np.array(taps, np.uint8).reshape(1, len(taps), 1, 1)
+    got = conv2d(x, w, x_zero_point=-128)
+    assert got.dtype == np.int32 and got.ravel().tolist() == [2**24 - 1]
+
+
 def test_blas_float32_gemm_is_exact_here():
     assert model.conv.blas_is_exact(), "conv2d and dense fall back to slow int64 matmul"
 
