@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from rtl.maxpool import MaxPool, MaxPoolAxis
 from rtl.requantize import Requantize, RequantizeAxis
 from sim import toolchain
 from tb.runner import config_key, emit_verilog
@@ -19,6 +20,12 @@ COMPONENTS = [
     ("requantize", Requantize, {"acc_width": 24, "mult_width": 16, "out_width": 8}),
     ("requantize", Requantize, {"mult_width": 1}),
     ("requantize_axis", RequantizeAxis, {}),
+    ("maxpool", MaxPool, {}),
+    ("maxpool_axis", MaxPoolAxis, dict(lanes=4, max_kernel=7, max_width=16, max_height=16,
+                                       max_channels=16, max_stride=3, max_dilation=2)),
+    ("maxpool", MaxPool, dict(lanes=1, max_kernel=1, max_width=1, max_channels=1)),
+    ("maxpool", MaxPool, dict(lanes=2, max_kernel=3, max_width=5, max_channels=3,
+                              window_slots=2)),
 ]
 
 #: Verilator warnings that Amaranth's Verilog backend (Yosys ``write_verilog``) produces by

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 from dataclasses import asdict, dataclass
 
 import cocotb
@@ -510,23 +509,3 @@ def test_maxpool(sim):
     run_cocotb(sim, sources=[source], toplevel=toplevel, key=key, test_module=__name__,
                extra_env={CONFIG_ENV: json.dumps(TEST_CONFIG),
                           SWEEP_ENV: json.dumps(SWEEP[sim])})
-
-
-@pytest.mark.parametrize("toplevel, component, config", [
-    ("maxpool", MaxPool, {}),
-    ("maxpool_axis", MaxPoolAxis, TEST_CONFIG),
-    ("maxpool", MaxPool, dict(lanes=1, max_kernel=1, max_width=1, max_channels=1)),
-    ("maxpool", MaxPool, dict(lanes=2, max_kernel=3, max_width=5, max_channels=3,
-                              window_slots=2)),
-])
-def test_verilator_lint(toplevel, component, config):
-    """``verilator --lint-only -Wall`` with exactly the waivers of tb/test_lint.py."""
-    from tb.test_lint import WAIVERS
-
-    source, _ = _build(component, config, toplevel)
-    toolchain.activate("verilator")
-    result = subprocess.run(
-        ["verilator", "--lint-only", "-Wall", *WAIVERS, "--top-module", toplevel, str(source)],
-        capture_output=True, text=True, check=False)
-    report = (result.stdout + result.stderr).strip()
-    assert result.returncode == 0 and "%Warning" not in report, f"{source}:\n{report}"
