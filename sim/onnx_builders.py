@@ -87,6 +87,18 @@ def _infer_shape(nodes, inputs, inits, tensor, elem=TensorProto.FLOAT):
     raise ValueError(f"shape inference gave no shape for '{tensor}'")
 
 
+
+def maxpool_attrs(kernel, stride, pads, dilation, ceil_mode, auto_pad) -> dict:
+    """MaxPool attributes from ints or pairs; the stride defaults to the kernel (PyTorch's
+    convention), None leaves an attribute out."""
+    kernel = [kernel] * 2 if isinstance(kernel, int) else list(kernel)
+    stride = kernel if stride is None else ([stride] * 2 if isinstance(stride, int) else stride)
+    if isinstance(pads, int):
+        pads = [pads] * 4
+    dilation = [dilation] * 2 if isinstance(dilation, int) else dilation
+    return dict(kernel_shape=kernel, strides=list(stride), pads=pads, dilations=dilation,
+                ceil_mode=ceil_mode, auto_pad=auto_pad)
+
 class FloatNet:
     """A float CNN built op by op with seeded random weights (to be quantized by onnxruntime).
 
@@ -146,13 +158,8 @@ class FloatNet:
 
     def maxpool(self, kernel=2, stride=None, pads=None, dilation=None, ceil_mode=None,
                 auto_pad=None):
-        kernel = [kernel] * 2 if isinstance(kernel, int) else list(kernel)
-        stride = kernel if stride is None else ([stride] * 2 if isinstance(stride, int) else stride)
-        if isinstance(pads, int):
-            pads = [pads] * 4
-        dilation = [dilation] * 2 if isinstance(dilation, int) else dilation
-        return self.node("MaxPool", kernel_shape=kernel, strides=list(stride), pads=pads,
-                         dilations=dilation, ceil_mode=ceil_mode, auto_pad=auto_pad)
+        return self.node("MaxPool", **maxpool_attrs(kernel, stride, pads, dilation, ceil_mode,
+                                                    auto_pad))
 
     def flatten(self):
         return self.node("Flatten", axis=1)
@@ -372,13 +379,8 @@ class QNet:
 
     def maxpool(self, kernel=2, stride=None, pads=None, dilation=None, ceil_mode=None,
                 auto_pad=None):
-        kernel = [kernel] * 2 if isinstance(kernel, int) else list(kernel)
-        stride = kernel if stride is None else ([stride] * 2 if isinstance(stride, int) else stride)
-        if isinstance(pads, int):
-            pads = [pads] * 4
-        dilation = [dilation] * 2 if isinstance(dilation, int) else dilation
-        self._add("MaxPool", [self.tensor], kernel_shape=kernel, strides=list(stride), pads=pads,
-                  dilations=dilation, ceil_mode=ceil_mode, auto_pad=auto_pad)
+        self._add("MaxPool", [self.tensor], **maxpool_attrs(kernel, stride, pads, dilation,
+                                                            ceil_mode, auto_pad))
         self._update_shape()
         return self
 

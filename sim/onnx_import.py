@@ -576,13 +576,18 @@ class _Importer:
         self.fail(f"input '{node.input[0]}' {self._describe(value)}")
 
     # --- float compute between DequantizeLinear and QuantizeLinear ------------------------
-    def _op_Conv(self, node, attrs):
+    def _dq_input_and_weights(self, node):
+        """The dequantized input and the quantized weights of a float Conv/Gemm/MatMul, checked."""
         x = self._get(node, 0, (_DQ,), "input")
         if x is None:
             self.fail("input is missing")
         w = self._weights(node, 1)
         self._weight_dtype(node, w.q)
         self._check_chain(node, x.q)
+        return x, w
+
+    def _op_Conv(self, node, attrs):
+        x, w = self._dq_input_and_weights(node)
         stride, pads, dilation, out_shape = self._conv_shape(node, attrs, x.q.shape, w.q)
         self._check_per_axis(node, w, 0, w.q.shape[0], "weight")
         layer = ConvLayer(name=self._name(node), nodes=(self._name(node),),
@@ -610,12 +615,7 @@ class _Importer:
         self._dense_pending(node, 0)
 
     def _dense_pending(self, node, trans_b):
-        x = self._get(node, 0, (_DQ,), "input")
-        if x is None:
-            self.fail("input is missing")
-        w = self._weights(node, 1)
-        self._weight_dtype(node, w.q)
-        self._check_chain(node, x.q)
+        x, w = self._dq_input_and_weights(node)
         features = self._dense_input(node, x.q.shape)
         if w.q.ndim != 2:
             self.fail(f"weight has shape {_fmt(w.q.shape)}; a fully connected layer needs 2-D")
