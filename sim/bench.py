@@ -157,6 +157,18 @@ def bench_golden(options) -> list[Result]:
     def onnxruntime():
         return session.run(None, feeds)[0]
 
+    # The float32 GEMM at the heart of conv2d, alone and with operands of the same shapes
+    # (filters x im2col columns over the padded width): no exact NumPy convolution can take
+    # less than this product, so its ratio to onnxruntime is a floor for the golden model's.
+    c, k = GOLDEN_LAYER["channels"], GOLDEN_LAYER["kernel"]
+    width = GOLDEN_LAYER["size"] + 2 * pad
+    columns = (GOLDEN_LAYER["size"] - 1) * width + GOLDEN_LAYER["size"]
+    filters = rng.integers(-127, 128, (c, c * k * k)).astype(np.float32)
+    patches = rng.integers(-128, 128, (c * k * k, columns)).astype(np.float32)
+
+    def gemm():
+        return filters @ patches
+
     got, want = golden(), onnxruntime()
     if got.shape != want.shape or got.dtype != want.dtype:
         raise BenchError(f"golden output {got.dtype}{got.shape} differs from onnxruntime's "
@@ -167,7 +179,8 @@ def bench_golden(options) -> list[Result]:
     identical = float(np.mean(steps == 0))
 
     load = os.getloadavg()[0]
-    times = time_interleaved({"golden": golden, "onnxruntime": onnxruntime}, options.repeats)
+    times = time_interleaved({"golden": golden, "onnxruntime": onnxruntime, "gemm": gemm},
+                             options.repeats)
     best = {name: min(t) for name, t in times.items()}
     median = {name: statistics.median(t) for name, t in times.items()}
     macs = w.size * got.shape[2] * got.shape[3]
@@ -182,6 +195,10 @@ def bench_golden(options) -> list[Result]:
                "target from issue 2", limit=GOLDEN_MAX_RATIO),
         Result("ratio golden / onnxruntime, median",
                median["golden"] / median["onnxruntime"], "x"),
+        Result("float32 GEMM of the layer alone, best", best["gemm"] * 1e3, "ms",
+               f"{c}x{c * k * k} @ {c * k * k}x{columns}, NumPy's BLAS"),
+        Result("ratio GEMM alone / onnxruntime, best", best["gemm"] / best["onnxruntime"], "x",
+               "floor of the golden model's ratio"),
         Result("outputs identical to onnxruntime", identical * 100, "%",
                "the rest exactly 1 step apart", limit=99.9, better="higher"),
         Result("load average before timing", load, "", f"{os.cpu_count()} CPUs; other work "
