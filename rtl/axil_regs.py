@@ -46,6 +46,13 @@ Hardware side, per field (``regs.fields[name]``, all named as in the map):
   return; a write of 1 clears it unless the same bit is set in that cycle (set wins);
 - ``wo``: output, the last written value (reads return 0).
 
+Narrow storage (``storage={name: bits}``, for small devices): an ``rw`` field keeps only its
+``bits`` low bits and one sticky bit that is set when a written value does not fit them; the
+field (and reads) then show the low bits with every upper bit equal to the sticky bit. A value
+below ``2**bits`` is kept exactly; a larger one reads back as at least ``2**width - 2**bits``,
+so that a field sized for the largest legal value still reads above it after an illegal write
+(the engine refuses it with the same error). ``bits`` 0 keeps only "nonzero".
+
 ``regs.written[name]`` (``rw`` and ``wo`` fields) is high for the one cycle in which a value
 written by the bus (any byte of the field strobed) first appears on ``regs.fields[name]``.
 """
@@ -225,6 +232,10 @@ class AXI4LiteRegisters(wiring.Component):
     addr_width : int, optional
         Byte address bits of the bus; default ``regmap.addr_width``, the fewest that reach every
         register. Wider buses decode the extra bits (addresses beyond the map answer SLVERR).
+    storage : dict, optional
+        ``{field name: bits}``: narrow storage of ``rw`` fields (module docstring); ``bits`` is
+        0 up to the field's width minus 1 and must hold the field's reset value. Default: every
+        field stored whole.
 
     Members
     -------
@@ -233,9 +244,10 @@ class AXI4LiteRegisters(wiring.Component):
     written : ``Out(WrittenSignature(regmap))``; write strobes of ``rw``/``wo`` fields.
     """
 
-    def __init__(self, regmap, *, addr_width=None):
+    def __init__(self, regmap, *, addr_width=None, storage=None):
         addr_width = _addr_width(regmap, addr_width)
         self.regmap = regmap
+        self.storage = _check_storage(regmap, storage)
         super().__init__({
             "bus": In(AXI4LiteSignature(addr_width, regmap.data_width)),
             "fields": Out(FieldsSignature(regmap)),
@@ -252,9 +264,21 @@ class AXI4LiteRegisters(wiring.Component):
 
         # Hardware state behind each field, and what reads return for it.
         state, readback = {}, {}
+        narrow = {}                                       # field name: (low bits, sticky bit)
         for field in regmap.fields:
             port = self.fields[field.name]
-            if field.access in ("rw", "wo", "w1p"):
+            if field.name in self.storage:
+                # The next value of a narrow field (written bytes over the current value),
+                # stored as its low bits and whether any upper bit is set.
+                bits = self.storage[field.name]
+                nxt = Signal(field.width, name=f"{field.name}_next")
+                low = Signal(bits, init=field.reset, name=f"{field.name}_low")
+                over = Signal(name=f"{field.name}_over")
+                m.d.comb += [nxt.eq(port), port.eq(Cat(low, over.replicate(field.width - bits)))]
+                m.d.sync += [low.eq(nxt[:bits]), over.eq(nxt[bits:].any())]
+                state[field.name] = nxt
+                narrow[field.name] = (low, over)
+            elif field.access in ("rw", "wo", "w1p"):
                 state[field.name] = port                  # driven by this block's sync domain
             elif field.access == "w1c":
                 state[field.name] = Signal(field.width, init=field.reset, name=f"{field.name}_q")
@@ -316,8 +340,9 @@ class AXI4LiteRegisters(wiring.Component):
                             m.d.comb += clears[field.name][dst].eq(
                                 Cat(*[strobe & hit] * (hi - lo)) & src)
                             continue
+                        domain = m.d.comb if field.name in narrow else m.d.sync
                         with m.If(hit & strobe):
-                            m.d.sync += state[field.name][dst].eq(src)
+                            domain += state[field.name][dst].eq(src)
                     if touched and field.name in self.written.signature.members:
                         with m.If(hit & Cat(*touched).any()):
                             m.d.sync += self.written[field.name].eq(1)
@@ -371,6 +396,29 @@ class AXI4LiteRegisters(wiring.Component):
             with m.If(~Cat(*r_hits).any()):
                 m.d.sync += bus.rresp.eq(SLVERR)
         return m
+
+
+def _check_storage(regmap, storage) -> dict:
+    """``storage`` checked against ``regmap`` (see :class:`AXI4LiteRegisters`)."""
+    if storage is None:
+        return {}
+    if not isinstance(storage, dict):
+        raise TypeError(f"storage must be a dict of field name: bits, not {storage!r}")
+    fields = {f.name: f for f in regmap.fields}
+    out = {}
+    for name, bits in storage.items():
+        field = fields.get(name)
+        if field is None or field.access != "rw":
+            raise ValueError(f"storage: {name!r} is not an rw field of {regmap.name}")
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 0 <= bits < field.width:
+            raise ValueError(f"storage: field {name!r} keeps 0..{field.width - 1} bits, "
+                             f"not {bits!r}")
+        if field.reset >> bits:
+            raise ValueError(f"storage: field {name!r} in {bits} bits cannot hold its reset "
+                             f"value {field.reset}")
+        if bits < field.width:
+            out[name] = bits
+    return out
 
 
 def _assemble(reg, readback):

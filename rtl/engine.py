@@ -46,9 +46,9 @@ Memories (all block-RAM friendly, one read and one write port, registered reads)
 
 Performance: one MAC operation (PE x SIMD multiply-accumulates) per cycle whenever its input
 word has arrived; output groups follow each other without bubbles, the input stream is written
-while the array computes, and a layer's start costs the setup (range checks, one cycle per
-derived product on a single shared multiplier, final checks: 18 cycles) plus the time to
-receive its first window. Strided layers only visit output positions. A fused max-pool adds
+while the array computes, and a layer's start costs the setup (registered range checks,
+one cycle per bit of the smaller operand of each derived product on a shift-and-add
+multiplier, final checks, the window generator's own setup: about 30 to 60 cycles) plus the time to receive its first window. Strided layers only visit output positions. A fused max-pool adds
 a divider computing the conv output size (``coord_width`` cycles, about 12) and the pool
 unit's setup (about 6 cycles plus the larger begin pad) to the start, and stalls the MAC
 array only when the pool unit flushes windows that end at the right or bottom edge
@@ -75,17 +75,17 @@ pipeline never stalls) -> bias and ``requant_lanes`` :class:`rtl.requantize.Requ
 (fused pool) -> ``m_axis``.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from rtl.axil_regs import AXI4LiteRegisters, connect_flat, flat_members, subordinate_signature
 from rtl.engine_regs import (COUNTER_WIDTH, ERROR_WIDTH, POOL_ERROR_BASE, REGMAP, EngineError,
-                              PoolMode)
+                              PoolMode, narrow_storage)
 from rtl.linebuffer import LineBuffer, WindowGenerator, geometry_layout
 from rtl.linebuffer import line_buffer_depth as default_line_buffer_depth
-from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH, MacArray
+from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, DSPS, ZP_WIDTH, MacArray
 from rtl.maxpool import MaxPool, PoolError
 from rtl.maxpool import memory_bits as pool_memory_bits
 from rtl.regroup import Regroup
@@ -152,14 +152,35 @@ class ConvEngine(wiring.Component):
         PE lanes of an output word are requantized in ``pe / requant_lanes`` passes: fewer
         multipliers, and the MAC array waits only when a group takes fewer cycles
         (``Kh * Kw * ceil(Cin / SIMD)``) than that.
+    requant_iterative : bool
+        Requantization units that multiply over several cycles on one 16 x 16 multiplier
+        (``Requantize(iterative=True)``: one DSP block each instead of four, a lane every 10
+        cycles; for small devices). Default False: one lane per cycle per unit.
+    counter_width : int
+        Bits of the performance counters (1..64; default 64). Narrower counters wrap at
+        ``2**counter_width``; the 64-bit registers read their value with the upper bits 0.
     pool_window_slots : int
         Max-pool windows open at once per axis (1..max_kernel; default 2): the width of the
-        pool memories in windows (see Memories above).
+        pool memories in windows (see Memories above). 0: no max-pool unit (small devices);
+        any pool setting is refused with ``POOL_NO_UNIT``.
     pool_max_stride : int, optional
         Largest max-pool stride (1..255; default ``max_kernel``). The pool's other limits
         are the engine's: kernel ``max_kernel``, dilation ``max_dilation``, map
         ``max_height`` x ``max_width`` (a fused pool's map is the conv output, which padding
         can make wider than the input: ``POOL_SIZE`` if it exceeds them), ``max_channels``.
+    narrow_registers : bool
+        Configuration registers keep only the bits of their largest legal value plus a
+        sticky "too large" bit (:func:`rtl.engine_regs.narrow_storage`): an illegal value is
+        still refused with the same ``STATUS.error``, but reads back changed (the low bits,
+        upper bits all set). For small devices; default False (every bit kept).
+    no_rw_check : bool
+        The parameter memories leave a read of a word in the cycle it is written open
+        (:class:`rtl.weights.ParamStore` ``no_rw_check``): less logic around iCE40 block
+        RAMs, same behaviour (parameters load only between layers). Default False.
+    dsp : str
+        How the MAC array multiplies (:data:`rtl.mac_array.DSPS`): ``"generic"`` (default:
+        vendor-free Verilog, the synthesis tool picks the DSP blocks) or ``"ecp5"`` (ECP5
+        ``MULT18X18D`` primitives with their registers, for ECP5 synthesis only).
 
     Members
     -------
@@ -174,7 +195,8 @@ class ConvEngine(wiring.Component):
     def __init__(self, pe=8, simd=8, max_kernel=7, max_width=224, max_height=224,
                  max_channels=64, weight_depth=None, line_buffer_depth=None, max_stride=4,
                  max_dilation=4, fifo_depth=8, requant_lanes=None, pool_window_slots=2,
-                 pool_max_stride=None):
+                 pool_max_stride=None, requant_iterative=False, counter_width=COUNTER_WIDTH,
+                 narrow_registers=False, no_rw_check=False, dsp="generic"):
         for name, value in (("pe", pe), ("simd", simd)):
             if not _is_pow2(value) or value > 64:
                 raise ValueError(f"{name} must be a power of two up to 64, not {value!r}")
@@ -190,7 +212,7 @@ class ConvEngine(wiring.Component):
         if not _is_pow2(requant_lanes) or requant_lanes > pe:
             raise ValueError(f"requant_lanes must be a power of two up to pe={pe}, "
                              f"not {requant_lanes!r}")
-        _check_range("pool_window_slots", pool_window_slots, 1, max_kernel)
+        _check_range("pool_window_slots", pool_window_slots, 0, max_kernel)
         if pool_max_stride is None:
             pool_max_stride = max_kernel
         _check_range("pool_max_stride", pool_max_stride, 1, 255)
@@ -212,7 +234,19 @@ class ConvEngine(wiring.Component):
             weight_depth, line_buffer_depth, fifo_depth
         self.cin_groups, self.cout_groups = cin_groups, cout_groups
         self.requant_lanes = requant_lanes
+        if not isinstance(requant_iterative, bool):
+            raise ValueError(f"requant_iterative must be a bool, not {requant_iterative!r}")
+        self.requant_iterative = requant_iterative
+        _check_range("counter_width", counter_width, 1, COUNTER_WIDTH)
+        self.counter_width = counter_width
         self.pool_window_slots, self.pool_max_stride = pool_window_slots, pool_max_stride
+        for name, value in (("narrow_registers", narrow_registers), ("no_rw_check", no_rw_check)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be a bool, not {value!r}")
+        self.narrow_registers, self.no_rw_check = narrow_registers, no_rw_check
+        if dsp not in DSPS:
+            raise ValueError(f"dsp must be one of {', '.join(map(repr, DSPS))}, not {dsp!r}")
+        self.dsp = dsp
 
         max_pad = (max_kernel - 1) * max_dilation
         span = max(max_width, max_height) + 2 * max_pad + 2 * max_stride
@@ -239,8 +273,10 @@ class ConvEngine(wiring.Component):
                     max_channels=self.max_channels, weight_depth=self.weight_depth,
                     line_buffer_depth=self.line_buffer_depth, max_stride=self.max_stride,
                     max_dilation=self.max_dilation, fifo_depth=self.fifo_depth,
-                    requant_lanes=self.requant_lanes, pool_window_slots=self.pool_window_slots,
-                    pool_max_stride=self.pool_max_stride)
+                    requant_lanes=self.requant_lanes, requant_iterative=self.requant_iterative,
+                    counter_width=self.counter_width, pool_window_slots=self.pool_window_slots,
+                    pool_max_stride=self.pool_max_stride, narrow_registers=self.narrow_registers,
+                    no_rw_check=self.no_rw_check)
 
     @property
     def pool_params(self):
@@ -268,7 +304,12 @@ class ConvEngine(wiring.Component):
         m = Module()
         pe, simd = self.pe, self.simd
 
-        m.submodules.regs = regs = AXI4LiteRegisters(REGMAP)
+        storage = narrow_storage(
+            max_kernel=self.max_kernel, max_width=self.max_width, max_height=self.max_height,
+            max_channels=self.max_channels, max_stride=self.max_stride,
+            max_dilation=self.max_dilation, pool_window_slots=self.pool_window_slots,
+            pool_max_stride=self.pool_max_stride) if self.narrow_registers else None
+        m.submodules.regs = regs = AXI4LiteRegisters(REGMAP, storage=storage)
         connect_flat(m, self, regs.bus, "s_axil")
         f = regs.fields
         m.d.comb += [
@@ -292,6 +333,10 @@ class ConvEngine(wiring.Component):
         fused, alone = Signal(), Signal()
         m.d.comb += [fused.eq(pool_mode == PoolMode.FUSED), alone.eq(pool_mode == PoolMode.ALONE)]
         pool_on = fused | alone
+        # Without a max-pool unit (pool_window_slots 0) a pool layer is refused before it runs:
+        # the datapath below sees neither mode (the checks and the control still do).
+        fused_dp, alone_dp = (fused, alone) if self.pool_window_slots else (Const(0), Const(0))
+        pool_on_dp = fused_dp | alone_dp
         d, steps = self._derive(m, c, alone)
         range_error, late_error = self._check(m, c, d, fused, alone)
 
@@ -308,12 +353,21 @@ class ConvEngine(wiring.Component):
             f.busy.eq(busy), f.running.eq(running), f.done.eq(done), f.error.eq(error_q),
             f.tlast_error.eq(tlast_error),
         ]
-        # One multiplier computes the per-layer products, one per cycle, after the range checks
-        # have bounded their operands (see _derive).
-        mul_a = Signal(max(a.shape().width for _, a, _, _ in steps))
+        # One shift-and-add multiplier (no DSP block, a short carry chain) computes the
+        # per-layer products one after the other, after the range checks have bounded their
+        # operands (see _derive): `mul_a` shifts left and `mul_b` right until no bit is left,
+        # so every step may use the results of the steps before it.
+        mul_width = max(len(dest) for dest, _, _, _ in steps)
+        mul_a = Signal(mul_width)
         mul_b = Signal(max(b.shape().width for _, _, b, _ in steps))
-        product = Signal(mul_a.shape().width + mul_b.shape().width)
-        m.d.comb += product.eq(mul_a * mul_b)
+        mul_acc = Signal(mul_width)
+
+        def load(k):
+            _, a, b, add = steps[k]
+            if k and any(sig is steps[k - 1][0]
+                         for v in (a, b, Value.cast(add)) for sig in v._rhs_signals()):
+                raise AssertionError(f"derived product {k} uses the one before it")
+            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add)]
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
         # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits).
@@ -342,23 +396,41 @@ class ConvEngine(wiring.Component):
                 with m.If(f.start):
                     m.d.comb += latch.eq(1)
                     m.d.sync += [busy.eq(1), done.eq(0), error_q.eq(0)]
-                    m.next = "CHECK"
+                    m.next = "LATCHED"
+            with m.State("LATCHED"):
+                # The registered range checks see the latched configuration in CHECK.
+                m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(range_error != EngineError.NONE):
                     m.d.sync += [error_q.eq(range_error), busy.eq(0), done.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += step.eq(0)
-                    m.next = "DERIVE"
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                load(0)
+                m.next = "DERIVE"
             with m.State("DERIVE"):
-                m.d.sync += step.eq(step + 1)
-                with m.Switch(step):
-                    for k, (dest, a, b, add) in enumerate(steps):
-                        with m.Case(k):
-                            m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
-                            m.d.sync += dest.eq(product + add)
-                with m.If(step == len(steps) - 1):
-                    m.next = "VERIFY"
+                # Adds mul_a for each set bit of mul_b; with the last bit, writes the result and
+                # loads the next step's operands (which never use the result just written).
+                with m.If(mul_b[1:] != 0):
+                    with m.If(mul_b[0]):
+                        m.d.sync += mul_acc.eq(mul_acc + mul_a)
+                    m.d.sync += [mul_a.eq(mul_a << 1), mul_b.eq(mul_b >> 1)]
+                with m.Else():
+                    m.d.sync += step.eq(step + 1)
+                    result = mul_acc + Mux(mul_b[0], mul_a, 0)
+                    with m.Switch(step):
+                        for k, (dest, _, _, _) in enumerate(steps):
+                            with m.Case(k):
+                                m.d.sync += dest.eq(result)
+                                if k + 1 < len(steps):
+                                    load(k + 1)
+                    with m.If(step == len(steps) - 1):
+                        m.next = "DERIVED"
+            with m.State("DERIVED"):
+                # The registered late checks see the last product in VERIFY.
+                m.next = "VERIFY"
             with m.State("VERIFY"):
                 with m.If(late_error != EngineError.NONE):
                     m.d.sync += [error_q.eq(late_error), busy.eq(0), done.eq(1)]
@@ -398,7 +470,8 @@ class ConvEngine(wiring.Component):
 
         # --- parameters --------------------------------------------------------------------
         m.submodules.params = params = ParamStore(
-            pe=pe, simd=simd, weight_depth=self.weight_depth, channel_groups=self.cout_groups)
+            pe=pe, simd=simd, weight_depth=self.weight_depth, channel_groups=self.cout_groups,
+            read_register=True, no_rw_check=self.no_rw_check)
         m.d.comb += [
             params.param.payload.data.eq(self.s_axis_param_tdata),
             params.param.payload.last.eq(self.s_axis_param_tlast),
@@ -412,7 +485,7 @@ class ConvEngine(wiring.Component):
         # --- line buffer and window generator ----------------------------------------------
         count_width = self.index_width - 1
         m.submodules.lb = lb = LineBuffer(simd=simd, depth=self.line_buffer_depth,
-                                          count_width=count_width)
+                                          count_width=count_width, read_register=True)
         geometry = geometry_layout(coord_width=self.coord_width, index_width=self.index_width,
                                    count_width=self.count_width, simd=simd)
         m.submodules.gen = gen = WindowGenerator(
@@ -422,20 +495,24 @@ class ConvEngine(wiring.Component):
             m.d.comb += getattr(gen.geometry, name).eq(d[name])
         m.d.comb += [
             lb.s.payload.data.eq(self.s_axis_tdata), lb.s.payload.last.eq(self.s_axis_tlast),
-            lb.s.valid.eq(self.s_axis_tvalid & ~alone),
-            lb.enable.eq(running & ~alone), lb.restart.eq(launch), lb.total.eq(d["total_in"]),
+            lb.s.valid.eq(self.s_axis_tvalid & ~alone_dp),
+            lb.enable.eq(running & ~alone_dp), lb.restart.eq(launch), lb.total.eq(d["total_in"]),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
             lb.read_addr.eq(gen.index[:(self.line_buffer_depth - 1).bit_length()]),
-            gen.start.eq(launch & ~alone), gen.written.eq(lb.written),
-            tlast_error.eq(lb.tlast_error | (pool_on & pool.last_error)),
+            gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
+            tlast_error.eq(lb.tlast_error | (pool_on_dp & pool.last_error)),
             params.weight_addr.eq(gen.weight_addr), params.wzp_addr.eq(gen.og),
         ]
 
         # --- MAC array -------------------------------------------------------------------------
-        m.submodules.mac = mac = MacArray(pe, simd)
+        m.submodules.mac = mac = MacArray(pe, simd, dsp=self.dsp)
+        # The line buffer's and the weights' read data come two cycles after the address
+        # (registered block RAM outputs): the array sees each operation one cycle late.
+        for name in ("valid", "first", "last", "final", "in_image", "lanes"):
+            late = Signal.like(getattr(gen, name), name=f"mac_{name}")
+            m.d.sync += late.eq(getattr(gen, name))
+            m.d.comb += getattr(mac, name).eq(late)
         m.d.comb += [
-            mac.valid.eq(gen.valid), mac.first.eq(gen.first), mac.last.eq(gen.last),
-            mac.final.eq(gen.final), mac.in_image.eq(gen.in_image), mac.lanes.eq(gen.lanes),
             mac.x_zp.eq(c["x_zero_point"].as_signed()), mac.x_unsigned.eq(c["x_unsigned"]),
             mac.w_unsigned.eq(c["w_unsigned"]),
             mac.x.eq(lb.read_data), mac.w.eq(params.weight_data), mac.w_zp.eq(params.wzp_data),
@@ -483,7 +560,7 @@ class ConvEngine(wiring.Component):
         rqs = []
         for r in range(lanes_r):
             rq = Requantize(acc_width=ACC_WIDTH, mult_width=MULT_WIDTH, shift_width=SHIFT_WIDTH,
-                            out_width=DATA_WIDTH)
+                            out_width=DATA_WIDTH, iterative=self.requant_iterative)
             m.submodules[f"rq{r}"] = rq
             rqs.append(rq)
             lanes = [j * lanes_r + r for j in range(passes)]
@@ -501,7 +578,7 @@ class ConvEngine(wiring.Component):
             ]
         rq_take = Signal()
         q_ready = Signal()          # the requantized word is taken (by m_axis or the pool)
-        m.d.comb += q_ready.eq(Mux(fused, pool.i.ready, self.m_axis_tready))
+        m.d.comb += q_ready.eq(Mux(fused_dp, pool.i.ready, self.m_axis_tready))
         last_slice_out = slice_out == passes - 1
         m.d.comb += rq_take.eq(rqs[0].o.valid & (~last_slice_out | ~q_valid | q_ready))
         for rq in rqs:
@@ -532,17 +609,17 @@ class ConvEngine(wiring.Component):
         # Alone, the input words of SIMD channels are regrouped into beats of PE lanes.
         m.submodules.regroup = rg = Regroup(simd, pe, self.max_channels)
         alone_in = Signal()
-        m.d.comb += alone_in.eq(alone & running & pool.running)
+        m.d.comb += alone_in.eq(alone_dp & running & pool.running)
         m.d.comb += [
             rg.i.payload.data.eq(self.s_axis_tdata), rg.i.payload.last.eq(self.s_axis_tlast),
             rg.i.valid.eq(self.s_axis_tvalid & alone_in),
-            self.s_axis_tready.eq(Mux(alone, rg.i.ready & alone_in, lb.s.ready)),
+            self.s_axis_tready.eq(Mux(alone_dp, rg.i.ready & alone_in, lb.s.ready)),
             rg.in_groups.eq(d["cin_groups"]), rg.out_groups.eq(d["cout_groups"]),
             rg.restart.eq(latch),
-            rg.o.ready.eq(pool.i.ready & alone),
-            pool.i.valid.eq(Mux(fused, q_valid, rg.o.valid & alone)),
-            pool.i.payload.data.eq(Mux(fused, q_word, rg.o.payload.data)),
-            pool.i.payload.last.eq(Mux(fused, q_last, rg.o.payload.last)),
+            rg.o.ready.eq(pool.i.ready & alone_dp),
+            pool.i.valid.eq(Mux(fused_dp, q_valid, rg.o.valid & alone_dp)),
+            pool.i.payload.data.eq(Mux(fused_dp, q_word, rg.o.payload.data)),
+            pool.i.payload.last.eq(Mux(fused_dp, q_last, rg.o.payload.last)),
             pool.o.ready.eq(self.m_axis_tready),
         ]
         pcfg = pool.config
@@ -566,11 +643,11 @@ class ConvEngine(wiring.Component):
         # undefined until the first change of a process input.
         pool_word = pool.o.payload.data.as_value()
         m.d.comb += [
-            self.m_axis_tvalid.eq(Mux(pool_on, pool.o.valid, Mux(raw, fifo.r_rdy, q_valid))),
-            self.m_axis_tdata.eq(Mux(pool_on, pool_word, Mux(raw, Cat(*biased), q_word))),
-            self.m_axis_tlast.eq(Mux(pool_on, pool.o.payload.last,
+            self.m_axis_tvalid.eq(Mux(pool_on_dp, pool.o.valid, Mux(raw, fifo.r_rdy, q_valid))),
+            self.m_axis_tdata.eq(Mux(pool_on_dp, pool_word, Mux(raw, Cat(*biased), q_word))),
+            self.m_axis_tlast.eq(Mux(pool_on_dp, pool.o.payload.last,
                                      Mux(raw, fifo_final, q_last))),
-            self.m_axis_tkeep.eq(Mux(raw & ~pool_on, keep_raw, keep_q)),
+            self.m_axis_tkeep.eq(Mux(raw & ~pool_on_dp, keep_raw, keep_q)),
         ]
         out_handshake = self.m_axis_tvalid & self.m_axis_tready
         out_done = Signal()
@@ -582,19 +659,19 @@ class ConvEngine(wiring.Component):
             m.d.sync += [og_m.eq(0), out_done.eq(0)]
         # A pooled layer ends when the pool unit is idle again (its last word sent), so that
         # the next start finds it ready.
-        m.d.comb += layer_end.eq(out_done & (alone | (lb.written == d["total_in"]))
-                                 & ~(pool_on & pool.busy))
+        m.d.comb += layer_end.eq(out_done & (alone_dp | (lb.written == d["total_in"]))
+                                 & ~(pool_on_dp & pool.busy))
 
         # --- performance counters ----------------------------------------------------------
         counters = {
             "cycles": busy,
             "mac_cycles": gen.valid,
-            "starved_cycles": running & Mux(alone, self.s_axis_tready & ~self.s_axis_tvalid,
+            "starved_cycles": running & Mux(alone_dp, self.s_axis_tready & ~self.s_axis_tvalid,
                                             gen.waiting),
             "stalled_cycles": busy & self.m_axis_tvalid & ~self.m_axis_tready,
         }
         for name, event in counters.items():
-            count = Signal(COUNTER_WIDTH, name=name)
+            count = Signal(self.counter_width, name=name)
             m.d.comb += f[name].eq(count)
             with m.If(event):
                 m.d.sync += count.eq(count + 1)
@@ -609,8 +686,9 @@ class ConvEngine(wiring.Component):
         input channels when the pool runs ``alone`` (its output has the input's channels).
 
         ``d`` maps names to signals. Shifts, sums and differences are registers recomputed every
-        cycle; products are the ``steps`` ``(destination, a, b, add)``, computed one per cycle
-        by a single multiplier (``destination <= a * b + add``) after the range checks passed,
+        cycle; products are the ``steps`` ``(destination, a, b, add)``, computed one after the
+        other by a single shift-and-add multiplier (``destination <= a * b + add``, one cycle
+        per bit of ``b``, the operand with the smaller maximum) after the range checks passed,
         so every operand is bounded by the hardware maxima and the widths below are exact.
         """
         simd_bits = (self.simd - 1).bit_length()
@@ -634,6 +712,8 @@ class ConvEngine(wiring.Component):
         def product(name, a, a_max, b, b_max, add=0, add_max=0):
             top = a_max * b_max + add_max
             sig = Signal(range(top + 1), name=f"d_{name}")
+            if b_max > a_max:
+                a, b = b, a
             steps.append((sig, a, b, add))
             d[name], bound[name] = sig, top
             return sig
@@ -677,8 +757,9 @@ class ConvEngine(wiring.Component):
 
     def _check(self, m, c, d, fused, alone):
         """``(range_error, late_error)``: the first violated limit (EngineError) among the
-        checks of the configuration alone, and among those of the derived constants. When
-        the pool runs ``alone`` the conv settings are ignored (the pool unit checks its own)."""
+        checks of the configuration alone, and among those of the derived constants, each
+        registered (valid one cycle after its inputs). When the pool runs ``alone`` the conv
+        settings are ignored (the pool unit checks its own)."""
         def outside(value, hi):
             return (value == 0) | (value > hi)
 
@@ -687,7 +768,7 @@ class ConvEngine(wiring.Component):
             for value, bad in reversed(checks):
                 code = Mux(bad, value, code)
             sig = Signal(4)
-            m.d.comb += sig.eq(code)
+            m.d.sync += sig.eq(code)
             return sig
 
         conv = ~alone

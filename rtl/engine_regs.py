@@ -27,7 +27,7 @@ import enum
 from rtl.regmap import Field, Register, RegisterMap
 
 __all__ = ["REGMAP", "EngineError", "PoolMode", "POOL_ERROR_BASE", "ERROR_WIDTH", "ZERO_POINT_WIDTH", "encode_zero_point", "DIM_WIDTH",
-           "SMALL_WIDTH", "COUNTER_WIDTH"]
+           "SMALL_WIDTH", "COUNTER_WIDTH", "narrow_storage"]
 
 #: Width of height, width and channel-count fields (values above the hardware maxima fit,
 #: so that the engine can refuse them rather than see them truncated).
@@ -69,6 +69,7 @@ class EngineError(enum.IntEnum):
     POOL_NO_OUTPUT = 23     #: the padded pool input is smaller than the dilated pool kernel
     POOL_WINDOW_SLOTS = 24  #: (K - 1) * dilation + 1 > window slots * stride on an axis
     POOL_EMPTY_WINDOW = 25  #: a dilated pool window covers only padding
+    POOL_NO_UNIT = 26       #: a max-pool on a configuration without a max-pool unit (HW_POOL 0)
 
 
 class PoolMode(enum.IntEnum):
@@ -183,7 +184,37 @@ REGMAP = RegisterMap("convcore_engine", [
     Register("HW_POOL", 0x74, [
         Field("hw_pool_window_slots", 8, "ro",
               doc="Max-pool windows open at once per axis: a pool is legal iff "
-                  "(K - 1) * dilation + 1 <= slots * stride"),
+                  "(K - 1) * dilation + 1 <= slots * stride (0: no max-pool unit)"),
         Field("hw_pool_max_stride", 8, "ro", doc="Largest max-pool stride"),
     ], doc="Hardware configuration: max-pool unit"),
 ], doc="convcore conv engine")
+
+
+def narrow_storage(*, max_kernel, max_width, max_height, max_channels, max_stride,
+                   max_dilation, pool_window_slots, pool_max_stride) -> dict:
+    """Bits each size, kernel, stride, dilation and pad field keeps for an engine with these
+    maxima (``rtl.axil_regs.AXI4LiteRegisters(storage=...)``, for small devices): the bits of
+    its largest legal value; a larger value keeps a sticky bit and reads above the maximum, so
+    the engine refuses it with the same ``STATUS.error``. Without a max-pool unit
+    (``pool_window_slots`` 0) the ``POOL_*`` geometry fields keep only their reset value's
+    bits (any pool is refused). Fields that would keep their whole width are left out."""
+    def bits(value):
+        return max(int(value), 0).bit_length()
+    conv_pad = (max_kernel - 1) * max_dilation          # a legal pad is below the kernel
+    limits = {"in_height": max_height, "in_width": max_width, "in_channels": max_channels,
+              "out_channels": max_channels, "kernel_h": max_kernel, "kernel_w": max_kernel,
+              "stride_h": max_stride, "stride_w": max_stride, "dilation_h": max_dilation,
+              "dilation_w": max_dilation,
+              **{f"pad_{side}": conv_pad for side in ("top", "left", "bottom", "right")}}
+    pool = {"kernel": max_kernel, "stride": pool_max_stride, "dilation": max_dilation}
+    if pool_window_slots == 0:
+        pool = dict.fromkeys(pool, 1)                   # reset value 1, never used
+        pool_pad = 0
+    else:
+        pool_pad = max_kernel - 1
+    limits.update({f"pool_{name}_{axis}": value for name, value in pool.items()
+                   for axis in ("h", "w")})
+    limits.update({f"pool_pad_{side}": pool_pad for side in ("top", "left", "bottom", "right")})
+    fields = {f.name: f for f in REGMAP.fields}
+    return {name: bits(value) for name, value in limits.items()
+            if bits(value) < fields[name].width}

@@ -27,6 +27,8 @@ Together these guarantee that nothing is overwritten before it is read and that 
 read before it is written, with any input and output stalls.
 """
 
+from functools import reduce
+
 from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -84,6 +86,9 @@ class LineBuffer(wiring.Component):
         Words; a power of two.
     count_width : int
         Width of the word counters (enough for the largest feature map).
+    read_register : bool
+        Register the read data once more (data two cycles after the address): no logic after
+        the block RAM's slow output in the reader's first stage.
 
     Members
     -------
@@ -94,20 +99,24 @@ class LineBuffer(wiring.Component):
     restart : ``In(1)``
         Start a new layer: ``written`` and ``tlast_error`` go to zero.
     total : ``In(count_width)``
-        Words in the feature map; no more are accepted.
+        Words in the feature map (sampled at ``restart``); no more are accepted.
     protect : ``In(signed(count_width + 1))``, ``protect_off`` : ``In(1)``
-        Oldest word still to be read; ``protect_off`` once nothing more will be read.
+        Oldest word still to be read; ``protect_off`` once nothing more will be read. Used
+        one cycle late (registered ``protect + depth``), which only holds the writer back.
     written : ``Out(count_width)``
-        Words accepted so far in this layer.
+        Words accepted so far in this layer. A word is written into the memory in the cycle
+        after it is accepted: read it no earlier than one cycle after ``written`` counts it
+        (:class:`WindowGenerator` does).
     tlast_error : ``Out(1)``
         ``last`` came on another word than the final one, or was missing on it.
     read_addr : ``In(range(depth))``, ``read_data`` : ``Out(8 * simd)``
-        Read port; data one cycle after the address.
+        Read port; data one cycle after the address (two with ``read_register``).
     """
 
-    def __init__(self, *, simd, depth, count_width):
+    def __init__(self, *, simd, depth, count_width, read_register=False):
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
             raise ValueError(f"depth must be a power of two of at least 2, not {depth!r}")
+        self.read_register = bool(read_register)
         self.simd = simd
         self.depth = depth
         self.count_width = count_width
@@ -127,22 +136,32 @@ class LineBuffer(wiring.Component):
                                         init=[])
         rd = mem.read_port()
         wr = mem.write_port()
+        # Registered for the clock rate: the writer's limit, the words still to come, and the
+        # memory write (one cycle after the handshake).
+        limit = Signal(signed(self.count_width + 2))
+        remaining = Signal(self.count_width)
         room = Signal()
+        take = Signal()
+        m.d.sync += limit.eq(self.protect + self.depth)
+        read_domain = m.d.sync if self.read_register else m.d.comb
+        read_domain += self.read_data.eq(rd.data)
         m.d.comb += [
-            rd.addr.eq(self.read_addr), self.read_data.eq(rd.data),
-            room.eq(self.protect_off | (self.written < self.protect + self.depth)),
-            self.s.ready.eq(self.enable & (self.written < self.total) & room),
+            rd.addr.eq(self.read_addr),
+            room.eq(self.protect_off | (self.written < limit)),
+            self.s.ready.eq(self.enable & (remaining != 0) & room),
+            take.eq(self.s.valid & self.s.ready),
+        ]
+        m.d.sync += [
             wr.addr.eq(self.written[:(self.depth - 1).bit_length()]),
             wr.data.eq(self.s.payload.data),
-            wr.en.eq(self.s.valid & self.s.ready),
+            wr.en.eq(take),
         ]
-        with m.If(self.s.valid & self.s.ready):
-            m.d.sync += self.written.eq(self.written + 1)
-            final = self.written == self.total - 1
-            with m.If(self.s.payload.last != final):
+        with m.If(take):
+            m.d.sync += [self.written.eq(self.written + 1), remaining.eq(remaining - 1)]
+            with m.If(self.s.payload.last != (remaining == 1)):
                 m.d.sync += self.tlast_error.eq(1)
         with m.If(self.restart):
-            m.d.sync += [self.written.eq(0), self.tlast_error.eq(0)]
+            m.d.sync += [self.written.eq(0), self.tlast_error.eq(0), remaining.eq(self.total)]
         return m
 
 
@@ -154,6 +173,14 @@ class WindowGenerator(wiring.Component):
     visited (strided layers skip nothing but real positions); a tap in the padding is issued
     without reading (``in_image`` low). One operation per cycle whenever the tap's word has
     arrived (``written``) and, for the first operation of a group, ``credit`` is high.
+
+    Pipelined for the clock rate: the loop counters run up to :data:`QUEUE_DEPTH` operations
+    ahead of the issue and advance on registered state only; every queued operation carries
+    its own word index, registered outputs and an "arrived" flag that is refreshed from
+    ``written`` every cycle, so the issue decision is a few gates on registers. A word that
+    arrives is seen one cycle after ``written`` counts it. A layer starts :data:`SETUP_CYCLES`
+    after ``start`` (per-layer constants of the counters settle in registers), and a queued
+    operation issues in the cycle after it was generated at the earliest.
 
     Parameters
     ----------
@@ -167,7 +194,7 @@ class WindowGenerator(wiring.Component):
     Members
     -------
     geometry : ``In(geometry)``
-        Per-layer constants, stable from ``start`` to ``done``.
+        Per-layer constants, stable from ``start`` to the end of ``busy``.
     start : ``In(1)``
         Start a layer (counters to the first operation of the first window).
     written : ``In(unsigned(index_width))``
@@ -185,10 +212,16 @@ class WindowGenerator(wiring.Component):
     waiting : ``Out(1)``
         The next operation waits for an input word (input-starved).
     busy : ``Out(1)``
-        Operations remain to be issued.
+        From the cycle after ``start`` until the last operation is issued.
     protect : ``Out(signed(index_width))``
-        Oldest word that may still be read (see :class:`LineBuffer`), registered.
+        Oldest word that may still be read (see :class:`LineBuffer`), registered: the top-left
+        word of the oldest queued operation's window.
     """
+
+    #: Operations generated ahead of the issue.
+    QUEUE_DEPTH = 2
+    #: Cycles from ``start`` to the first generated operation.
+    SETUP_CYCLES = 2
 
     def __init__(self, *, geometry, index_width, simd, weight_depth, channel_groups):
         self.layout = geometry
@@ -212,77 +245,186 @@ class WindowGenerator(wiring.Component):
         index = signed(self.index_width)
         count = g.kh.shape()
 
-        ig, kx, ky, og = (Signal(count, name=n) for n in ("ig", "kx", "ky", "og"))
-        ix, iy, bx, by = (Signal(coord, name=n) for n in ("ix", "iy", "bx", "by"))
-        ix_w, iy_w, bx_w, by_w = (Signal(index, name=n) for n in ("ix_w", "iy_w", "bx_w", "by_w"))
+        def reg(name, expr):
+            """A per-layer constant derived from the geometry, registered every cycle."""
+            sig = Signal(Shape.cast(expr.shape()), name=name)
+            m.d.sync += sig.eq(expr)
+            return sig
+
+        # --- per-layer constants: at most SETUP_CYCLES registers deep, settled at `init` ------
+        loops = {"ig": g.cin_groups, "kx": g.kw, "ky": g.kh, "og": g.cout_groups}
+        x_start, y_start = g.x_start, g.y_start
+        x_start_words, y_start_words = g.x_start_words, g.y_start_words
+        words0 = reg("words0", x_start_words + y_start_words)
+        xs_sw = reg("xs_sw", x_start + g.stride_w)
+        ys_sh = reg("ys_sh", y_start + g.stride_h)
+        # The next column (row) after bx (by) is the last one iff bx > x_limit - 2 * stride_w.
+        x_last = reg("x_last", g.x_limit - (g.stride_w << 1))
+        y_last = reg("y_last", g.y_limit - (g.stride_h << 1))
+        y_top = reg("y_top", -(g.stride_h << 1))
+        first_col_end = reg("first_col_end", xs_sw > g.x_limit)
+        first_row_end = reg("first_row_end", ys_sh > g.y_limit)
+        first_row_flag = reg("first_row_flag", ys_sh > 0)
+
+        setup = Signal(range(self.SETUP_CYCLES + 1))
+        init = Signal()                     # registered: high while setup == 1
+        m.d.sync += init.eq((setup == 2) & ~self.start)
+        with m.If(setup != 0):
+            m.d.sync += setup.eq(setup - 1)
+
+        # --- loop counters: generate one operation per `adv` --------------------------------
+        gen_busy = Signal()                 # operations remain to be generated
+        occupancy = Signal(range(self.QUEUE_DEPTH + 1))
+        adv = Signal()
+        m.d.comb += adv.eq(gen_busy & (occupancy != self.QUEUE_DEPTH))
+
+        rem = {n: Signal(count, name=f"{n}_rem") for n in loops}      # passes left, from n to 1
+        end = {n: Signal(name=f"{n}_end") for n in loops}             # rem == 1, registered
+        col_end, row_end = Signal(), Signal()
+        row_flag = Signal()                 # by + stride_h > 0: protect moves along the row
+        og = Signal.like(self.og)
+        first = Signal()
         waddr = Signal.like(self.weight_addr)
-
-        ig_end = Signal()
-        kx_end = Signal()
-        ky_end = Signal()
-        og_end = Signal()
-        row_end = Signal()
-        col_end = Signal()
-        m.d.comb += [
-            ig_end.eq(ig == g.cin_groups - 1),
-            kx_end.eq(kx == g.kw - 1),
-            ky_end.eq(ky == g.kh - 1),
-            og_end.eq(og == g.cout_groups - 1),
-            col_end.eq(bx + g.stride_w > g.x_limit),
-            row_end.eq(by + g.stride_h > g.y_limit),
-        ]
-
-        arrived = Signal()
-        m.d.comb += [
-            self.first.eq((ig == 0) & (kx == 0) & (ky == 0)),
-            self.last.eq(ig_end & kx_end & ky_end),
-            self.final.eq(og_end & col_end & row_end),
-            self.in_image.eq((ix >= 0) & (ix < g.width) & (iy >= 0) & (iy < g.height)),
-            self.lanes.eq(Mux(ig_end, g.last_lanes, self.simd)),
-            self.index.eq(iy_w + ix_w + ig),
-            self.weight_addr.eq(waddr),
-            self.og.eq(og),
-            arrived.eq(~self.in_image | (self.index < self.written)),
-            self.waiting.eq(self.busy & ~arrived),
-            self.valid.eq(self.busy & arrived & (~self.first | self.credit)),
-        ]
+        ix, iy, bx, by = (Signal(coord, name=n) for n in ("ix", "iy", "bx", "by"))
+        # Word indices: the operation's, its tap's first word, the tap row's first tap, the
+        # window's top-left tap, the window row's first window; bx_w, by_w as in the geometry.
+        idx, tap, row, win, wrow, bx_w, by_w = (
+            Signal(index, name=n) for n in ("idx", "tap", "row", "win", "wrow", "bx_w", "by_w"))
+        prot_top, prot_left = Signal(index), Signal(index)
 
         clamp = lambda v: Mux(v < 0, 0, v)
-        m.d.sync += self.protect.eq(
-            clamp(by_w) + Mux(by + g.stride_h > 0, clamp(bx_w), 0))
+        last = end["ig"] & end["kx"] & end["ky"]
+        in_image = Signal()
+        m.d.comb += in_image.eq((ix >= 0) & (ix < g.width) & (iy >= 0) & (iy < g.height))
 
-        with m.If(self.valid):
-            m.d.sync += [ig.eq(ig + 1), waddr.eq(waddr + 1)]
-            with m.If(ig_end):
-                m.d.sync += [ig.eq(0), kx.eq(kx + 1), ix.eq(ix + g.dil_w),
-                             ix_w.eq(ix_w + g.dil_w_words)]
-                with m.If(kx_end):
-                    m.d.sync += [kx.eq(0), ix.eq(bx), ix_w.eq(bx_w),
-                                 ky.eq(ky + 1), iy.eq(iy + g.dil_h), iy_w.eq(iy_w + g.dil_h_words)]
-                    with m.If(ky_end):
-                        m.d.sync += [ky.eq(0), iy.eq(by), iy_w.eq(by_w), og.eq(og + 1)]
-                        with m.If(og_end):
+        def count_down(n):
+            m.d.sync += [rem[n].eq(rem[n] - 1), end[n].eq(rem[n] == 2)]
+
+        def wrap(n):
+            m.d.sync += [rem[n].eq(loops[n]), end[n].eq(loops[n] == 1)]
+
+        with m.If(adv):
+            m.d.sync += [waddr.eq(waddr + 1), first.eq(0)]
+            with m.If(~end["ig"]):
+                count_down("ig")
+                m.d.sync += idx.eq(idx + 1)
+            with m.Else():
+                wrap("ig")
+                with m.If(~end["kx"]):
+                    count_down("kx")
+                    m.d.sync += [tap.eq(tap + g.dil_w_words), idx.eq(tap + g.dil_w_words),
+                                 ix.eq(ix + g.dil_w)]
+                with m.Else():
+                    wrap("kx")
+                    with m.If(~end["ky"]):
+                        count_down("ky")
+                        nxt = row + g.dil_h_words
+                        m.d.sync += [row.eq(nxt), tap.eq(nxt), idx.eq(nxt),
+                                     ix.eq(bx), iy.eq(iy + g.dil_h)]
+                    with m.Else():
+                        wrap("ky")
+                        m.d.sync += first.eq(1)
+                        with m.If(~end["og"]):
+                            count_down("og")
+                            m.d.sync += [og.eq(og + 1), row.eq(win), tap.eq(win), idx.eq(win),
+                                         ix.eq(bx), iy.eq(by)]
+                        with m.Else():
+                            wrap("og")
                             m.d.sync += [og.eq(0), waddr.eq(0)]
                             with m.If(~col_end):
-                                m.d.sync += [bx.eq(bx + g.stride_w), ix.eq(bx + g.stride_w),
-                                             bx_w.eq(bx_w + g.stride_w_words),
-                                             ix_w.eq(bx_w + g.stride_w_words)]
+                                nxt = win + g.stride_w_words
+                                nxt_bx_w = bx_w + g.stride_w_words
+                                m.d.sync += [
+                                    win.eq(nxt), row.eq(nxt), tap.eq(nxt), idx.eq(nxt),
+                                    bx.eq(bx + g.stride_w), ix.eq(bx + g.stride_w), iy.eq(by),
+                                    bx_w.eq(nxt_bx_w), col_end.eq(bx > x_last),
+                                    prot_left.eq(Mux(row_flag, clamp(nxt_bx_w), 0)),
+                                ]
                             with m.Else():
-                                m.d.sync += [bx.eq(g.x_start), ix.eq(g.x_start),
-                                             bx_w.eq(g.x_start_words), ix_w.eq(g.x_start_words)]
+                                m.d.sync += [bx.eq(x_start), ix.eq(x_start),
+                                             bx_w.eq(x_start_words), col_end.eq(first_col_end),
+                                             prot_left.eq(0)]
                                 with m.If(~row_end):
-                                    m.d.sync += [by.eq(by + g.stride_h), iy.eq(by + g.stride_h),
-                                                 by_w.eq(by_w + g.stride_h_words),
-                                                 iy_w.eq(by_w + g.stride_h_words)]
+                                    nxt = wrow + g.stride_h_words
+                                    nxt_by_w = by_w + g.stride_h_words
+                                    m.d.sync += [
+                                        wrow.eq(nxt), win.eq(nxt), row.eq(nxt), tap.eq(nxt),
+                                        idx.eq(nxt),
+                                        by.eq(by + g.stride_h), iy.eq(by + g.stride_h),
+                                        by_w.eq(nxt_by_w), row_end.eq(by > y_last),
+                                        row_flag.eq(by > y_top), prot_top.eq(clamp(nxt_by_w)),
+                                    ]
                                 with m.Else():
-                                    m.d.sync += self.busy.eq(0)
+                                    m.d.sync += gen_busy.eq(0)
+
+        with m.If(init):
+            m.d.sync += [
+                og.eq(0), first.eq(1), waddr.eq(0), gen_busy.eq(1),
+                bx.eq(x_start), ix.eq(x_start), by.eq(y_start), iy.eq(y_start),
+                bx_w.eq(x_start_words), by_w.eq(y_start_words),
+                idx.eq(words0), tap.eq(words0), row.eq(words0), win.eq(words0),
+                wrow.eq(words0),
+                col_end.eq(first_col_end), row_end.eq(first_row_end), row_flag.eq(first_row_flag),
+                prot_top.eq(0), prot_left.eq(0),        # the start words are never positive
+            ]
+            for n in loops:
+                wrap(n)
+
+        # --- queue of generated operations ----------------------------------------------------
+        op_layout = data.StructLayout({
+            "index": index, "protect": index, "waddr": self.weight_addr.shape(),
+            "og": og.shape(), "lanes": self.lanes.shape(),
+            "first": 1, "last": 1, "final": 1, "in_image": 1,
+        })
+        slots = [Signal(op_layout, name=f"op{k}") for k in range(self.QUEUE_DEPTH)]
+        arrived = [Signal(name=f"arrived{k}") for k in range(self.QUEUE_DEPTH)]
+        wp = Signal(range(self.QUEUE_DEPTH))
+        rp = Signal(range(self.QUEUE_DEPTH))
+        head = Signal(op_layout)
+        head_arrived = Signal()
+        # Plain multiplexers, not a switch process: Icarus would leave its outputs undefined
+        # until the first change of a process input.
+        pick = lambda values: reduce(lambda acc, k: Mux(rp == k, values[k], acc),
+                                     range(1, len(values)), values[0])
+        m.d.comb += [head.eq(pick(slots)), head_arrived.eq(pick(arrived))]
+        bump = lambda p: Mux(p == self.QUEUE_DEPTH - 1, 0, p + 1)
+
+        new = Signal(op_layout)
+        m.d.comb += [
+            new.index.eq(idx), new.protect.eq(prot_top + prot_left), new.waddr.eq(waddr),
+            new.og.eq(og), new.lanes.eq(Mux(end["ig"], g.last_lanes, self.simd)),
+            new.first.eq(first), new.last.eq(last),
+            new.final.eq(end["og"] & col_end & row_end), new.in_image.eq(in_image),
+        ]
+        for k in range(self.QUEUE_DEPTH):
+            with m.If(adv & (wp == k)):
+                m.d.sync += [slots[k].eq(new),
+                             arrived[k].eq(~in_image | (idx < self.written))]
+            with m.Else():
+                m.d.sync += arrived[k].eq(arrived[k] | (slots[k].index < self.written))
+        with m.If(adv):
+            m.d.sync += wp.eq(bump(wp))
+
+        # --- issue -------------------------------------------------------------------------
+        queued = Signal()
+        m.d.comb += [
+            queued.eq(occupancy != 0),
+            self.valid.eq(queued & head_arrived & (~head.first | self.credit)),
+            self.waiting.eq(queued & ~head_arrived),
+            self.first.eq(head.first), self.last.eq(head.last), self.final.eq(head.final),
+            self.in_image.eq(head.in_image), self.lanes.eq(head.lanes),
+            self.index.eq(head.index), self.weight_addr.eq(head.waddr), self.og.eq(head.og),
+            self.busy.eq((setup != 0) | gen_busy | queued),
+        ]
+        with m.If(self.valid):
+            m.d.sync += rp.eq(bump(rp))
+        m.d.sync += occupancy.eq(occupancy + adv - self.valid)
+        with m.If(queued):
+            m.d.sync += self.protect.eq(head.protect)
+        with m.Elif(gen_busy):
+            m.d.sync += self.protect.eq(prot_top + prot_left)
 
         with m.If(self.start):
-            m.d.sync += [
-                ig.eq(0), kx.eq(0), ky.eq(0), og.eq(0), waddr.eq(0),
-                bx.eq(g.x_start), ix.eq(g.x_start), by.eq(g.y_start), iy.eq(g.y_start),
-                bx_w.eq(g.x_start_words), ix_w.eq(g.x_start_words),
-                by_w.eq(g.y_start_words), iy_w.eq(g.y_start_words),
-                self.busy.eq(1), self.protect.eq(0),
-            ]
+            m.d.sync += [setup.eq(self.SETUP_CYCLES), gen_busy.eq(0), occupancy.eq(0),
+                         wp.eq(0), rp.eq(0), self.protect.eq(0)]
         return m

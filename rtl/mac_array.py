@@ -16,7 +16,10 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MacArray", "tree_depth", "OPERAND_WIDTH", "ACC_WIDTH", "DATA_WIDTH", "ZP_WIDTH"]
+from rtl.dsp import Ecp5Multiplier
+
+__all__ = ["MacArray", "tree_depth", "DSPS", "ECP5_STAGES", "OPERAND_WIDTH", "ACC_WIDTH",
+           "DATA_WIDTH", "ZP_WIDTH"]
 
 #: Width of one activation or weight as it travels on buses and sits in memories.
 DATA_WIDTH = 8
@@ -26,6 +29,11 @@ ZP_WIDTH = DATA_WIDTH + 1
 OPERAND_WIDTH = DATA_WIDTH + 1
 #: Width of the accumulators (wraps like a 32-bit hardware accumulator).
 ACC_WIDTH = 32
+#: How the multipliers are built: ``"generic"`` (a ``$mul`` between two fabric registers; the
+#: synthesis tool picks the DSP block) or ``"ecp5"`` (a :class:`rtl.dsp.Ecp5Multiplier`).
+DSPS = ("generic", "ecp5")
+#: Registers of the ECP5 DSP blocks that the ``"ecp5"`` multipliers use.
+ECP5_STAGES = ("input", "pipeline", "output")
 
 
 def tree_depth(simd):
@@ -42,11 +50,12 @@ class MacArray(wiring.Component):
     """PE output channels x SIMD input channels of multiply-accumulate, one word pair per cycle.
 
     A pipeline that never stalls: operands, 9 x 9 signed products (a multiplier between two
-    registers, nothing else in that stage), ``ceil(log2(simd))``
+    registers, nothing else in that stage; or, with ``dsp="ecp5"``, a ``MULT18X18D`` with its
+    input, pipeline and output registers: three stages), ``ceil(log2(simd))``
     registered levels of pairwise sums (:func:`tree_depth`), accumulate. An operation presented
     with ``valid`` in cycle ``t`` lands in the accumulators at the end of cycle
     ``t + latency - 1``; when it carries ``last``, the finished accumulators appear on ``acc``
-    with ``acc_valid`` in cycle ``t + latency`` (:attr:`latency` ``= 4 + tree_depth(simd)``).
+    with ``acc_valid`` in cycle ``t + latency`` (:attr:`latency`).
     An operation with ``first`` starts a new sum instead of adding to the previous one, so
     consecutive output groups need no idle cycle between them.
 
@@ -60,11 +69,19 @@ class MacArray(wiring.Component):
         Output channels computed in parallel.
     simd : int
         Input channels consumed in parallel.
+    dsp : str
+        How the products are built (:data:`DSPS`): ``"generic"`` (default) multiplies with
+        ``*`` between fabric registers and leaves the choice of DSP block to the synthesis tool
+        (vendor-free Verilog); ``"ecp5"`` instantiates one :class:`rtl.dsp.Ecp5Multiplier`
+        per product, registered inside the DSP block, which Yosys's ``synth_ecp5`` does not
+        do by itself (for ECP5 synthesis only: the primitive is not in the simulators' or
+        Verilator's libraries). Both compute the same sums; one product per DSP block either way.
 
     Attributes
     ----------
     latency : int
-        Cycles from an operation with ``last`` to its ``acc_valid``: ``4 + tree_depth(simd)``.
+        Cycles from an operation with ``last`` to its ``acc_valid``: ``4 + tree_depth(simd)``,
+        plus ``len(ECP5_STAGES) - 1`` with ``dsp="ecp5"``.
 
     Members
     -------
@@ -89,12 +106,16 @@ class MacArray(wiring.Component):
         The finished accumulators, lane ``p`` in bits ``32*p .. 32*p+31`` (two's complement).
     """
 
-    def __init__(self, pe, simd):
+    def __init__(self, pe, simd, dsp="generic"):
         _check_positive("pe", pe)
         _check_positive("simd", simd)
+        if dsp not in DSPS:
+            raise ValueError(f"dsp must be one of {', '.join(map(repr, DSPS))}, not {dsp!r}")
         self.pe = pe
         self.simd = simd
-        self.latency = 4 + tree_depth(simd)
+        self.dsp = dsp
+        self._product_stages = len(ECP5_STAGES) if dsp == "ecp5" else 1
+        self.latency = 3 + self._product_stages + tree_depth(simd)
         super().__init__({
             "valid": In(1), "first": In(1), "last": In(1), "final": In(1),
             "in_image": In(1), "lanes": In(range(simd + 1)),
@@ -141,17 +162,28 @@ class MacArray(wiring.Component):
                 w = extend(self.w.word_select(p * simd + i, DATA_WIDTH), self.w_unsigned)
                 m.d.sync += ws[p][i].eq(w - wz)
 
-        # Stage 3: 9 x 9 signed products, registered right at the multipliers.
-        s3 = Signal(ctrl)
-        # (With a reset, unlike the other data registers: Yosys 0.70's ice40_dsp otherwise
-        # packs one product register as the C/D input of another multiplier's SB_MAC16 and
-        # the mapped design has half as many SB_MAC16 as multipliers; not understood yet.)
+        # Stage 3: 9 x 9 signed products, registered right at the multipliers (generic), or
+        # registered inside the DSP blocks (ecp5: the DSP's registers, `_product_stages` of them).
+        ctl = s2
+        for k in range(self._product_stages):
+            nxt = Signal(ctrl, name="s3" if k == self._product_stages - 1 else f"s2_{k + 1}")
+            m.d.sync += nxt.eq(ctl)
+            ctl = nxt
+        s3 = ctl
         prods = [[Signal(signed(2 * OPERAND_WIDTH - 1), name=f"prod{p}_{i}") for i in range(simd)]
                  for p in range(pe)]
-        m.d.sync += s3.eq(s2)
         for p in range(pe):
             for i in range(simd):
-                m.d.sync += prods[p][i].eq(xs[i] * ws[p][i])
+                if self.dsp == "ecp5":
+                    mult = Ecp5Multiplier(OPERAND_WIDTH, OPERAND_WIDTH, ECP5_STAGES)
+                    m.submodules[f"mult{p}_{i}"] = mult
+                    m.d.comb += [mult.a.eq(xs[i]), mult.b.eq(ws[p][i]), prods[p][i].eq(mult.p)]
+                else:
+                    # (With a reset, unlike the other data registers: Yosys 0.70's ice40_dsp
+                    # otherwise packs one product register as the C/D input of another
+                    # multiplier's SB_MAC16 and the mapped design has half as many SB_MAC16 as
+                    # multipliers; not understood yet.)
+                    m.d.sync += prods[p][i].eq(xs[i] * ws[p][i])
 
         # Adder tree: one registered level of pairwise sums per stage.
         ctl, terms_of = s3, [list(prods[p]) for p in range(pe)]
@@ -175,7 +207,9 @@ class MacArray(wiring.Component):
         for p in range(pe):
             dot = terms_of[p][0]
             with m.If(ctl.valid):
-                m.d.sync += accs[p].eq(Mux(ctl.first, 0, accs[p]) + dot)
+                # The choice after the adder: `first` fans out to every accumulator bit and
+                # would otherwise start the carry chain's path late.
+                m.d.sync += accs[p].eq(Mux(ctl.first, dot, accs[p] + dot))
         m.d.sync += [
             self.acc_valid.eq(ctl.valid & ctl.last),
             self.acc_final.eq(ctl.valid & ctl.last & ctl.final),

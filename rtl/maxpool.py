@@ -37,6 +37,8 @@ line buffer holds ``Keff_h - 1`` rows of the *input* width. A map is legal iff
 for lanes 8, kernels up to 7, width 224 and 64 channels that is 1840 x 448 bits = 824,320
 bits, a little more than the 688,128 bits of a 6-row line buffer; ``S = 2`` (every 2x2/2 and
 3x3/2 pooling, the usual ones) needs 235,520. :func:`memory_bits` gives the totals.
+``S = 0`` builds no unit at all (no memory, a few gates): every map is refused with
+:attr:`PoolError.NO_UNIT`, for configurations of small devices without max-pooling.
 
 Handshakes. ``i.ready`` depends on ``o.ready`` through a few gates (the pipeline stalls only
 when a result meets a full output register), never on ``i.valid``; ``o.valid`` and
@@ -73,8 +75,9 @@ DATA_WIDTH = 8
 MAX_LANES = 64
 #: Smallest memory depth (a one-word memory would have a zero-width address).
 MIN_DEPTH = 2
-#: Register levels between the latched configuration and the checks.
-SETUP_LEVELS = 3
+#: Register levels between the latched configuration and the checks' result (the derived
+#: constants, then the registered first failing check).
+SETUP_LEVELS = 4
 
 
 class _State(enum.IntEnum):
@@ -103,6 +106,7 @@ class PoolError(enum.IntEnum):
     NO_OUTPUT = 7       #: the padded input is smaller than the dilated kernel
     WINDOW_SLOTS = 8    #: more windows open at once than window_slots (Keff > slots * stride)
     EMPTY_WINDOW = 9    #: a dilated window covers only padding (it would have no maximum)
+    NO_UNIT = 10        #: ``window_slots = 0``: the configuration has no max-pool unit
 
 
 #: Width of the ``error`` output.
@@ -168,7 +172,7 @@ def hardware_params(lanes=8, max_kernel=7, max_width=224, max_channels=64, max_h
     _check_range("max_height", max_height, 1, dim_max)
     _check_range("max_stride", max_stride, 1, small_max)
     _check_range("max_dilation", max_dilation, 1, small_max)
-    _check_range("window_slots", window_slots, 1, max_kernel)
+    _check_range("window_slots", window_slots, 0, max_kernel)
     return dict(lanes=lanes, max_kernel=max_kernel, max_width=max_width,
                 max_channels=max_channels, max_height=max_height, max_stride=max_stride,
                 max_dilation=max_dilation, window_slots=window_slots)
@@ -359,7 +363,8 @@ class MaxPool(wiring.Component):
     window_slots : int
         Windows open at once per axis, the width of the partial-maximum memories in windows;
         default ``max_kernel``. A map is legal iff ``(K - 1) * dilation + 1 <= window_slots *
-        stride`` on both axes.
+        stride`` on both axes. 0: no unit at all (a configuration for small devices without
+        max-pooling): every ``start`` is refused with :attr:`PoolError.NO_UNIT`.
 
     Attributes
     ----------
@@ -413,6 +418,8 @@ class MaxPool(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.window_slots == 0:
+            return self._elaborate_absent()
         m = Module()
         lanes, slots = self.lanes, self.window_slots
         lane_bits = (lanes - 1).bit_length()
@@ -429,23 +436,33 @@ class MaxPool(wiring.Component):
             m.d.sync += sig.eq(expr)
             return sig
 
+        def narrow(value, maximum):
+            """A field cut to the width of its checked maximum: the derived constants below
+            are used (and the checks that read them decide) only when the range checks,
+            which come first, passed. Keeps the arithmetic small (no DSP for keff)."""
+            return value[:maximum.bit_length()]
+
+        pad_max = self.max_kernel - 1           # a legal pad is smaller than the kernel
         axes_cfg = {
-            "h": (cfg.height, cfg.kernel_h, cfg.stride_h, cfg.dilation_h, cfg.pad_top,
-                  cfg.pad_bottom, self.max_height),
-            "w": (cfg.width, cfg.kernel_w, cfg.stride_w, cfg.dilation_w, cfg.pad_left,
-                  cfg.pad_right, self.max_width),
+            "h": (narrow(cfg.height, self.max_height), narrow(cfg.kernel_h, self.max_kernel),
+                  narrow(cfg.stride_h, self.max_stride), narrow(cfg.dilation_h, self.max_dilation),
+                  narrow(cfg.pad_top, pad_max), narrow(cfg.pad_bottom, pad_max)),
+            "w": (narrow(cfg.width, self.max_width), narrow(cfg.kernel_w, self.max_kernel),
+                  narrow(cfg.stride_w, self.max_stride), narrow(cfg.dilation_w, self.max_dilation),
+                  narrow(cfg.pad_left, pad_max), narrow(cfg.pad_right, pad_max)),
         }
         d = {}
-        for a, (n, k, s, dil, pb, pe, _) in axes_cfg.items():
+        for a, (n, k, s, dil, pb, pe) in axes_cfg.items():
             keff = reg(f"keff_{a}", (k - 1) * dil + 1)                            # level 1
             limit = reg(f"limit_{a}", n + pe - keff)                              # level 2
             d[f"keff_{a}"], d[f"limit_{a}"] = keff, limit
             ceil_max = Mux(limit + s - 1 < n - 1, limit + s - 1, n - 1)
             start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 3
             d[f"start_max_{a}"] = start_max
-            d[f"final_min_{a}"] = start_max - s + 1
-        groups = reg("groups", (cfg.channels + lanes - 1) >> lane_bits)
-        last_lanes = reg("last_lanes", cfg.channels - ((groups - 1) << lane_bits))
+            d[f"final_min_{a}"] = reg(f"final_min_{a}", start_max - s + 1)       # level 4
+        channels = narrow(cfg.channels, self.max_channels)
+        groups = reg("groups", (channels + lanes - 1) >> lane_bits)
+        last_lanes = reg("last_lanes", channels - ((groups - 1) << lane_bits))
 
         def outside(value, hi):
             return _is_zero(value) | (value > hi)
@@ -469,7 +486,7 @@ class MaxPool(wiring.Component):
         for value, bad in reversed(checks):
             code = Mux(bad, value, code)
         check_code = Signal(ERROR_WIDTH)
-        m.d.comb += check_code.eq(code)
+        m.d.sync += check_code.eq(code)
 
         # --- axis sequencers ----------------------------------------------------------------
         max_n = max(self.max_width, self.max_height)
@@ -489,8 +506,14 @@ class MaxPool(wiring.Component):
                 axis.stride.eq(s), axis.dilation.eq(dil), axis.pad_begin.eq(pb),
             ]
             axis.elaborate()
-        empty = Signal()
-        m.d.comb += empty.eq(ha.empty_window(cfg.width) | va.empty_window(cfg.height))
+        # Whether a window covers only padding, and whether both axes reached position 0:
+        # registered, so PREROLL decides on the state of its previous cycle (the axes no
+        # longer step then; `settled` is 0 in PREROLL's first cycle).
+        empty, settled = Signal(), Signal()
+        m.d.sync += [
+            empty.eq(ha.empty_window(axes_cfg["w"][0]) | va.empty_window(axes_cfg["h"][0])),
+            settled.eq(0),
+        ]
 
         # --- memories -----------------------------------------------------------------------
         lane_vec = data.ArrayLayout(unsigned(DATA_WIDTH), lanes)
@@ -639,7 +662,9 @@ class MaxPool(wiring.Component):
         with m.Elif(state == _State.PREROLL):
             # Step both axes from -pad_begin to position 0, then check the open windows.
             m.d.comb += [ha.step.eq(ha.pos < 0), va.step.eq(va.pos < 0)]
-            with m.If((ha.pos >= 0) & (va.pos >= 0)):
+            m.d.sync += settled.eq((ha.pos >= 0) & (va.pos >= 0))
+            with m.If(settled):
+                m.d.sync += settled.eq(0)
                 with m.If(empty):
                     m.d.sync += [error_q.eq(PoolError.EMPTY_WINDOW), busy.eq(0),
                                  done.eq(1)]
@@ -694,6 +719,17 @@ class MaxPool(wiring.Component):
             with m.If(pipe_empty):
                 m.d.sync += [busy.eq(0), done.eq(1)]
                 m.d.sync += state.eq(_State.IDLE)
+        return m
+
+    def _elaborate_absent(self):
+        """``window_slots = 0``, no max-pool unit (small devices): every ``start`` is refused
+        with :attr:`PoolError.NO_UNIT` (``done`` the cycle after), no memory, no input taken
+        and nothing output."""
+        m = Module()
+        done = Signal()
+        with m.If(self.start):
+            m.d.sync += done.eq(1)
+        m.d.comb += [self.done.eq(done), self.error.eq(PoolError.NO_UNIT)]
         return m
 
 

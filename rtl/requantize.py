@@ -23,6 +23,35 @@ __all__ = ["Requantize", "RequantizeAxis", "input_layout", "output_layout", "axi
 
 #: Bits of the shift amount applied in the second of the two shift stages.
 FINE_SHIFT_BITS = 3
+#: Operand width of the one multiplier of the iterative variant: an iCE40 SB_MAC16 multiplies
+#: 16 x 16 bits (an ECP5 MULT18X18D takes it too).
+ITERATIVE_CHUNK = 16
+#: Stages of the pipelined variant (see :class:`Requantize`).
+PIPELINE_STAGES = 11
+#: Stages after the product (6 to 11 in the class docstring) of the pipelined variant.
+BACK_STAGES = 6
+#: Stages after the shift (8 to 11 in the class docstring), shared by both variants.
+CLAMP_STAGES = 4
+#: The iterative variant's shifter applies the shift one radix-4 digit at a time, shifting
+#: by ``4**k`` up to 3 times for digit ``k`` (no barrel shifter: each register bit chooses
+#: between four inputs).
+SHIFT_RADIX_BITS = 2
+#: Shifts by ``4**k`` per digit at most (a radix-4 digit is 0..3).
+SHIFT_DIGIT_MAX = (1 << SHIFT_RADIX_BITS) - 1
+#: Cycles of the iterative variant besides one per partial product and one per product limb
+#: (see :class:`Requantize`): the operand and product registers of the multiplier.
+ITERATIVE_OVERHEAD = 2
+
+
+def _chunks(width: int) -> int:
+    """Operand pieces of :data:`ITERATIVE_CHUNK` bits in a ``width``-bit operand."""
+    return -(-width // ITERATIVE_CHUNK)
+
+
+def _equals(value, constant: int):
+    """``value == constant``, as a reduction for 0 (Yosys writes ``value == 0`` as a logical
+    NOT of a vector, which Verilator's lint flags)."""
+    return ~value.any() if constant == 0 else value == constant
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -97,6 +126,22 @@ class Requantize(wiring.Component):
     11        ``min(max(y + zero_point, lo), hi)`` as an ``out_width``-bit pattern
     ========  =============================================================================
 
+    With ``iterative=True`` stages 1 to 5 are replaced by one unsigned ``16 x 16`` multiplier
+    (a single DSP block) that adds the ``ceil(acc_width / 16) * ceil(mult_width / 16)``
+    partial products of one sample into the product register, one per cycle (the register
+    starts at ``-(multiplier << acc_width)`` for a negative accumulator, which makes the
+    unsigned bit pattern's product signed). The register is kept as 16-bit limbs with
+    registered carries between them, so that no carry chain is longer than 17 bits; the
+    carries settle in one cycle per limb after the last partial product. Stages 6 and 7 are
+    replaced too, by a shifter that takes the finished product (one cycle) and shifts
+    ``2 * prod`` right one radix-4 digit of ``shift`` at a time: by ``4**k``, for each
+    digit ``k`` in turn, in 3 cycles of which the first ``digit`` shift (``3 *
+    ceil(shift_width / 2)`` cycles, 9 for 6 bits, while the next sample is multiplied). The
+    unit takes a sample every :attr:`interval` cycles (10 for 32 x 31 bits) and the clamp
+    stages 8 to 11 follow as above; ``i.ready`` is low while a sample is being multiplied or
+    its product waits for the shifter. Same results, bit for bit; far fewer multipliers,
+    registers and logic cells, for small devices.
+
     Parameters
     ----------
     acc_width : int
@@ -110,12 +155,30 @@ class Requantize(wiring.Component):
     out_width : int
         Width of the output; ``is_unsigned`` selects the range ``0..2**out_width-1`` or
         ``-2**(out_width-1)..2**(out_width-1)-1``.
+    iterative : bool
+        Multiply over several cycles on one ``16 x 16`` multiplier (see above) instead of
+        the pipelined partial products (default False: one sample per cycle).
 
     Attributes
     ----------
     latency : int
         Clock cycles from a sample's input transfer to its output transfer with ``o.ready``
-        high: accepted at clock edge ``t``, it is on ``o`` after edge ``t + latency - 1``.
+        high: accepted at clock edge ``t``, it is on ``o`` after edge ``t + latency - 1``
+        (11 pipelined; iterative: the product's cycles, then ``1 + shift cycles + 4``, 24 for
+        32 x 31 bits).
+    interval : int
+        Clock cycles between input transfers when the input keeps coming and ``o.ready``
+        stays high (1 pipelined; iterative: the larger of ``2 + partial products +
+        ceil((acc_width + mult_width) / 16)`` product limbs and ``1 + shift cycles``, 10 for
+        32 x 31 bits).
+    capacity : int
+        Samples that an empty unit lets in while its output stalls and its input keeps
+        coming: ``latency`` pipelined; 3 iterative (its samples are ``interval`` cycles
+        apart, so the first one reaches stage 11 and stops every stage, bubbles included,
+        the second one waits in the shifter and the third in the product register).
+    multipliers : int
+        Multipliers of at most ``16 x 16`` bits the unit instantiates (4 pipelined for 32 x 31
+        bits, 1 iterative).
     input_layout, output_layout : data.StructLayout
         The payload layouts of ``i`` and ``o``.
 
@@ -127,10 +190,12 @@ class Requantize(wiring.Component):
         Activations with ``last``, in input order.
     """
 
-    #: Number of pipeline stages; see the class docstring.
-    latency = 11
+    #: Latency of the pipelined variant, its number of stages; see the class docstring.
+    latency = PIPELINE_STAGES
 
-    def __init__(self, acc_width=32, mult_width=31, shift_width=6, out_width=8):
+    def __init__(self, acc_width=32, mult_width=31, shift_width=6, out_width=8, iterative=False):
+        if not isinstance(iterative, bool):
+            raise TypeError(f"iterative must be a bool, not {iterative!r}")
         _check_int("acc_width", acc_width, 2)
         _check_int("mult_width", mult_width, 1)
         _check_int("shift_width", shift_width, 1)
@@ -143,6 +208,19 @@ class Requantize(wiring.Component):
         self.mult_width = mult_width
         self.shift_width = shift_width
         self.out_width = out_width
+        self.iterative = iterative
+        if iterative:
+            self.products = _chunks(acc_width) * _chunks(mult_width)
+            self.shift_cycles = SHIFT_DIGIT_MAX * -(-shift_width // SHIFT_RADIX_BITS)
+            product_cycles = ITERATIVE_OVERHEAD + self.products + _chunks(prod_width)
+            self.interval = max(product_cycles, 1 + self.shift_cycles)
+            self.latency = product_cycles + 1 + self.shift_cycles + CLAMP_STAGES
+            self.capacity = 3           # see the attribute
+            self.multipliers = 1
+        else:
+            self.interval = 1
+            self.capacity = self.latency
+            self.multipliers = 2 if mult_width == 1 else 4     # stage 2's partial products
         self.input_layout = input_layout(acc_width, mult_width, shift_width, out_width)
         self.output_layout = output_layout(out_width)
         super().__init__({
@@ -152,33 +230,24 @@ class Requantize(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        aw, mw, ow = self.acc_width, self.mult_width, self.out_width
-        prod_width = aw + mw
-        a_lo = aw // 2                  # unsigned low accumulator bits
-        a_hi = aw - a_lo                # high accumulator bits (the sign among them)
-        m_lo = (mw + 1) // 2            # multiplier bits in the low partial products
-        m_hi = mw - m_lo
-        fine_bits = min(FINE_SHIFT_BITS, self.shift_width)
-        # Stage 8 saturates (2 * prod) >> shift to this many bits: a y beyond the resulting
-        # range saturates the output for every zero_point the field holds, and y + zero_point
-        # fits in it too.
-        narrow = ow + 3
+        ow = self.out_width
         side = data.StructLayout({"zero_point": signed(ow + 1), "relu": 1, "is_unsigned": 1,
                                   "last": 1})
 
         # Handshake: the whole pipeline advances unless its last stage holds a sample that
         # the output does not take (one gate from registers to every enable; a per-stage
-        # "load when empty" rule would chain a gate through every stage).
-        valid = [Signal(name=f"s{k}_valid") for k in range(1, self.latency + 1)]
+        # "load when empty" rule would chain a gate through every stage). The iterative
+        # variant's pipeline starts at stage 6, fed by its product register.
+        stages = CLAMP_STAGES if self.iterative else PIPELINE_STAGES
+        valid = [Signal(name=f"s{k}_valid")
+                 for k in range(PIPELINE_STAGES - stages + 1, PIPELINE_STAGES + 1)]
         advance = Signal()
+        feed = Signal()         # stage 1's input (stage 6's when iterative) is valid
         m.d.comb += advance.eq(self.o.ready | ~valid[-1])
         with m.If(advance):
-            m.d.sync += [valid[k].eq(self.i.valid if k == 0 else valid[k - 1])
-                         for k in range(self.latency)]
-        m.d.comb += [
-            self.i.ready.eq(advance),
-            self.o.valid.eq(valid[-1]),
-        ]
+            m.d.sync += [valid[k].eq(feed if k == 0 else valid[k - 1])
+                         for k in range(stages)]
+        m.d.comb += self.o.valid.eq(valid[-1])
 
         def stage(k, **values):
             """Registers ``s{k}_{name}`` loading ``values`` (name: value or (shape, value))."""
@@ -190,6 +259,23 @@ class Requantize(wiring.Component):
                     m.d.sync += reg.eq(value)
                 regs[name] = reg
             return SimpleNamespace(**regs)
+
+        if self.iterative:
+            s7 = self._iterative_product(m, advance, feed, side)
+        else:
+            m.d.comb += [self.i.ready.eq(advance), feed.eq(self.i.valid)]
+            s7 = self._shift(m, stage, self._pipelined_product(m, stage, side))
+        self._clamp(m, stage, s7)
+        return m
+
+    def _pipelined_product(self, m, stage, side):
+        """Stages 1 to 5: the product of four partial products in a pipeline."""
+        aw, mw = self.acc_width, self.mult_width
+        prod_width = aw + mw
+        a_lo = aw // 2                  # unsigned low accumulator bits
+        a_hi = aw - a_lo                # high accumulator bits (the sign among them)
+        m_lo = (mw + 1) // 2            # multiplier bits in the low partial products
+        m_hi = mw - m_lo
 
         # Stage 1: the input sample, registered beside the multipliers.
         s1 = stage(1, payload=(self.input_layout, self.i.payload))
@@ -222,7 +308,118 @@ class Requantize(wiring.Component):
         # Stage 5: the product acc * multiplier.
         product = Signal(signed(prod_width))
         m.d.comb += product.eq(s4.lo + (s4.hi << a_lo))
-        s5 = stage(5, prod=product, shift=s4.shift, side=s4.side)
+        return stage(5, prod=product, shift=s4.shift, side=s4.side)
+
+    def _iterative_product(self, m, advance, feed, side):
+        """The product register, filled by one multiplier over several cycles, and the
+        shifter: the stage-7 registers ``half``, ``side`` of the pipelined variant, valid on
+        ``feed``."""
+        aw, mw = self.acc_width, self.mult_width
+        prod_width = aw + mw
+        chunk = ITERATIVE_CHUNK
+        steps = [(ia, im) for im in range(_chunks(mw)) for ia in range(_chunks(aw))]
+        n = len(steps)
+
+        limbs = _chunks(prod_width)
+        held = Signal(self.input_layout, name="held", reset_less=True)
+        busy = Signal()                 # multiplying
+        full = Signal()                 # the product waits for stage 6
+        count = Signal(range(n + limbs + 1))    # cycles since the input transfer
+        accept = Signal()
+        take = Signal()                 # the shifter takes the product
+        m.d.comb += [
+            self.i.ready.eq(~busy & (~full | take)),
+            accept.eq(self.i.valid & self.i.ready),
+        ]
+
+        # The accumulator as its unsigned bit pattern, which weighs -2**aw more than the
+        # signed value when negative: the product register starts at -(multiplier << aw)
+        # (modulo 2**prod_width, where the product fits). It is kept as limbs of `chunk`
+        # bits with a registered carry between neighbours (short carry chains): a partial
+        # product lands on two limbs, and `limbs - 1` cycles after the last one take in the
+        # carries left.
+        widths = [min(chunk, prod_width - k * chunk) for k in range(limbs)]
+        limb = [Signal(w, name=f"prod{k}", reset_less=True) for k, w in enumerate(widths)]
+        carry = [Signal(name=f"carry{k}", reset_less=True) for k in range(limbs - 1)]
+        a_op = Signal(chunk, name="a_op", reset_less=True)
+        m_op = Signal(chunk, name="m_op", reset_less=True)
+        partial = Signal(2 * chunk, name="partial", reset_less=True)
+        none = limbs                    # `place` when no partial product is added
+        place = Signal(range(limbs + 1), init=none, name="place")   # its lowest limb
+        acc_bits = held.acc.as_unsigned()
+        m.d.sync += [partial.eq(a_op * m_op), place.eq(none)]
+        for j, (ia, im) in enumerate(steps):
+            with m.If(_equals(count, j)):
+                m.d.sync += [a_op.eq(acc_bits[ia * chunk:(ia + 1) * chunk]),
+                             m_op.eq(held.multiplier[im * chunk:(im + 1) * chunk])]
+            with m.If(busy & (count == j + 1)):
+                m.d.sync += place.eq(ia + im)
+        with m.If(busy):
+            m.d.sync += count.eq(count + 1)
+            for k in range(limbs):
+                addend = Mux(_equals(place, k), partial[:chunk],
+                             Mux(_equals(place, k - 1), partial[chunk:], 0))[:widths[k]]
+                if k == 0:
+                    total = Cat(limb[k], C(0, 1)) + addend
+                    m.d.sync += [limb[k].eq(total[:widths[k]])]
+                else:
+                    # limb + addend + carry in one adder: the carry enters as bit 0 of both.
+                    total = (Cat(carry[k - 1], limb[k]) + Cat(C(1, 1), addend))[1:]
+                    m.d.sync += limb[k].eq(total[:widths[k]])
+                if k < limbs - 1:
+                    m.d.sync += carry[k].eq(total[widths[k]])
+            with m.If(count == n + limbs):
+                m.d.sync += [busy.eq(0), full.eq(1)]
+        with m.Elif(take):
+            m.d.sync += full.eq(0)
+        with m.If(accept):
+            start = Signal(prod_width)
+            m.d.comb += start.eq(Mux(self.i.payload.acc[-1], (-self.i.payload.multiplier) << aw, 0))
+            m.d.sync += [held.eq(self.i.payload), busy.eq(1), count.eq(0),
+                         *(c.eq(0) for c in carry),
+                         *(limb[k].eq(start[k * chunk:k * chunk + widths[k]])
+                           for k in range(limbs))]
+        prod = Cat(*limb).as_signed()
+
+        # The shifter: `half` is loaded with 2 * prod, then shifted right by 4**k in the
+        # first `digit k` of the 3 cycles of digit k; `done` holds the result for stage 8.
+        digits = -(-self.shift_width // SHIFT_RADIX_BITS)
+        half = Signal(signed(prod_width + 1), name="sh_half", reset_less=True)
+        sh_shift = Signal(SHIFT_RADIX_BITS * digits, name="sh_shift", reset_less=True)
+        sh_side = Signal(side, name="sh_side", reset_less=True)
+        sh_busy, sh_done = Signal(name="sh_busy"), Signal(name="sh_done")
+        digit = Signal(range(max(digits, 2)), name="sh_digit")
+        rep_ = Signal(range(SHIFT_DIGIT_MAX + 1), name="sh_rep")
+        m.d.comb += [take.eq(full & ~sh_busy & (~sh_done | advance)), feed.eq(sh_done)]
+        with m.If(sh_done & advance):
+            m.d.sync += sh_done.eq(0)
+        with m.If(take):
+            m.d.sync += [half.eq(prod << 1), sh_shift.eq(held.shift), sh_busy.eq(1),
+                         digit.eq(0), rep_.eq(0),
+                         sh_side.eq(Cat(held.zero_point, held.relu, held.is_unsigned,
+                                        held.last))]
+        with m.Elif(sh_busy):
+            # Digit k's value and shifted `half`, as multiplexer chains (a `case` on `digit`
+            # would lack a default when the digits are not a power of two).
+            current, shifted = None, None
+            for k in reversed(range(digits)):
+                value = sh_shift[SHIFT_RADIX_BITS * k:SHIFT_RADIX_BITS * (k + 1)]
+                step = half >> (1 << (SHIFT_RADIX_BITS * k))
+                current = value if current is None else Mux(_equals(digit, k), value, current)
+                shifted = step if shifted is None else Mux(_equals(digit, k), step, shifted)
+            with m.If(rep_ < current):
+                m.d.sync += half.eq(shifted)
+            m.d.sync += rep_.eq(rep_ + 1)
+            with m.If(rep_ == SHIFT_DIGIT_MAX - 1):
+                m.d.sync += [rep_.eq(0), digit.eq(digit + 1)]
+                with m.If(digit == digits - 1):
+                    m.d.sync += [sh_busy.eq(0), sh_done.eq(1)]
+        return SimpleNamespace(half=half, side=sh_side)
+
+    def _shift(self, m, stage, s5):
+        """Stages 6 and 7 of the pipelined variant: ``(2 * prod) >> shift``."""
+        prod_width = self.acc_width + self.mult_width
+        fine_bits = min(FINE_SHIFT_BITS, self.shift_width)
 
         # Stages 6 and 7: the arithmetic shift, one bit short of the final one (stage 9 rounds
         # with the last bit), in a coarse step by multiples of 2**fine_bits and a fine step.
@@ -232,7 +429,15 @@ class Requantize(wiring.Component):
         coarse_shifted = (doubled >> Cat(C(0, fine_bits), coarse)) if len(coarse) else doubled
         s6 = stage(6, half=(signed(prod_width + 1), coarse_shifted),
                    fine=s5.shift[:fine_bits], side=s5.side)
-        s7 = stage(7, half=(signed(prod_width + 1), s6.half >> s6.fine), side=s6.side)
+        return stage(7, half=(signed(prod_width + 1), s6.half >> s6.fine), side=s6.side)
+
+    def _clamp(self, m, stage, s7):
+        """Stages 8 to 11: saturate, round, add the zero point and clamp."""
+        ow = self.out_width
+        # Stage 8 saturates (2 * prod) >> shift to this many bits: a y beyond the resulting
+        # range saturates the output for every zero_point the field holds, and y + zero_point
+        # fits in it too.
+        narrow = ow + 3
 
         # Stage 8: whether the shifted value lies beyond `narrow` signed bits, and which way.
         upper = s7.half[narrow - 1:]
@@ -270,7 +475,6 @@ class Requantize(wiring.Component):
                                    Mux(s10.shifted > s10.hi, s10.hi, s10.shifted)))
         s11 = stage(11, out=(self.output_layout, Cat(clamped[:ow], s10.last)))
         m.d.comb += self.o.payload.eq(s11.out)
-        return m
 
 
 class RequantizeAxis(wiring.Component):

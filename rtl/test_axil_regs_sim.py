@@ -149,3 +149,51 @@ def test_64_bit_bus():
     sim.add_testbench(testbench)
     sim.add_process(monitor)
     sim.run()
+
+
+def narrow_map():
+    return RegisterMap("narrow", [
+        Register("SIZE", 0x00, [Field("height", 16, "rw", reset=1),
+                                Field("width", 16, "rw", reset=1)]),
+        Register("MODE", 0x04, [Field("mode", 8, "rw")]),
+    ])
+
+
+@unused_ok
+def test_narrow_storage_checks():
+    with pytest.raises(ValueError, match="^storage: 'nope' is not an rw field of narrow$"):
+        AXI4LiteRegisters(narrow_map(), storage={"nope": 3})
+    with pytest.raises(ValueError, match="^storage: field 'mode' keeps 0..7 bits, not 8$"):
+        AXI4LiteRegisters(narrow_map(), storage={"mode": 8})
+    with pytest.raises(ValueError, match="cannot hold its reset value 1"):
+        AXI4LiteRegisters(narrow_map(), storage={"height": 0})
+    gc.collect()
+
+
+def test_narrow_storage():
+    """A value that fits is kept exactly; a larger one reads back above the stored range,
+    byte writes merge with the value shown; bits 0 keeps "nonzero"."""
+    regs = AXI4LiteRegisters(narrow_map(), storage={"height": 6, "width": 6, "mode": 0})
+    bus = regs.bus
+
+    async def testbench(ctx):
+        assert await axi_read(ctx, bus, 0x00) == ((1 << 16) | 1, OKAY)
+        assert await axi_write(ctx, bus, 0x00, (32 << 16) | 63, 0xF) == OKAY
+        assert (ctx.get(regs.fields.height), ctx.get(regs.fields.width)) == (63, 32)
+        assert await axi_write(ctx, bus, 0x00, (0x0123 << 16) | 64, 0xF) == OKAY
+        assert ctx.get(regs.fields.height) == 0xFFC0            # 64: low bits 0, sticky
+        assert ctx.get(regs.fields.width) == 0xFFE3             # 0x123: low bits 0x23
+        assert await axi_read(ctx, bus, 0x00) == ((0xFFE3 << 16) | 0xFFC0, OKAY)
+        assert await axi_write(ctx, bus, 0x00, 5, 0b0001) == OKAY   # low byte only
+        assert ctx.get(regs.fields.height) == 0xFFC5, "the upper byte still shows the sticky bit"
+        assert await axi_write(ctx, bus, 0x00, 7, 0b0011) == OKAY
+        assert ctx.get(regs.fields.height) == 7, "a value that fits clears it"
+        assert await axi_write(ctx, bus, 0x04, 9, 0xF) == OKAY
+        assert ctx.get(regs.fields.mode) == 0xFF
+        assert await axi_write(ctx, bus, 0x04, 0, 0xF) == OKAY
+        assert ctx.get(regs.fields.mode) == 0
+
+    sim = Simulator(regs)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(testbench)
+    sim.run()

@@ -442,8 +442,8 @@ def test_driver_pool_fields_and_shapes():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(pool_window_slots=0), "pool_window_slots must be an integer 1..7, not 0"),
-    (dict(max_kernel=3, pool_window_slots=4), "pool_window_slots must be an integer 1..3, not 4"),
+    (dict(pool_window_slots=-1), "pool_window_slots must be an integer 0..7, not -1"),
+    (dict(max_kernel=3, pool_window_slots=4), "pool_window_slots must be an integer 0..3, not 4"),
     (dict(pool_max_stride=256), "pool_max_stride must be an integer 1..255, not 256"),
 ])
 def test_engine_rejects_bad_pool_parameters(kwargs, message):

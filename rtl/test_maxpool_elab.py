@@ -41,8 +41,8 @@ SETUP_CYCLES = 64
     ({"max_channels": True}, TypeError, "max_channels must be an integer, not True"),
     ({"max_stride": 0}, ValueError, "max_stride must be in 1..255, not 0"),
     ({"max_dilation": 300}, ValueError, "max_dilation must be in 1..255, not 300"),
-    ({"window_slots": 0}, ValueError, "window_slots must be in 1..7, not 0"),
-    ({"max_kernel": 3, "window_slots": 4}, ValueError, "window_slots must be in 1..3, not 4"),
+    ({"window_slots": -1}, ValueError, "window_slots must be in 0..7, not -1"),
+    ({"max_kernel": 3, "window_slots": 4}, ValueError, "window_slots must be in 0..3, not 4"),
 ])
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -248,3 +248,28 @@ def test_missing_and_early_last():
         result, _ = unpack_map(data, case.channels, dut.lanes, *want.shape[1:], case.dtype)
         assert np.array_equal(result, want) and got["taken"] == n
         assert got["last_error"] == (number < 2), f"job {number}"
+
+
+def test_no_unit():
+    """``window_slots = 0``: no memory, every start refused with NO_UNIT, nothing taken."""
+    params = dict(lanes=2, max_kernel=3, max_width=8, max_channels=4, window_slots=0)
+    assert memory_bits(**params) == {"horizontal": 0, "vertical": 0}
+    dut = MaxPool(**params)
+    assert "reg " in verilog.convert(MaxPool(**params), name="p")      # it builds
+
+    async def testbench(ctx):
+        ctx.set(dut.i.valid, 1)
+        assert (ctx.get(dut.done), ctx.get(dut.busy), ctx.get(dut.running)) == (0, 0, 0)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(3):
+            assert (ctx.get(dut.done), ctx.get(dut.error)) == (1, PoolError.NO_UNIT)
+            assert (ctx.get(dut.busy), ctx.get(dut.running), ctx.get(dut.i.ready),
+                    ctx.get(dut.o.valid), ctx.get(dut.last_error)) == (0, 0, 0, 0, 0)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()

@@ -1,10 +1,11 @@
 """Pure-Python checks of rtl.requantize: arguments, signature, and amaranth.sim against the model."""
 
 import random
+import re
 
 import numpy as np
 import pytest
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -32,6 +33,7 @@ PAUSE_PROBABILITY = 0.3
      "shift_width must be at most 5 for a 31-bit product, not 6"),
     ({"out_width": 1}, ValueError, "out_width must be at least 2, not 1"),
     ({"out_width": "8"}, TypeError, "out_width must be an integer, not '8'"),
+    ({"iterative": 1}, TypeError, "iterative must be a bool, not 1"),
 ])
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -127,14 +129,15 @@ def simulate(dut: Requantize, samples: list[dict], seed: int, pauses: bool = Tru
     return outputs, in_cycles, out_cycles
 
 
+@pytest.mark.parametrize("iterative", [False, True])
 @pytest.mark.parametrize("acc_width, mult_width", [
     (quant.ACC_BITS, quant.MULTIPLIER_BITS),
     (24, 16),                 # narrower fields, even multiplier split
     (quant.ACC_BITS, 1),      # a single partial product
 ])
-def test_against_model(acc_width, mult_width):
+def test_against_model(acc_width, mult_width, iterative):
     rng = random.Random(f"{acc_width}-{mult_width}")
-    dut = Requantize(acc_width=acc_width, mult_width=mult_width)
+    dut = Requantize(acc_width=acc_width, mult_width=mult_width, iterative=iterative)
     samples = random_samples(rng, 300, acc_bits=acc_width, mult_bits=mult_width)
     if (acc_width, mult_width) == (quant.ACC_BITS, quant.MULTIPLIER_BITS):
         samples += tie_samples(rng, 100)
@@ -143,23 +146,37 @@ def test_against_model(acc_width, mult_width):
     assert [last for _, last in outputs] == [s["last"] for s in samples]
 
 
-def test_latency_and_throughput():
-    dut = Requantize()
+@pytest.mark.parametrize("iterative, latency, interval, multipliers", [
+    (False, 11, 1, 4),
+    (True, 24, 10, 1),        # 2 x 2 partial products of 16 x 16 bits, 4 limbs, 9 shift cycles
+])
+def test_latency_and_throughput(iterative, latency, interval, multipliers):
+    dut = Requantize(iterative=iterative)
+    assert (dut.latency, dut.interval, dut.multipliers) == (latency, interval, multipliers)
     samples = random_samples(random.Random(0), 40)
     outputs, in_cycles, out_cycles = simulate(dut, samples, seed=0, pauses=False)
     assert [data for data, _ in outputs] == golden(samples)
     assert {o - i for i, o in zip(in_cycles, out_cycles)} == {dut.latency}
-    assert in_cycles == list(range(in_cycles[0], in_cycles[0] + len(samples)))
+    assert in_cycles == list(range(in_cycles[0], in_cycles[0] + interval * len(samples), interval))
 
 
-def test_shift_outside_the_contract():
+def test_iterative_uses_one_multiplier():
+    """The iterative variant's netlist has a single multiplication of 16 x 16 bits."""
+    text = rtlil.convert(Requantize(iterative=True), name="rq", emit_src=False)
+    assert text.count("cell $mul ") == 1
+    cell = re.search(r"cell \$mul .*?\n  end", text, re.S).group(0)
+    assert re.findall(r"parameter \\([AB])_WIDTH (\d+)", cell) == [("A", "16"), ("B", "16")]
+
+
+@pytest.mark.parametrize("iterative", [False, True])
+def test_shift_outside_the_contract(iterative):
     """Shift 0 gives the unrounded product and shift 63 follows the formula, per the docstring.
 
     Both expressed through the model: ``(p + 0) >> 0 == (2p + 1) >> 1`` and, for an even
     multiplier ``2m'``, ``(acc * 2m' + 2**62) >> 63 == (acc * m' + 2**61) >> 62``.
     """
     rng = random.Random(63)
-    dut = Requantize()
+    dut = Requantize(iterative=iterative)
     samples, reference = [], []
     for s in random_samples(rng, 100):
         zero = dict(s, shift=0, multiplier=s["multiplier"] >> 1)

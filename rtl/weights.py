@@ -51,6 +51,8 @@ CHANNEL_BEATS = 3
 #: Requantization constant widths (model.quant: multiplier < 2**31, shift <= 62).
 MULT_WIDTH = 31
 SHIFT_WIDTH = 6
+#: Synthesis attribute of memories whose read-during-write result does not matter (Yosys).
+NO_RW_CHECK = "no_rw_check"
 #: Bit position of the weight zero point in the third channel beat.
 WZP_SHIFT = 8
 
@@ -68,6 +70,7 @@ class ParamStore(wiring.Component):
     Three block RAMs, each with one synchronous read port (data one cycle after the address):
     weights (``weight_depth`` words of ``pe * simd`` bytes), weight zero points and channel
     constants (``channel_groups`` words each). See the module docstring for the load format.
+    A word is in its memory from the second cycle after its last beat.
 
     Parameters
     ----------
@@ -77,6 +80,17 @@ class ParamStore(wiring.Component):
         Weight words (each one tap of one input-channel group for ``pe`` output channels).
     channel_groups : int
         Output-channel groups, ``ceil(max_channels / pe)``.
+    read_register : bool
+        Register ``weight_data`` and ``wzp_data`` once more (two cycles after the address,
+        ``chan_data`` still one): no logic after the block RAMs' slow outputs in the MAC
+        array's first stage.
+    no_rw_check : bool
+        Tell synthesis that a read of a word in the cycle it is written may return anything
+        (Yosys ``no_rw_check``, on an asynchronous read port followed by a register, which
+        Yosys merges into the block RAM): the engine writes parameters only while no layer
+        runs and reads them only while one does. Saves the logic that emulates the old-data
+        read on block RAMs without it (on iCE40 two registers per bit of the channel
+        memories). Same behaviour in simulation. Default False.
 
     Members
     -------
@@ -92,7 +106,8 @@ class ParamStore(wiring.Component):
     chan_data : ``Out(channel_layout(pe))``
     """
 
-    def __init__(self, *, pe, simd, weight_depth, channel_groups):
+    def __init__(self, *, pe, simd, weight_depth, channel_groups, read_register=False,
+                 no_rw_check=False):
         for name, value in (("pe", pe), ("simd", simd), ("weight_depth", weight_depth),
                             ("channel_groups", channel_groups)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -102,6 +117,10 @@ class ParamStore(wiring.Component):
                              f"not {weight_depth}")
         self.pe, self.simd = pe, simd
         self.weight_depth, self.channel_groups = weight_depth, channel_groups
+        self.read_register = bool(read_register)
+        if not isinstance(no_rw_check, bool):
+            raise ValueError(f"no_rw_check must be a bool, not {no_rw_check!r}")
+        self.no_rw_check = no_rw_check
         self.weight_width = DATA_WIDTH * pe * simd
         self.weight_beats = -(-self.weight_width // BEAT_WIDTH)
         self.channel_beats = CHANNEL_BEATS * pe
@@ -119,19 +138,33 @@ class ParamStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pe = self.pe
+        attrs = {NO_RW_CHECK: 1} if self.no_rw_check else None
         m.submodules.weight_mem = weight_mem = Memory(
-            shape=unsigned(self.weight_width), depth=self.weight_depth, init=[])
+            shape=unsigned(self.weight_width), depth=self.weight_depth, init=[], attrs=attrs)
         m.submodules.wzp_mem = wzp_mem = Memory(
-            shape=unsigned(ZP_WIDTH * pe), depth=self.channel_groups, init=[])
+            shape=unsigned(ZP_WIDTH * pe), depth=self.channel_groups, init=[], attrs=attrs)
         m.submodules.chan_mem = chan_mem = Memory(
-            shape=channel_layout(pe), depth=self.channel_groups, init=[])
-        weight_rd, wzp_rd, chan_rd = (mem.read_port() for mem in (weight_mem, wzp_mem, chan_mem))
+            shape=channel_layout(pe), depth=self.channel_groups, init=[], attrs=attrs)
         weight_wr, wzp_wr, chan_wr = (mem.write_port() for mem in (weight_mem, wzp_mem, chan_mem))
-        m.d.comb += [
-            weight_rd.addr.eq(self.weight_addr), self.weight_data.eq(weight_rd.data),
-            wzp_rd.addr.eq(self.wzp_addr), self.wzp_data.eq(wzp_rd.data),
-            chan_rd.addr.eq(self.chan_addr), self.chan_data.eq(chan_rd.data),
-        ]
+
+        def read_port(mem, addr, name):
+            """The data one cycle after ``addr``: a synchronous read port, or with
+            ``no_rw_check`` an asynchronous one and a register, which Yosys merges into the
+            block RAM as a port whose read-during-write result is left open."""
+            if not self.no_rw_check:
+                port = mem.read_port()
+                m.d.comb += port.addr.eq(addr)
+                return port.data
+            port = mem.read_port(domain="comb")
+            data = Signal(mem.shape, name=f"{name}_q")
+            m.d.comb += port.addr.eq(addr)
+            m.d.sync += data.eq(port.data)
+            return data
+        weight_rd = read_port(weight_mem, self.weight_addr, "weight_rd")
+        wzp_rd = read_port(wzp_mem, self.wzp_addr, "wzp_rd")
+        m.d.comb += self.chan_data.eq(read_port(chan_mem, self.chan_addr, "chan_rd"))
+        read_domain = m.d.sync if self.read_register else m.d.comb
+        read_domain += [self.weight_data.eq(weight_rd), self.wzp_data.eq(wzp_rd)]
 
         # Loader: header, then words assembled beat by beat into `word`.
         beats = max(self.weight_beats, self.channel_beats)
@@ -152,12 +185,19 @@ class ParamStore(wiring.Component):
         with m.If(self.clear):
             m.d.sync += self.load_error.eq(0)
 
+        # The memories are written in the cycle after a word's last beat, from `word` and
+        # registered enables and address (for the clock rate: no decoding before the large
+        # weight memory's write port).
+        write_addr = Signal.like(addr)
+        weight_we, channel_we = Signal(), Signal()
         lanes = data.View(data.ArrayLayout(data.StructLayout({
             "bias": signed(ACC_WIDTH), "multiplier": unsigned(BEAT_WIDTH),
-            "misc": unsigned(BEAT_WIDTH)}), pe), word_next[:CHANNEL_BEATS * BEAT_WIDTH * pe])
+            "misc": unsigned(BEAT_WIDTH)}), pe), word[:CHANNEL_BEATS * BEAT_WIDTH * pe])
+        m.d.sync += [weight_we.eq(0), channel_we.eq(0)]
         m.d.comb += [
-            weight_wr.addr.eq(addr), weight_wr.data.eq(word_next[:self.weight_width]),
-            wzp_wr.addr.eq(addr), chan_wr.addr.eq(addr),
+            weight_wr.addr.eq(write_addr), weight_wr.data.eq(word[:self.weight_width]),
+            wzp_wr.addr.eq(write_addr), chan_wr.addr.eq(write_addr),
+            weight_wr.en.eq(weight_we), wzp_wr.en.eq(channel_we), chan_wr.en.eq(channel_we),
             wzp_wr.data.eq(Cat(lanes[p].misc[WZP_SHIFT:WZP_SHIFT + ZP_WIDTH] for p in range(pe))),
         ]
         for p in range(pe):
@@ -181,16 +221,16 @@ class ParamStore(wiring.Component):
             with m.Else():
                 m.d.sync += [word.eq(word_next), beat.eq(beat + 1)]
                 with m.If(beat_last):
-                    m.d.sync += [beat.eq(0), addr.eq(addr + 1)]
+                    m.d.sync += [beat.eq(0), addr.eq(addr + 1), write_addr.eq(addr)]
                     with m.Switch(kind):
                         with m.Case(KIND_WEIGHTS):
                             with m.If(addr < self.weight_depth):
-                                m.d.comb += weight_wr.en.eq(1)
+                                m.d.sync += weight_we.eq(1)
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)
                         with m.Case(KIND_CHANNELS):
                             with m.If(addr < self.channel_groups):
-                                m.d.comb += [wzp_wr.en.eq(1), chan_wr.en.eq(1)]
+                                m.d.sync += channel_we.eq(1)
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)
                         with m.Default():

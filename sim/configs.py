@@ -24,10 +24,25 @@ class ConfigError(ValueError):
 #: every layer of the lecture's examples and of the ConvNetJS CIFAR-10 net: kernels up to 7x7,
 #: widths up to 224, up to 64 channels).
 ENGINE_DEFAULT = {"pe": 8, "simd": 8}
-#: A configuration that fits an iCE40 UP5K: at most 8 multipliers (the device has 8 SB_MAC16),
-#: and line buffers and weights within its 30 4-kbit block RAMs.
-ENGINE_ICE40 = {"pe": 2, "simd": 4, "max_kernel": 5, "max_width": 32, "max_height": 32,
-                "max_channels": 16}
+#: The small configuration for an iCE40 UP5K (8 SB_MAC16, 30 4-kbit block RAMs, 5,280 logic
+#: cells): a 1 x 4 MAC array (PE 1, SIMD 4: 4 DSPs, one MAC each; one output channel per group,
+#: so that one requantize unit keeps up as well as with 2 x 2 and the output path is one lane
+#: wide), one requantize unit multiplying on a single DSP and shifting by radix-4 digits over
+#: several cycles, the setup multiplier; weights, line buffer and channel memories in 24 block
+#: RAMs. Sized for the digits CNN (its 16 -> 32 3x3 layer needs all 1152 weight words of 4
+#: bytes), 32x32 maps with up to 32 channels and the lecture's small layers (5x5 kernels,
+#: strides 1 and 2). No max-pool unit
+#: (``pool_window_slots`` 0: the engine refuses pools with POOL_NO_UNIT and the hardware
+#: backends run them on the golden model). To fit the logic cells: configuration registers
+#: kept in the bits their maxima need (``narrow_registers``), parameter memories without
+#: read-during-write emulation (``no_rw_check``), a 2-group accumulator FIFO and 24-bit
+#: counters (a layer within these limits takes at most 6.6 M MAC cycles).
+ENGINE_ICE40 = {"pe": 1, "simd": 4, "max_kernel": 5, "max_width": 32, "max_height": 32,
+                "max_channels": 32, "weight_depth": 1152, "line_buffer_depth": 1024,
+                "max_stride": 2, "max_dilation": 2, "pool_max_stride": 2,
+                "pool_window_slots": 0, "requant_lanes": 1, "requant_iterative": True,
+                "fifo_depth": 2, "counter_width": 24, "narrow_registers": True,
+                "no_rw_check": True}
 
 
 def _macs(params: dict) -> int | None:
@@ -57,6 +72,10 @@ class Config:
     macs_per_cycle : int or None
         Multiply-accumulates per clock (PE x SIMD for the engine); None for units without a
         MAC array. Used for "MACs per DSP" and peak GOPS in the synthesis report.
+    device_params : dict
+        Constructor arguments over :attr:`params` for synthesis on one device, by device name:
+        vendor primitives (``{"ecp5": {"dsp": "ecp5"}}``) that the vendor-free Verilog of
+        ``make verilog``, lint and simulation must not contain.
     """
 
     name: str
@@ -67,6 +86,7 @@ class Config:
     toplevel: str = "convcore"
     targets_mhz: dict = field(default_factory=lambda: {"ecp5": 150.0, "ice40": 40.0})
     macs_per_cycle: int | None = None
+    device_params: dict = field(default_factory=dict)
 
     def component_class(self):
         """The component class; :class:`ConfigError` (one line) when its module is missing."""
@@ -92,20 +112,22 @@ class Config:
                 return found
         return self.macs_per_cycle
 
-    def build(self):
-        """Construct the component with :attr:`params`."""
+    def build(self, device=None):
+        """Construct the component with :attr:`params` (and, for synthesis on ``device``, its
+        :attr:`device_params`)."""
         cls = self.component_class()
+        params = {**self.params, **self.device_params.get(device, {})}
         accepted = inspect.signature(cls).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-        unknown = [k for k in self.params if k not in accepted and not takes_any]
+        unknown = [k for k in params if k not in accepted and not takes_any]
         if unknown:
             raise ConfigError(f"configuration {self.name!r}: {self.module}.{self.cls} has no "
                               f"parameter {unknown[0]!r} (it takes: {', '.join(accepted)})")
         try:
-            return cls(**self.params)
+            return cls(**params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"configuration {self.name!r}: {self.cls}("
-                              f"{_kwargs(self.params)}) refused: {exc}") from None
+                              f"{_kwargs(params)}) refused: {exc}") from None
 
     def resolved_params(self, component=None) -> dict:
         """Every constructor parameter with its value: :attr:`params` over the class defaults,
@@ -135,10 +157,10 @@ def _kwargs(params: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
-def _engine(name, summary, params, targets):
+def _engine(name, summary, params, targets, device_params=None):
     return Config(name=name, summary=summary, module="rtl.engine", cls="ConvEngine",
                   params=params, toplevel="convcore", targets_mhz=targets,
-                  macs_per_cycle=_macs(params))
+                  macs_per_cycle=_macs(params), device_params=device_params or {})
 
 
 #: Every named configuration.
@@ -155,8 +177,10 @@ def register(config: Config) -> Config:
     return config
 
 
-register(_engine("default", "conv engine, default configuration (ECP5 LFE5U-85F class devices)",
-                 ENGINE_DEFAULT, {"ecp5": 150.0, "ice40": 40.0}))
+register(_engine("default", "conv engine, default configuration (ECP5 LFE5U-85F class devices; "
+                            "on ECP5 the MAC products are registered inside the MULT18X18D)",
+                 ENGINE_DEFAULT, {"ecp5": 150.0, "ice40": 40.0},
+                 device_params={"ecp5": {"dsp": "ecp5"}}))
 register(_engine("ice40", "conv engine, small configuration for an iCE40 UP5K (8 DSPs at most)",
                  ENGINE_ICE40, {"ecp5": 150.0, "ice40": 40.0}))
 register(Config(
@@ -164,9 +188,11 @@ register(Config(
     module="rtl.requantize", cls="RequantizeAxis", toplevel="convcore_requantize",
     params={"acc_width": 32, "mult_width": 31, "shift_width": 6, "out_width": 8}))
 register(Config(
-    name="mac-default", summary="PE x SIMD MAC array alone, PE and SIMD of 'default'",
+    name="mac-default", summary="PE x SIMD MAC array alone, PE and SIMD of 'default' "
+                                "(on ECP5: products registered inside the MULT18X18D)",
     module="rtl.mac_array", cls="MacArray",
     params={"pe": ENGINE_DEFAULT["pe"], "simd": ENGINE_DEFAULT["simd"]},
+    device_params={"ecp5": {"dsp": "ecp5"}},
     toplevel="convcore_mac_array", macs_per_cycle=_macs(ENGINE_DEFAULT)))
 register(Config(
     name="mac-ice40", summary="PE x SIMD MAC array alone, PE and SIMD of 'ice40'",

@@ -17,6 +17,10 @@ Where each layer runs (the ``ran_on`` field of the report):
   ``F`` channels of a 1x1 map) when that conv is within the engine's limits, else on the
   golden model with the reason.
 - max-pool alone: on the engine (its pool-alone mode; no MAC operations).
+- on a configuration without a max-pool unit (``pool_window_slots`` 0, the engine refuses
+  any pool with ``POOL_NO_UNIT``): the conv on the engine and its fused max-pool on the golden
+  model, a max-pool alone on the golden model, both inside the same launch and said so in the
+  ``note``.
 
 A layer the engine refuses (kernel, width, channels, ... above the hardware's limits) is a
 one-line :class:`sim.cli.CliError` naming the layer and the violated limit; so is a layer that
@@ -37,6 +41,7 @@ converting the design to Verilog, while the RTL sources (``rtl/*.py``), the harn
 flags are unchanged; jobs, results and simulator logs go to ``build/run/``.
 """
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -51,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.network import ConvLayer, DenseLayer, layer_macs, layer_op, run_layer
+from model.network import ConvLayer, DenseLayer, PoolLayer, layer_macs, layer_op, run_layer
 from sim import toolchain
 
 __all__ = ["HardwareBackend", "EngineHarness", "resolve_config", "dense_as_conv",
@@ -239,7 +244,11 @@ POOL_REFUSAL_TEXT = {
     "POOL_WINDOW_SLOTS": "the dilated pool kernel exceeds {pool_window_slots} window slots x "
                          "the pool stride",
     "POOL_EMPTY_WINDOW": "a dilated pool window covers only padding",
+    "POOL_NO_UNIT": "the engine has no max-pool unit (pool_window_slots 0)",
 }
+
+#: The note of a max-pool that runs on the golden model for want of a max-pool unit.
+NO_POOL_UNIT_NOTE = "max-pool on the golden model: the engine has no max-pool unit"
 
 
 def refusal_text(code: str, layer, hw: dict) -> str:
@@ -347,16 +356,19 @@ class HardwareBackend:
         self._built = (runner, build_dir)
         return self._built
 
-    def _launch(self, layers, x=None, inputs=None):
+    def _launch(self, layers, x=None, inputs=None, golden=(), post_pool=None):
         """Run ``layers`` in one simulation, in sequence on the batch ``x`` or each on its own
-        batch of ``inputs``; the result dict of :mod:`tb.run_layers`."""
+        batch of ``inputs``; the result dict of :mod:`tb.run_layers`. The layers at the
+        indices ``golden`` run on the golden model; ``post_pool`` maps an index to the
+        max-pool the testbench applies (on the golden model) to that engine layer's output."""
         from tb.run_layers import JOB_ENV, result_path
         from tb.runner import count_results
 
         runner, build_dir = self._build()
         self._jobs += 1
         job = self.run_dir / f"job{self._jobs}.pkl"
-        data = {"layers": layers, "stall_output": self.stall_output}
+        data = {"layers": layers, "stall_output": self.stall_output,
+                "golden": list(golden), "post_pool": dict(post_pool or {})}
         if inputs is not None:
             data["inputs"] = [np.ascontiguousarray(i) for i in inputs]
         else:
@@ -388,10 +400,22 @@ class HardwareBackend:
         return result
 
     # -- the backend interface --------------------------------------------------------------
+    @property
+    def has_pool_unit(self) -> bool:
+        """False for a configuration without a max-pool unit (``pool_window_slots`` 0)."""
+        return self.hw.get("pool_window_slots", 1) != 0
+
     def engine_layer(self, layer):
         """(what the engine runs for ``layer``, a note or None): conv and max-pool layers as
         they are, a dense layer as a conv whose kernel covers its input when that fits, else
-        the dense layer itself (the testbench runs it on the golden model)."""
+        the dense layer itself (the testbench runs it on the golden model). Without a max-pool
+        unit, a conv's fused pool is left out (:meth:`split_pool` runs it on the model)
+        and a max-pool alone stays a PoolLayer that runs on the model."""
+        if isinstance(layer, PoolLayer) and not self.has_pool_unit:
+            return layer, NO_POOL_UNIT_NOTE
+        if isinstance(layer, ConvLayer) and layer.pool is not None and not self.has_pool_unit:
+            return dataclasses.replace(layer, pool=None, out_shape=layer.conv_shape), \
+                f"fused {NO_POOL_UNIT_NOTE}"
         if not isinstance(layer, DenseLayer):
             return layer, None
         conv = dense_as_conv(layer)
@@ -414,13 +438,18 @@ class HardwareBackend:
         if x.shape[0] == 0:
             raise _cli_error(f"backend '{self.name}': the input holds no samples (batch 0)")
         job, notes = zip(*(self.engine_layer(layer) for layer in layers))
-        if all(isinstance(layer, DenseLayer) for layer in job):    # nothing for the engine
+        golden = [i for i, layer in enumerate(job) if isinstance(layer, (DenseLayer, PoolLayer))
+                  and (isinstance(layer, DenseLayer) or not self.has_pool_unit)]
+        if len(golden) == len(job):                                 # nothing for the engine
             out = []
             for layer, note in zip(layers, notes):
                 x = run_layer(layer, x)
                 out.append((x, {"ran_on": "model", "note": note}))
             return out
-        result = self._launch(list(job), x)
+        post_pool = {i: layer.pool for i, (layer, job_layer) in enumerate(zip(layers, job))
+                     if isinstance(layer, ConvLayer) and layer.pool is not None
+                     and job_layer.pool is None}
+        result = self._launch(list(job), x, golden=golden, post_pool=post_pool)
         self._raise_error(result, job, layers)
         out = []
         for layer, job_layer, note, entry in zip(layers, job, notes, result["layers"]):

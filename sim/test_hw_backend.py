@@ -140,6 +140,28 @@ def test_refused_pool_is_one_line_error(tmp_path, capsys):
                           "backend 'icarus'")
 
 
+def test_no_pool_unit_runs_pools_on_the_model(files, tmp_path, capsys):
+    """A configuration without a max-pool unit (pool_window_slots 0): the convs run on the
+    engine, a fused pool and a pool alone on the golden model in the same launch (said so in
+    the note); the output is bit-exact."""
+    hw = json.dumps(dict(HW, pool_window_slots=0))
+    for name in ("qdq", "pool"):
+        out, report = tmp_path / f"{name}.npy", tmp_path / f"{name}.json"
+        status, stdout, err = run(["run", files[name], "--input", files[name + "_x"],
+                                   "--output", out, "--backend", "icarus", "--report", report,
+                                   "--hw-config", hw, "--check"], capsys)
+        assert status == 0 and err == "", err
+        assert "check: every layer's output equals the golden model" in stdout
+        layers = json.loads(report.read_text())["layers"]
+        if name == "qdq":
+            assert [r["ran_on"] for r in layers] == ["icarus"] * 3
+            assert "max-pool on the golden model" in layers[0]["note"]
+            assert layers[0]["macs"] > 0 and layers[0]["cycles"] > 0
+        else:
+            assert [r["ran_on"] for r in layers] == ["model", "icarus", "icarus"]
+            assert "no max-pool unit" in layers[0]["note"]
+
+
 def test_watchdog_names_layer_and_what_was_pending(files, capsys, monkeypatch):
     monkeypatch.setitem(cli.BACKENDS, "icarus",
                         lambda **options: HardwareBackend("icarus", stall_output=True, **options))

@@ -199,3 +199,26 @@ def test_all_runs_continue_past_a_failure_and_exit_non_zero(capsys, monkeypatch,
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "error: synthesis failed for later/ice40, later/ecp5"
     assert (tmp_path / "synth" / "summary.md").read_text() == synth.summary_table([])
+
+
+def test_mapped_cells_are_counted_by_submodule(tmp_path):
+    cells = {"core.mac.p_SB_MAC16": "SB_MAC16", "core.mac.x_SB_LUT4_O": "SB_LUT4",
+             "core.rq0.s6_SB_DFFE_Q": "SB_DFFE", "core.rq0.m_SB_MAC16": "SB_MAC16",
+             "core.s7_side.relu_SB_LUT4_O": "SB_LUT4",     # a struct member of the top level
+             "core.lb.mem_SB_RAM40_4K": "SB_RAM40_4K", "x0_SB_DFF_Q": "SB_DFF",
+             "core.mac.c_SB_CARRY_CO": "SB_CARRY"}
+    netlist = tmp_path / "netlist.json"
+    netlist.write_text(json.dumps({"modules": {synth.HARNESS_TOP: {"cells": {
+        name: {"type": kind} for name, kind in cells.items()}}}}))
+    rtl_stat = tmp_path / "rtl_stat.json"
+    rtl_stat.write_text(json.dumps({"modules": {f"\\convcore.{m}": {} for m in ("mac", "rq0", "lb")}}))
+    device = synth.DEVICES["ice40"]
+    found = synth._mapped_by_module(netlist, rtl_stat, device, "convcore")
+    zero = {"luts": 0, "ffs": 0, "dsps": 0, "brams": 0}
+    assert found == {"mac": dict(zero, luts=1, dsps=1), "rq0": dict(zero, ffs=1, dsps=1),
+                     "convcore": dict(zero, luts=1), "harness": dict(zero, ffs=1),
+                     "lb": dict(zero, brams=1)}
+    over = [("ICESTORM_DSP", 9, 8), ("ICESTORM_LC", 6000, 5280)]
+    assert synth._culprits(over, found, {}, device) == (
+        "; SB_MAC16 by module: mac 1, rq0 1; largest modules (LUTs/FFs): mac 1/0, rq0 0/1, "
+        "convcore 1/0, lb 0/0")

@@ -4,13 +4,18 @@
 variable :data:`JOB_ENV`), starts the simulator on :class:`sim.hw_backend.EngineHarness`
 with this module, and reads the *result* the test writes next to the job.
 
-Job: ``{"layers": [layer, ...], "x": int8/uint8 array (N, ...), "stall_output": bool}``.
+Job: ``{"layers": [layer, ...], "x": int8/uint8 array (N, ...), "stall_output": bool,
+"golden": [index, ...], "post_pool": {index: model.network.MaxPool}}`` (the last two
+optional).
 The layers run in order, each on the previous one's output (or, with ``"inputs": [array, ...]``
 instead of ``"x"``, each on its own input: independent layers in one launch, for benchmarks).
 A :class:`model.network.ConvLayer` (with its fused max-pool) or
 :class:`model.network.PoolLayer` runs on the engine; a :class:`model.network.DenseLayer`
-(one the backend could not map onto the engine) runs on the golden model here, between engine
-layers, so a whole network takes one launch. On the engine, every layer's parameters are
+(one the backend could not map onto the engine), and every layer whose index is in
+``golden`` (a max-pool alone on a configuration without a max-pool unit), run on the golden
+model here, between engine layers, so a whole network takes one launch; ``post_pool[i]`` is
+a max-pool applied on the golden model to engine layer ``i``'s output (a conv's fused pool on
+such a configuration). On the engine, every layer's parameters are
 loaded once through :class:`tb.engine_driver.EngineDriver` and its registers written once,
 then the batch's images run back to back (start, input stream, output stream, counters per
 image). ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that makes
@@ -238,12 +243,13 @@ async def run_job(dut):
     hw = await drv.hardware()
     result = {"layers": [], "error": None, "refused": None, "failed_layer": None}
     inputs = job.get("inputs")
+    golden, post_pool = set(job.get("golden", ())), job.get("post_pool") or {}
     x = None if inputs is not None else np.asarray(job["x"])
     for index, layer in enumerate(job["layers"]):
         if inputs is not None:
             x = np.asarray(inputs[index])
         x = x.reshape(x.shape[0], *layer.in_shape)
-        if isinstance(layer, DenseLayer):       # a dense layer the engine cannot run
+        if isinstance(layer, DenseLayer) or index in golden:    # not for the engine
             x = run_golden(layer, x)
             result["layers"].append({"output": x, "golden": True})
             continue
@@ -257,6 +263,8 @@ async def run_job(dut):
             break
         entry["sim_cycles"] = int(get_sim_time("ns") // CLOCK_PERIOD_NS - cycle0)
         entry["wall_seconds"] = time.perf_counter() - wall0
+        if index in post_pool:
+            entry["output"] = post_pool[index].apply(entry["output"])
         result["layers"].append(entry)
         x = entry["output"]
     result["sim_cycles"] = int(get_sim_time("ns") // CLOCK_PERIOD_NS)

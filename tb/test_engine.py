@@ -358,8 +358,30 @@ def large_sweep(seed=1):
     return cases
 
 
+def ice40_sweep():
+    """The iCE40 configuration (:data:`sim.configs.ENGINE_ICE40`: one iterative requantize
+    unit for both PE lanes): 1x1 layers whose groups take fewer cycles than the unit needs
+    (the MAC array waits on the accumulator FIFO), the digits CNN's CONV-RELU layers (no
+    max-pool unit: their pools run on the golden model), strided, raw and refused layers (a
+    fused pool and a pool alone: POOL_NO_UNIT), with and without stalls."""
+    return [
+        Case(2, 8, 5, 6, k=(1, 1), per_channel=False),
+        Case(4, 7, 6, 5, k=(1, 1), out="uint8", relu=True, stalls=True),
+        Case(1, 16, 8, 8, pads=(1, 1, 1, 1), relu=True),
+        Case(16, 32, 4, 4, pads=(1, 1, 1, 1), relu=True, stalls=True),
+        Case(1, 16, 8, 8, pads=(1, 1, 1, 1), relu=True, pool=MaxPool(2, 2),
+             expect="POOL_NO_UNIT"),
+        Case(3, 6, 12, 11, k=(5, 5), stride=(2, 2), pads=(2, 1, 0, 2), x_dtype="uint8",
+             w_dtype="uint8", out="uint8", stalls=True),
+        Case(3, 5, 6, 7, out="int32", stalls=True),
+        Case(5, 0, 7, 9, alone=True, pool=MaxPool(2, 2), expect="POOL_NO_UNIT"),
+        Case(33, 3, 5, 5, expect="CHANNELS"),
+        Case(3, 3, 6, 6, k=(3, 3), pads=(1, 1, 1, 1), repeat=2),
+    ]
+
+
 #: Sweeps by name; each takes the random seed (shapes of the large sweep, data of all).
-SWEEPS = {"small": lambda seed: small_sweep() + illegal_cases() + [Case(3, 3, 5, 5, stalls=True)]
+SWEEPS = {"ice40": lambda seed: ice40_sweep(),"small": lambda seed: small_sweep() + illegal_cases() + [Case(3, 3, 5, 5, stalls=True)]
           + pool_small_sweep(),
           "large": large_sweep,
           "smoke": lambda seed: [Case(16, 16, 12, 12, k=(3, 3), pads=(1, 1, 1, 1), perf=True),
@@ -521,9 +543,20 @@ async def engine_pool_mode_reserved(dut):
     else:
         raise AssertionError("pool_mode 3 was accepted")
     assert not int(dut.s_axis_tready.value), "input ready after a refused layer"
-    for case in (Case(5, 0, 6, 7, alone=True, pool=MaxPool(2, (1, 2), pads=(0, 1, 1, 0))),
-                 Case(3, 4, 6, 6, pads=(1, 1, 1, 1))):
+    # A vertical stride of 1 needs two pool window slots; with one (the iCE40 configuration)
+    # the pool strides 2 on both axes.
+    slots = (await drv.regs.read_fields("HW_POOL"))["hw_pool_window_slots"]
+    pool = MaxPool(2, (1, 2) if slots > 1 else (2, 2), pads=(0, 1, 1, 0))
+    for case in (Case(5, 0, 6, 7, alone=True, pool=pool), Case(3, 4, 6, 6, pads=(1, 1, 1, 1))):
         layer, x = make_layer(case, rng, "after")
+        if case.alone and not slots:        # no max-pool unit (the iCE40 configuration)
+            try:
+                await drv.run_layer(layer, x)
+            except EngineRefused as refused:
+                assert refused.code == EngineError.POOL_NO_UNIT, refused.code.name
+            else:
+                raise AssertionError("a pool ran without a max-pool unit")
+            continue
         result = await with_timeout(drv.run_layer(layer, x), watchdog_ns(case), "ns")
         want = run_layer(layer, x[None])[0]
         assert np.array_equal(result.output, want), \
@@ -571,6 +604,12 @@ def test_engine_icarus():
 
 def test_engine_verilator():
     _run("verilator", CONFIGS["verilator"], "large")
+
+
+def test_engine_ice40_config_icarus():
+    """The iCE40 configuration of ``make synth`` (iterative requantization, one unit)."""
+    from sim.configs import ENGINE_ICE40
+    _run("icarus", ENGINE_ICE40, "ice40")
 
 
 def test_engine_default_config_verilator():

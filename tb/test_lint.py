@@ -20,6 +20,8 @@ COMPONENTS = [
     ("requantize", Requantize, {"acc_width": 24, "mult_width": 16, "out_width": 8}),
     ("requantize", Requantize, {"mult_width": 1}),
     ("requantize_axis", RequantizeAxis, {}),
+    ("requantize", Requantize, {"iterative": True}),
+    ("requantize", Requantize, {"acc_width": 24, "mult_width": 16, "iterative": True}),
     ("maxpool", MaxPool, {}),
     ("maxpool_axis", MaxPoolAxis, dict(lanes=4, max_kernel=7, max_width=16, max_height=16,
                                        max_channels=16, max_stride=3, max_dilation=2)),

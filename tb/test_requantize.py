@@ -39,6 +39,8 @@ SCALE_OCTAVES = 9
 #: The unit's hardware configuration; pytest passes it to the simulation in this variable.
 CONFIG_ENV = "CONVCORE_REQUANTIZE_CONFIG"
 DEFAULT_CONFIG = {"acc_width": 32, "mult_width": 31, "shift_width": 6, "out_width": 8}
+#: The configurations the simulators run: both variants of the unit.
+CONFIGS = {"pipelined": DEFAULT_CONFIG, "iterative": {**DEFAULT_CONFIG, "iterative": True}}
 DTYPES = {0: np.dtype(np.int8), 1: np.dtype(np.uint8)}
 
 
@@ -180,11 +182,13 @@ class TB:
     def __init__(self, dut):
         self.dut = dut
         config = json.loads(os.environ.get(CONFIG_ENV, json.dumps(DEFAULT_CONFIG)))
-        self.latency = Requantize.latency
-        self.tdata_layout = axis_tdata_layout(**config)
+        core = Requantize(**config)
+        self.latency, self.interval, self.capacity = core.latency, core.interval, core.capacity
+        self.tdata_layout = axis_tdata_layout(core.acc_width, core.mult_width, core.shift_width,
+                                              core.out_width)
         assert len(dut.s_axis_tdata) == self.tdata_layout.size, \
             f"s_axis_tdata has {len(dut.s_axis_tdata)} bits, the layout {self.tdata_layout.size}"
-        assert len(dut.m_axis_tdata) == config["out_width"]
+        assert len(dut.m_axis_tdata) == core.out_width
         Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
         for prefix in ("s_axis", "m_axis"):     # no per-frame log lines
             logging.getLogger(f"cocotb.{dut._name}.{prefix}").setLevel(logging.WARNING)
@@ -211,7 +215,7 @@ class TB:
 
     def timeout_ns(self, transfers: int) -> int:
         """Generous bound on the time ``transfers`` samples need under any pause pattern."""
-        return (self.latency + 20 * (transfers + RESET_CYCLES)) * CLOCK_PERIOD_NS
+        return (self.latency + (self.interval + 20) * (transfers + RESET_CYCLES)) * CLOCK_PERIOD_NS
 
     async def check(self, samples: list[dict]) -> None:
         """Send ``samples``, compare every output with the golden model, expect nothing more."""
@@ -265,7 +269,8 @@ async def edge_cases(dut):
 
 @cocotb.test()
 async def latency_and_throughput(dut):
-    """Documented latency, one sample per cycle, and a stalled output holding `latency` samples."""
+    """Documented latency, a sample every `interval` cycles, and a stalled output holding
+    `capacity` samples."""
     rng = random.Random(f"latency_and_throughput-{cocotb.RANDOM_SEED}")
     tb = TB(dut)
     inputs = HandshakeMonitor(dut.clk, dut.s_axis_tvalid, dut.s_axis_tready)
@@ -274,26 +279,27 @@ async def latency_and_throughput(dut):
     cocotb.start_soon(inputs.run())
     cocotb.start_soon(outputs.run())
 
-    # Free-flowing: the k-th output appears `latency` cycles after the k-th input, back to back.
+    # Free-flowing: the k-th output appears `latency` cycles after the k-th input, and the
+    # inputs follow each other every `interval` cycles (back to back when pipelined).
     samples = random_samples(rng, 64)
     samples[-1]["last"] = 1
     await tb.check(samples)
     assert len(inputs.transfers) == len(outputs.transfers) == len(samples)
     delays = {o - i for i, o in zip(inputs.transfers, outputs.transfers)}
     assert delays == {tb.latency}, f"input-to-output delays {sorted(delays)}, not {tb.latency}"
-    span = inputs.transfers[-1] - inputs.transfers[0] + 1
-    assert span == len(samples), f"{len(samples)} inputs took {span} cycles, not one per cycle"
+    gaps = {b - a for a, b in zip(inputs.transfers, inputs.transfers[1:])}
+    assert gaps == {tb.interval}, f"inputs {sorted(gaps)} cycles apart, not {tb.interval}"
 
-    # Stalled output: the pipeline takes exactly `latency` samples, then holds them.
+    # Stalled output: the unit takes exactly `capacity` samples, then holds them.
     inputs.transfers.clear()
     outputs.transfers.clear()
     tb.sink.pause = True
     samples = random_samples(rng, 4 * tb.latency)
     samples[-1]["last"] = 1
     check = cocotb.start_soon(tb.check(samples))
-    await ClockCycles(dut.clk, 8 * tb.latency)
-    assert len(inputs.transfers) == tb.latency, \
-        f"a stalled output let {len(inputs.transfers)} inputs in, not {tb.latency}"
+    await ClockCycles(dut.clk, 8 * tb.latency + tb.capacity * tb.interval)
+    assert len(inputs.transfers) == tb.capacity, \
+        f"a stalled output let {len(inputs.transfers)} inputs in, not {tb.capacity}"
     assert not outputs.transfers
     tb.sink.pause = False
     await check
@@ -301,12 +307,14 @@ async def latency_and_throughput(dut):
 
 # --- pytest entry ----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("variant", CONFIGS)
 @pytest.mark.parametrize("sim", toolchain.SIMULATORS)
-def test_requantize(sim):
+def test_requantize(sim, variant):
     from tb.runner import config_key, emit_verilog, run_cocotb
 
+    config = CONFIGS[variant]
     toplevel = "requantize_axis"
-    key = config_key(toplevel, DEFAULT_CONFIG)
-    source = emit_verilog(RequantizeAxis(**DEFAULT_CONFIG), toplevel=toplevel, key=key)
+    key = config_key(toplevel, config)
+    source = emit_verilog(RequantizeAxis(**config), toplevel=toplevel, key=key)
     run_cocotb(sim, sources=[source], toplevel=toplevel, key=key, test_module=__name__,
-               extra_env={CONFIG_ENV: json.dumps(DEFAULT_CONFIG)})
+               extra_env={CONFIG_ENV: json.dumps(config)})
