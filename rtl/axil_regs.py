@@ -416,8 +416,7 @@ def _check_storage(regmap, storage) -> dict:
         if field.reset >> bits:
             raise ValueError(f"storage: field {name!r} in {bits} bits cannot hold its reset "
                              f"value {field.reset}")
-        if bits < field.width:
-            out[name] = bits
+        out[name] = bits
     return out
 
 

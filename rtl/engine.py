@@ -48,10 +48,11 @@ Performance: one MAC operation (PE x SIMD multiply-accumulates) per cycle whenev
 word has arrived; output groups follow each other without bubbles, the input stream is written
 while the array computes, and a layer's start costs the setup (registered range checks,
 one cycle per bit of the smaller operand of each derived product on a shift-and-add
-multiplier, final checks, the window generator's own setup: about 30 to 60 cycles) plus the time to receive its first window. Strided layers only visit output positions. A fused max-pool adds
-a divider computing the conv output size (``coord_width`` cycles, about 12) and the pool
-unit's setup (about 6 cycles plus the larger begin pad) to the start, and stalls the MAC
-array only when the pool unit flushes windows that end at the right or bottom edge
+multiplier, final checks, the window generator's own setup: about 30 to 60 cycles) plus the
+time to receive its first window. Strided layers only visit output positions. A fused
+max-pool adds a divider computing the conv output size (``coord_width`` cycles, about 12) and
+the pool unit's setup (about 6 cycles plus the larger begin pad) to the start, and stalls the
+MAC array only when the pool unit flushes windows that end at the right or bottom edge
 (padding or ``ceil_mode``); CONV-RELU-POOL costs no pass through the host.
 
 Max pooling (``POOL.pool_mode``, see :mod:`rtl.engine_regs`): ``FUSED`` puts the

@@ -116,7 +116,9 @@ class LineBuffer(wiring.Component):
     def __init__(self, *, simd, depth, count_width, read_register=False):
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
             raise ValueError(f"depth must be a power of two of at least 2, not {depth!r}")
-        self.read_register = bool(read_register)
+        if not isinstance(read_register, bool):
+            raise ValueError(f"read_register must be a bool, not {read_register!r}")
+        self.read_register = read_register
         self.simd = simd
         self.depth = depth
         self.count_width = count_width

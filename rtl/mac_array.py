@@ -16,7 +16,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.dsp import Ecp5Multiplier
+from rtl.dsp import STAGES, Ecp5Multiplier
 
 __all__ = ["MacArray", "tree_depth", "DSPS", "ECP5_STAGES", "OPERAND_WIDTH", "ACC_WIDTH",
            "DATA_WIDTH", "ZP_WIDTH"]
@@ -33,7 +33,7 @@ ACC_WIDTH = 32
 #: synthesis tool picks the DSP block) or ``"ecp5"`` (a :class:`rtl.dsp.Ecp5Multiplier`).
 DSPS = ("generic", "ecp5")
 #: Registers of the ECP5 DSP blocks that the ``"ecp5"`` multipliers use.
-ECP5_STAGES = ("input", "pipeline", "output")
+ECP5_STAGES = STAGES
 
 
 def tree_depth(simd):

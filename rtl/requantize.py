@@ -54,6 +54,12 @@ def _equals(value, constant: int):
     return ~value.any() if constant == 0 else value == constant
 
 
+def _side_bits(payload):
+    """The input fields that travel beside the arithmetic, as the bits of the ``side`` layout
+    of :meth:`Requantize.elaborate`."""
+    return Cat(payload.zero_point, payload.relu, payload.is_unsigned, payload.last)
+
+
 def _check_int(name: str, value, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -135,8 +141,8 @@ class Requantize(wiring.Component):
     carries settle in one cycle per limb after the last partial product. Stages 6 and 7 are
     replaced too, by a shifter that takes the finished product (one cycle) and shifts
     ``2 * prod`` right one radix-4 digit of ``shift`` at a time: by ``4**k``, for each
-    digit ``k`` in turn, in 3 cycles of which the first ``digit`` shift (``3 *
-    ceil(shift_width / 2)`` cycles, 9 for 6 bits, while the next sample is multiplied). The
+    digit ``k`` in turn, in the first ``digit`` of 3 cycles (``3 * ceil(shift_width / 2)``
+    cycles in all, 9 for 6 bits, while the next sample is multiplied). The
     unit takes a sample every :attr:`interval` cycles (10 for 32 x 31 bits) and the clamp
     stages 8 to 11 follow as above; ``i.ready`` is low while a sample is being multiplied or
     its product waits for the shifter. Same results, bit for bit; far fewer multipliers,
@@ -289,7 +295,7 @@ class Requantize(wiring.Component):
         if m_hi:
             products.update(lh=acc_lo * mult_hi, hh=acc_hi * mult_hi)
         s2 = stage(2, **products, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
-                   side=(side, Cat(i.zero_point, i.relu, i.is_unsigned, i.last)))
+                   side=(side, _side_bits(i)))
 
         # Stage 3: the low and the high half of the unsigned product |acc| * multiplier pattern.
         if m_hi:
@@ -389,15 +395,14 @@ class Requantize(wiring.Component):
         sh_side = Signal(side, name="sh_side", reset_less=True)
         sh_busy, sh_done = Signal(name="sh_busy"), Signal(name="sh_done")
         digit = Signal(range(max(digits, 2)), name="sh_digit")
-        rep_ = Signal(range(SHIFT_DIGIT_MAX + 1), name="sh_rep")
+        rep = Signal(range(SHIFT_DIGIT_MAX + 1), name="sh_rep")
         m.d.comb += [take.eq(full & ~sh_busy & (~sh_done | advance)), feed.eq(sh_done)]
         with m.If(sh_done & advance):
             m.d.sync += sh_done.eq(0)
         with m.If(take):
             m.d.sync += [half.eq(prod << 1), sh_shift.eq(held.shift), sh_busy.eq(1),
-                         digit.eq(0), rep_.eq(0),
-                         sh_side.eq(Cat(held.zero_point, held.relu, held.is_unsigned,
-                                        held.last))]
+                         digit.eq(0), rep.eq(0),
+                         sh_side.eq(_side_bits(held))]
         with m.Elif(sh_busy):
             # Digit k's value and shifted `half`, as multiplexer chains (a `case` on `digit`
             # would lack a default when the digits are not a power of two).
@@ -407,12 +412,12 @@ class Requantize(wiring.Component):
                 step = half >> (1 << (SHIFT_RADIX_BITS * k))
                 current = value if current is None else Mux(_equals(digit, k), value, current)
                 shifted = step if shifted is None else Mux(_equals(digit, k), step, shifted)
-            with m.If(rep_ < current):
+            with m.If(rep < current):
                 m.d.sync += half.eq(shifted)
-            m.d.sync += rep_.eq(rep_ + 1)
-            with m.If(rep_ == SHIFT_DIGIT_MAX - 1):
-                m.d.sync += [rep_.eq(0), digit.eq(digit + 1)]
-                with m.If(digit == digits - 1):
+            m.d.sync += rep.eq(rep + 1)
+            with m.If(rep == SHIFT_DIGIT_MAX - 1):
+                m.d.sync += [rep.eq(0), digit.eq(digit + 1)]
+                with m.If(_equals(digit, digits - 1)):
                     m.d.sync += [sh_busy.eq(0), sh_done.eq(1)]
         return SimpleNamespace(half=half, side=sh_side)
 

@@ -113,13 +113,18 @@ def _layer(cout=5, cin=3, k=(2, 3), raw=False, seed=0):
                      w_zero_point=rng.integers(-128, 128, cout), **quant)
 
 
-@pytest.mark.parametrize("pe,simd", [(2, 2), (4, 4), (1, 2)])
-def test_param_store_loads_driver_packets(pe, simd):
-    """Memory words after loading the driver's packets hold what the docstring says."""
+@pytest.mark.parametrize("pe,simd,read_register,no_rw_check", [
+    (2, 2, False, False), (4, 4, False, False), (1, 2, False, False), (2, 2, True, True)])
+def test_param_store_loads_driver_packets(pe, simd, read_register, no_rw_check):
+    """Memory words after loading the driver's packets hold what the docstring says, read
+    with the documented latency (``chan_data`` one cycle, the others two with
+    ``read_register``)."""
     layer = _layer()
     cout, cin, kh, kw = layer.weight.shape
     cing, coutg = -(-cin // simd), -(-cout // pe)
-    dut = ParamStore(pe=pe, simd=simd, weight_depth=coutg * kh * kw * cing, channel_groups=coutg)
+    dut = ParamStore(pe=pe, simd=simd, weight_depth=coutg * kh * kw * cing, channel_groups=coutg,
+                     read_register=read_register, no_rw_check=no_rw_check)
+    latency = 2 if read_register else 1
     beats = pack_weights(layer, pe, simd) + pack_channels(layer, pe)
     lasts = [0] * len(beats)
     lasts[len(pack_weights(layer, pe, simd)) - 1] = 1
@@ -140,12 +145,15 @@ def test_param_store_loads_driver_packets(pe, simd):
                     for ig in range(cing):
                         addr = ((og * kh + ky) * kw + kx) * cing + ig
                         ctx.set(dut.weight_addr, addr)
-                        await ctx.tick()
+                        await ctx.tick().repeat(latency)
                         weights[og, ky, kx, ig] = ctx.get(dut.weight_data)
             ctx.set(dut.chan_addr, og)
             ctx.set(dut.wzp_addr, og)
             await ctx.tick()
-            channels[og] = (ctx.get(dut.chan_data), ctx.get(dut.wzp_data))
+            chan = ctx.get(dut.chan_data)
+            if read_register:
+                await ctx.tick()
+            channels[og] = (chan, ctx.get(dut.wzp_data))
 
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)
@@ -235,6 +243,11 @@ def test_register_map():
     (dict(fifo_depth=1), "fifo_depth must be an integer at least 2, not 1"),
     (dict(pe=4, requant_lanes=8), "requant_lanes must be a power of two up to pe=4, not 8"),
     (dict(pe=4, requant_lanes=3), "requant_lanes must be a power of two up to pe=4, not 3"),
+    (dict(counter_width=0), "counter_width must be an integer 1..64, not 0"),
+    (dict(requant_iterative=1), "requant_iterative must be a bool, not 1"),
+    (dict(narrow_registers=None), "narrow_registers must be a bool, not None"),
+    (dict(no_rw_check="yes"), "no_rw_check must be a bool, not 'yes'"),
+    (dict(dsp="ice40"), "dsp must be one of 'generic', 'ecp5', not 'ice40'"),
 ])
 def test_engine_rejects_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -246,6 +259,10 @@ def test_part_constructors_reject_bad_parameters():
         MacArray(0, 4)
     with pytest.raises(ValueError, match="depth must be a power of two of at least 2, not 12"):
         LineBuffer(simd=4, depth=12, count_width=8)
+    with pytest.raises(ValueError, match="read_register must be a bool, not 1"):
+        LineBuffer(simd=4, depth=16, count_width=8, read_register=1)
+    with pytest.raises(ValueError, match="no_rw_check must be a bool, not 1"):
+        ParamStore(pe=2, simd=2, weight_depth=4, channel_groups=1, no_rw_check=1)
     with pytest.raises(ValueError, match="weight_depth must be a positive integer, not 0"):
         ParamStore(pe=2, simd=2, weight_depth=0, channel_groups=1)
 

@@ -54,7 +54,7 @@ def reference(g, simd):
     return ops
 
 
-def protect_bound(g, ops_left):
+def protect_bound(ops_left):
     """The smallest index the remaining operations read (the line buffer may drop less)."""
     read = [op[0] for op in ops_left if op[0] is not None]
     return min(read) if read else None
@@ -92,6 +92,7 @@ def test_window_generator_issues_the_loop_nest(layer, mode):
         for name, value in g.items():
             ctx.set(getattr(dut.geometry, name), value)
         written = 0 if mode == "trickle" else total
+        seen = written      # `written` a cycle earlier: a word is in the memory from then on
         ctx.set(dut.written, written)
         ctx.set(dut.credit, 1)
         ctx.set(dut.start, 1)
@@ -102,17 +103,18 @@ def test_window_generator_issues_the_loop_nest(layer, mode):
             ctx.set(dut.credit, credit)
             if ctx.get(dut.valid):
                 index = ctx.get(dut.index) if ctx.get(dut.in_image) else None
-                assert index is None or index < written, f"read of word {index} before it came"
+                assert index is None or index < seen, f"read of word {index} before it came"
                 assert ctx.get(~dut.first | dut.credit)
                 got.append((index, ctx.get(dut.first), ctx.get(dut.last), ctx.get(dut.final),
                             ctx.get(dut.lanes), ctx.get(dut.weight_addr), ctx.get(dut.og)))
-            bound = protect_bound(g, want[len(got):])
+            bound = protect_bound(want[len(got):])
             protect = ctx.get(dut.protect)
             assert bound is None or protect <= bound, \
                 f"protect {protect} above word {bound} still to be read"
             if not ctx.get(dut.busy) and len(got) == len(want):
                 break
             await ctx.tick()
+            seen = written
             if mode == "trickle" and written < total and rng.random() < 0.4:
                 written += 1
                 ctx.set(dut.written, written)

@@ -117,10 +117,10 @@ class ParamStore(wiring.Component):
                              f"not {weight_depth}")
         self.pe, self.simd = pe, simd
         self.weight_depth, self.channel_groups = weight_depth, channel_groups
-        self.read_register = bool(read_register)
-        if not isinstance(no_rw_check, bool):
-            raise ValueError(f"no_rw_check must be a bool, not {no_rw_check!r}")
-        self.no_rw_check = no_rw_check
+        for name, value in (("read_register", read_register), ("no_rw_check", no_rw_check)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be a bool, not {value!r}")
+        self.read_register, self.no_rw_check = read_register, no_rw_check
         self.weight_width = DATA_WIDTH * pe * simd
         self.weight_beats = -(-self.weight_width // BEAT_WIDTH)
         self.channel_beats = CHANNEL_BEATS * pe

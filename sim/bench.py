@@ -58,6 +58,11 @@ class BenchError(RuntimeError):
     """A section could not produce valid results (the message says why)."""
 
 
+def _sim_error(sim: str, exc: Exception) -> BenchError:
+    """A simulator run's failure as a one-line BenchError naming the simulator."""
+    return BenchError(f"{sim}: {' '.join(str(exc).split())}")
+
+
 @dataclass
 class Section:
     name: str
@@ -299,7 +304,7 @@ def bench_engine(options) -> list[Result]:
             backend._build()
             out = backend.run_convs([pairs[i][0] for i in chosen], [pairs[i][1] for i in chosen])
         except Exception as exc:
-            raise BenchError(f"{sim}: {' '.join(str(exc).split())}") from None
+            raise _sim_error(sim, exc) from None
         finally:
             backend.close()
         runs[sim] = {}
@@ -374,7 +379,7 @@ def _verilator_default():
         _, build_dir = backend._build()
     except Exception as exc:
         backend.close()
-        raise BenchError(f"verilator: {' '.join(str(exc).split())}") from None
+        raise _sim_error("verilator", exc) from None
     rebuilt = (build_dir / STAMP_NAME).stat().st_mtime >= start
     return backend, backend.build_seconds if rebuilt else None
 
@@ -397,7 +402,7 @@ def bench_digits(options) -> list[Result]:
     try:
         got, layers = run_chunks(net, images, backend)
     except Exception as exc:
-        raise BenchError(f"verilator: {' '.join(str(exc).split())}") from None
+        raise _sim_error("verilator", exc) from None
     finally:
         backend.close()
     wall = time.perf_counter() - start
@@ -458,7 +463,7 @@ def bench_cifar(options) -> list[Result]:
     try:
         out = backend.run_network(net.layers, quantize_input(net, images))
     except Exception as exc:
-        raise BenchError(f"verilator: {' '.join(str(exc).split())}") from None
+        raise _sim_error("verilator", exc) from None
     finally:
         backend.close()
     wall = time.perf_counter() - start

@@ -409,8 +409,8 @@ class HardwareBackend:
         """(what the engine runs for ``layer``, a note or None): conv and max-pool layers as
         they are, a dense layer as a conv whose kernel covers its input when that fits, else
         the dense layer itself (the testbench runs it on the golden model). Without a max-pool
-        unit, a conv's fused pool is left out (:meth:`split_pool` runs it on the model)
-        and a max-pool alone stays a PoolLayer that runs on the model."""
+        unit, a conv's fused pool is left out (the testbench applies it on the golden model,
+        see :meth:`run_network`) and a max-pool alone stays a PoolLayer that runs on the model."""
         if isinstance(layer, PoolLayer) and not self.has_pool_unit:
             return layer, NO_POOL_UNIT_NOTE
         if isinstance(layer, ConvLayer) and layer.pool is not None and not self.has_pool_unit:
@@ -438,8 +438,8 @@ class HardwareBackend:
         if x.shape[0] == 0:
             raise _cli_error(f"backend '{self.name}': the input holds no samples (batch 0)")
         job, notes = zip(*(self.engine_layer(layer) for layer in layers))
-        golden = [i for i, layer in enumerate(job) if isinstance(layer, (DenseLayer, PoolLayer))
-                  and (isinstance(layer, DenseLayer) or not self.has_pool_unit)]
+        golden = [i for i, layer in enumerate(job) if isinstance(layer, DenseLayer)
+                  or (isinstance(layer, PoolLayer) and not self.has_pool_unit)]
         if len(golden) == len(job):                                 # nothing for the engine
             out = []
             for layer, note in zip(layers, notes):

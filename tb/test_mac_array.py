@@ -155,7 +155,8 @@ class TB:
             if item is None:
                 continue
             g, k = item
-            group, op = groups[g], groups[g]["ops"][item[1]]
+            group = groups[g]
+            op = group["ops"][k]
             last = k == len(group["ops"]) - 1
             dut.first.value = int(k == 0)
             dut.last.value = int(last)
