@@ -535,12 +535,16 @@ class ConvEngine(wiring.Component):
         fifo_final = fifo.r_data[ACC_WIDTH * pe]
 
         # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
+        # `og_out_last` (og_out is the last group) is registered, so that no compare with
+        # cout_groups lies on the way to the channel memory's read address.
         og_out = Signal(range(self.cout_groups))
-        og_out_next = Mux(og_out == d["cout_groups"] - 1, 0, og_out + 1)
+        og_out_last = Signal()
+        og_out_next = Mux(og_out_last, 0, og_out + 1)
         with m.If(pop):
-            m.d.sync += og_out.eq(og_out_next)
+            m.d.sync += [og_out.eq(og_out_next),
+                         og_out_last.eq(og_out_next == d["cout_groups"] - 1)]
         with m.If(launch):
-            m.d.sync += og_out.eq(0)
+            m.d.sync += [og_out.eq(0), og_out_last.eq(d["cout_groups"] == 1)]
         m.d.comb += params.chan_addr.eq(Mux(pop, og_out_next, og_out))
         chan = params.chan_data
         biased = [Signal(signed(ACC_WIDTH), name=f"biased{p}") for p in range(pe)]
