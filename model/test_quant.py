@@ -199,6 +199,26 @@ def test_requantize_realistic_scales_vs_exact():
     assert np.max(np.abs(got - real)) <= 1
 
 
+@pytest.mark.parametrize("acc_bits", [8, 20, 26, 31])
+@pytest.mark.parametrize("shifts", [(30, 33), (20, 45), (40, 62), (1, 62)])
+@pytest.mark.parametrize("per_channel_multiplier", [False, True])
+def test_requantize_per_channel_shifts_vs_exact(acc_bits, shifts, per_channel_multiplier):
+    # Per-channel shifts take one common shift when the widened products fit int64 (small
+    # accumulators, close shifts) and the per-channel passes otherwise; both must be exact.
+    rng = seeded(acc_bits, shifts, per_channel_multiplier)
+    channels = 6
+    acc = rng.integers(-2**acc_bits, 2**acc_bits, (2, channels, 7, 5))
+    acc[0, :, 0, 0], acc[0, :, 0, 1] = 2**acc_bits - 1, -2**acc_bits  # the extremes
+    acc = np.clip(acc, -2**31, 2**31 - 1).astype(np.int32)
+    multiplier = (rng.integers(2**30, 2**31, channels) if per_channel_multiplier
+                  else np.int64(2**31 - 1))
+    shift = rng.integers(shifts[0], shifts[1] + 1, channels)
+    shift[:2] = shifts                                  # the spread of shifts is the widest
+    got = requantize(acc, multiplier, shift, 7, np.int8)
+    np.testing.assert_array_equal(
+        got, reference_requantize_array(acc, multiplier, shift, 7, np.int8))
+
+
 @pytest.mark.parametrize("acc, want", [
     # multiplier 2**30, shift 31: y = acc / 2, ties round toward +infinity
     (1, 1), (-1, 0), (3, 2), (-3, -1), (5, 3), (-5, -2), (0, 0), (2, 1), (-2, -1),

@@ -138,6 +138,9 @@ def _qlinear_conv_session(x, w, bias, x_scale, x_zp, w_scale, y_scale, y_zp, pad
     model.ir_version = 10
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # onnxruntime's idle worker threads spin for a while after each run by default, which takes
+    # a core from whatever is timed next in the interleaved loop.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
