@@ -575,7 +575,9 @@ def test_pool_refusals_match_the_pool_unit():
     from tb.test_maxpool import Case as MapCase
     from tb.test_maxpool import expected_error
 
-    params = ConvEngine(**TEST_CONFIG_WIDE).pool_params
+    engine = ConvEngine(**TEST_CONFIG_WIDE)
+    engine._MustUse__silence = True        # built only to read its pool unit's parameters
+    params = engine.pool_params
     cases = [c for c in pool_illegal_cases() + pool_small_sweep()
              if c.expect.startswith("POOL_") and c.expect not in ("POOL_RAW", "POOL_MODE")]
     assert cases
