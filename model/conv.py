@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .quant import (ACC_MAX, ACC_MIN, QUANT_DTYPES, as_int_array, check_quant_dtype, check_range,
-                    dtype_range)
+                    dtype_range, max_abs)
 
 __all__ = ["conv2d", "conv_output_size", "conv_params"]
 
@@ -98,13 +98,6 @@ def bias_array(bias, channels: int) -> np.ndarray | None:
                          f"not {b.shape}")
     check_range(b, ACC_MIN, ACC_MAX, "bias")
     return b
-
-
-def max_abs(arr: np.ndarray, offset: int = 0) -> int:
-    """Largest ``|a - offset|`` over an integer-valued array (0 for an empty one)."""
-    if arr.size == 0:
-        return 0
-    return int(max(abs(int(arr.max()) - offset), abs(int(arr.min()) - offset)))
 
 
 def wrap_int32(acc: np.ndarray) -> np.ndarray:

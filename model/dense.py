@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .conv import (bias_array, exact_matmul, finish_accumulators, max_abs, zero_point_array)
-from .quant import QUANT_DTYPES, check_quant_dtype
+from .conv import bias_array, exact_matmul, finish_accumulators, zero_point_array
+from .quant import QUANT_DTYPES, check_quant_dtype, max_abs
 
 __all__ = ["dense", "relu"]
 

@@ -112,11 +112,11 @@ def broadcast_channel(param: np.ndarray, shape: tuple, axis, name: str) -> np.nd
     return param.reshape(new_shape)
 
 
-def max_abs_int(arr: np.ndarray) -> int:
-    """Largest ``|a|`` of an integer array, as a Python int (0 for an empty array)."""
+def max_abs(arr: np.ndarray, offset: int = 0) -> int:
+    """Largest ``|a - offset|`` over an integer-valued array (0 for an empty one)."""
     if arr.size == 0:
         return 0
-    return max(abs(int(arr.max())), abs(int(arr.min())))
+    return int(max(abs(int(arr.max()) - offset), abs(int(arr.min()) - offset)))
 
 
 def _show(arr) -> str:
@@ -229,13 +229,12 @@ def requantize(acc, multiplier, shift, zero_point, dtype, relu=False, axis=None)
     # 2**d more and shifting by d more gives the same floor. Scalar shifts and rounding
     # constants make the passes below cheaper than per-channel ones.
     s_max, s_min = int(np.max(sh)), int(np.min(sh))
-    if sh.ndim and s_min != s_max and s_max - s_min <= MULTIPLIER_BITS:
+    if s_min != s_max and s_max - s_min <= MULTIPLIER_BITS:
         wide = np.left_shift(mult, s_max - sh)      # < 2**62
-        bound = max_abs_int(acc_arr) * int(np.max(wide))
+        bound = max_abs(acc_arr) * int(np.max(wide))
         if bound + (1 << (s_max - 1)) + (max(-lo, hi) << s_max) < (1 << 63):
             mult, sh = wide, np.int64(s_max)
-    y = acc_arr.astype(np.int64)
-    y *= mult                                       # fits int64: mult < 2**31 or the bound above
+    y = np.multiply(acc_arr, mult, dtype=np.int64)  # fits int64: mult < 2**31 or the bound above
     rounding = np.left_shift(np.int64(1), sh - 1)   # round half toward +infinity ...
     if s_max <= ZERO_POINT_FOLD_MAX_SHIFT:
         # Adding zero_point * 2**shift before the shift is the same as adding zero_point after

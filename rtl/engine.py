@@ -235,15 +235,14 @@ class ConvEngine(wiring.Component):
             weight_depth, line_buffer_depth, fifo_depth
         self.cin_groups, self.cout_groups = cin_groups, cout_groups
         self.requant_lanes = requant_lanes
-        if not isinstance(requant_iterative, bool):
-            raise ValueError(f"requant_iterative must be a bool, not {requant_iterative!r}")
+        for name, value in (("requant_iterative", requant_iterative),
+                            ("narrow_registers", narrow_registers), ("no_rw_check", no_rw_check)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be a bool, not {value!r}")
         self.requant_iterative = requant_iterative
         _check_range("counter_width", counter_width, 1, COUNTER_WIDTH)
         self.counter_width = counter_width
         self.pool_window_slots, self.pool_max_stride = pool_window_slots, pool_max_stride
-        for name, value in (("narrow_registers", narrow_registers), ("no_rw_check", no_rw_check)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be a bool, not {value!r}")
         self.narrow_registers, self.no_rw_check = narrow_registers, no_rw_check
         if dsp not in DSPS:
             raise ValueError(f"dsp must be one of {', '.join(map(repr, DSPS))}, not {dsp!r}")
@@ -356,8 +355,9 @@ class ConvEngine(wiring.Component):
         ]
         # One shift-and-add multiplier (no DSP block, a short carry chain) computes the
         # per-layer products one after the other, after the range checks have bounded their
-        # operands (see _derive): `mul_a` shifts left and `mul_b` right until no bit is left,
-        # so every step may use the results of the steps before it.
+        # operands (see _derive): `mul_a` shifts left and `mul_b` right until no bit is left.
+        # A step's operands load in the cycle the step before it writes its result, so a step
+        # may use the results of all earlier steps but that one (`load` checks this).
         mul_width = max(len(dest) for dest, _, _, _ in steps)
         mul_a = Signal(mul_width)
         mul_b = Signal(max(b.shape().width for _, _, b, _ in steps))

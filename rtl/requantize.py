@@ -28,8 +28,6 @@ FINE_SHIFT_BITS = 3
 ITERATIVE_CHUNK = 16
 #: Stages of the pipelined variant (see :class:`Requantize`).
 PIPELINE_STAGES = 11
-#: Stages after the product (6 to 11 in the class docstring) of the pipelined variant.
-BACK_STAGES = 6
 #: Stages after the shift (8 to 11 in the class docstring), shared by both variants.
 CLAMP_STAGES = 4
 #: The iterative variant's shifter applies the shift one radix-4 digit at a time, shifting
@@ -243,12 +241,12 @@ class Requantize(wiring.Component):
         # Handshake: the whole pipeline advances unless its last stage holds a sample that
         # the output does not take (one gate from registers to every enable; a per-stage
         # "load when empty" rule would chain a gate through every stage). The iterative
-        # variant's pipeline starts at stage 6, fed by its product register.
+        # variant's pipeline starts at stage 8, fed by its shifter.
         stages = CLAMP_STAGES if self.iterative else PIPELINE_STAGES
         valid = [Signal(name=f"s{k}_valid")
                  for k in range(PIPELINE_STAGES - stages + 1, PIPELINE_STAGES + 1)]
         advance = Signal()
-        feed = Signal()         # stage 1's input (stage 6's when iterative) is valid
+        feed = Signal()         # stage 1's input (stage 8's when iterative) is valid
         m.d.comb += advance.eq(self.o.ready | ~valid[-1])
         with m.If(advance):
             m.d.sync += [valid[k].eq(feed if k == 0 else valid[k - 1])
@@ -329,7 +327,7 @@ class Requantize(wiring.Component):
         limbs = _chunks(prod_width)
         held = Signal(self.input_layout, name="held", reset_less=True)
         busy = Signal()                 # multiplying
-        full = Signal()                 # the product waits for stage 6
+        full = Signal()                 # the product waits for the shifter
         count = Signal(range(n + limbs + 1))    # cycles since the input transfer
         accept = Signal()
         take = Signal()                 # the shifter takes the product

@@ -167,6 +167,10 @@ def test_narrow_storage_checks():
         AXI4LiteRegisters(narrow_map(), storage={"mode": 8})
     with pytest.raises(ValueError, match="cannot hold its reset value 1"):
         AXI4LiteRegisters(narrow_map(), storage={"height": 0})
+    with pytest.raises(ValueError, match="^storage: field 'mode' keeps 0..7 bits, not True$"):
+        AXI4LiteRegisters(narrow_map(), storage={"mode": True})
+    with pytest.raises(TypeError, match=r"^storage must be a dict of field name: bits, not \[\]$"):
+        AXI4LiteRegisters(narrow_map(), storage=[])
     gc.collect()
 
 
