@@ -184,9 +184,9 @@ def conv_output_size(n, k, stride=1, padding=0, dilation=1, strict=True, ceil_mo
     stride, dilation : int
         ``S`` and the kernel dilation, both >= 1.
     padding : int or (begin, end)
-        Total padding of the axis (``2P`` for P on each side), or the two sides separately.
-        ``ceil_mode`` needs the begin side; an int total is split as ONNX's SAME_UPPER does
-        (begin = total // 2).
+        Zero padding of the axis: ``P`` on each side (the lecture's P, as in
+        :func:`conv2d` ``padding=P``), or the two sides separately as ``(begin, end)``.
+        ``conv_output_size(7, 3, 1, 1) == 7`` and ``conv_output_size(7, 3, 1, (1, 1)) == 7``.
     strict : bool
         True (the lecture's rule): ``(N - F + 2P)/S + 1`` must be an integer, otherwise
         ValueError showing the formula with numbers and its value. False: floor, as ONNX and
@@ -207,8 +207,8 @@ def conv_output_size(n, k, stride=1, padding=0, dilation=1, strict=True, ceil_mo
         pad_begin, pad_end = (as_int(p, "padding", 0) for p in padding)
         total = pad_begin + pad_end
     else:
-        total = as_int(padding, "padding", 0)
-        pad_begin = total // 2
+        pad_begin = as_int(padding, "padding", 0)
+        total = 2 * pad_begin
     f = dilation * (k - 1) + 1
     span = n - f + total
     if span < 0:

@@ -316,7 +316,8 @@ def test_conv2d_errors(kwargs, message):
 
 
 @pytest.mark.parametrize("n, k, stride, padding, dilation, want", [
-    (7, 3, 1, 0, 1, 5), (7, 3, 2, 0, 1, 3), (7, 3, 1, 2, 1, 7), (32, 5, 1, 4, 1, 32),
+    (7, 3, 1, 0, 1, 5), (7, 3, 2, 0, 1, 3), (7, 3, 1, 1, 1, 7), (32, 5, 1, 2, 1, 32),
+    (7, 3, 1, (1, 1), 1, 7), (7, 3, 1, (2, 0), 1, 7), (7, 3, 1, (0, 1), 1, 6),
     (224, 2, 2, 0, 1, 112), (9, 3, 2, 0, 2, 3), (5, 5, 1, 0, 1, 1), (9, 3, 3, (1, 2), 1, 4),
 ])
 def test_conv_output_size_strict(n, k, stride, padding, dilation, want):
@@ -328,7 +329,7 @@ def test_conv_output_size_strict(n, k, stride, padding, dilation, want):
 @pytest.mark.parametrize("n, k, stride, padding, dilation, message", [
     (7, 3, 3, 0, 1, "(7 - 3 + 0)/3 + 1 = 2.33"),
     (32, 5, 2, 0, 1, "(32 - 5 + 0)/2 + 1 = 14.5"),
-    (10, 3, 4, 2, 2, "(10 - 5 + 2)/4 + 1 = 2.75"),
+    (10, 3, 4, 1, 2, "(10 - 5 + 2)/4 + 1 = 2.75"),
     (2000, 1, 1000, 0, 1, "(2000 - 1 + 0)/1000 + 1 = 2.999"),
 ])
 def test_conv_output_size_strict_error(n, k, stride, padding, dilation, message):
@@ -343,7 +344,7 @@ def test_conv_output_size_strict_error(n, k, stride, padding, dilation, message)
     (4, 2, 4, (0, 1), 1, 1, 1),   # ceil's extra window would start in the end padding: dropped
     (4, 2, 4, (1, 0), 1, 1, 2),   # ... but it starts inside the input here
     (5, 3, 3, (0, 2), 1, 2, 2),
-    (10, 3, 4, 2, 2, 2, 3),
+    (10, 3, 4, 1, 2, 2, 3),
 ])
 def test_conv_output_size_floor_and_ceil(n, k, stride, padding, dilation, floor, ceil):
     assert conv_output_size(n, k, stride, padding, dilation, strict=False) == floor
@@ -358,6 +359,7 @@ def test_conv_output_size_floor_and_ceil(n, k, stride, padding, dilation, floor,
     ((5, 0), "k must be >= 1, not 0"),
     ((5, 3, 0), "stride must be >= 1, not 0"),
     ((5, 3, 1, -2), "padding must be >= 0, not -2"),
+    ((5, 3, 1, (0, -1)), "padding must be >= 0, not -1"),
     ((5, 3, 1, 0, 0), "dilation must be >= 1, not 0"),
     ((5.0, 3), "n must be an integer, not 5.0"),
 ])

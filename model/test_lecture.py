@@ -66,7 +66,8 @@ def test_7x7_input_pad_1_stride_1_keeps_7x7(rng):
     np.testing.assert_array_equal(out, direct_conv(x, w, 1, 1))
     # The corner sees only the 2x2 of the input that the filter's lower-right 2x2 covers.
     assert out[0, 0, 0] == int(np.sum(x[0, :2, :2].astype(np.int64) * w[0, 0, 1:, 1:]))
-    assert conv_output_size(7, 3, 1, 2) == 7
+    assert conv_output_size(7, 3, 1, 1) == 7         # P = 1 on each side
+    assert conv_output_size(7, 3, 1, (1, 1)) == 7
 
 
 def test_zero_padding_is_the_zero_point(rng):

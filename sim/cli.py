@@ -43,6 +43,8 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 1
 #: Exit status when --check finds a layer whose output differs from the golden model.
 EXIT_MISMATCH = 3
+#: Exit status when the reader of the output closed it early (128 + SIGPIPE, as Unix tools).
+EXIT_BROKEN_PIPE = 128 + 13
 
 
 class CliError(Exception):
@@ -305,7 +307,14 @@ USER_ERRORS = (UnsupportedModelError, ModelFileError, InputError, CliError)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()      # inside the try: a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`convcore plan MODEL | head -1`): stop quietly, as Unix tools
+        # killed by SIGPIPE do, and keep the interpreter from flushing into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except USER_ERRORS as exc:
         print(f"convcore: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_MISMATCH if isinstance(exc, CheckMismatch) else EXIT_USAGE

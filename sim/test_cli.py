@@ -2,6 +2,7 @@
 one-line errors with exit status 2 (run as a real subprocess, as a user would)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,24 @@ def test_run_integer_outputs_in_process(files, tmp_path, capsys, model, x, dtype
     if dtype == np.int32:
         np.testing.assert_array_equal(got, want)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("args", [("plan",), ("plan", "--json"), ("run", "--input")])
+def test_closed_pipe_is_quiet(files, args):
+    """``convcore plan MODEL | head -1``: a reader that goes away early gets no error line and
+    no traceback. The pipe's read end is closed before convcore writes, so every write fails."""
+    argv = [args[0], files["qdq"], *args[1:]]
+    if args[0] == "run":
+        argv.append(files["x"])
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sim.cli", *map(str, argv)], cwd=ROOT,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == cli.EXIT_BROKEN_PIPE
 
 
 def test_plan_table_and_json(files):

@@ -72,8 +72,8 @@ def conv_shape(layer):
     c, h, w = layer.in_shape
     t, l, b, r = layer.pads
     kh, kw = layer.kernel
-    oh = conv_output_size(h, kh, layer.stride[0], t + b, layer.dilation[0], strict=False)
-    ow = conv_output_size(w, kw, layer.stride[1], l + r, layer.dilation[1], strict=False)
+    oh = conv_output_size(h, kh, layer.stride[0], (t, b), layer.dilation[0], strict=False)
+    ow = conv_output_size(w, kw, layer.stride[1], (l, r), layer.dilation[1], strict=False)
     return (int(layer.weight.shape[0]), oh, ow)
 
 

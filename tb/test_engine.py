@@ -157,9 +157,9 @@ def make_layer(case: Case, rng: np.random.Generator, name="layer"):
     geometry_ok = min(case.stride) >= 1
     if geometry_ok:
         try:
-            conv_output_size(case.h, kh, case.stride[0], case.pads[0] + case.pads[2],
+            conv_output_size(case.h, kh, case.stride[0], case.pads[0::2],
                              case.dilation[0], strict=False)
-            conv_output_size(case.w, kw, case.stride[1], case.pads[1] + case.pads[3],
+            conv_output_size(case.w, kw, case.stride[1], case.pads[1::2],
                              case.dilation[1], strict=False)
         except ValueError:
             geometry_ok = False
@@ -285,7 +285,7 @@ def conv_hw(case):
     """Output height and width of a case's convolution."""
     t, l, b, r = case.pads
     return tuple(conv_output_size(n, k, s, p, d, strict=False)
-                 for n, k, s, p, d in zip((case.h, case.w), case.k, case.stride, (t + b, l + r),
+                 for n, k, s, p, d in zip((case.h, case.w), case.k, case.stride, ((t, b), (l, r)),
                                           case.dilation))
 
 
