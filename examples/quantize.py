@@ -63,12 +63,9 @@ def quantize_qdq(float_model: onnx.ModelProto, out_path: Path,
 
 
 def run_onnxruntime(model, images: np.ndarray) -> np.ndarray:
-    """Outputs of an ONNX model (path or ModelProto) on onnxruntime's CPU provider, one thread."""
-    import onnxruntime as ort
+    """Outputs of an ONNX model (path or ModelProto) on onnxruntime's CPU provider, one thread,
+    with int8 kernels that are exact on every CPU (:func:`model.oracle.onnxruntime_session`)."""
+    from model.oracle import onnxruntime_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model, threads=1)
     return session.run(None, {INPUT_NAME: np.asarray(images, dtype=np.float32)})[0]

@@ -10,11 +10,11 @@ from fractions import Fraction
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
+from model import oracle
+from model.oracle import onnxruntime_session
 from model.quant import (SHIFT_MAX, dequantize, quantize, quantize_multiplier, requantize)
 
 OPSET = 21
@@ -42,15 +42,14 @@ def make_model(nodes, inputs: dict, initializers: dict, output_dtype) -> onnx.Mo
 
 
 def run_ort(model: onnx.ModelProto, inputs: dict) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return session.run(None, inputs)[0]
+    """onnxruntime with int8 kernels that are exact on every CPU (model.oracle)."""
+    return onnxruntime_session(model).run(None, inputs)[0]
 
 
 def run_reference(model: onnx.ModelProto, inputs: dict) -> np.ndarray:
-    return ReferenceEvaluator(model).run(None, inputs)[0]
+    """The ONNX reference evaluator of model.oracle (one input)."""
+    (x,) = inputs.values()
+    return oracle.run_reference(model, x)[0]
 
 
 def exactly(message: str) -> str:
@@ -67,6 +66,31 @@ def random_q(rng, dtype, shape) -> np.ndarray:
     """Uniform random values over the whole range of an integer type."""
     info = np.iinfo(dtype)
     return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+def onnx_real_scale(x_scale, w_scale, y_scale) -> np.ndarray:
+    """``x_scale * w_scale / y_scale`` in float32, as ONNX's reference QLinearConv and
+    QLinearMatMul (and onnxruntime) compute it: the scale they requantize with."""
+    return (np.float32(x_scale) * np.asarray(w_scale, np.float32)) / np.float32(y_scale)
+
+
+def assert_equal_except_ties(got, want, acc, multiplier, shift):
+    """The golden model against the ONNX formula evaluated with the same real scale (exactly
+    ``multiplier * 2**-shift``, a float32): equal everywhere except at exact ties
+    ``acc * scale = k + 1/2`` (a tie stays one after adding the integer zero point), where
+    ONNX rounds half to even and the golden model half up, so there the golden value is one
+    above. ``multiplier`` and ``shift`` broadcast against ``acc``."""
+    assert got.dtype == want.dtype and got.shape == want.shape
+    bad = np.argwhere(got != want)
+    multiplier, shift = (np.broadcast_to(np.asarray(a, np.int64), acc.shape)
+                         for a in (multiplier, shift))
+    for index in map(tuple, bad):
+        a, m, e = int(acc[index]), int(multiplier[index]), int(shift[index])
+        tie = (a * m) % (1 << e) == 1 << (e - 1)
+        assert tie, (f"at {index}: golden {got[index]}, ONNX {want[index]}, but "
+                     f"{a} * {m} / 2**{e} = {Fraction(a * m, 1 << e)} is not a tie")
+        assert int(got[index]) == int(want[index]) + 1, \
+            f"at {index}: golden {got[index]}, ONNX {want[index]} at a tie"
 
 
 def assert_close_quantized(got: np.ndarray, want: np.ndarray, min_identical=0.999):

@@ -13,11 +13,9 @@ make_model
     Wraps nodes and initializers into a checked ModelProto.
 random_input
     Seeded input matching a model's input (float or 8-bit).
-run_onnxruntime, run_reference
-    Oracles: the output and chosen intermediate tensors from onnxruntime or ``onnx.reference``.
 layer_agreement
     Per-layer and final agreement (outputs, mismatches, largest difference in steps) of the
-    golden model with an oracle.
+    golden model with an oracle of :mod:`model.oracle`.
 """
 
 import tempfile
@@ -28,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["OPSET", "FloatNet", "QNet", "quantize_qdq", "make_model", "random_input",
-           "input_signature", "run_onnxruntime", "run_reference", "layer_agreement", "steps"]
+           "input_signature", "layer_agreement", "steps"]
 
 #: Opset of the generated models (per-channel Q/DQ needs 13; onnxruntime supports it fully).
 OPSET = 17
@@ -459,41 +457,6 @@ class QNet:
 
 # --- oracles ------------------------------------------------------------------------------
 
-def _with_outputs(model: onnx.ModelProto, names) -> onnx.ModelProto:
-    """A copy of ``model`` whose graph also outputs the tensors ``names``."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    have = {o.name for o in model.graph.output}
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
-    for name in names:
-        if name not in have:
-            model.graph.output.append(helper.make_tensor_value_info(name, types[name], None))
-    return model
-
-
-def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray, tensors=()) -> list:
-    """onnxruntime's output, then the values of the intermediate ``tensors``."""
-    import onnxruntime as ort
-
-    full = _with_outputs(model, tensors)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(full.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    name = input_signature(model)[0]
-    out = session.run([model.graph.output[0].name, *tensors], {name: x})
-    return out
-
-
-def run_reference(model: onnx.ModelProto, x: np.ndarray, tensors=()) -> list:
-    """Like :func:`run_onnxruntime` with ``onnx.reference`` (for ops onnxruntime lacks)."""
-    from onnx.reference import ReferenceEvaluator
-
-    full = _with_outputs(model, tensors)
-    name = input_signature(model)[0]
-    return ReferenceEvaluator(full).run([model.graph.output[0].name, *tensors], {name: x})
-
-
 def steps(got: np.ndarray, want: np.ndarray, scale=None) -> np.ndarray:
     """Absolute difference in quantization steps (``scale`` for float outputs)."""
     got, want = np.asarray(got), np.asarray(want)
@@ -502,8 +465,9 @@ def steps(got: np.ndarray, want: np.ndarray, scale=None) -> np.ndarray:
     return np.abs(got.astype(np.int64) - want.astype(np.int64))
 
 
-def layer_agreement(net, model: onnx.ModelProto, x: np.ndarray, oracle=None):
-    """Per-layer agreement of the golden model with an oracle (default onnxruntime).
+def layer_agreement(net, model: onnx.ModelProto, x: np.ndarray, oracle):
+    """Per-layer agreement of the golden model with an oracle (``oracle(model, x, tensors)``,
+    :func:`model.oracle.run_reference` or :func:`model.oracle.run_onnxruntime`).
 
     Each layer runs on the oracle's input to that layer, so errors do not accumulate. Returns
     ``(per_layer, final)``: a list of ``(name, outputs, mismatches, max_steps)`` and the same
@@ -511,7 +475,6 @@ def layer_agreement(net, model: onnx.ModelProto, x: np.ndarray, oracle=None):
     """
     from model.network import quantize_input, run_layer, run_network
 
-    oracle = oracle or run_onnxruntime
     tensors = [layer.tensor for layer in net.layers]
     want_final, *want = oracle(model, x, tensors)
     per_layer = []

@@ -3,6 +3,7 @@ one-line errors with exit status 2 (run as a real subprocess, as a user would)."
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ import onnx
 import pytest
 
 from sim import cli
-from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input, run_onnxruntime, steps
+from model.oracle import run_onnxruntime, run_reference
+from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input, steps
 from sim.onnx_import import import_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +66,7 @@ def files(tmp_path_factory):
     return paths
 
 
-def test_run_model_backend_matches_onnxruntime(files, tmp_path):
+def test_run_model_backend_matches_the_oracles(files, tmp_path):
     out, report = tmp_path / "y.npy", tmp_path / "report.json"
     proc = convcore("run", files["qdq"], "--input", files["x"], "--output", out,
                     "--backend", "model", "--report", report)
@@ -72,11 +74,12 @@ def test_run_model_backend_matches_onnxruntime(files, tmp_path):
     assert proc.stderr == ""
     model = onnx.load(files["qdq"])
     x = np.load(files["x"])
-    want = run_onnxruntime(model, x)[0]
     got = np.load(out)
-    assert got.dtype == want.dtype == np.float32 and got.shape == want.shape == (3, 10)
     net = import_model(model)
-    assert steps(got, want, net.output_scale).max() <= len(net.layers)
+    for oracle in (run_reference, run_onnxruntime):
+        want = oracle(model, x)[0]
+        assert got.dtype == want.dtype == np.float32 and got.shape == want.shape == (3, 10)
+        assert steps(got, want, net.output_scale).max() <= len(net.layers), oracle.__name__
     data = json.loads(report.read_text())
     assert [layer["name"] for layer in data["layers"]] == ["conv1", "gemm1"]
     assert [layer["op"] for layer in data["layers"]] == ["conv+maxpool", "dense"]
@@ -85,6 +88,18 @@ def test_run_model_backend_matches_onnxruntime(files, tmp_path):
     assert data["total"] == {"layers": 2, "macs": sum(layer["macs"] for layer in data["layers"]),
                              "batch": 3}
     assert "conv1" in proc.stdout and f"written to {out}" in proc.stdout
+
+
+def test_check_reports_agreement_with_the_oracles(files):
+    proc = convcore("run", files["qdq"], "--input", files["x"], "--check")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("ONNX reference (onnx.reference, float64)",
+                 "onnxruntime (session.x64quantprecision=1)"):
+        line = re.search(rf"^check: output vs {re.escape(name)}: ([\d.]+)% of values identical, "
+                         rf"largest difference (\d+) steps?, [\d.]+% same class$", proc.stdout,
+                         re.MULTILINE)
+        assert line, proc.stdout
+        assert int(line.group(2)) <= 1, line.group(0)
 
 
 @pytest.mark.parametrize("model,x,dtype,shape", [
@@ -96,10 +111,13 @@ def test_run_integer_outputs_in_process(files, tmp_path, capsys, model, x, dtype
     assert cli.main(["run", str(files[model]), "--input", str(files[x]),
                      "--output", str(out)]) == 0
     got = np.load(out)
-    want = run_onnxruntime(onnx.load(files[model]), np.load(files[x]))[0]
-    assert got.dtype == want.dtype == dtype and got.shape == want.shape == shape
-    if dtype == np.int32:
-        np.testing.assert_array_equal(got, want)
+    for oracle in (run_reference, run_onnxruntime):
+        want = oracle(onnx.load(files[model]), np.load(files[x]))[0]
+        assert got.dtype == want.dtype == dtype and got.shape == want.shape == shape
+        if dtype == np.int32:
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert steps(got, want).max() <= 1, oracle.__name__
     assert capsys.readouterr().err == ""
 
 

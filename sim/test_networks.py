@@ -3,8 +3,8 @@
 ``convcore run --backend icarus|verilator`` runs every layer of each network on the engine in
 one simulator launch (the fc layers as convs whose kernel covers their input); the output must
 be identical (``==``) to ``--backend model``, every layer's output must equal the golden model
-(``--check``), and the CIFAR-10 net's integer scores must be within one output step of
-onnxruntime's.
+(``--check``), and the CIFAR-10 net's integer scores must be within one output step of the
+ONNX reference and of onnxruntime (:mod:`model.oracle`).
 
 The hardware configuration :data:`HW` is the smallest engine that fits both networks (32x32
 inputs, up to 20 channels, 5x5 kernels, the CIFAR fc layer as a 4x4 conv over 20 channels): a
@@ -23,8 +23,8 @@ import pytest
 from examples.cifar import build_cifar_net, random_images
 from examples.digits import MODEL_PATH as DIGITS_PATH
 from examples.digits import load_test_set
-from examples.quantize import run_onnxruntime
 from model.network import DenseLayer
+from model.oracle import run_onnxruntime, run_reference
 from model.quant import dequantize, quantize
 from sim import cli
 from sim.onnx_import import load_network
@@ -106,10 +106,11 @@ def test_cifar10_net_on_the_engine(cifar_model, tmp_path, capsys, sim):
     assert np.array_equal(got, golden), f"{sim} scores differ from the golden model's"
     assert_all_layers_on(report, net, sim, len(images))
 
-    # Within one output step of onnxruntime, compared as the int8 scores.
-    want = integer_output(net, run_onnxruntime(cifar_model, images))
+    # Within one output step of both oracles, compared as the int8 scores.
     q = integer_output(net, got)
-    assert np.abs(q - want).max() <= 1, f"{sim}: {q} vs onnxruntime {want}"
+    for oracle in (run_reference, run_onnxruntime):
+        want = integer_output(net, oracle(cifar_model, images)[0])
+        assert np.abs(q - want).max() <= 1, f"{sim}: {q} vs {oracle.__name__} {want}"
     # The random scores are not degenerate: several distinct values per image.
     assert all(len(np.unique(row)) > 3 for row in q), q
 

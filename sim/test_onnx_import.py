@@ -1,6 +1,7 @@
 """ONNX import: models quantized by onnxruntime and operator-form graphs, run on the golden model
-and compared with onnxruntime (or onnx.reference where onnxruntime has no kernel), layer by layer;
-and the one-line errors for everything convcore cannot run."""
+and compared layer by layer with the ONNX reference evaluator (the CPU-independent oracle) and
+with onnxruntime run with exact int8 kernels (where it has a kernel); and the one-line errors
+for everything convcore cannot run."""
 
 import numpy as np
 import onnx
@@ -8,27 +9,36 @@ import pytest
 from onnx import helper
 
 from model.network import ConvLayer, DenseLayer, MaxPool, PoolLayer, run_layer, run_network
+from model.oracle import run_onnxruntime, run_reference
 from sim.onnx_builders import (FloatNet, QNet, layer_agreement, make_model, quantize_qdq,
-                               random_input, run_reference)
+                               random_input)
 from sim.onnx_import import UnsupportedModelError, import_model
 
-#: The requantization contract with onnxruntime: at most this many outputs differ ...
+#: The requantization contract with the ONNX formula: at most this many outputs differ ...
 MAX_MISMATCH_FRACTION = 1e-3
 #: ... and never by more than one step per layer.
 MAX_STEPS = 1
 BATCH = 4
 
 
-def check_agreement(net, model, x, oracle=None):
-    """Per layer (on the oracle's own input): <= 1 step, <= 0.1% differing outputs; the final
-    output within one step per layer. Returns the statistics for further checks."""
-    per_layer, final = layer_agreement(net, model, x, oracle)
-    for name, count, mismatches, worst in per_layer:
-        assert worst <= MAX_STEPS, f"layer {name}: off by {worst} steps"
-        assert mismatches <= max(1, MAX_MISMATCH_FRACTION * count), \
-            f"layer {name}: {mismatches} of {count} outputs differ"
-    assert final[3] <= MAX_STEPS * len(net.layers), f"output off by {final[3]} steps"
-    return per_layer, final
+#: Both oracles, for models onnxruntime has kernels for.
+BOTH = (run_reference, run_onnxruntime)
+
+
+def check_agreement(net, model, x, oracles=BOTH):
+    """Per oracle and layer (on the oracle's own input): <= 1 step, <= 0.1% differing outputs;
+    the final output within one step per layer. Returns the first oracle's statistics."""
+    results = []
+    for oracle in oracles:
+        per_layer, final = layer_agreement(net, model, x, oracle)
+        for name, count, mismatches, worst in per_layer:
+            assert worst <= MAX_STEPS, f"layer {name}: off by {worst} steps ({oracle.__name__})"
+            assert mismatches <= max(1, MAX_MISMATCH_FRACTION * count), \
+                f"layer {name}: {mismatches} of {count} outputs differ ({oracle.__name__})"
+        assert final[3] <= MAX_STEPS * len(net.layers), \
+            f"output off by {final[3]} steps ({oracle.__name__})"
+        results.append((per_layer, final))
+    return results[0]
 
 
 def qdq_roundtrip(float_net, seed=3, batch=BATCH, **quant):
@@ -139,7 +149,7 @@ def test_same_padding_with_dilation(geometry):
     net = import_model(model)
     assert net.layers[0].out_shape[1:] == tuple(-(-n // geometry.get("stride", 1))
                                                 for n in (11, 10))
-    check_agreement(net, model, random_input(model, seed=4, batch=BATCH), run_reference)
+    check_agreement(net, model, random_input(model, seed=4, batch=BATCH), (run_reference,))
 
 
 POOL_CASES = [
@@ -257,8 +267,8 @@ def test_qlinearconv(x_dtype, w_dtype, per_channel, per_channel_zp):
     assert layer.weight.dtype == np.dtype(w_dtype) and layer.x_zero_point == qnet.zp or True
     assert net.input_scale is None and net.output_dtype == x_dtype
     # onnxruntime has no int8-activation / uint8-weight QLinearConv kernel
-    oracle = run_reference if (x_dtype, w_dtype) == ("int8", "uint8") else None
-    check_agreement(net, model, x, oracle)
+    oracles = (run_reference,) if (x_dtype, w_dtype) == ("int8", "uint8") else BOTH
+    check_agreement(net, model, x, oracles)
 
 
 @pytest.mark.parametrize("geometry", [
@@ -291,10 +301,11 @@ def test_conv_integer_raw_output(x_dtype, w_dtype, per_channel_zp):
     net, model, x = op_model(qnet)
     (layer,) = net.layers
     assert layer.raw and layer.out_dtype == "int32" and net.output_dtype == "int32"
-    # onnxruntime's ConvInteger takes per-tensor weight zero points only
-    per_layer, final = layer_agreement(net, model, x,
-                                       run_reference if per_channel_zp else None)
-    assert final[2] == 0 and per_layer[0][2] == 0  # integer accumulators: exactly equal
+    # Integer accumulators: exactly equal. onnxruntime's ConvInteger takes per-tensor weight
+    # zero points only.
+    for oracle in (run_reference,) if per_channel_zp else BOTH:
+        per_layer, final = layer_agreement(net, model, x, oracle)
+        assert final[2] == 0 and per_layer[0][2] == 0, oracle.__name__
 
 
 @pytest.mark.parametrize("x_dtype", ["uint8", "int8"])
@@ -307,8 +318,10 @@ def test_qlinearmatmul_and_matmulinteger(x_dtype, per_column):
     qnet = QNet((BATCH, 18), x_dtype, symbolic_batch=True).matmul_integer(
         6, w_dtype="uint8" if x_dtype == "uint8" else "int8", per_column=per_column)
     net, model, x = op_model(qnet)
-    per_layer, final = layer_agreement(net, model, x, run_reference if per_column else None)
-    assert final[2] == 0 and net.output_dtype == "int32"
+    assert net.output_dtype == "int32"
+    for oracle in (run_reference,) if per_column else BOTH:
+        per_layer, final = layer_agreement(net, model, x, oracle)
+        assert final[2] == 0, oracle.__name__
 
 
 def test_reshape_flatten_variants():
@@ -342,8 +355,9 @@ def test_agreement_check_can_fail():
     """A requantization off by 1% is caught: the comparison is not vacuous."""
     net, model, x = qdq_roundtrip(small_cnn(), activation="uint8")
     net.layers[0].multiplier = (net.layers[0].multiplier * 1.01).astype(np.int64)
-    per_layer, _ = layer_agreement(net, model, x)
-    assert per_layer[0][2] > 0
+    for oracle in BOTH:
+        per_layer, _ = layer_agreement(net, model, x, oracle)
+        assert per_layer[0][2] > 0, oracle.__name__
 
 
 def test_run_layer_is_the_reference_per_layer():
@@ -524,9 +538,10 @@ def test_exact_ties_differ_by_at_most_one_step():
             init_proto.CopyFrom(onnx.numpy_helper.from_array(np.float32(tie_scale),
                                                              init_proto.name))
     net = import_model(model)
-    per_layer, _ = layer_agreement(net, model, random_input(model, seed=5, batch=BATCH))
-    (_, count, mismatches, worst), = per_layer
-    assert worst == 1 and 0 < mismatches < 0.01 * count
+    x = random_input(model, seed=5, batch=BATCH)
+    for oracle in BOTH:
+        (_, count, mismatches, worst), = layer_agreement(net, model, x, oracle)[0]
+        assert worst == 1 and 0 < mismatches < 0.01 * count, oracle.__name__
 
 
 def test_error_names_unnamed_nodes_by_their_output():
