@@ -501,7 +501,6 @@ class ConvEngine(wiring.Component):
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
             lb.read_addr.eq(gen.index[:(self.line_buffer_depth - 1).bit_length()]),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
-            tlast_error.eq(lb.tlast_error | (pool_on_dp & pool.last_error)),
             params.weight_addr.eq(gen.weight_addr), params.wzp_addr.eq(gen.og),
         ]
 
@@ -621,6 +620,9 @@ class ConvEngine(wiring.Component):
             self.s_axis_tready.eq(Mux(alone_dp, rg.i.ready & alone_in, lb.s.ready)),
             rg.in_groups.eq(d["cin_groups"]), rg.out_groups.eq(d["cout_groups"]),
             rg.restart.eq(latch),
+            # The width converter reports a last that its packing would hide.
+            tlast_error.eq(lb.tlast_error | (pool_on_dp & pool.last_error)
+                           | (alone_dp & rg.last_error)),
             rg.o.ready.eq(pool.i.ready & alone_dp),
             pool.i.valid.eq(Mux(fused_dp, q_valid, rg.o.valid & alone_dp)),
             pool.i.payload.data.eq(Mux(fused_dp, q_word, rg.o.payload.data)),

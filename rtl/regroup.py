@@ -18,7 +18,9 @@ Ratios are powers of two:
 
 An input word's ``last`` goes out on the beat that carries the word's final slice (split),
 or on the beat that carries the word (pack: the OR over its words), so an early or missing
-input ``last`` shows as one at the consumer. Per map, the pixel's group counts are
+input ``last`` shows as one at the consumer, except a ``last`` on a word that does not close
+its beat (pack): the OR would hide it on the map's final beat, so it sets ``last_error``
+instead (a map's final word always closes its beat). Per map, the pixel's group counts are
 inputs and ``restart`` returns to the first word of a pixel.
 """
 
@@ -64,7 +66,10 @@ class Regroup(wiring.Component):
     out_groups : ``In(range(ceil(max_channels / out_lanes) + 1))``
         ``ceil(C / out_lanes)`` of the current map, at least 1.
     restart : ``In(1)``
-        Forget a partial pixel and any beat not yet sent (before a new map).
+        Forget a partial pixel and any beat not yet sent (before a new map); clears
+        ``last_error``.
+    last_error : ``Out(1)``
+        An input ``last`` came on a word that does not close its output beat (pack only).
     """
 
     def __init__(self, in_lanes, out_lanes, max_channels):
@@ -81,7 +86,7 @@ class Regroup(wiring.Component):
             "o": Out(stream.Signature(word_layout(out_lanes))),
             "in_groups": In(range(self.max_in_groups + 1)),
             "out_groups": In(range(self.max_out_groups + 1)),
-            "restart": In(1),
+            "restart": In(1), "last_error": Out(1),
         })
 
     def elaborate(self, platform):
@@ -147,5 +152,8 @@ class Regroup(wiring.Component):
             with m.Else():
                 m.d.sync += [gathered.eq(merged),
                              gathered_last.eq(gathered_last | self.i.payload.last)]
+                with m.If(self.i.payload.last):
+                    m.d.sync += self.last_error.eq(1)
         with m.If(self.restart):
-            m.d.sync += [word.eq(0), out_valid.eq(0), gathered_last.eq(0)]
+            m.d.sync += [word.eq(0), out_valid.eq(0), gathered_last.eq(0),
+                         self.last_error.eq(0)]
