@@ -11,9 +11,10 @@ other answers there than on a CPU with VNNI or AMX. So:
   8-bit values, sums that round only far below a quantization step). convcore stays within one
   step of it: it rounds half up where ONNX rounds half to even, and requantizes with the
   float32 scale product (``x_scale * w_scale / y_scale``) that onnxruntime uses.
-* onnxruntime is a second oracle only with ``session.x64quantprecision = 1``
-  (:func:`onnxruntime_session`), which makes its uint8 x int8 kernels exact on every x86 CPU
-  (it turns the int8 weights into uint8 ones and runs uint8 x uint8 kernels). Measured under
+* onnxruntime is a second oracle only with its uint8 x int8 products made exact on every x86
+  CPU (:func:`onnxruntime_session`): constant int8 weights of operator-form nodes are given to
+  it as uint8 (:func:`uint8_weights`), and ``session.x64quantprecision = 1`` makes it do the
+  same for the nodes it fuses from QDQ models; its uint8 x uint8 kernels are exact. Measured under
   QEMU's AVX2-only Haswell CPU model: uint8 x int8 QLinearConv, QLinearMatMul and
   MatMulInteger differ from the exact result by up to 17 output steps (and 330,000 in an int32
   sum) without the option, not at all with it; int8 x int8 and uint8 x uint8 are exact without
@@ -24,8 +25,9 @@ Members
 run_reference, reference_evaluator
     The model's output and chosen intermediate tensors from the reference evaluator; the
     evaluator itself.
-onnxruntime_session, run_onnxruntime
-    An onnxruntime session with exact int8 kernels on every CPU; its outputs.
+onnxruntime_session, run_onnxruntime, uint8_weights
+    An onnxruntime session with exact int8 kernels on every CPU; its outputs; the weight
+    rewrite it relies on.
 agreement
     How two outputs compare: share of identical values, largest difference in steps.
 compare_with_oracles, format_agreement
@@ -43,7 +45,8 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-__all__ = ["run_reference", "reference_evaluator", "onnxruntime_session", "run_onnxruntime", "agreement",
+__all__ = ["run_reference", "reference_evaluator", "onnxruntime_session", "run_onnxruntime",
+           "uint8_weights", "agreement",
            "compare_with_oracles", "format_agreement", "cpu_int8_note", "ORACLES",
            "ORT_EXACT_CONFIG", "REFERENCE_NAME", "ORT_NAME"]
 
@@ -52,7 +55,7 @@ __all__ = ["run_reference", "reference_evaluator", "onnxruntime_session", "run_o
 ORT_EXACT_CONFIG = {"session.x64quantprecision": "1"}
 #: How reports name the oracles.
 REFERENCE_NAME = "ONNX reference (onnx.reference, float64)"
-ORT_NAME = "onnxruntime (session.x64quantprecision=1)"
+ORT_NAME = "onnxruntime (exact int8 sums)"
 #: CPU flags with which onnxruntime's default uint8 x int8 kernels do not saturate.
 _EXACT_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -170,6 +173,47 @@ def run_reference(model, x: np.ndarray, tensors=()) -> list:
     return out
 
 
+#: Operator-form nodes with a weight operand: op -> (activation, weight, weight zero point)
+#: input positions.
+_WEIGHT_INPUTS = {"QLinearConv": (0, 3, 5), "QLinearMatMul": (0, 3, 5),
+                  "ConvInteger": (0, 1, 3), "MatMulInteger": (0, 1, 3)}
+
+
+def uint8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` in which every operator-form node that multiplies uint8 activations
+    by constant int8 weights takes them as uint8 instead: ``w + 128`` with zero point
+    ``zp + 128``, the same differences ``w - zp`` and so the same products, for onnxruntime's
+    exact uint8 x uint8 kernels. (``session.x64quantprecision`` does this for the nodes its
+    rewrite knows, but not for QLinearMatMul of opset 21.)"""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    elem = {vi.name: vi.type.tensor_type.elem_type
+            for vi in [*inferred.graph.value_info, *inferred.graph.input]}
+    elem.update({name: init.data_type for name, init in inits.items()})
+    for index, node in enumerate(graph.node):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _WEIGHT_INPUTS:
+            continue
+        x_at, w_at, zp_at = _WEIGHT_INPUTS[node.op_type]
+        inputs = list(node.input) + [""] * (zp_at + 1 - len(node.input))
+        weight, zero = inputs[w_at], inputs[zp_at]
+        if (elem.get(inputs[x_at]) != onnx.TensorProto.UINT8 or weight not in inits
+                or inits[weight].data_type != onnx.TensorProto.INT8
+                or (zero and zero not in inits)):
+            continue
+        w = onnx.numpy_helper.to_array(inits[weight]).astype(np.int16)
+        zp = onnx.numpy_helper.to_array(inits[zero]).astype(np.int16) if zero else np.int16(0)
+        for name, value in ((f"{weight}_u8_{index}", w + 128), (f"{weight}_zp_u8_{index}",
+                                                                zp + 128)):
+            graph.initializer.append(onnx.numpy_helper.from_array(
+                np.asarray(value).astype(np.uint8), name))
+        inputs[w_at], inputs[zp_at] = f"{weight}_u8_{index}", f"{weight}_zp_u8_{index}"
+        del node.input[:]
+        node.input.extend(inputs)
+    return model
+
+
 def onnxruntime_session(model, threads=None, config=None):
     """An onnxruntime CPU session for ``model`` (a ModelProto or a path) whose int8 kernels
     are exact on every CPU; ``threads`` limits its intra- and inter-op threads, ``config``
@@ -185,7 +229,7 @@ def onnxruntime_session(model, threads=None, config=None):
             options.add_session_config_entry(key, value)
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
-    source = _load(model).SerializeToString()
+    source = uint8_weights(_load(model)).SerializeToString()
     config = dict(config or {})
     try:
         return session({**ORT_EXACT_CONFIG, **config})
@@ -273,4 +317,4 @@ def cpu_int8_note() -> str:
         return (f"this CPU has {', '.join(have)}: onnxruntime's default uint8 x int8 kernels "
                 f"are exact here")
     return ("this CPU has no VNNI: onnxruntime's default uint8 x int8 kernels saturate here "
-            "(convcore runs onnxruntime with session.x64quantprecision=1, which does not)")
+            "(convcore's oracle runs it with exact uint8 x uint8 sums instead)")
