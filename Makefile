@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml
 	  else \
 	    echo "error: Icarus Verilog (iverilog) is missing; install it, e.g. 'sudo apt-get install iverilog'" >&2; exit 1; \
 	  fi; }
+	@test -f /usr/include/lz4.h || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing liblz4-dev (Verilator's FST waveforms, WAVES=1) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblz4-dev; \
+	  else \
+	    echo "note: WAVES=1 on Verilator needs liblz4-dev, e.g. 'sudo apt-get install liblz4-dev'" >&2; \
+	  fi; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

