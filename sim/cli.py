@@ -6,8 +6,9 @@
     shape. ``icarus`` and ``verilator`` run the conv (and, where they fit, dense) layers on the
     simulated engine (:mod:`sim.hw_backend`) and print per-layer cycles, MACs and MAC
     utilization; ``--check`` compares every layer's output with the golden model and stops at
-    the first mismatch (exit status 3); ``--hw-config`` picks the engine's hardware
-    configuration (default: ``$CONVCORE_HW_CONFIG`` or ``default``); ``--waves`` (or
+    the first mismatch (exit status 3), then reports how the output compares with the ONNX
+    reference and onnxruntime (:mod:`model.oracle`); ``--hw-config`` picks the engine's
+    hardware configuration (default: ``$CONVCORE_HW_CONFIG`` or ``default``); ``--waves`` (or
     ``WAVES=1``) writes an FST waveform under ``build/waves/`` and prints its path.
 ``convcore plan MODEL.onnx [--json]``
     Per layer: op, shapes, kernel / stride / padding, parameters, MACs, line-buffer and weight
@@ -32,6 +33,7 @@ import numpy as np
 
 from model.network import (InputError, finish_output, layer_macs, layer_op, quantize_input,
                            run_layer, run_network)
+from model.oracle import compare_with_oracles, format_agreement
 from sim.onnx_import import ModelFileError, UnsupportedModelError, load_network
 from sim.plan import format_plan, plan_dict
 
@@ -219,6 +221,8 @@ def cmd_run(args) -> int:
               f"with simulator start-up, batch {batch}")
     if args.check:
         print(f"check: every layer's output equals the golden model ({len(records)} layers)")
+        for record in compare_with_oracles(args.model, x, y, net.output_scale):
+            print(f"check: output vs {record['name']}: {format_agreement(record)}")
     if args.output is not None:
         np.save(args.output, y)
         print(f"output {y.dtype} {tuple(y.shape)} written to {args.output}")
@@ -270,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where layers run (default: %(default)s, the golden model)")
     run.add_argument("--report", metavar="FILE.json", help="write per-layer figures as JSON")
     run.add_argument("--check", action="store_true",
-                     help="compare every layer's output with the golden model; the first "
-                          "mismatch is an error (exit status 3)")
+                     help="compare every layer's output with the golden model (the first "
+                          "mismatch is an error, exit status 3), then the output with the ONNX "
+                          "reference and onnxruntime")
     run.add_argument("--hw-config", metavar="NAME|JSON",
                      help="hardware configuration of the engine for icarus/verilator: a name "
                           "from sim.configs (default, ice40) or a JSON object of ConvEngine "

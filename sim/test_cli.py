@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from sim import cli
-from model.oracle import run_onnxruntime, run_reference
+from model.oracle import ORT_NAME, REFERENCE_NAME, run_onnxruntime, run_reference
 from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input, steps
 from sim.onnx_import import import_model
 
@@ -93,8 +93,7 @@ def test_run_model_backend_matches_the_oracles(files, tmp_path):
 def test_check_reports_agreement_with_the_oracles(files):
     proc = convcore("run", files["qdq"], "--input", files["x"], "--check")
     assert proc.returncode == 0, proc.stderr
-    for name in ("ONNX reference (onnx.reference, float64)",
-                 "onnxruntime (session.x64quantprecision=1)"):
+    for name in (REFERENCE_NAME, ORT_NAME):
         line = re.search(rf"^check: output vs {re.escape(name)}: ([\d.]+)% of values identical, "
                          rf"largest difference (\d+) steps?, [\d.]+% same class$", proc.stdout,
                          re.MULTILINE)
