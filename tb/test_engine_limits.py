@@ -12,7 +12,7 @@ Every boundary is derived from the engine's parameters, read from its ``HW_*`` r
 that is large enough (:func:`test_boundaries_cover_every_code` checks the test builds).
 
 The error flags are raised in each way they can be: ``STATUS.tlast_error`` by an input
-``tlast`` one word or one pixel early, by an extra early one and by none at all, for a conv
+``tlast`` one word or one pixel early (moved, or an extra one) and by none at all, for a conv
 and for the max-pool alone (the output is still bit-exact: the beat count ends the map), and
 not by a correct one; ``STATUS.load_error`` by a parameter packet of an unknown kind, a weight
 packet and a channel-constant packet that end inside a word, and a word addressed one past the
@@ -637,9 +637,10 @@ def _tlast_cases(lim):
 
 @cocotb.test()
 async def tlast_errors(dut):
-    """STATUS.tlast_error for an input tlast one word or one pixel early, an extra early one
-    and none, for a conv and for the pool alone; not for a correct tlast. The beat count ends
-    the map, so the output is bit-exact either way, and the flag clears at the next layer."""
+    """STATUS.tlast_error for an input tlast one word or one pixel early (moved, or an extra
+    one) and none, for a conv and for the pool alone; not for a correct tlast. The beat count
+    ends the map, so the output is bit-exact either way, and the flag clears at the next
+    layer."""
     tb = await TB.create(dut, SEED + 2)
     log, simd = dut._log, tb.lim.simd
     for mode, case in _tlast_cases(tb.lim).items():
@@ -648,7 +649,9 @@ async def tlast_errors(dut):
         last, pixel = words - 1, -(-case.cin // simd)
         variants = {"correct": ({last}, 0), "one word early": ({last - 1}, 1),
                     "one pixel early": ({last - pixel}, 1),
-                    "an extra early one": ({last - 1, last}, 1), "none": (set(), 1)}
+                    "an extra one a word early": ({last - 1, last}, 1),
+                    "an extra one a pixel early": ({last - pixel, last}, 1),
+                    "none": (set(), 1)}
         for name, (lasts, flag) in variants.items():
             log.info("%s, %d words, tlast %s: %s", mode, words, name, sorted(lasts))
             st = await tb.run(case, layer=layer, x=x, lasts=lasts)
