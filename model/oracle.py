@@ -312,6 +312,13 @@ def cpu_int8_note() -> str:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"{platform.machine()} CPU: onnxruntime's int8 kernels do not saturate"
     flags = _cpu_flags()
+    # numpy reads CPUID itself: where it sees no AVX-512 VNNI that /proc/cpuinfo lists, the
+    # file describes another CPU than the one running this process (an emulator's host).
+    seen = np._core._multiarray_umath.__cpu_features__
+    if "avx512_vnni" in flags and not seen.get("AVX512VNNI", True):
+        flags = set()
+    if seen.get("AVX512VNNI"):
+        flags.add("avx512_vnni")
     have = [f for f in _EXACT_INT8_FLAGS if f in flags]
     if have:
         return (f"this CPU has {', '.join(have)}: onnxruntime's default uint8 x int8 kernels "

@@ -135,7 +135,7 @@ SATURATION_PROBE = """
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 import onnxruntime as ort
-from model.oracle import onnxruntime_session
+from model.oracle import cpu_int8_note, onnxruntime_session
 rng = np.random.default_rng(0)
 x = rng.integers(200, 256, (16, 64)).astype(np.uint8)
 w = rng.integers(100, 128, (64, 32)).astype(np.int8)
@@ -149,6 +149,7 @@ exact = x.astype(np.int64) @ w.astype(np.int64)
 default = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 for name, session in (("default", default), ("oracle", onnxruntime_session(model))):
     print(name, int(np.abs(session.run(None, {"x": x})[0] - exact).max()))
+print("note", "saturate" in cpu_int8_note())
 """
 
 
@@ -156,7 +157,8 @@ for name, session in (("default", default), ("oracle", onnxruntime_session(model
                     reason="the saturating VPMADDUBSW kernels are x86's")
 def test_onnxruntime_is_exact_on_a_cpu_without_vnni():
     """Under QEMU's AVX2-only CPU model onnxruntime's default uint8 x int8 kernel saturates
-    (the probe must see it, or it proves nothing) and model.oracle's session does not."""
+    (the probe must see it, or it proves nothing), model.oracle's session does not, and
+    cpu_int8_note() says so."""
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
         pytest.skip("qemu-x86_64 is not installed (Debian: qemu-user): the AVX2-only CPU "
@@ -168,3 +170,4 @@ def test_onnxruntime_is_exact_on_a_cpu_without_vnni():
     apart = dict(line.split() for line in proc.stdout.splitlines())
     assert int(apart["default"]) > 0, "no saturation seen: the probe did not reach VPMADDUBSW"
     assert int(apart["oracle"]) == 0, f"model.oracle's session is {apart['oracle']} apart"
+    assert apart["note"] == "True", "cpu_int8_note() did not say that the kernels saturate"

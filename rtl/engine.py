@@ -497,7 +497,10 @@ class ConvEngine(wiring.Component):
         m.d.comb += [
             lb.s.payload.data.eq(self.s_axis_tdata), lb.s.payload.last.eq(self.s_axis_tlast),
             lb.s.valid.eq(self.s_axis_tvalid & ~alone_dp),
-            lb.enable.eq(running & ~alone_dp), lb.restart.eq(launch), lb.total.eq(d["total_in"]),
+            lb.enable.eq(running & ~alone_dp), lb.total.eq(d["total_in"]),
+            # Also at every start, so a refused layer does not show the last one's tlast_error
+            # (the restart at launch then sets the running layer's word count).
+            lb.restart.eq(launch | latch),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
             lb.read_addr.eq(gen.index[:(self.line_buffer_depth - 1).bit_length()]),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),

@@ -109,9 +109,11 @@ REGMAP = RegisterMap("convcore_engine", [
         Field("running", 1, "ro", doc="The layer passed its checks and accepts input"),
         Field("done", 1, "ro", doc="The last layer finished or was refused; cleared by start"),
         Field("tlast_error", 1, "ro",
-              doc="Input tlast was missing on the last word of the feature map or set early"),
+              doc="Input tlast was missing on the last word of the feature map or set early; "
+                  "cleared by start"),
         Field("load_error", 1, "ro",
-              doc="A parameter packet ended inside a word or addressed past a memory"),
+              doc="A parameter packet had an unknown kind, ended inside a word or addressed "
+                  "past a memory; cleared by start"),
         Field("error", ERROR_WIDTH, "ro", lsb=8, enum=EngineError,
               doc="Why the last layer was refused (0: accepted)"),
     ], doc="Status"),

@@ -23,8 +23,9 @@ channel ``og * pe + p`` in turn, (1) the int32 bias, (2) the requantization mult
 (bits 30..0), (3) the right shift in bits 5..0 and the weight zero point as a 9-bit two's
 complement number in bits 16..8.
 
-A packet that ends inside a word, or a word past the end of its memory, is dropped and raises
-``load_error`` (sticky until ``clear``).
+A word past the end of its memory, the partial word of a packet that ends inside a word, and
+a packet of unknown kind are dropped and raise ``load_error`` (sticky until ``clear``); the
+packet's whole words before them are written.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned

@@ -580,6 +580,8 @@ class TB:
         assert valid == 0 and drv.sink.empty(), f"{label}: output valid for {valid} cycles"
         st = await drv.status()
         assert st["done"] and not st["busy"] and not st["running"], f"{label}: status {st}"
+        # The status describes the refused layer: no input, no stream error.
+        assert not st["tlast_error"] and not st["load_error"], f"{label}: status {st}"
 
     async def check(self, boundary):
         """A boundary's legal layer runs bit-exact, then each refusal is refused."""
@@ -640,7 +642,7 @@ async def tlast_errors(dut):
     """STATUS.tlast_error for an input tlast one word or one pixel early (moved, or an extra
     one) and none, for a conv and for the pool alone; not for a correct tlast. The beat count
     ends the map, so the output is bit-exact either way, and the flag clears at the next
-    layer."""
+    start, a refused one too."""
     tb = await TB.create(dut, SEED + 2)
     log, simd = dut._log, tb.lim.simd
     for mode, case in _tlast_cases(tb.lim).items():
@@ -657,6 +659,9 @@ async def tlast_errors(dut):
             st = await tb.run(case, layer=layer, x=x, lasts=lasts)
             assert st["tlast_error"] == flag, \
                 f"{mode}, tlast {name}: tlast_error {st['tlast_error']}, expected {flag}"
+            if flag:    # a refused start clears it too
+                await tb.refuse(layer, {"pool_mode": PoolMode.ALONE + 1}, "POOL_MODE",
+                                f"{mode}, tlast {name}, then a refused start")
             await tb.run(case, layer=layer, x=tb.rng.integers(-128, 128, x.shape, np.int8),
                          load=False)
 
