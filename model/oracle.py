@@ -7,18 +7,18 @@ other answers there than on a CPU with VNNI or AMX. So:
 * The oracle for every exactness claim is the ONNX formula itself, evaluated by ONNX's own
   reference evaluator (:func:`run_reference`): integer sums for ConvInteger, MatMulInteger,
   QLinearConv and QLinearMatMul, and for QDQ models the float Conv/Gemm/MatMul between
-  DequantizeLinear and QuantizeLinear in float64 (exact products of the float32 scales and
-  8-bit values, sums that round only far below a quantization step). convcore stays within one
-  step of it: it rounds half up where ONNX rounds half to even, and requantizes with the
+  DequantizeLinear and QuantizeLinear in float64 (every dequantized value exact, products and
+  sums rounded at 2**-53 of their size, far below a quantization step). convcore stays within
+  one step of it: it rounds half up where ONNX rounds half to even, and requantizes with the
   float32 scale product (``x_scale * w_scale / y_scale``) that onnxruntime uses.
 * onnxruntime is a second oracle only with its uint8 x int8 products made exact on every x86
   CPU (:func:`onnxruntime_session`): constant int8 weights of operator-form nodes are given to
   it as uint8 (:func:`uint8_weights`), and ``session.x64quantprecision = 1`` makes it do the
-  same for the nodes it fuses from QDQ models; its uint8 x uint8 kernels are exact. Measured under
-  QEMU's AVX2-only Haswell CPU model: uint8 x int8 QLinearConv, QLinearMatMul and
-  MatMulInteger differ from the exact result by up to 17 output steps (and 330,000 in an int32
-  sum) without the option, not at all with it; int8 x int8 and uint8 x uint8 are exact without
-  it.
+  same for the nodes it fuses from QDQ models; its uint8 x uint8 kernels are exact. Measured
+  under QEMU's AVX2-only Haswell CPU model: uint8 x int8 QLinearConv, QLinearMatMul and
+  MatMulInteger differ from the exact result by up to 79 output steps (and 681,134 in an int32
+  sum) in onnxruntime's default session, not at all in this one; int8 x int8 and uint8 x uint8
+  are exact in both.
 
 Members
 -------
@@ -28,8 +28,9 @@ run_reference, reference_evaluator
 onnxruntime_session, run_onnxruntime, uint8_weights
     An onnxruntime session with exact int8 kernels on every CPU; its outputs; the weight
     rewrite it relies on.
-agreement
-    How two outputs compare: share of identical values, largest difference in steps.
+steps, agreement
+    How two outputs compare: differences in quantization steps; share of identical values and
+    the largest difference.
 compare_with_oracles, format_agreement
     A model's output against each oracle, and one report line per oracle.
 cpu_int8_note
@@ -46,7 +47,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 __all__ = ["run_reference", "reference_evaluator", "onnxruntime_session", "run_onnxruntime",
-           "uint8_weights", "agreement",
+           "uint8_weights", "steps", "agreement",
            "compare_with_oracles", "format_agreement", "cpu_int8_note", "ORACLES",
            "ORT_EXACT_CONFIG", "REFERENCE_NAME", "ORT_NAME"]
 
@@ -83,8 +84,9 @@ def _input_name(model: onnx.ModelProto) -> str:
 
 
 class DequantizeLinear(OpRun):
-    """DequantizeLinear with a float64 result: ``(x - zero_point) * scale`` is exact there (a
-    float32 scale times a 9-bit integer), so the float ops after it sum exact products."""
+    """DequantizeLinear with a float64 result: ``(x - zero_point) * scale`` is exact there for
+    8-bit data (a float32 scale times a 9-bit integer) and rounded at 2**-53 for int32 biases,
+    so the float ops after it work on the dequantized values themselves."""
 
     def _run(self, x, x_scale, x_zero_point=None, axis=None, block_size=None,
              output_dtype=None):
@@ -107,8 +109,10 @@ class MaxPool(OpRun):
     """MaxPool as the ONNX specification defines it, for 2-D maps of any dtype.
 
     onnx.reference's own MaxPool cannot pad integer maps (it pads with NaN), reads 2-D pads in
-    the wrong order on some paths and keeps a ``ceil_mode`` window that starts in the end
-    padding, which the specification drops. Padding never wins the maximum.
+    the wrong order on some paths, keeps a ``ceil_mode`` window that starts in the end padding,
+    which the specification drops, and rounds ``VALID`` up with ``ceil_mode``, where the
+    specification's ``ceil((N - F + 1) / S)`` does not. Padding never wins the maximum; a
+    window with no input in it is a ValueError (ONNX gives it no value).
     """
 
     def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
@@ -121,8 +125,9 @@ class MaxPool(OpRun):
         auto_pad = auto_pad or self.auto_pad or "NOTSET"
         ceil_mode = bool(ceil_mode if ceil_mode is not None else self.ceil_mode)
         pads = list(pads or self.pads or [0, 0, 0, 0])
-        sizes, begins = [], []
+        sizes = []
         padded = x.astype(np.float64)
+        inside = np.ones(x.shape, bool)        # where the padded map holds input
         for axis in range(2):
             n, k, s, d = x.shape[2 + axis], kernel[axis], strides[axis], dilations[axis]
             keff = d * (k - 1) + 1
@@ -131,8 +136,11 @@ class MaxPool(OpRun):
                 total = max(0, (out - 1) * s + keff - n)
                 begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
                 end = total - begin
+            elif auto_pad == "VALID":
+                begin = end = 0
+                out = -(-(n - keff + 1) // s)
             else:
-                begin, end = (0, 0) if auto_pad == "VALID" else (pads[axis], pads[2 + axis])
+                begin, end = pads[axis], pads[2 + axis]
                 span = n + begin + end - keff
                 out = (-(-span // s) if ceil_mode else span // s) + 1
                 if ceil_mode and (out - 1) * s >= n + begin:
@@ -141,21 +149,33 @@ class MaxPool(OpRun):
             width = [(0, 0)] * 4
             width[2 + axis] = (begin, end + extra)
             padded = np.pad(padded, width, constant_values=-np.inf)
+            inside = np.pad(inside, width, constant_values=False)
             sizes.append(out)
-            begins.append(begin)
         (oh, ow), (sh, sw), (dh, dw) = sizes, strides, dilations
         y = np.full((*x.shape[:2], oh, ow), -np.inf)
+        covered = np.zeros(y.shape, bool)
         for ky in range(kernel[0]):
             for kx in range(kernel[1]):
-                tap = padded[:, :, ky * dh:ky * dh + (oh - 1) * sh + 1:sh,
-                             kx * dw:kx * dw + (ow - 1) * sw + 1:sw]
-                y = np.maximum(y, tap)
+                tap = (slice(None), slice(None), slice(ky * dh, ky * dh + (oh - 1) * sh + 1, sh),
+                       slice(kx * dw, kx * dw + (ow - 1) * sw + 1, sw))
+                y = np.maximum(y, padded[tap])
+                covered |= inside[tap]
+        if not covered.all():
+            raise ValueError("MaxPool: a window covers no input, only padding")
         return (y.astype(x.dtype),)
 
 
 def reference_evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
     """:class:`onnx.reference.ReferenceEvaluator` for ``model`` with this module's float64
-    DequantizeLinear and its MaxPool."""
+    DequantizeLinear and its MaxPool. Float32 constants that meet the float64 values (a float
+    bias, an Add's operand) become float64 too; Q/DQ scales stay as they are."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    scales = {name for node in model.graph.node
+              if node.op_type in ("QuantizeLinear", "DequantizeLinear") for name in node.input}
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and init.name not in scales:
+            value = onnx.numpy_helper.to_array(init).astype(np.float64)
+            init.CopyFrom(onnx.numpy_helper.from_array(value, init.name))
     return ReferenceEvaluator(model, new_ops=[DequantizeLinear, MaxPool])
 
 
@@ -247,15 +267,21 @@ def run_onnxruntime(model, x: np.ndarray, tensors=()) -> list:
     return session.run([model.graph.output[0].name, *tensors], {_input_name(model): x})
 
 
-def agreement(got, want, scale=None) -> dict:
-    """``{"identical": share of equal values, "max_steps": largest difference}``; differences
-    are in quantization steps (``scale`` for float outputs, else integer units)."""
+def steps(got, want, scale=None) -> np.ndarray:
+    """Absolute differences in quantization steps: ``scale`` for float outputs, else integer
+    units."""
     got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape:
         raise ValueError(f"shapes differ: {got.shape} and {want.shape}")
-    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    if scale is not None:
-        diff = np.rint(diff / float(scale))
+    if scale is None:
+        return np.abs(got.astype(np.int64) - want.astype(np.int64))
+    return np.rint(np.abs(got.astype(np.float64) - want.astype(np.float64)) / float(scale))
+
+
+def agreement(got, want, scale=None) -> dict:
+    """``{"identical": share of equal values, "max_steps": largest difference}`` (see
+    :func:`steps`)."""
+    diff = steps(got, want, scale)
     return {"identical": float(np.mean(diff == 0)) if diff.size else 1.0,
             "max_steps": int(diff.max(initial=0))}
 
@@ -314,7 +340,9 @@ def cpu_int8_note() -> str:
     flags = _cpu_flags()
     # numpy reads CPUID itself: where it sees no AVX-512 VNNI that /proc/cpuinfo lists, the
     # file describes another CPU than the one running this process (an emulator's host).
-    seen = np._core._multiarray_umath.__cpu_features__
+    # numpy knows no AVX-VNNI or AMX flag: those are read from /proc/cpuinfo alone.
+    core = getattr(np, "_core", None) or np.core     # numpy 2, numpy 1
+    seen = core._multiarray_umath.__cpu_features__
     if "avx512_vnni" in flags and not seen.get("AVX512VNNI", True):
         flags = set()
     if seen.get("AVX512VNNI"):

@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = [
     "MULTIPLIER_BITS", "SHIFT_MIN", "SHIFT_MAX", "ACC_MIN", "ACC_MAX",
-    "dtype_range", "quantize_multiplier", "requantize", "quantize", "dequantize",
+    "dtype_range", "real_scale", "quantize_multiplier", "requantize", "quantize", "dequantize",
 ]
 
 #: The multiplier is an unsigned fixed-point fraction with this many bits: [2**30, 2**31).
@@ -125,6 +125,14 @@ def _show(arr) -> str:
         return repr(arr.item())
     values = arr.ravel()[:8].tolist()
     return str(values)[:-1] + ", ...]" if arr.size > 8 else str(values)
+
+
+def real_scale(x_scale, w_scale, y_scale) -> np.ndarray:
+    """``x_scale * w_scale / y_scale`` rounded to float32 after the product and after the
+    quotient, as ONNX's reference QLinearConv and QLinearMatMul and onnxruntime compute it: the
+    scale convcore requantizes with (as float64; per channel for 1-D ``w_scale``)."""
+    product = np.float32(x_scale) * np.asarray(w_scale, np.float32)
+    return (product / np.float32(y_scale)).astype(np.float64)
 
 
 def quantize_multiplier(real_scale):

@@ -8,9 +8,9 @@ from onnx import helper
 
 import model.conv
 from model.conv import conv2d, conv_output_size, conv_params
-from model.quant import quantize_multiplier, requantize
+from model.quant import quantize_multiplier, real_scale, requantize
 from model.test_quant import (assert_close_quantized, assert_equal_except_ties, exactly,
-                              make_model, onnx_real_scale, random_q, run_ort, run_reference,
+                              make_model, random_q, run_ort, run_reference,
                               seeded)
 
 INT8, UINT8 = np.dtype(np.int8), np.dtype(np.uint8)
@@ -118,7 +118,7 @@ def golden_qlinear_conv(x, w, bias, geometry, x_zp, w_zp, scales, y_type, y_zp):
     :func:`assert_equal_except_ties`, the accumulators, multipliers and shifts (NCHW)."""
     kernel, stride, pads, dilation = geometry
     acc = conv2d(x, w, bias, stride, pads, dilation, x_zp, w_zp)
-    multiplier, shift = quantize_multiplier(onnx_real_scale(*scales))
+    multiplier, shift = quantize_multiplier(real_scale(*scales))
     y = requantize(acc, multiplier, shift, y_zp, y_type)
     per_channel = lambda a: np.reshape(a, (-1, 1, 1)) if np.ndim(a) else a  # noqa: E731
     return y, acc, per_channel(multiplier), per_channel(shift)

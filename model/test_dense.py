@@ -8,9 +8,9 @@ from onnx import helper
 
 import model.conv
 from model.dense import dense, relu
-from model.quant import quantize_multiplier, requantize
+from model.quant import quantize_multiplier, real_scale, requantize
 from model.test_quant import (assert_close_quantized, assert_equal_except_ties, exactly,
-                              make_model, onnx_real_scale, random_q, run_ort, run_reference,
+                              make_model, random_q, run_ort, run_reference,
                               seeded)
 
 INT8, UINT8 = np.dtype(np.int8), np.dtype(np.uint8)
@@ -91,7 +91,7 @@ def test_dense_requantize_vs_qlinear_matmul(dtypes, per_channel):
         "xs": x_scale, "xz": np.array(x_zp, x_type), "wt": np.ascontiguousarray(w.T),
         "ws": w_scale, "wz": w_zp, "ys": y_scale, "yz": np.array(y_zp, x_type)}, x_type)
     acc = dense(x, w, None, x_zp, w_zp)
-    multiplier, shift = quantize_multiplier(onnx_real_scale(x_scale, w_scale, y_scale))
+    multiplier, shift = quantize_multiplier(real_scale(x_scale, w_scale, y_scale))
     got = requantize(acc, multiplier, shift, y_zp, x_type)
     assert_equal_except_ties(got, run_reference(onnx_model, {"x": x}), acc, multiplier, shift)
     assert_close_quantized(got, run_ort(onnx_model, {"x": x}))

@@ -68,12 +68,6 @@ def random_q(rng, dtype, shape) -> np.ndarray:
     return rng.integers(info.min, info.max + 1, shape).astype(dtype)
 
 
-def onnx_real_scale(x_scale, w_scale, y_scale) -> np.ndarray:
-    """``x_scale * w_scale / y_scale`` in float32, as ONNX's reference QLinearConv and
-    QLinearMatMul (and onnxruntime) compute it: the scale they requantize with."""
-    return (np.float32(x_scale) * np.asarray(w_scale, np.float32)) / np.float32(y_scale)
-
-
 def assert_equal_except_ties(got, want, acc, multiplier, shift):
     """The golden model against the ONNX formula evaluated with the same real scale (exactly
     ``multiplier * 2**-shift``, a float32): equal everywhere except at exact ties

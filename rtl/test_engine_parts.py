@@ -295,7 +295,9 @@ def _regroup_reference(words, lasts, channels, in_lanes, out_lanes):
 @pytest.mark.parametrize("in_lanes,out_lanes,channels", [
     (8, 4, 13), (8, 2, 3), (8, 2, 16), (2, 8, 13), (4, 8, 3), (2, 8, 16)])
 def test_regroup_matches_reference(in_lanes, out_lanes, channels):
-    """Random idles and backpressure; an early last (pixel 1) must reach the output too."""
+    """Random idles and backpressure; an early last (pixel 1) must reach the output too, and
+    when packing (in_lanes < out_lanes) on a word that does not close its beat it sets
+    last_error, which restart clears."""
     rng = np.random.default_rng(in_lanes * 100 + out_lanes * 10 + channels)
     dut = Regroup(in_lanes, out_lanes, max_channels=16)
     pixels = 4
@@ -305,6 +307,10 @@ def test_regroup_matches_reference(in_lanes, out_lanes, channels):
     lasts[gin] = 1                  # early, on pixel 1's first word
     lasts[-1] = 1
     want, want_lasts = _regroup_reference(words, lasts, channels, in_lanes, out_lanes)
+    ratio = max(1, out_lanes // in_lanes)      # input words per output beat when packing
+    closes = [k % gin == gin - 1 or (k % gin) % ratio == ratio - 1 for k in range(len(words))]
+    want_error = int(ratio > 1 and any(last and not c for last, c in zip(lasts, closes)))
+    assert want_error == (ratio > 1 and gin > 1), "the early last is meant to test the flag"
     got, got_lasts = [], []
 
     async def source(ctx):
@@ -327,6 +333,11 @@ def test_regroup_matches_reference(in_lanes, out_lanes, channels):
             if valid and ready:
                 got.append(int(payload.data).to_bytes(out_lanes, "little"))
                 got_lasts.append(int(payload.last))
+        assert ctx.get(dut.last_error) == want_error
+        ctx.set(dut.restart, 1)
+        await ctx.tick()
+        ctx.set(dut.restart, 0)
+        assert ctx.get(dut.last_error) == 0
 
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)

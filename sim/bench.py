@@ -143,12 +143,12 @@ def _qlinear_conv_model(x, w, bias, x_scale, x_zp, w_scale, y_scale, y_zp, pad):
 def bench_golden(options) -> list[Result]:
     from model import conv2d, quantize_multiplier, requantize
     from model.oracle import ORACLES, agreement, onnxruntime_session
+    from model.quant import real_scale
 
     rng = np.random.default_rng(2024)
     x, w, bias, x_scale, x_zp, w_scale, y_scale, y_zp = _golden_layer(rng)
     pad = GOLDEN_LAYER["pad"]
-    # The float32 scale product, as ONNX's reference and onnxruntime requantize with.
-    multiplier, shift = quantize_multiplier((x_scale * w_scale) / y_scale)
+    multiplier, shift = quantize_multiplier(real_scale(x_scale, w_scale, y_scale))
 
     def golden():
         acc = conv2d(x, w, bias, padding=pad, x_zero_point=int(x_zp))
@@ -436,6 +436,9 @@ def bench_digits(options) -> list[Result]:
                "bit-exact images", limit=100.0, better="higher"),
     ]
     for record in compare_with_oracles(MODEL_PATH, images, got, net.output_scale):
+        if "error" in record:
+            raise BenchError(f"the {record['name']} could not run the digits CNN: "
+                             f"{record['error']}")
         results += [
             Result(f"agreement with the {record['oracle']}, class", record["same_class"] * 100,
                    "%", record["name"]),

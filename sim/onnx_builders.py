@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["OPSET", "FloatNet", "QNet", "quantize_qdq", "make_model", "random_input",
-           "input_signature", "layer_agreement", "steps"]
+           "input_signature", "layer_agreement"]
 
 #: Opset of the generated models (per-channel Q/DQ needs 13; onnxruntime supports it fully).
 OPSET = 17
@@ -457,14 +457,6 @@ class QNet:
 
 # --- oracles ------------------------------------------------------------------------------
 
-def steps(got: np.ndarray, want: np.ndarray, scale=None) -> np.ndarray:
-    """Absolute difference in quantization steps (``scale`` for float outputs)."""
-    got, want = np.asarray(got), np.asarray(want)
-    if scale is not None:
-        return np.rint(np.abs(got.astype(np.float64) - want.astype(np.float64)) / scale)
-    return np.abs(got.astype(np.int64) - want.astype(np.int64))
-
-
 def layer_agreement(net, model: onnx.ModelProto, x: np.ndarray, oracle):
     """Per-layer agreement of the golden model with an oracle (``oracle(model, x, tensors)``,
     :func:`model.oracle.run_reference` or :func:`model.oracle.run_onnxruntime`).
@@ -474,6 +466,7 @@ def layer_agreement(net, model: onnx.ModelProto, x: np.ndarray, oracle):
     tuple for the whole network's output against the oracle's output.
     """
     from model.network import quantize_input, run_layer, run_network
+    from model.oracle import steps
 
     tensors = [layer.tensor for layer in net.layers]
     want_final, *want = oracle(model, x, tensors)

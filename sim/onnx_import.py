@@ -23,7 +23,7 @@ import onnx
 from onnx import numpy_helper
 
 from model.network import ConvLayer, DenseLayer, MaxPool, Network, PoolLayer
-from model.quant import ACC_MAX, ACC_MIN, quantize, quantize_multiplier
+from model.quant import ACC_MAX, ACC_MIN, quantize, quantize_multiplier, real_scale
 
 __all__ = ["UnsupportedModelError", "ModelFileError", "load_network", "import_model",
            "SUPPORTED_OPS"]
@@ -663,7 +663,7 @@ class _Importer:
             if bias.size != n_out:
                 self.fail(f"bias has {bias.size} values for {n_out} outputs", node)
             layer.bias = bias.astype(np.int32)
-        self._requant(node, layer, acc_scale, y_scale, y_zp, y_dtype)
+        self._requant(node, layer, p.x.scale, w_scale, y_scale, y_zp, y_dtype)
         layer.relu = p.relu
         layer.nodes = p.nodes
         if p.pool is not None:
@@ -675,11 +675,11 @@ class _Importer:
         self.values[out] = _Q(out, len(self.layers) - 1, tuple(p.shape), y_dtype, y_scale, y_zp,
                               (out,))
 
-    def _requant(self, node, layer, acc_scale, y_scale, y_zp, y_dtype):
-        real = (np.asarray(acc_scale, np.float32) / np.float32(y_scale)).astype(np.float64)
+    def _requant(self, node, layer, x_scale, w_scale, y_scale, y_zp, y_dtype):
         try:
-            layer.multiplier, layer.shift = (np.asarray(v, np.int64).reshape(-1).copy()
-                                             for v in quantize_multiplier(real))
+            layer.multiplier, layer.shift = (
+                np.asarray(v, np.int64).reshape(-1).copy()
+                for v in quantize_multiplier(real_scale(x_scale, w_scale, y_scale)))
         except ValueError as exc:
             self.fail(f"requantization scale input * weight / output cannot be expressed: {exc}",
                       node)
@@ -738,7 +738,7 @@ class _Importer:
                                 else np.zeros(n_out)).astype(np.int32),
                           stride=stride, pads=pads, dilation=dilation, x_zero_point=x_zp,
                           w_zero_point=w_zp.astype(np.int32), has_bias=bias is not None)
-        self._requant(node, layer, np.float32(x_scale) * w_scale, y_scale, y_zp, y_dtype)
+        self._requant(node, layer, x_scale, w_scale, y_scale, y_zp, y_dtype)
         self._append_q(node, layer, y_scale, y_zp, y_dtype)
 
     def _append_q(self, node, layer, y_scale, y_zp, y_dtype):
@@ -789,8 +789,7 @@ class _Importer:
                            out_shape=(n_out,), in_dtype=x.dtype, weight=w,
                            bias=np.zeros(n_out, np.int32), x_zero_point=x_zp,
                            w_zero_point=w_zp.astype(np.int32), has_bias=False)
-        self._requant(node, layer, np.float32(x_scale) * w_scale, y_scale, y_zp,
-                      y_dtype or "uint8")
+        self._requant(node, layer, x_scale, w_scale, y_scale, y_zp, y_dtype or "uint8")
         self._append_q(node, layer, y_scale, y_zp, y_dtype or "uint8")
 
     def _op_MatMulInteger(self, node, attrs):

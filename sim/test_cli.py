@@ -13,8 +13,8 @@ import onnx
 import pytest
 
 from sim import cli
-from model.oracle import ORT_NAME, REFERENCE_NAME, run_onnxruntime, run_reference
-from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input, steps
+from model.oracle import ORT_NAME, REFERENCE_NAME, run_onnxruntime, run_reference, steps
+from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input
 from sim.onnx_import import import_model
 
 ROOT = Path(__file__).resolve().parent.parent

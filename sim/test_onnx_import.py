@@ -264,7 +264,10 @@ def test_qlinearconv(x_dtype, w_dtype, per_channel, per_channel_zp):
         pads=[1, 0, 2, 1])
     net, model, x = op_model(qnet)
     (layer,) = net.layers
-    assert layer.weight.dtype == np.dtype(w_dtype) and layer.x_zero_point == qnet.zp or True
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert layer.weight.dtype == np.dtype(w_dtype)
+    assert layer.x_zero_point == int(init["qlinearconv1_xz"])
+    assert layer.y_zero_point == qnet.zp    # the builder's zero point is now the output's
     assert net.input_scale is None and net.output_dtype == x_dtype
     # onnxruntime has no int8-activation / uint8-weight QLinearConv kernel
     oracles = (run_reference,) if (x_dtype, w_dtype) == ("int8", "uint8") else BOTH
