@@ -87,18 +87,13 @@ def float_cifar_net(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def build_cifar_net(seed: int = 0, path: Path | str | None = None) -> Path:
-    """Write the int8 QDQ network for ``seed`` and return its path.
+def build_cifar_net(seed: int, path: Path | str) -> Path:
+    """Write the int8 QDQ network for ``seed`` to ``path`` and return the path.
 
-    The default path is ``build/examples/cifar_int8_seed{seed}.onnx``. Calibration uses
-    :data:`CALIBRATION_IMAGES` images of ``random_images(..., seed=seed + 1)``.
+    Calibration uses :data:`CALIBRATION_IMAGES` images of ``random_images(..., seed=seed + 1)``.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
-    if path is None:
-        from sim.toolchain import BUILD
-
-        path = BUILD / "examples" / f"cifar_int8_seed{seed}.onnx"
     calibration = random_images(CALIBRATION_IMAGES, seed=seed + 1)
     return quantize_qdq(float_cifar_net(seed), Path(path),
                         [calibration[i:i + CALIBRATION_BATCH]
@@ -106,4 +101,6 @@ def build_cifar_net(seed: int = 0, path: Path | str | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    print(build_cifar_net())
+    import sys
+
+    print(build_cifar_net(0, sys.argv[1] if len(sys.argv) > 1 else "cifar_int8_seed0.onnx"))

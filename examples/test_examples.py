@@ -147,7 +147,7 @@ def test_cifar_deterministic(tmp_path):
 def test_cifar_rejects_seed(seed):
     with pytest.raises(ValueError, match=re.escape(
             f"seed must be a non-negative integer, not {seed!r}")):
-        cifar.build_cifar_net(seed)
+        cifar.build_cifar_net(seed, "unused.onnx")
 
 
 def test_random_images_rejects_count():

@@ -259,14 +259,23 @@ def _bench_conv(name, cin, cout, h, w, k, stride, pad, rng):
     return layer, x
 
 
+def cifar_net(seed: int = 0):
+    """The CIFAR-10 example network for ``seed`` (:func:`examples.cifar.build_cifar_net`),
+    written under ``build/examples/``."""
+    from examples.cifar import build_cifar_net
+    from sim.toolchain import EXAMPLES_BUILD
+
+    return build_cifar_net(seed, EXAMPLES_BUILD / f"cifar_int8_seed{seed}.onnx")
+
+
 def _cifar_convs(rng):
     """The ConvNetJS CIFAR-10 net's three convs, each with its real input (the golden model's
     output of the previous layers for one random image)."""
-    from examples.cifar import build_cifar_net, random_images
+    from examples.cifar import random_images
     from model.network import ConvLayer, quantize_input, run_layer
     from sim.onnx_import import load_network
 
-    net = load_network(build_cifar_net())
+    net = load_network(cifar_net())
     x = quantize_input(net, random_images(1, seed=int(rng.integers(1 << 16))))
     pairs = []
     for layer in net.layers:
@@ -284,7 +293,7 @@ def bench_engine(options) -> list[Result]:
     from model.network import layer_macs, run_layer
     from sim.hw_backend import HardwareBackend
     from sim.toolchain import SIMULATORS
-    from tb.run_layers import layer_work
+    from sim.run_layers import layer_work
 
     sims = [s for s in os.environ.get(BENCH_SIMS_ENV, ",".join(SIMULATORS)).split(",") if s]
     unknown = [s for s in sims if s not in SIMULATORS]
@@ -456,14 +465,14 @@ def bench_digits(options) -> list[Result]:
 @section("cifar", "the ConvNetJS CIFAR-10 net (random int8 weights) through the RTL on "
                   "Verilator (default configuration): cycles, utilization, agreement")
 def bench_cifar(options) -> list[Result]:
-    from examples.cifar import build_cifar_net, random_images
+    from examples.cifar import random_images
     from model.network import finish_output, quantize_input, run_network
     from model.oracle import ORACLES
     from model.quant import quantize
     from sim.demo import CLOCK_HZ
     from sim.onnx_import import load_network
 
-    path = build_cifar_net(CIFAR_BENCH_SEED)
+    path = cifar_net(CIFAR_BENCH_SEED)
     net = load_network(path)
     images = random_images(CIFAR_BENCH_IMAGES, seed=CIFAR_BENCH_IMAGE_SEED)
     golden = run_network(net, images)

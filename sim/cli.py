@@ -17,10 +17,8 @@
 Errors (unsupported model, bad file, bad input) print one line ``convcore: error: ...`` on
 stderr and exit with status 2, never a traceback.
 
-Backends are looked up by name in :data:`BACKENDS`: a factory ``() -> backend`` whose result has
-``name`` and ``run_layer(layer, x) -> (y, info)``, where ``info`` is a dict of per-layer report
-fields (``ran_on``, and for hardware ``cycles``, ``mac_utilization``, ...), and ``close()``.
-Hardware factories take keyword options (``config=``).
+Backends are looked up by name in :data:`sim.backends.BACKENDS`; the errors it reports are
+those of :mod:`sim.errors`.
 """
 
 import argparse
@@ -34,6 +32,8 @@ import numpy as np
 from model.network import (InputError, finish_output, layer_macs, layer_op, quantize_input,
                            run_layer, run_network)
 from model.oracle import compare_with_oracles, format_agreement
+from sim.backends import BACKENDS, ModelBackend
+from sim.errors import BackendUnavailable, CheckMismatch, CliError
 from sim.onnx_import import ModelFileError, UnsupportedModelError, load_network
 from sim.plan import format_plan, plan_dict
 
@@ -48,46 +48,6 @@ EXIT_INTERNAL = 1
 EXIT_MISMATCH = 3
 #: Exit status when the reader of the output closed it early (128 + SIGPIPE, as Unix tools).
 EXIT_BROKEN_PIPE = 128 + 13
-
-
-class CliError(Exception):
-    """A user error the command line reports as one line."""
-
-
-class BackendUnavailable(CliError):
-    """The chosen backend cannot run here (not built yet, simulator missing, ...)."""
-
-
-class CheckMismatch(CliError):
-    """--check: a layer's output differs from the golden model."""
-
-
-class ModelBackend:
-    """Runs every layer on the golden model (:func:`model.network.run_layer`)."""
-
-    name = "model"
-
-    def run_layer(self, layer, x):
-        return run_layer(layer, x), {"ran_on": "model"}
-
-    def close(self):
-        pass
-
-
-def _hardware(sim: str):
-    def factory(**options):
-        from sim.hw_backend import HardwareBackend
-        return HardwareBackend(sim, **options)
-    factory.__name__ = f"{sim}_backend"
-    return factory
-
-
-#: Backend name -> factory.
-BACKENDS = {
-    "model": ModelBackend,
-    "icarus": _hardware("icarus"),
-    "verilator": _hardware("verilator"),
-}
 
 
 def _load_input(path: str) -> np.ndarray:

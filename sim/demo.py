@@ -93,7 +93,7 @@ def demo(backend_name: str = "verilator", out_dir: Path | None = None, limit: in
     """Runs the demo; returns the summary it prints (also written to ``out_dir/demo.json``;
     ``out_dir`` defaults to ``$CONVCORE_DEMO_DIR`` or :data:`DEMO_DIR`)."""
     from examples.digits import MODEL_PATH, load_test_set
-    from sim.cli import BACKENDS
+    from sim.backends import BACKENDS
     from sim.onnx_import import load_network
     from sim.plots import plot_activation_maps, plot_layer_chart
 

@@ -1,8 +1,8 @@
 """The ``icarus`` and ``verilator`` backends of ``convcore run``: layers on the simulated engine.
 
 :class:`HardwareBackend` runs the layers of a network on :class:`rtl.engine.ConvEngine`
-simulated by Icarus Verilog or Verilator, driven by the cocotb module :mod:`tb.run_layers`
-through :class:`tb.engine_driver.EngineDriver`. :meth:`HardwareBackend.run_network` runs a
+simulated by Icarus Verilog or Verilator, driven by the cocotb module :mod:`sim.run_layers`
+through :class:`sim.engine_driver.EngineDriver`. :meth:`HardwareBackend.run_network` runs a
 whole network on a whole batch in ONE simulator launch (``convcore run`` uses it): per layer,
 the weights are loaded once through the engine's parameter port, then every image streams
 through back to back, and the testbench keeps the feature maps between layers.
@@ -23,11 +23,11 @@ Where each layer runs (the ``ran_on`` field of the report):
   ``note``.
 
 A layer the engine refuses (kernel, width, channels, ... above the hardware's limits) is a
-one-line :class:`sim.cli.CliError` naming the layer and the violated limit; so is a layer that
-hangs (the watchdog of :mod:`tb.run_layers`) and a simulation that fails (with its log file).
+one-line :class:`sim.errors.CliError` naming the layer and the violated limit; so is a layer that
+hangs (the watchdog of :mod:`sim.run_layers`) and a simulation that fails (with its log file).
 
 Speed: Verilator builds keep only the top level visible (``toolchain.build_args(...,
-ports_only=True)``), and :class:`tb.run_layers.FastAxiStreamSink` reads each output beat once;
+ports_only=True)``), and :class:`sim.run_layers.FastAxiStreamSink` reads each output beat once;
 Python wakes per stream beat and per register access, never per MAC cycle.
 
 Hardware configuration: the engine's default (:data:`sim.configs` ``"default"``: every layer of
@@ -64,6 +64,7 @@ import numpy as np
 
 from model.network import ConvLayer, DenseLayer, PoolLayer, layer_macs, layer_op, run_layer
 from sim import toolchain
+from sim.errors import CliError
 
 __all__ = ["HardwareBackend", "EngineHarness", "resolve_config", "dense_as_conv",
            "CONFIG_ENV", "TOPLEVEL"]
@@ -96,11 +97,6 @@ REFUSAL_TEXT = {
 }
 
 
-def _cli_error(message):
-    from sim.cli import CliError
-    return CliError(message)
-
-
 # --- hardware configuration ---------------------------------------------------------------
 
 def resolve_config(spec: str | dict | None = None) -> dict:
@@ -117,14 +113,14 @@ def resolve_config(spec: str | dict | None = None) -> dict:
         try:
             params = json.loads(spec)
         except json.JSONDecodeError as exc:
-            raise _cli_error(f"hardware configuration {spec!r} is not valid JSON "
+            raise CliError(f"hardware configuration {spec!r} is not valid JSON "
                              f"({exc.msg})") from None
         if not isinstance(params, dict):
-            raise _cli_error(f"hardware configuration must be a JSON object, not {spec!r}")
+            raise CliError(f"hardware configuration must be a JSON object, not {spec!r}")
         return params
     engines = [name for name, c in configs.CONFIGS.items() if c.cls == "ConvEngine"]
     if spec not in engines:
-        raise _cli_error(f"unknown hardware configuration {spec!r}; choose one of "
+        raise CliError(f"unknown hardware configuration {spec!r}; choose one of "
                          f"{', '.join(engines)} or give a JSON object of ConvEngine arguments")
     return dict(configs.get(spec).params)
 
@@ -135,7 +131,7 @@ def make_engine(params: dict):
     try:
         return ConvEngine(**params)
     except (TypeError, ValueError) as exc:
-        raise _cli_error(f"hardware configuration {params}: {exc}") from None
+        raise CliError(f"hardware configuration {params}: {exc}") from None
 
 
 def engine_config(params: dict) -> dict:
@@ -325,7 +321,7 @@ class HardwareBackend:
         try:
             self.waves = toolchain.waves_requested() if waves is None else bool(waves)
         except toolchain.ToolchainError as exc:
-            raise _cli_error(str(exc)) from None
+            raise CliError(str(exc)) from None
         self.wave_files = []
         self._last_waves = None
         self._built = None
@@ -345,12 +341,12 @@ class HardwareBackend:
             return self._built
         from cocotb_tools.runner import get_runner
 
-        from tb.runner import config_key, emit_verilog
+        from sim.runner import config_key, emit_verilog
 
         try:
             toolchain.activate(self.name, waves=self.waves)
         except toolchain.ToolchainError as exc:
-            raise _cli_error(f"backend '{self.name}': {exc}") from None
+            raise CliError(f"backend '{self.name}': {exc}") from None
         start = time.perf_counter()
         args = toolchain.build_args(self.name, ports_only=True, waves=self.waves)
         key = config_key("run_engine", {**self.hw, "build_args": args})
@@ -370,7 +366,7 @@ class HardwareBackend:
                                  build_args=args, timescale=("1ns", "1ps"), log_file=log,
                                  waves=self.waves)
                 except Exception as exc:
-                    raise _cli_error(f"backend '{self.name}': building the engine failed "
+                    raise CliError(f"backend '{self.name}': building the engine failed "
                                      f"({type(exc).__name__}); see {log}") from None
                 stamp.write_text(sources)
         self.build_seconds += time.perf_counter() - start
@@ -379,11 +375,11 @@ class HardwareBackend:
 
     def _launch(self, layers, x=None, inputs=None, golden=(), post_pool=None):
         """Run ``layers`` in one simulation, in sequence on the batch ``x`` or each on its own
-        batch of ``inputs``; the result dict of :mod:`tb.run_layers`. The layers at the
+        batch of ``inputs``; the result dict of :mod:`sim.run_layers`. The layers at the
         indices ``golden`` run on the golden model; ``post_pool`` maps an index to the
         max-pool the testbench applies (on the golden model) to that engine layer's output."""
-        from tb.run_layers import JOB_ENV, result_path
-        from tb.runner import count_results
+        from sim.run_layers import JOB_ENV, result_path
+        from sim.runner import count_results
 
         runner, build_dir = self._build()
         self._jobs += 1
@@ -409,7 +405,7 @@ class HardwareBackend:
         failure = ""
         try:
             with toolchain.waves_env(self.waves):
-                runner.test(test_module="tb.run_layers", hdl_toplevel=TOPLEVEL,
+                runner.test(test_module="sim.run_layers", hdl_toplevel=TOPLEVEL,
                             hdl_toplevel_lang="verilog",
                             build_dir=build_dir, test_dir=self.run_dir, extra_env=extra_env,
                             results_xml=str(results_xml), log_file=log,
@@ -423,7 +419,7 @@ class HardwareBackend:
         ok = results_xml.exists() and count_results(results_xml)[1] == 0
         if not ok or not result_file.exists():
             self.keep = True
-            raise _cli_error(f"backend '{self.name}': the simulation of layer "
+            raise CliError(f"backend '{self.name}': the simulation of layer "
                              f"'{layers[0].name}' failed{failure}; see {log}{self._waves_note()}")
         result = pickle.loads(result_file.read_bytes())
         self.sim_cycles += result["sim_cycles"]
@@ -467,7 +463,7 @@ class HardwareBackend:
         ``mac_utilization``, and the layer's ``sim_cycles`` and ``wall_seconds``."""
         x = np.asarray(x)
         if x.shape[0] == 0:
-            raise _cli_error(f"backend '{self.name}': the input holds no samples (batch 0)")
+            raise CliError(f"backend '{self.name}': the input holds no samples (batch 0)")
         job, notes = zip(*(self.engine_layer(layer) for layer in layers))
         golden = [i for i, layer in enumerate(job) if isinstance(layer, DenseLayer)
                   or (isinstance(layer, PoolLayer) and not self.has_pool_unit)]
@@ -532,19 +528,11 @@ class HardwareBackend:
         op = layer_op(original)
         if result["refused"]:
             reason = refusal_text(result["refused"], job[index], self.hw)
-            raise _cli_error(f"layer '{original.name}' ({op}): the engine refused it "
+            raise CliError(f"layer '{original.name}' ({op}): the engine refused it "
                              f"({result['refused']}: {reason}) on backend "
                              f"'{self.name}'{self._waves_note()}")
-        raise _cli_error(f"{result['error']} on backend '{self.name}'{self._waves_note()}")
+        raise CliError(f"{result['error']} on backend '{self.name}'{self._waves_note()}")
 
     def close(self):
         if not self.keep:
             shutil.rmtree(self.run_dir, ignore_errors=True)
-
-
-def factory(sim: str):
-    """A BACKENDS entry: ``() -> HardwareBackend(sim)``."""
-    def make(**options):
-        return HardwareBackend(sim, **options)
-    make.__name__ = f"{sim}_backend"
-    return make

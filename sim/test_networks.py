@@ -20,13 +20,14 @@ import json
 import numpy as np
 import pytest
 
-from examples.cifar import build_cifar_net, random_images
+from examples.cifar import random_images
 from examples.digits import MODEL_PATH as DIGITS_PATH
 from examples.digits import load_test_set
 from model.network import DenseLayer
 from model.oracle import run_onnxruntime, run_reference
 from model.quant import dequantize, quantize
 from sim import cli
+from sim.bench import cifar_net
 from sim.onnx_import import load_network
 
 #: A 4 x 4 MAC array for inputs up to 32 x 32 with up to 32 channels and 5 x 5 kernels.
@@ -90,7 +91,7 @@ def integer_output(net, y):
 
 @pytest.fixture(scope="module")
 def cifar_model():
-    return build_cifar_net(CIFAR_SEED)
+    return cifar_net(CIFAR_SEED)
 
 
 @pytest.mark.parametrize("sim", SIMS)

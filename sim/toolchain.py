@@ -20,6 +20,8 @@ SIMULATORS = ("icarus", "verilator")
 #: The repository root and the ignored folder that receives everything generated.
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
+#: Where the example networks the host side builds (examples.cifar) are written.
+EXAMPLES_BUILD = BUILD / "examples"
 
 #: Oldest Verilator that cocotb 2 supports.
 MIN_VERILATOR = (5, 36)

@@ -21,7 +21,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 from rtl import axil_regs
 from rtl.regmap import Field, Register, RegisterDriver, RegisterMap
 from sim import toolchain
-from tb import runner
+from sim import runner
 
 CLOCK_NS = 10
 #: Any test taking longer is hung (each needs a few microseconds of simulated time).

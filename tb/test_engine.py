@@ -2,7 +2,7 @@
 
 One build of :class:`rtl.engine.ConvEngine` (the small test configuration :data:`TEST_CONFIG`)
 runs a sweep of layers back to back without a reset: every layer is loaded, configured and
-run through :class:`tb.engine_driver.EngineDriver` exactly as ``convcore`` does, and its output
+run through :class:`sim.engine_driver.EngineDriver` exactly as ``convcore`` does, and its output
 is compared with :func:`model.network.run_layer` (``model.conv.conv2d`` then
 ``model.quant.requantize``, then ``model.pool.maxpool2d`` for a fused pool; the pool alone
 for a :class:`model.network.PoolLayer`) using ``==``; a failure names the first mismatching
@@ -12,7 +12,7 @@ correct. On stride-1 layers with full channel groups and no stalls the counters 
 least 90 % MAC utilization; pool-alone layers must show no MAC cycle.
 
 pytest runs a smaller sweep on Icarus and a larger one on Verilator (the Verilator build is
-cached per hardware configuration by :mod:`tb.runner`), plus a smoke sweep on the default
+cached per hardware configuration by :mod:`sim.runner`), plus a smoke sweep on the default
 configuration on Verilator. The two test configurations differ in SIMD (Icarus: PE = SIMD,
 Verilator: SIMD = 2 PE), so pool-alone layers pass through the engine's width converter on
 Verilator and straight to the pool on Icarus.
@@ -34,7 +34,7 @@ from model.pool import maxpool2d
 from model.quant import quantize_multiplier
 from rtl.engine_regs import EngineError
 from tb.axis import random_pause
-from tb.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
+from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
                               unpack_output)
 
 CLOCK_PERIOD_NS = 10
@@ -591,7 +591,7 @@ def test_pool_refusals_match_the_pool_unit():
 
 def _run(sim, config, sweep):
     from rtl.engine import ConvEngine
-    from tb.runner import config_key, emit_verilog, run_cocotb
+    from sim.runner import config_key, emit_verilog, run_cocotb
 
     key = config_key("engine", config)
     path = emit_verilog(ConvEngine(**config), toplevel="convcore_engine", key=key)

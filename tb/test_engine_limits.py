@@ -37,7 +37,7 @@ from model.network import MaxPool, run_layer
 from rtl.engine_regs import POOL_ERROR_BASE, REGMAP, EngineError, PoolMode
 from rtl.weights import (BEAT_WIDTH, CHANNEL_BEATS, HEADER_KIND_SHIFT, KIND_CHANNELS,
                          KIND_WEIGHTS)
-from tb.engine_driver import (EngineDriver, EngineRefused, pack_channels, pack_input,
+from sim.engine_driver import (EngineDriver, EngineRefused, pack_channels, pack_input,
                               pack_weights, unpack_output)
 from tb.test_engine import Case, first_mismatch, make_layer
 
@@ -781,7 +781,7 @@ def test_boundaries_cover_every_code():
 
 def _run(sim, config, testcase=None):
     from rtl.engine import ConvEngine
-    from tb.runner import config_key, emit_verilog, run_cocotb
+    from sim.runner import config_key, emit_verilog, run_cocotb
 
     # A key of its own: pytest-xdist may run tb/test_engine.py's build of the same
     # configuration at the same time, in its own folder.

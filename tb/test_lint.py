@@ -12,7 +12,7 @@ import pytest
 from rtl.maxpool import MaxPool, MaxPoolAxis
 from rtl.requantize import Requantize, RequantizeAxis
 from sim import toolchain
-from tb.runner import config_key, emit_verilog
+from sim.runner import config_key, emit_verilog
 
 #: (top-level module name, component class, constructor arguments).
 COMPONENTS = [

@@ -218,7 +218,7 @@ SIMULATOR = "icarus"
 
 @pytest.mark.parametrize("variant", CONFIGS)
 def test_mac_array(variant, sim=SIMULATOR):
-    from tb.runner import config_key, emit_verilog, run_cocotb
+    from sim.runner import config_key, emit_verilog, run_cocotb
 
     config = CONFIGS[variant]
     toplevel = "mac_array"
@@ -234,7 +234,7 @@ def test_engine_with_ecp5_multipliers():
     engine absorbs the array's longer latency (its output FIFO is credited per group, not
     timed)."""
     from rtl.engine import ConvEngine
-    from tb.runner import config_key, emit_verilog, run_cocotb
+    from sim.runner import config_key, emit_verilog, run_cocotb
     from tb.test_engine import SEED_ENV, SWEEP_ENV, TEST_CONFIG
 
     config = dict(TEST_CONFIG, dsp="ecp5")

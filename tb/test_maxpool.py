@@ -57,7 +57,7 @@ SEED = 20261127
 DTYPES = {0: np.dtype(np.int8), 1: np.dtype(np.uint8)}
 
 
-# --- maps, expected results and stream formats (pure Python, also used by rtl/test_maxpool_elab.py)
+# --- maps, expected results and stream formats (pure Python, also used by tb/test_maxpool_elab.py)
 
 @dataclass(frozen=True)
 class Case:
@@ -495,14 +495,14 @@ async def early_last(dut):
 # --- pytest entries ----------------------------------------------------------------------------
 
 def _build(component, config, toplevel):
-    from tb.runner import config_key, emit_verilog
+    from sim.runner import config_key, emit_verilog
     key = config_key(toplevel, config)
     return emit_verilog(component(**config), toplevel=toplevel, key=key), key
 
 
 @pytest.mark.parametrize("sim", toolchain.SIMULATORS)
 def test_maxpool(sim):
-    from tb.runner import run_cocotb
+    from sim.runner import run_cocotb
 
     toplevel = "maxpool_axis"
     source, key = _build(MaxPoolAxis, TEST_CONFIG, toplevel)

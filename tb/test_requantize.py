@@ -44,7 +44,7 @@ CONFIGS = {"pipelined": DEFAULT_CONFIG, "iterative": {**DEFAULT_CONFIG, "iterati
 DTYPES = {0: np.dtype(np.int8), 1: np.dtype(np.uint8)}
 
 
-# --- stimulus and expected results (pure Python, also used by rtl/test_requantize_elab.py) -----
+# --- stimulus and expected results (pure Python, also used by tb/test_requantize_elab.py) -----
 
 def sample(acc, multiplier, shift, zero_point, relu, is_unsigned, last=0) -> dict:
     return {"acc": int(acc), "multiplier": int(multiplier), "shift": int(shift),
@@ -310,7 +310,7 @@ async def latency_and_throughput(dut):
 @pytest.mark.parametrize("variant", CONFIGS)
 @pytest.mark.parametrize("sim", toolchain.SIMULATORS)
 def test_requantize(sim, variant):
-    from tb.runner import config_key, emit_verilog, run_cocotb
+    from sim.runner import config_key, emit_verilog, run_cocotb
 
     config = CONFIGS[variant]
     toplevel = "requantize_axis"

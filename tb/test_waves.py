@@ -1,4 +1,4 @@
-"""Waveforms on request: ``WAVES=1`` makes :func:`tb.runner.run_cocotb` write an FST file.
+"""Waveforms on request: ``WAVES=1`` makes :func:`sim.runner.run_cocotb` write an FST file.
 
 A counter (:class:`Counter`) counts for :data:`COUNT_CYCLES` cycles under a cocotb test; pytest
 runs it with tracing on both simulators and checks that ``build/waves/.../counter-SIM.fst``
@@ -74,7 +74,7 @@ def fst_header(path) -> dict:
 
 
 def _run(sim, waves):
-    from tb.runner import config_key, emit_verilog, run_cocotb
+    from sim.runner import config_key, emit_verilog, run_cocotb
 
     key = config_key(TOPLEVEL, {"width": COUNT_WIDTH})
     source = emit_verilog(Counter(), toplevel=TOPLEVEL, key=key)
@@ -85,7 +85,7 @@ def _run(sim, waves):
 
 @pytest.mark.parametrize("sim", toolchain.SIMULATORS)
 def test_waves(sim, monkeypatch):
-    from tb.runner import waves_file
+    from sim.runner import waves_file
 
     monkeypatch.setenv(toolchain.WAVES_ENV, "1")
     path = waves_file(sim, TOPLEVEL, __name__)
@@ -114,7 +114,7 @@ def test_waves(sim, monkeypatch):
 def test_waves_argument_wins_over_environment(monkeypatch):
     """``waves=True`` (``convcore run --waves``) traces even under ``WAVES=0``: cocotb's
     runner would otherwise let the variable override the argument."""
-    from tb.runner import waves_file
+    from sim.runner import waves_file
 
     monkeypatch.setenv(toolchain.WAVES_ENV, "0")
     path = waves_file("icarus", TOPLEVEL, __name__)

@@ -2,7 +2,6 @@
 
 ``python -m examples.digits.train`` regenerates ``examples/digits/digits_int8.onnx``
 deterministically (fixed seed, fixed data order) and prints float and int8 test accuracy.
-The float model is also written to ``build/examples/digits_float.onnx`` for inspection.
 
 The network, in the lecture's CONV-RELU-POOL pattern::
 
@@ -52,7 +51,6 @@ SHIFT_PROBABILITY = 0.5
 ONNX_OPSET = 13
 #: Calibration runs over all training images in batches of this size.
 CALIBRATION_BATCH = 128
-FLOAT_MODEL_NAME = "digits_float.onnx"
 
 
 # --- layers: forward returns (output, cache), backward takes (grad_output, cache) -------------
@@ -246,8 +244,6 @@ def export_onnx(params) -> onnx.ModelProto:
 
 
 def main() -> None:
-    from sim.toolchain import BUILD
-
     started = time.perf_counter()
     train_x, train_y = load_train_set()
     test_x, test_y = load_test_set()
@@ -256,12 +252,8 @@ def main() -> None:
     print(f"trained in {time.perf_counter() - started:.1f} s")
     numpy_acc = np.mean(predict(params, test_x) == test_y)
 
-    out_dir = BUILD / "examples"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    float_path = out_dir / FLOAT_MODEL_NAME
     float_model = export_onnx(params)
-    onnx.save(float_model, float_path)
-    float_pred = run_onnxruntime(float_path, test_x).argmax(axis=1)
+    float_pred = run_onnxruntime(float_model, test_x).argmax(axis=1)
     float_acc = np.mean(float_pred == test_y)
     quantize_qdq(float_model, MODEL_PATH, [train_x[i:i + CALIBRATION_BATCH]
                                            for i in range(0, len(train_x), CALIBRATION_BATCH)])
@@ -269,7 +261,7 @@ def main() -> None:
     int8_acc = np.mean(int8_pred == test_y)
 
     print(f"float accuracy (NumPy):       {numpy_acc:.2%}")
-    print(f"float accuracy (onnxruntime): {float_acc:.2%}  {float_path}")
+    print(f"float accuracy (onnxruntime): {float_acc:.2%}")
     print(f"int8 accuracy (onnxruntime):  {int8_acc:.2%}  {MODEL_PATH} "
           f"({MODEL_PATH.stat().st_size} bytes)")
     print(f"int8 and float predictions agree on {np.sum(int8_pred == float_pred)}/{len(test_x)} "

@@ -16,7 +16,7 @@ A :class:`model.network.ConvLayer` (with its fused max-pool) or
 model here, between engine layers, so a whole network takes one launch; ``post_pool[i]`` is
 a max-pool applied on the golden model to engine layer ``i``'s output (a conv's fused pool on
 such a configuration). On the engine, every layer's parameters are
-loaded once through :class:`tb.engine_driver.EngineDriver` and its registers written once,
+loaded once through :class:`sim.engine_driver.EngineDriver` and its registers written once,
 then the batch's images run back to back (start, input stream, output stream, counters per
 image). ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that makes
 the watchdog fire (tests use it).
@@ -50,7 +50,7 @@ from cocotbext.axi import AxiStreamFrame, AxiStreamSink
 
 from model.network import DenseLayer, PoolLayer
 from model.network import run_layer as run_golden
-from tb.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
+from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
                               unpack_output)
 
 #: Environment variable holding the job file's path; the result goes beside it (RESULT_SUFFIX).

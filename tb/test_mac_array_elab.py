@@ -2,7 +2,7 @@
 
 The arithmetic of both variants is simulated against the golden sums in tb/test_mac_array.py
 (Icarus, with a behavioural model of the ECP5 primitive) and, for the generic variant, in
-rtl/test_engine_parts.py (Amaranth simulator); here: latencies, what the netlists contain,
+tb/test_engine_parts.py (Amaranth simulator); here: latencies, what the netlists contain,
 which configuration gets which variant, and the constructors' messages.
 """
 

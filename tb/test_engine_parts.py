@@ -2,7 +2,7 @@
 
 The whole engine is checked against the golden model in tb/test_engine.py; here the MAC array,
 the parameter loader and the pool's width converter are checked on their own, with the
-host-side packing of tb/engine_driver.py; the pool-alone mode runs in the whole engine for
+host-side packing of sim/engine_driver.py; the pool-alone mode runs in the whole engine for
 PE != SIMD ratios the HDL builds do not cover; constructors must refuse bad arguments with
 clear messages.
 """
@@ -23,7 +23,7 @@ from rtl.maxpool import PoolError
 from rtl.regmap import RegisterDriver
 from rtl.regroup import Regroup
 from rtl.weights import ParamStore
-from tb.engine_driver import (conv_shape, layer_fields, output_shape, pack_channels, pack_input,
+from sim.engine_driver import (conv_shape, layer_fields, output_shape, pack_channels, pack_input,
                               pack_weights, unpack_output)
 
 CLOCK_PERIOD = 1e-8
