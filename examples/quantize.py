@@ -62,7 +62,7 @@ def quantize_qdq(float_model: onnx.ModelProto, out_path: Path,
     return out_path
 
 
-def run_onnxruntime(model, images: np.ndarray) -> np.ndarray:
+def onnxruntime_scores(model, images: np.ndarray) -> np.ndarray:
     """Outputs of an ONNX model (path or ModelProto) on onnxruntime's CPU provider, one thread,
     with int8 kernels that are exact on every CPU (:func:`model.oracle.onnxruntime_session`)."""
     from model.oracle import onnxruntime_session

@@ -8,7 +8,7 @@ from onnx import numpy_helper
 from examples import cifar
 from examples.digits import MODEL_PATH, N_TEST, load_test_set, load_train_set
 from examples.digits import train
-from examples.quantize import INPUT_NAME, run_onnxruntime
+from examples.quantize import INPUT_NAME, onnxruntime_scores
 
 #: Accuracy the committed int8 digits model must reach on the held-out images (onnxruntime).
 MIN_INT8_ACCURACY = 0.95
@@ -63,7 +63,7 @@ def test_digits_model_is_small_valid_qdq():
 
 def test_digits_int8_accuracy():
     images, labels = load_test_set()
-    scores = run_onnxruntime(MODEL_PATH, images)
+    scores = onnxruntime_scores(MODEL_PATH, images)
     assert scores.shape == (N_TEST, 10)
     accuracy = np.mean(scores.argmax(axis=1) == labels)
     assert accuracy >= MIN_INT8_ACCURACY, f"int8 accuracy {accuracy:.2%}"
@@ -94,7 +94,7 @@ def test_trainer_export_matches_numpy_forward():
     params = train.init_params(np.random.default_rng(2))
     images, _ = load_test_set()
     want = train.forward(params, images[:16].astype(np.float64))[0]
-    got = run_onnxruntime(train.export_onnx(params), images[:16])
+    got = onnxruntime_scores(train.export_onnx(params), images[:16])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -106,9 +106,9 @@ def cifar_model(tmp_path_factory):
 
 
 def test_cifar_output_shape(cifar_model):
-    scores = run_onnxruntime(cifar_model, cifar.random_images(1, seed=5))
+    scores = onnxruntime_scores(cifar_model, cifar.random_images(1, seed=5))
     assert scores.shape == (1, 10)
-    assert run_onnxruntime(cifar_model, cifar.random_images(3, seed=5)).shape == (3, 10)
+    assert onnxruntime_scores(cifar_model, cifar.random_images(3, seed=5)).shape == (3, 10)
 
 
 def test_cifar_layers(cifar_model):
@@ -128,8 +128,8 @@ def test_cifar_layers(cifar_model):
 
 def test_cifar_int8_close_to_float(cifar_model):
     images = cifar.random_images(8, seed=7)
-    got = run_onnxruntime(cifar_model, images)
-    want = run_onnxruntime(cifar.float_cifar_net(0), images)
+    got = onnxruntime_scores(cifar_model, images)
+    want = onnxruntime_scores(cifar.float_cifar_net(0), images)
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(cifar_model).graph.initializer}
     output_step = float(inits["scores_scale"])
     assert np.abs(got - want).max() <= 4 * output_step

@@ -197,3 +197,27 @@ def waves_env(waves: bool):
             del os.environ[WAVES_ENV]
         else:
             os.environ[WAVES_ENV] = saved
+
+
+#: FST files open with the header block: type 0, then its length (329 bytes after the type
+#: byte), start and end time (big-endian 64-bit), and the number e as a native-endian double
+#: that tells readers the writer's byte order (fstapi.c, ``FST_BL_HDR``).
+FST_HEADER_BLOCK = 0
+FST_HEADER_LENGTH = 329
+FST_ENDIAN_TEST = 2.7182818284590452354
+
+
+def fst_header(path: Path) -> dict:
+    """Start time, end time, scope and variable counts from an FST file's header block;
+    ToolchainError when the file does not start with one."""
+    import struct
+
+    head = Path(path).read_bytes()[:1 + FST_HEADER_LENGTH]
+    if len(head) < 1 + FST_HEADER_LENGTH:
+        raise ToolchainError(f"{path}: {len(head)} bytes, no FST header")
+    block, length, start, end = struct.unpack(">BQQQ", head[:25])
+    endian = struct.unpack("<d", head[25:33])[0], struct.unpack(">d", head[25:33])[0]
+    if (block, length) != (FST_HEADER_BLOCK, FST_HEADER_LENGTH) or FST_ENDIAN_TEST not in endian:
+        raise ToolchainError(f"{path}: header block {block} of {length} bytes is not FST's")
+    scopes, variables = struct.unpack(">QQ", head[41:57])
+    return {"start": start, "end": end, "scopes": scopes, "variables": variables}

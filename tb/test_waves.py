@@ -6,7 +6,6 @@ exists and is an FST file whose header spans the simulated time, and that a trac
 cached apart from a build without tracing.
 """
 
-import struct
 
 import cocotb
 import pytest
@@ -22,14 +21,6 @@ TOPLEVEL = "counter"
 COUNT_WIDTH = 8
 COUNT_CYCLES = 20
 CLOCK_PERIOD_NS = 10
-
-#: FST files open with the header block: type 0, then its length (329 bytes after the type
-#: byte), start and end time (big-endian 64-bit), and the number e as a native-endian double
-#: that tells readers the writer's byte order (fstapi.c, ``FST_BL_HDR``).
-FST_HEADER_BLOCK = 0
-FST_HEADER_LENGTH = 329
-FST_ENDIAN_TEST = 2.7182818284590452354
-
 
 class Counter(wiring.Component):
     """Counts the cycles in which ``en`` is high."""
@@ -59,20 +50,6 @@ async def counter_counts(dut):
         f"count {int(dut.count.value)} after {COUNT_CYCLES} enabled cycles"
 
 
-def fst_header(path) -> dict:
-    """Start time, end time and variable count from an FST file's header block; AssertionError
-    when the file does not start with one."""
-    head = path.read_bytes()[:1 + FST_HEADER_LENGTH]
-    assert len(head) == 1 + FST_HEADER_LENGTH, f"{path}: {len(head)} bytes, no FST header"
-    block, length, start, end = struct.unpack(">BQQQ", head[:25])
-    assert (block, length) == (FST_HEADER_BLOCK, FST_HEADER_LENGTH), \
-        f"{path}: header block {block} of {length} bytes is not FST's"
-    endian = struct.unpack("<d", head[25:33])[0], struct.unpack(">d", head[25:33])[0]
-    assert FST_ENDIAN_TEST in endian, f"{path}: endian test {endian} is not e"
-    scopes, variables = struct.unpack(">QQ", head[41:57])
-    return {"start": start, "end": end, "scopes": scopes, "variables": variables}
-
-
 def _run(sim, waves):
     from sim.runner import config_key, emit_verilog, run_cocotb
 
@@ -93,7 +70,7 @@ def test_waves(sim, monkeypatch):
     path.unlink(missing_ok=True)
     key = _run(sim, waves=None)                     # $WAVES decides
     assert path.is_file(), f"no waveform at {path}"
-    header = fst_header(path)
+    header = toolchain.fst_header(path)
     assert header["variables"] >= 4, header         # clk, rst, en, count
     assert header["end"] >= COUNT_CYCLES * CLOCK_PERIOD_NS, header
 
@@ -120,7 +97,7 @@ def test_waves_argument_wins_over_environment(monkeypatch):
     path = waves_file("icarus", TOPLEVEL, __name__)
     path.unlink(missing_ok=True)
     _run("icarus", waves=True)
-    assert fst_header(path)["variables"] >= 4
+    assert toolchain.fst_header(path)["variables"] >= 4
 
 
 def test_waves_bad_value(monkeypatch):

@@ -23,7 +23,7 @@ import onnx
 from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 
-from ..quantize import INPUT_NAME, quantize_qdq, run_onnxruntime
+from ..quantize import INPUT_NAME, onnxruntime_scores, quantize_qdq
 from . import MODEL_PATH
 from .data import load_test_set, load_train_set
 
@@ -253,11 +253,11 @@ def main() -> None:
     numpy_acc = np.mean(predict(params, test_x) == test_y)
 
     float_model = export_onnx(params)
-    float_pred = run_onnxruntime(float_model, test_x).argmax(axis=1)
+    float_pred = onnxruntime_scores(float_model, test_x).argmax(axis=1)
     float_acc = np.mean(float_pred == test_y)
     quantize_qdq(float_model, MODEL_PATH, [train_x[i:i + CALIBRATION_BATCH]
                                            for i in range(0, len(train_x), CALIBRATION_BATCH)])
-    int8_pred = run_onnxruntime(MODEL_PATH, test_x).argmax(axis=1)
+    int8_pred = onnxruntime_scores(MODEL_PATH, test_x).argmax(axis=1)
     int8_acc = np.mean(int8_pred == test_y)
 
     print(f"float accuracy (NumPy):       {numpy_acc:.2%}")
