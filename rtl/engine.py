@@ -771,7 +771,7 @@ class ConvEngine(wiring.Component):
         registered (valid one cycle after its inputs). When the pool runs ``alone`` the conv
         settings are ignored (the pool unit checks its own)."""
         def outside(value, hi):
-            return (value == 0) | (value > hi)
+            return ~value.any() | (value > hi)
 
         def first(checks):
             code = Const(EngineError.NONE, ERROR_WIDTH)
