@@ -9,9 +9,8 @@ from onnx import helper
 import model.conv
 from model.conv import conv2d, conv_output_size, conv_params
 from model.quant import quantize_multiplier, real_scale, requantize
-from model.test_quant import (assert_close_quantized, assert_equal_except_ties, exactly,
-                              make_model, random_q, run_ort, run_reference,
-                              seeded)
+from model.testing import (assert_close_quantized, assert_equal_except_ties, exactly,
+                           make_model, random_q, run_ort, run_reference, seeded)
 
 INT8, UINT8 = np.dtype(np.int8), np.dtype(np.uint8)
 

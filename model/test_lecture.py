@@ -5,7 +5,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from model import conv2d, conv_output_size, conv_params, maxpool2d
-from model.test_quant import random_q, seeded
+from model.testing import random_q, seeded
 
 
 

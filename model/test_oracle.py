@@ -13,8 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from model import oracle
-from model.test_pool import naive_maxpool2d
-from model.test_quant import make_model, random_q, seeded
+from model.testing import make_model, naive_maxpool2d, random_q, seeded
 
 ROOT = Path(__file__).resolve().parent.parent
 INT8, UINT8 = np.dtype(np.int8), np.dtype(np.uint8)

@@ -1,37 +1,13 @@
 """Tests of model.pool against naive loops, onnxruntime and onnx.reference."""
 
-import itertools
-
 import numpy as np
 import pytest
 from onnx import helper
 
 from model.pool import maxpool2d
-from model.test_quant import exactly, make_model, run_ort, run_reference, seeded
+from model.testing import exactly, make_model, naive_maxpool2d, run_ort, run_reference, seeded
 
 DTYPES = [np.int8, np.uint8, np.float32]
-
-
-def naive_maxpool2d(x, kernel, stride, pads, dilation, ceil_mode):
-    """A loop per output pixel over the taps inside the input (padding is simply skipped)."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    top, left, bottom, right = pads
-
-    def size(length, k, s, d, begin, end):
-        span = length + begin + end - d * (k - 1) - 1
-        out = (-(-span // s) if ceil_mode else span // s) + 1
-        return out - 1 if ceil_mode and (out - 1) * s >= length + begin else out
-
-    oh, ow = size(h, kh, sh, dh, top, bottom), size(w, kw, sw, dw, left, right)
-    out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    for b, ch, i, j in itertools.product(range(n), range(c), range(oh), range(ow)):
-        values = [x[b, ch, r, q]
-                  for r in (i * sh - top + a * dh for a in range(kh)) if 0 <= r < h
-                  for q in (j * sw - left + e * dw for e in range(kw)) if 0 <= q < w]
-        out[b, ch, i, j] = max(values)
-    return out
-
 
 GEOMETRIES = [  # kernel, stride, pads (top, left, bottom, right), dilation, ceil_mode
     ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),

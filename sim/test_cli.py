@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 
-from sim import cli
 from model.oracle import ORT_NAME, REFERENCE_NAME, run_onnxruntime, run_reference, steps
-from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input
+from sim import cli
 from sim.onnx_import import import_model
+from sim.testing import FloatNet, QNet, quantize_qdq, random_input
 
 ROOT = Path(__file__).resolve().parent.parent
 

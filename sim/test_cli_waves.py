@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from sim import cli, toolchain
-from sim.onnx_builders import QNet, random_input
+from sim.testing import QNet, random_input
 
 #: A small engine (the one sim/test_hw_backend.py uses): it builds in seconds.
 HW_JSON = json.dumps(dict(pe=4, simd=4, max_kernel=5, max_width=16, max_height=16,

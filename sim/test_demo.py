@@ -2,8 +2,8 @@
 
 The simulated runs classify a few digits: Icarus on the default hardware configuration (what
 ``make sim`` builds; Icarus builds it in seconds), Verilator on the small configuration of
-:mod:`sim.test_networks` (its build is shared; the default one is the benchmark's, see
-``python -m sim.bench digits``). The pictures go to a temporary folder
+:mod:`sim.test_networks` (:data:`sim.testing.NETWORK_HW`; its build is shared; the default one
+is the benchmark's, see ``python -m sim.bench digits``). The pictures go to a temporary folder
 (``CONVCORE_DEMO_DIR``), never to the user's ``build/demo``.
 """
 
@@ -21,13 +21,13 @@ from matplotlib.image import imread
 from examples.digits import MODEL_PATH
 from sim.demo import DEMO_DIR_ENV
 from sim.onnx_import import load_network
-from sim.test_networks import HW_JSON
+from sim.testing import NETWORK_HW_JSON
 from sim.toolchain import ROOT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LIMIT = 4
 #: Extra arguments per backend (module docstring).
-OPTIONS = {"icarus": [], "verilator": ["--hw-config", HW_JSON], "model": []}
+OPTIONS = {"icarus": [], "verilator": ["--hw-config", NETWORK_HW_JSON], "model": []}
 #: Generous: a stuck simulation must fail the test, not hang it (the harness has a watchdog).
 TIMEOUT_SECONDS = 600
 #: The console script ``make sim`` runs, beside this interpreter (else the module behind it).

@@ -17,8 +17,8 @@ from model.network import DenseLayer, run_layer
 from sim import cli
 from sim.hw_backend import (HardwareBackend, dense_as_conv, engine_config, engine_fits,
                             resolve_config)
-from sim.onnx_builders import FloatNet, QNet, quantize_qdq, random_input
 from sim.onnx_import import load_network
+from sim.testing import FloatNet, QNet, quantize_qdq, random_input
 
 #: A small engine: 4 x 4 MAC array, 16 x 16 inputs, 16 channels.
 HW = dict(pe=4, simd=4, max_kernel=5, max_width=16, max_height=16, max_channels=16,

@@ -6,12 +6,12 @@ be identical (``==``) to ``--backend model``, every layer's output must equal th
 (``--check``), and the CIFAR-10 net's integer scores must be within one output step of the
 ONNX reference and of onnxruntime (:mod:`model.oracle`).
 
-The hardware configuration :data:`HW` is the smallest engine that fits both networks (32x32
-inputs, up to 20 channels, 5x5 kernels, the CIFAR fc layer as a 4x4 conv over 20 channels): a
-4 x 4 MAC array keeps Icarus fast enough for one CIFAR image (about 275,000 cycles at about
-3,000 cycles/s: 1.5 minutes on an idle core, the slowest test of the file; larger arrays need
-fewer cycles but Icarus simulates each one more slowly), Verilator runs more images. Its
-builds are cached under ``build/sim/`` and shared with :mod:`sim.test_demo`; the first
+The hardware configuration :data:`sim.testing.NETWORK_HW` is the smallest engine that fits both
+networks (32x32 inputs, up to 20 channels, 5x5 kernels, the CIFAR fc layer as a 4x4 conv over
+20 channels): a 4 x 4 MAC array keeps Icarus fast enough for one CIFAR image (about 275,000
+cycles at about 3,000 cycles/s: 1.5 minutes on an idle core, the slowest test of the file;
+larger arrays need fewer cycles but Icarus simulates each one more slowly), Verilator runs more
+images. Its builds are cached under ``build/sim/`` and shared with :mod:`sim.test_demo`; the first
 Verilator build takes about 1.5 minutes, Icarus's seconds.
 """
 
@@ -29,10 +29,8 @@ from model.quant import dequantize, quantize
 from sim import cli
 from sim.bench import cifar_net
 from sim.onnx_import import load_network
+from sim.testing import NETWORK_HW, NETWORK_HW_JSON
 
-#: A 4 x 4 MAC array for inputs up to 32 x 32 with up to 32 channels and 5 x 5 kernels.
-HW = dict(pe=4, simd=4, max_kernel=5, max_width=32, max_height=32, max_channels=32)
-HW_JSON = json.dumps(HW)
 SIMS = ("icarus", "verilator")
 #: CIFAR-10 images per simulator: Icarus simulates this engine at about 3,000 cycles/s.
 CIFAR_IMAGES = {"icarus": 1, "verilator": 4}
@@ -60,7 +58,8 @@ def run_both(model, x, sim, tmp_path, capsys):
     outputs = {}
     for backend in ("model", sim):
         out, report = tmp_path / f"{backend}.npy", tmp_path / f"{backend}.json"
-        extra = ["--hw-config", HW_JSON, "--check", "--report", report] if backend == sim else []
+        extra = ["--hw-config", NETWORK_HW_JSON, "--check", "--report", report] \
+            if backend == sim else []
         status, stdout, err = run(["run", model, "--input", inputs, "--output", out,
                                    "--backend", backend, *extra], capsys)
         assert status == 0 and err == "", err
@@ -78,7 +77,8 @@ def assert_all_layers_on(report, net, sim, batch):
         assert record["cycles"] == sum(record["cycles_per_sample"]) >= record["ideal_cycles"]
         if isinstance(layer, DenseLayer):
             assert record["note"] == "dense as a conv whose kernel covers the input"
-    assert report["hardware"]["pe"] == HW["pe"] and report["hardware"]["simd"] == HW["simd"]
+    assert report["hardware"]["pe"] == NETWORK_HW["pe"] \
+        and report["hardware"]["simd"] == NETWORK_HW["simd"]
 
 
 def integer_output(net, y):

@@ -10,9 +10,9 @@ from onnx import helper
 
 from model.network import ConvLayer, DenseLayer, MaxPool, PoolLayer, run_layer, run_network
 from model.oracle import run_onnxruntime, run_reference
-from sim.onnx_builders import (FloatNet, QNet, layer_agreement, make_model, quantize_qdq,
-                               random_input)
 from sim.onnx_import import UnsupportedModelError, import_model
+from sim.testing import (FloatNet, QNet, layer_agreement, make_model, quantize_qdq,
+                         random_input)
 
 #: The requantization contract with the ONNX formula: at most this many outputs differ ...
 MAX_MISMATCH_FRACTION = 1e-3

@@ -3,9 +3,9 @@ the stride warning."""
 
 import pytest
 
-from sim.onnx_builders import FloatNet, QNet, quantize_qdq
 from sim.onnx_import import import_model
 from sim.plan import format_plan, line_buffer_bytes, plan_dict, plan_layers
+from sim.testing import FloatNet, QNet, quantize_qdq
 
 
 def conv_plan(shape, filters, kernel, **geometry):

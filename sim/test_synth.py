@@ -1,65 +1,19 @@
 """Synthesis smoke test: a small multiplier design through the real Yosys + nextpnr flow.
 
 The design is a stand-in for the engine's MAC array: a pipelined PE x SIMD int8 dot product
-(:class:`DotProduct`), so that an unsynthesizable construct or a broken flow fails `make test`
-without waiting for the full engine.
+(:class:`sim.testing.DotProduct`), so that an unsynthesizable construct or a broken flow fails
+`make test` without waiting for the full engine.
 """
 
 import json
 
 import pytest
-from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from rtl.mac_array import MacArray
 from sim import configs, synth
+from sim.testing import DotProduct
 from sim.verilog_export import Port
-
-OPERAND_WIDTH = 8
-
-
-class DotProduct(wiring.Component):
-    """PE dot products of SIMD signed 8-bit lanes per transfer, three register stages.
-
-    Members
-    -------
-    i : ``In(stream.Signature(StructLayout({"x": SIMD lanes, "w": PE x SIMD lanes})))``
-    o : ``Out(stream.Signature(ArrayLayout(signed(acc_width), pe)))``
-    """
-
-    latency = 3
-
-    def __init__(self, pe, simd):
-        for name, value in (("pe", pe), ("simd", simd)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        self.pe, self.simd = pe, simd
-        self.acc_width = 2 * OPERAND_WIDTH + (simd - 1).bit_length()
-        lanes = data.ArrayLayout(signed(OPERAND_WIDTH), simd)
-        super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"x": lanes,
-                                                        "w": data.ArrayLayout(lanes, pe)}))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(self.acc_width), self.pe))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        move = Signal()  # the whole pipeline advances when the output is free or taken
-        m.d.comb += [move.eq(~self.o.valid | self.o.ready), self.i.ready.eq(move)]
-        operands = Signal.like(self.i.payload)
-        products = [[Signal(signed(2 * OPERAND_WIDTH), name=f"prod{p}_{s}")
-                     for s in range(self.simd)] for p in range(self.pe)]
-        valid = [Signal(name=f"s{k}_valid") for k in (1, 2)]
-        with m.If(move):
-            m.d.sync += [operands.eq(self.i.payload), valid[0].eq(self.i.valid),
-                         valid[1].eq(valid[0]), self.o.valid.eq(valid[1])]
-            for p in range(self.pe):
-                for s in range(self.simd):
-                    m.d.sync += products[p][s].eq(operands.x[s] * operands.w[p][s])
-                m.d.sync += self.o.payload[p].eq(sum(products[p]))
-        return m
 
 
 def test_stand_in_computes_dot_products():

@@ -4,12 +4,12 @@ import json
 import re
 
 import pytest
-from amaranth.hdl import Assert, Module, Print, Signal
+from amaranth.hdl import Assert, Module, Print
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from sim import configs, verilog_export
-from sim.test_synth import DotProduct
+from sim.testing import DotProduct
 from sim.toolchain import BUILD
 
 

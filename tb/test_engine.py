@@ -1,4 +1,6 @@
-"""cocotb tests of the conv engine against the golden model, and their pytest entries.
+"""Tests of the conv engine (rtl/engine.py, its register map rtl/engine_regs.py): cocotb
+against the golden model, and their pytest entries; the constructor, the register map and a
+pool-alone run in Amaranth's simulator.
 
 One build of :class:`rtl.engine.ConvEngine` (the small test configuration :data:`TEST_CONFIG`)
 runs a sweep of layers back to back without a reset: every layer is loaded, configured and
@@ -15,29 +17,47 @@ pytest runs a smaller sweep on Icarus and a larger one on Verilator (the Verilat
 cached per hardware configuration by :mod:`sim.runner`), plus a smoke sweep on the default
 configuration on Verilator. The two test configurations differ in SIMD (Icarus: PE = SIMD,
 Verilator: SIMD = 2 PE), so pool-alone layers pass through the engine's width converter on
-Verilator and straight to the pool on Icarus.
+Verilator and straight to the pool on Icarus. The small sweep also runs with the ECP5
+multipliers of the MAC array.
+
+Without an HDL simulator: constructor checks, default memory sizes, the register map's error
+codes, the pools of the example networks on the default configuration, and a pool-alone layer
+in Amaranth's simulator for PE != SIMD ratios the HDL builds do not cover.
 """
 
 import os
 import random
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import cocotb
 import numpy as np
+import pytest
+from amaranth.sim import Simulator
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, with_timeout
 
-from model.conv import conv2d, conv_output_size
-from model.network import ConvLayer, MaxPool, PoolLayer, layer_macs, run_layer
+from model.conv import conv_output_size
+from model.network import MaxPool, PoolLayer, layer_macs, run_layer
 from model.pool import maxpool2d
-from model.quant import quantize_multiplier
-from rtl.engine_regs import EngineError
-from tb.axis import random_pause
-from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
+from rtl.engine import ConvEngine
+from rtl.engine_regs import (ERROR_WIDTH, POOL_ERROR_BASE, REGMAP, EngineError,
+                             encode_zero_point)
+from rtl.maxpool import PoolError
+from rtl.regmap import RegisterDriver
+from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, layer_fields, pack_input,
                               unpack_output)
+from tb.axis import random_pause
+from tb.engine_cases import Case, first_mismatch, make_layer
+from tb.maxpool_cases import Case as MapCase
+from tb.maxpool_cases import expected_error
+from tb.testing import MULT18X18D_MODEL, axi_read, axi_write
+
+#: Constructors that are expected to fail leave half-built elaboratables behind.
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")
 
 CLOCK_PERIOD_NS = 10
+#: Clock period of the Amaranth-simulator run.
+CLOCK_PERIOD_S = 1e-8
 RESET_CYCLES = 4
 #: Hardware configuration of the sweeps (small, to keep CI fast).
 #: Two requantization units for four lanes: the shared output path is exercised here, the
@@ -61,39 +81,6 @@ WATCHDOG_BASE_CYCLES = 20000
 #: Environment variables passing the sweep and its random seed to the simulation.
 SWEEP_ENV = "CONVCORE_ENGINE_SWEEP"
 SEED_ENV = "CONVCORE_ENGINE_SEED"
-
-
-@dataclass
-class Case:
-    """One layer of a sweep (see :func:`make_layer`) and how to drive it."""
-    cin: int
-    cout: int
-    h: int
-    w: int
-    k: tuple = (3, 3)
-    stride: tuple = (1, 1)
-    pads: tuple = (0, 0, 0, 0)
-    dilation: tuple = (1, 1)
-    x_dtype: str = "int8"
-    w_dtype: str = "int8"
-    out: str = "int8"           # "int8", "uint8" or "int32" (raw)
-    relu: bool = False
-    per_channel: bool = True
-    stalls: bool = False        # random idle input cycles and output backpressure
-    perf: bool = False          # check the utilization target
-    expect: str = "NONE"        # EngineError name for layers that must be refused
-    repeat: int = 1             # runs with new inputs and the weights already loaded
-    pool: object = None         # MaxPool (or the same fields, for illegal settings)
-    alone: bool = False         # the pool alone (PoolLayer, cin channels; conv fields unused)
-
-    def label(self):
-        pool = "" if self.pool is None else (
-            f" pool(k{self.pool.kernel} s{self.pool.stride} p{self.pool.pads} "
-            f"d{self.pool.dilation}{' ceil' if self.pool.ceil_mode else ''})")
-        if self.alone:
-            return f"{self.cin} ch {self.h}x{self.w} {self.x_dtype}{pool}"
-        return (f"{self.cin}->{self.cout} {self.h}x{self.w} k{self.k} s{self.stride} "
-                f"p{self.pads} d{self.dilation} {self.x_dtype}/{self.w_dtype}->{self.out}{pool}")
 
 
 def pool_settings(kernel, stride, pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False):
@@ -124,80 +111,6 @@ def random_pool(rng: random.Random, h, w, slots, fixed=None):
         except ValueError:
             continue
         return pool
-
-
-def make_layer(case: Case, rng: np.random.Generator, name="layer"):
-    """A random ConvLayer (or PoolLayer) for ``case`` and a CHW input for it."""
-    info = {d: np.iinfo(d) for d in ("int8", "uint8")}
-    xi, wi = info[case.x_dtype], info[case.w_dtype]
-    kh, kw = case.k
-    if case.alone:
-        # Half the maps near the type's minimum: padding must never win there.
-        top = xi.min + 16 if rng.random() < 0.5 else xi.max + 1
-        x = rng.integers(xi.min, top, (case.cin, case.h, case.w)).astype(case.x_dtype)
-        layer = PoolLayer(name=name, nodes=(name,), in_shape=(case.cin, case.h, case.w),
-                          out_shape=(case.cin, 0, 0), in_dtype=case.x_dtype, pool=case.pool)
-        if case.expect == "NONE":
-            layer.out_shape = output_shape(layer)
-        return layer, x
-    x = rng.integers(xi.min, xi.max + 1, (case.cin, case.h, case.w)).astype(case.x_dtype)
-    w = rng.integers(wi.min, wi.max + 1, (case.cout, case.cin, kh, kw)).astype(case.w_dtype)
-    x_zp = int(rng.integers(xi.min, xi.max + 1)) if case.x_dtype == "uint8" else \
-        int(rng.integers(-8, 9))
-    if case.per_channel:
-        w_zp = rng.integers(wi.min, wi.max + 1, case.cout) if case.w_dtype == "uint8" else \
-            np.zeros(case.cout, np.int64)
-    else:
-        w_zp = np.full(case.cout, int(rng.integers(wi.min, wi.max + 1))
-                       if case.w_dtype == "uint8" else 0)
-    bias = rng.integers(-(1 << 15), 1 << 15, case.cout).astype(np.int32)
-    w_zp = np.asarray(w_zp, np.int32)
-    # The golden model cannot describe some layers the engine must refuse (stride 0, no
-    # output): those are built with stride 1 and raw output, then given their real stride.
-    geometry_ok = min(case.stride) >= 1
-    if geometry_ok:
-        try:
-            conv_output_size(case.h, kh, case.stride[0], case.pads[0::2],
-                             case.dilation[0], strict=False)
-            conv_output_size(case.w, kw, case.stride[1], case.pads[1::2],
-                             case.dilation[1], strict=False)
-        except ValueError:
-            geometry_ok = False
-    quant = {"out_dtype": "int32"}
-    if case.out != "int32" and geometry_ok:
-        acc = conv2d(x, w, bias, case.stride, case.pads, case.dilation, x_zp, w_zp)
-        spread = np.maximum(acc.reshape(case.cout, -1).std(axis=1), 1.0)
-        scale = rng.uniform(30, 90, case.cout) / spread
-        if not case.per_channel:
-            scale = np.full(case.cout, scale.mean())
-        multiplier, shift = quantize_multiplier(scale)
-        yi = np.iinfo(case.out)
-        y_zp = int(rng.integers(yi.min, yi.max + 1)) if case.out == "uint8" \
-            else int(rng.integers(-10, 11))
-        quant = dict(out_dtype=case.out, multiplier=multiplier, shift=shift, y_zero_point=y_zp,
-                     relu=case.relu)
-    layer = ConvLayer(name=name, nodes=(name,), in_shape=(case.cin, case.h, case.w),
-                      out_shape=(case.cout, 0, 0), in_dtype=case.x_dtype, weight=w, bias=bias,
-                      stride=tuple(case.stride) if geometry_ok else (1, 1), pads=tuple(case.pads),
-                      dilation=tuple(case.dilation), x_zero_point=x_zp, w_zero_point=w_zp,
-                      **quant)
-    # Set after construction: the model refuses a pool after raw output (so does the engine).
-    layer.pool = case.pool
-    if geometry_ok and case.expect == "NONE":
-        layer.out_shape = output_shape(layer)
-    elif not geometry_ok:
-        layer.stride = tuple(case.stride)
-    return layer, x
-
-
-def first_mismatch(got, want):
-    """'(channel, row, col): got G, want W' for the first differing element."""
-    if got.shape != want.shape:
-        return f"shape {got.shape} != {want.shape}"
-    bad = np.argwhere(got != want)
-    c, r, q = bad[0]
-    return (f"{len(bad)} mismatches; first at (channel {c}, row {r}, col {q}): "
-            f"got {got[c, r, q]}, want {want[c, r, q]}")
 
 
 # --- sweeps -------------------------------------------------------------------------------
@@ -570,11 +483,6 @@ async def engine_pool_mode_reserved(dut):
 def test_pool_refusals_match_the_pool_unit():
     """The expected pool refusals of the sweeps are what rtl.maxpool's own testbench expects
     of the unit for the same map (the conv output when fused)."""
-    from rtl.engine import ConvEngine
-    from rtl.engine_regs import POOL_ERROR_BASE
-    from tb.test_maxpool import Case as MapCase
-    from tb.test_maxpool import expected_error
-
     engine = ConvEngine(**TEST_CONFIG_WIDE)
     engine._MustUse__silence = True        # built only to read its pool unit's parameters
     params = engine.pool_params
@@ -589,14 +497,16 @@ def test_pool_refusals_match_the_pool_unit():
         assert POOL_ERROR_BASE + code == EngineError[case.expect], \
             f"{case.label()}: the unit reports {code.name}, the sweep expects {case.expect}"
 
-def _run(sim, config, sweep):
-    from rtl.engine import ConvEngine
+
+def _run(sim, config, sweep, models=()):
+    """Build ``config`` and run the cocotb sweep ``sweep`` on ``sim``; ``models`` are extra
+    Verilog sources (behavioural models of vendor primitives)."""
     from sim.runner import config_key, emit_verilog, run_cocotb
 
     key = config_key("engine", config)
     path = emit_verilog(ConvEngine(**config), toplevel="convcore_engine", key=key)
     # The tests touch only the top level's ports: Verilator may optimize the internals.
-    run_cocotb(sim, sources=[path], toplevel="convcore_engine", key=key,
+    run_cocotb(sim, sources=[path, *models], toplevel="convcore_engine", key=key,
                test_module="tb.test_engine", extra_env={SWEEP_ENV: sweep, SEED_ENV: "1"},
                ports_only=True)
 
@@ -619,3 +529,181 @@ def test_engine_default_config_verilator():
     from rtl.engine import DEFAULT_CONFIG
     _run("verilator", DEFAULT_CONFIG, "smoke")
 
+
+def test_engine_with_ecp5_multipliers():
+    """The small sweep with the MAC array's registered ECP5 multipliers (Icarus, with the
+    primitive's behavioural model): the engine absorbs the array's longer latency (its output
+    FIFO is credited per group, not timed)."""
+    _run("icarus", dict(TEST_CONFIG, dsp="ecp5"), "small", models=[MULT18X18D_MODEL])
+
+
+# --- constructor, memories and register map (no simulator) ---------------------------------
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(pe=3), "pe must be a power of two up to 64, not 3"),
+    (dict(simd=0), "simd must be a power of two up to 64, not 0"),
+    (dict(max_kernel=0), "max_kernel must be an integer 1..255, not 0"),
+    (dict(max_stride=16), "max_stride must be an integer 1..15, not 16"),
+    (dict(line_buffer_depth=1000), "line_buffer_depth must be a power of two of at least 2, "
+                                   "not 1000"),
+    (dict(fifo_depth=1), "fifo_depth must be an integer at least 2, not 1"),
+    (dict(pe=4, requant_lanes=8), "requant_lanes must be a power of two up to pe=4, not 8"),
+    (dict(pe=4, requant_lanes=3), "requant_lanes must be a power of two up to pe=4, not 3"),
+    (dict(counter_width=0), "counter_width must be an integer 1..64, not 0"),
+    (dict(requant_iterative=1), "requant_iterative must be a bool, not 1"),
+    (dict(narrow_registers=None), "narrow_registers must be a bool, not None"),
+    (dict(no_rw_check="yes"), "no_rw_check must be a bool, not 'yes'"),
+    (dict(dsp="ice40"), "dsp must be one of 'generic', 'ecp5', not 'ice40'"),
+])
+def test_engine_rejects_bad_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvEngine(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(pool_window_slots=-1), "pool_window_slots must be an integer 0..7, not -1"),
+    (dict(max_kernel=3, pool_window_slots=4), "pool_window_slots must be an integer 0..3, not 4"),
+    (dict(pool_max_stride=256), "pool_max_stride must be an integer 1..255, not 256"),
+])
+def test_engine_rejects_bad_pool_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvEngine(**kwargs)
+
+
+def test_default_configuration_sizes():
+    engine = ConvEngine()
+    engine._MustUse__silence = True
+    assert engine.config["weight_depth"] == 8 * 49 * 8
+    assert engine.config["line_buffer_depth"] == 16384
+
+
+def test_default_configuration_pool_memory():
+    """The default pool unit (2 window slots, PE = 8 lanes, 224 wide, 64 channels):
+    (224 + 7 - 1) * 8 words of 2 * 8 bytes, and 8 such words for the horizontal stage."""
+    engine = ConvEngine()
+    engine._MustUse__silence = True
+    bits = engine.memory_bits()
+    assert bits["pool_vertical"] == 230 * 8 * 128 == 235520
+    assert bits["pool_horizontal"] == 8 * 128
+    assert bits["line_buffer"] == 16384 * 64
+
+
+@pytest.mark.parametrize("channels,height,width,kernel,stride", [
+    (64, 224, 224, 2, 2),       # the lecture's pool: 224x224x64 -> 112x112x64
+    (16, 8, 8, 2, 2), (32, 4, 4, 2, 2),                         # digits CNN
+    (16, 32, 32, 2, 2), (20, 16, 16, 2, 2), (20, 8, 8, 2, 2),   # ConvNetJS CIFAR-10 net
+    (64, 112, 112, 3, 2),       # 3x3 stride 2
+])
+def test_default_configuration_takes_the_example_pools(channels, height, width, kernel, stride):
+    """The default engine's pool unit accepts these pools, fused or alone (the checks of
+    rtl.maxpool's own testbench on the default limits)."""
+    engine = ConvEngine()
+    engine._MustUse__silence = True
+    case = MapCase(channels, height, width, (kernel, kernel), (stride, stride))
+    assert expected_error(case, engine.pool_params) == PoolError.NONE
+    wider = MapCase(channels, height, width, (3, 3), (1, 1))
+    assert expected_error(wider, engine.pool_params) == PoolError.WINDOW_SLOTS
+
+
+def test_register_map():
+    assert REGMAP.field("error").width >= max(EngineError).bit_length()
+    assert encode_zero_point(-1) == 0x1FF and encode_zero_point(255) == 255
+    with pytest.raises(ValueError, match="zero point must be in -256..255, not 300"):
+        encode_zero_point(300)
+
+
+def test_pool_error_codes():
+    """STATUS.error holds every code; the pool unit's code n is POOL_ERROR_BASE + n."""
+    assert REGMAP.field("error").width == ERROR_WIDTH
+    assert max(EngineError) < 1 << ERROR_WIDTH
+    assert max(EngineError.__members__.values()) == POOL_ERROR_BASE + max(PoolError)
+    for code in PoolError:
+        if code != PoolError.NONE:
+            assert EngineError[f"POOL_{code.name}"] == POOL_ERROR_BASE + code
+
+
+# --- a pool-alone layer in Amaranth's simulator ---------------------------------------------
+
+def _engine_bus(engine):
+    """The engine's flat AXI4-Lite ports under the names tb.testing's transactions use."""
+    names = ("awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bvalid",
+             "bready", "bresp", "araddr", "arvalid", "arready", "rdata", "rresp", "rvalid",
+             "rready")
+    return SimpleNamespace(**{n: getattr(engine, f"s_axil_{n}") for n in names})
+
+
+@pytest.mark.parametrize("pe,simd,channels,pool", [
+    (4, 2, 7, MaxPool(2, 2, pads=(1, 0, 0, 1), ceil_mode=True)),
+    (2, 8, 5, MaxPool((3, 2), 2, pads=(1, 1, 1, 0), dilation=(1, 2))),
+])
+def test_pool_alone_in_the_engine(pe, simd, channels, pool):
+    """An ONNX MaxPool on the engine (Amaranth simulator) with PE != SIMD: the input words
+    pass the width converter; output equals the golden model, no MAC cycle is counted."""
+    rng = np.random.default_rng(pe * 10 + simd)
+    engine = ConvEngine(pe=pe, simd=simd, max_kernel=3, max_width=8, max_height=8,
+                        max_channels=8, max_stride=2, max_dilation=2)
+    h, w = 5, 6
+    layer = PoolLayer(name="pool", nodes=("pool",), in_shape=(channels, h, w),
+                      out_shape=(channels, *pool.output_hw(h, w)), in_dtype="int8", pool=pool)
+    x = rng.integers(-128, 128, (channels, h, w)).astype(np.int8)
+    data = pack_input(x, simd)
+    words = [data[i:i + simd] for i in range(0, len(data), simd)]
+    bus = _engine_bus(engine)
+    out, status = bytearray(), {}
+
+    async def write(addr, value):
+        assert await axi_write(ctx_box[0], bus, addr, value, 0xF) == 0
+
+    async def read(addr):
+        value, resp = await axi_read(ctx_box[0], bus, addr)
+        assert resp == 0
+        return value
+
+    ctx_box = []
+    regs = RegisterDriver(REGMAP, write=write, read=read)
+
+    async def host(ctx):
+        ctx_box.append(ctx)
+        for reg, fields in layer_fields(layer).items():
+            await regs.write_fields(reg, **fields)
+        await regs.pulse("start")
+        while not ((st := await regs.read_fields("STATUS"))["running"] or st["done"]):
+            pass
+        assert st["error"] == 0, f"refused: {EngineError(st['error']).name}"
+        for n, word in enumerate(words):
+            while rng.random() < 0.3:
+                ctx.set(engine.s_axis_tvalid, 0)
+                await ctx.tick()
+            ctx.set(engine.s_axis_tdata, int.from_bytes(word, "little"))
+            ctx.set(engine.s_axis_tlast, n == len(words) - 1)
+            ctx.set(engine.s_axis_tvalid, 1)
+            await ctx.tick().until(engine.s_axis_tready)
+        ctx.set(engine.s_axis_tvalid, 0)
+        while (await regs.read_fields("STATUS"))["busy"]:
+            pass
+        status.update(await regs.read_fields("STATUS"))
+        status["mac_cycles"] = await regs.read("MAC_CYCLES")
+        status["cycles"] = await regs.read("CYCLES")
+
+    async def sink(ctx):
+        while True:
+            ctx.set(engine.m_axis_tready, int(rng.random() < 0.7))
+            _, _, valid, ready, tdata, tkeep, last = await ctx.tick().sample(
+                engine.m_axis_tvalid, engine.m_axis_tready, engine.m_axis_tdata,
+                engine.m_axis_tkeep, engine.m_axis_tlast)
+            if valid and ready:
+                raw = int(tdata).to_bytes(len(engine.m_axis_tdata) // 8, "little")
+                out.extend(raw[i] for i in range(pe) if tkeep >> i & 1)
+                if last:
+                    return
+
+    sim = Simulator(engine)
+    sim.add_clock(CLOCK_PERIOD_S)
+    sim.add_testbench(host)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    assert status["error"] == 0 and not status["tlast_error"], status
+    assert status["mac_cycles"] == 0 and status["cycles"] > 0, status
+    got = unpack_output(bytes(out), layer)
+    want = run_layer(layer, x[None])[0]
+    assert np.array_equal(got, want), (got, want)

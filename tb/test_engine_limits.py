@@ -39,7 +39,9 @@ from rtl.weights import (BEAT_WIDTH, CHANNEL_BEATS, HEADER_KIND_SHIFT, KIND_CHAN
                          KIND_WEIGHTS)
 from sim.engine_driver import (EngineDriver, EngineRefused, pack_channels, pack_input,
                               pack_weights, unpack_output)
-from tb.test_engine import Case, first_mismatch, make_layer
+from tb.engine_cases import Case, first_mismatch, make_layer
+from tb.maxpool_cases import Case as MapCase
+from tb.maxpool_cases import expected_error
 
 CLOCK_PERIOD_NS = 10
 RESET_CYCLES = 4
@@ -367,9 +369,6 @@ def expected_code(case, lim, fields=None):
     """The ``STATUS.error`` name the engine gives ``case`` with ``fields`` written over its
     registers: the conv checks of :meth:`rtl.engine.ConvEngine._check` (skipped for the pool
     alone), then the pool unit's on its map (the conv output when fused), as documented."""
-    from tb.test_maxpool import Case as MapCase
-    from tb.test_maxpool import expected_error
-
     pool = case.pool
     v = dict(kernel_h=case.k[0], kernel_w=case.k[1], dilation_h=case.dilation[0],
              dilation_w=case.dilation[1], stride_h=case.stride[0], stride_w=case.stride[1],

@@ -3,8 +3,13 @@
 Dependencies run one way: ``model`` (the golden model and its oracles) <- ``rtl`` (the engine)
 <- ``examples`` (the demo networks) <- ``sim`` (host side: driver, backends, ONNX import,
 command line, flows) <- ``tb`` (testbenches). A module, tests included, imports only from its
-own layer or lower ones; nothing but tests imports a test module or ``tb``; and no chain of
-imports (also those inside functions) comes back to where it started.
+own layer or lower ones; and no chain of imports (also those inside functions) comes back to
+where it started.
+
+Test code is every ``test_*`` module, every ``testing`` module (a layer's test support, like
+``numpy.testing``: helpers its tests and higher layers' tests share), every ``conftest`` and
+all of ``tb``. Nothing but test code imports test code, and no module imports a ``test_*``
+module: what tests share lives in a ``testing`` module (or, in ``tb``, a module of its own).
 """
 
 import ast
@@ -24,8 +29,16 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+def is_test_module(module: str) -> bool:
+    """A module of tests (pytest collects it), as opposed to test support."""
+    return module.rsplit(".", 1)[-1].startswith("test_")
+
+
 def is_test(module: str) -> bool:
-    return module.rsplit(".", 1)[-1].startswith("test_") or module.startswith("tb")
+    """Test code: tests, test support (``testing``, ``conftest``) and all of ``tb``."""
+    last = module.rsplit(".", 1)[-1]
+    return (is_test_module(module) or last in ("testing", "conftest")
+            or module.split(".")[0] == "tb")
 
 
 def source_modules(root: Path) -> dict:
@@ -73,7 +86,8 @@ def import_graph(root: Path) -> dict:
 
 
 def layer_violations(graph: dict) -> list:
-    """Imports that point to a higher layer, or into tests from outside them."""
+    """Imports that point to a higher layer, into test code from outside it, or into a module
+    of tests."""
     bad = []
     for module, targets in graph.items():
         for target, line in targets:
@@ -82,6 +96,9 @@ def layer_violations(graph: dict) -> list:
                 bad.append(f"{module}:{line} imports {target} from a higher layer")
             elif is_test(target) and not is_test(module):
                 bad.append(f"{module}:{line} is not a test but imports {target}")
+            elif is_test_module(target):
+                bad.append(f"{module}:{line} imports the tests {target} "
+                           f"(shared test code belongs in a testing module)")
     return bad
 
 
@@ -126,15 +143,21 @@ def test_no_import_cycles():
     assert not found, "\n".join(" <-> ".join(part) for part in found)
 
 
-def test_the_command_line_runs_no_testbench_code():
-    """What `convcore` imports, directly or not, has no test module and nothing of tb."""
-    graph = import_graph(ROOT)
-    seen, todo = set(), ["sim.cli"]
+def reachable(graph: dict, start: str) -> set:
+    """Every module ``start`` imports, directly or not, and ``start`` itself."""
+    seen, todo = set(), [start]
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo += [target for target, _ in graph[module]]
+            todo += [target for target, _ in graph.get(module, ())]
+    return seen
+
+
+def test_the_command_line_runs_no_testbench_code():
+    """What `convcore` imports, directly or not, has no test module, no testing module and
+    nothing of tb."""
+    seen = reachable(import_graph(ROOT), "sim.cli")
     assert "sim.run_layers" in seen and "sim.engine_driver" in seen
     assert not [m for m in seen if is_test(m)], sorted(m for m in seen if is_test(m))
 
@@ -160,11 +183,39 @@ def test_checks_find_upward_imports_test_imports_and_cycles(tree):
     write("sim/plan.py", "from sim.test_plan import x\n")                # a test from product
     write("sim/test_plan.py", "import numpy\nx = 1\n")                   # fine
     write("tb/test_engine.py", "from sim import plan\n")                 # fine
+    write("model/testing.py", "from model import quant\n")              # fine
+    write("model/test_quant.py", "from model.testing import f\n")        # fine
+    write("model/test_pool.py", "from model.test_quant import g\n")      # a test from a test
+    write("sim/testing.py", "from model.testing import f\n")            # fine
+    write("sim/conftest.py", "from sim import testing\n")               # fine
+    write("sim/test_cli.py", "from sim.testing import f\n")              # fine
+    write("sim/bench.py", "def run():\n    from .testing import f\n")  # testing from product
+    write("rtl/weights.py", "from model import testing\n")             # testing from product
+    write("rtl/dsp.py", "from sim import conftest\n")                  # upward, and test code
     graph = import_graph(root)
     assert graph["rtl.engine"] == [("model.quant", 1), ("rtl.regs", 2)]
+    assert graph["sim.bench"] == [("sim.testing", 2)]
     assert sorted(layer_violations(graph)) == [
         "model.quant:2 imports sim.cli from a higher layer",
+        "model.test_pool:1 imports the tests model.test_quant "
+        "(shared test code belongs in a testing module)",
+        "rtl.dsp:1 imports sim.conftest from a higher layer",
+        "rtl.weights:1 is not a test but imports model.testing",
+        "sim.bench:2 is not a test but imports sim.testing",
         "sim.cli:1 imports tb.test_engine from a higher layer",
         "sim.plan:1 is not a test but imports sim.test_plan",
     ]
     assert cycles(graph) == [["rtl.engine", "rtl.regs"]]
+
+
+def test_command_line_check_finds_testing_modules(tree):
+    """The entry point's check sees a testing module reached through product code, also from
+    inside a function."""
+    root, write = tree
+    write("sim/cli.py", "from sim import plan\n")
+    write("sim/plan.py", "def table():\n    from sim.testing import f\n")
+    write("sim/testing.py", "from model import testing\n")
+    write("model/testing.py", "")
+    seen = reachable(import_graph(root), "sim.cli")
+    assert sorted(m for m in seen if is_test(m)) == ["model.testing", "sim.testing"]
+    assert not is_test("sim.plan") and is_test("tb.axis") and is_test("tb.conftest")

@@ -1,33 +1,43 @@
-"""cocotb tests of the MAC array on its own, both multiplier variants, and their pytest entry.
+"""Tests of the MAC array (rtl/mac_array.py) on its own, both multiplier variants: cocotb on
+Icarus, Amaranth's simulator, and what the netlists contain.
 
-The top level is :class:`rtl.mac_array.MacArray`. The ``"ecp5"`` variant instantiates the
+The cocotb top level is :class:`rtl.mac_array.MacArray`. The ``"ecp5"`` variant instantiates the
 ECP5 ``MULT18X18D`` DSP primitive, simulated with the behavioural model in
 ``tb/models/MULT18X18D.v``; the ``"generic"`` variant is plain Verilog. Both must produce
 exactly the sums of the golden computation (:func:`expected_sums`, the arithmetic of
 :func:`model.conv.conv2d`), each group's ``acc_valid`` exactly ``latency`` cycles after its
-operation with ``last``.
+operation with ``last``. The engine runs with the ECP5 variant in tb/test_engine.py.
+
+Without an HDL simulator: the generic variant in Amaranth's simulator against numpy; the
+latencies, what the netlists contain, which configuration gets which variant, and the
+constructors' messages (also of the ECP5 DSP wrapper, rtl/dsp.py).
 """
 
 import json
 import os
 import random
-from pathlib import Path
+import re
 
 import cocotb
 import numpy as np
 import pytest
+from amaranth.back import rtlil
+from amaranth.sim import Simulator
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH, MacArray
-from sim import toolchain
+from rtl.dsp import Ecp5Multiplier
+from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, ECP5_STAGES, ZP_WIDTH, MacArray, tree_depth
+from sim.configs import get
+from tb.testing import MULT18X18D_MODEL
+
+#: Constructors that are expected to fail leave half-built elaboratables behind.
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")
 
 CLOCK_PERIOD_NS = 10
 RESET_CYCLES = 4
 #: The array's hardware configuration; pytest passes it to the simulation in this variable.
 CONFIG_ENV = "CONVCORE_MAC_ARRAY_CONFIG"
-#: Behavioural model of the ECP5 DSP primitive that the "ecp5" variant instantiates.
-MULT18X18D_MODEL = Path(__file__).resolve().parent / "models" / "MULT18X18D.v"
 #: Probability that the source leaves a cycle without an operation.
 IDLE_PROBABILITY = 0.3
 RANDOM_GROUPS = 60
@@ -40,6 +50,8 @@ CONFIGS = {
     "generic-3x3": {"pe": 3, "simd": 3, "dsp": "generic"},
 }
 DTYPE_RANGES = {0: (-128, 127), 1: (0, 255)}   # by the unsigned flag
+#: Clock period of the Amaranth-simulator runs.
+CLOCK_PERIOD_S = 1e-8
 
 
 # --- stimulus and expected results (pure Python) -------------------------------------------
@@ -229,17 +241,141 @@ def test_mac_array(variant, sim=SIMULATOR):
                extra_env={CONFIG_ENV: json.dumps(config)}, ports_only=True)
 
 
-def test_engine_with_ecp5_multipliers():
-    """The engine's small sweep (tb/test_engine.py) with the registered ECP5 multipliers: the
-    engine absorbs the array's longer latency (its output FIFO is credited per group, not
-    timed)."""
-    from rtl.engine import ConvEngine
-    from sim.runner import config_key, emit_verilog, run_cocotb
-    from tb.test_engine import SEED_ENV, SWEEP_ENV, TEST_CONFIG
+# --- the generic variant in Amaranth's simulator -------------------------------------------
 
-    config = dict(TEST_CONFIG, dsp="ecp5")
-    key = config_key("engine", config)
-    path = emit_verilog(ConvEngine(**config), toplevel="convcore_engine", key=key)
-    run_cocotb(SIMULATOR, sources=[path, MULT18X18D_MODEL], toplevel="convcore_engine", key=key,
-               test_module="tb.test_engine", extra_env={SWEEP_ENV: "small", SEED_ENV: "1"},
-               ports_only=True)
+def _bytes_to_int(values):
+    return int.from_bytes(np.asarray(values, np.int64).astype(np.uint8).tobytes(), "little")
+
+
+@pytest.mark.parametrize("pe,simd", [(1, 1), (2, 4), (4, 2), (2, 8), (3, 3)])
+def test_mac_array_matches_numpy(pe, simd):
+    """Sums as numpy computes them, each group's ``acc_valid`` exactly ``latency`` cycles
+    after its operation with ``last``."""
+    rng = np.random.default_rng(pe * 10 + simd)
+    dut = MacArray(pe, simd)
+    groups, ops_per_group = 4, 3
+    x_zp, x_unsigned, w_unsigned = 17, 1, 0
+    x = rng.integers(0, 256, (groups, ops_per_group, simd))
+    w = rng.integers(-128, 128, (groups, ops_per_group, pe, simd))
+    w_zp = rng.integers(-128, 128, pe)
+    lanes = rng.integers(0, simd + 1, (groups, ops_per_group))
+    in_image = rng.integers(0, 2, (groups, ops_per_group))
+    want = []
+    for g in range(groups):
+        acc = np.zeros(pe, np.int64)
+        for o in range(ops_per_group):
+            xs = np.where((np.arange(simd) < lanes[g, o]) & (in_image[g, o] == 1),
+                          x[g, o] - x_zp, 0)
+            acc += ((w[g, o] - w_zp[:, None]) * xs).sum(axis=1)
+        want.append(acc.astype(np.int32).tolist())
+    got, last_cycles, valid_cycles = [], [], []
+
+    async def bench(ctx):
+        cycle = 0
+        ctx.set(dut.x_zp, x_zp)
+        ctx.set(dut.x_unsigned, x_unsigned)
+        ctx.set(dut.w_unsigned, w_unsigned)
+        ctx.set(dut.w_zp, sum((int(z) & 0x1FF) << (9 * p) for p, z in enumerate(w_zp)))
+        pending = None          # data of the previous cycle's operation (memory latency)
+        for g in range(groups):
+            for o in range(ops_per_group):
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.first, o == 0)
+                ctx.set(dut.last, o == ops_per_group - 1)
+                ctx.set(dut.in_image, int(in_image[g, o]))
+                ctx.set(dut.lanes, int(lanes[g, o]))
+                if pending:
+                    ctx.set(dut.x, pending[0])
+                    ctx.set(dut.w, pending[1])
+                pending = (_bytes_to_int(x[g, o]), _bytes_to_int(w[g, o].reshape(-1)))
+                if o == ops_per_group - 1:
+                    last_cycles.append(cycle)
+                await ctx.tick()
+                cycle += 1
+                if ctx.get(dut.acc_valid):
+                    got.append(ctx.get(dut.acc))
+                    valid_cycles.append(cycle)
+        ctx.set(dut.valid, 0)
+        ctx.set(dut.x, pending[0])
+        ctx.set(dut.w, pending[1])
+        for _ in range(dut.latency + 1):
+            await ctx.tick()
+            cycle += 1
+            if ctx.get(dut.acc_valid):
+                got.append(ctx.get(dut.acc))
+                valid_cycles.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD_S)
+    sim.add_testbench(bench)
+    sim.run()
+    unpacked = [[int(np.int32(np.uint32((v >> (32 * p)) & 0xFFFFFFFF))) for p in range(pe)]
+                for v in got]
+    assert unpacked == want
+    assert [v - c for c, v in zip(last_cycles, valid_cycles)] == [dut.latency] * groups
+
+
+# --- latencies, netlists and constructors (no simulator) -----------------------------------
+
+def _unused(component):
+    """``component`` itself, marked as intentionally never elaborated."""
+    component._MustUse__silence = True
+    return component
+
+
+def _cells(component, cell_type):
+    text = rtlil.convert(component, name="top", emit_src=False)
+    return re.findall(rf"^  cell \\{cell_type} .*?^  end$", text, re.M | re.S)
+
+
+@pytest.mark.parametrize("pe, simd", [(1, 1), (2, 4), (8, 8)])
+def test_latency_counts_the_dsp_registers(pe, simd):
+    assert _unused(MacArray(pe, simd)).latency == 4 + tree_depth(simd)
+    assert _unused(MacArray(pe, simd, dsp="ecp5")).latency == \
+        3 + len(ECP5_STAGES) + tree_depth(simd)
+
+
+def test_generic_variant_is_vendor_free():
+    assert _cells(MacArray(2, 3), "MULT18X18D") == []
+
+
+def test_ecp5_variant_has_one_registered_dsp_per_multiply():
+    cells = _cells(MacArray(2, 3, dsp="ecp5"), "MULT18X18D")
+    assert len(cells) == 2 * 3
+    for cell in cells:
+        for register in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
+            assert f'parameter \\REG_{register}_CLK "CLK0"' in cell
+        assert 'parameter \\SOURCEB_MODE "B_INPUT"' in cell
+        assert re.search(r"connect \\CLK0 \\clk\b", cell)
+
+
+def test_multiplier_latency_follows_its_registers():
+    assert _unused(Ecp5Multiplier(9, 9)).latency == 3
+    assert _unused(Ecp5Multiplier(9, 9, ("output", "input"))).stages == ("input", "output")
+    cell, = _cells(Ecp5Multiplier(18, 4, ("input",)), "MULT18X18D")
+    assert 'parameter \\REG_PIPELINE_CLK "NONE"' in cell
+    assert 'parameter \\REG_OUTPUT_CLK "NONE"' in cell
+
+
+def test_only_ecp5_synthesis_of_mac_default_gets_the_primitive():
+    config = get("mac-default")
+    assert _unused(config.build()).dsp == "generic"       # make verilog, lint, simulation
+    assert _unused(config.build("ice40")).dsp == "generic"
+    ecp5 = _unused(config.build("ecp5"))
+    assert ecp5.dsp == "ecp5" and config.resolved_params(ecp5)["dsp"] == "ecp5"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: MacArray(0, 4), "pe must be a positive integer, not 0"),
+    (lambda: MacArray(2, 2, dsp="xilinx"), "dsp must be one of 'generic', 'ecp5', not 'xilinx'"),
+    (lambda: Ecp5Multiplier(19, 9), "a_width must be an integer from 1 to 18, not 19"),
+    (lambda: Ecp5Multiplier(9, 0), "b_width must be an integer from 1 to 18, not 0"),
+    (lambda: Ecp5Multiplier(9, 9, ("output",)),
+     r"stages must hold 'input' and any of 'pipeline' and 'output', each once, "
+     r"not \('output',\)"),
+    (lambda: Ecp5Multiplier(9, 9, ("input", "input")),
+     r"stages must hold .*, not \('input', 'input'\)"),
+])
+def test_constructors_reject_bad_parameters(make, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        make()

@@ -1,4 +1,6 @@
-"""Small ONNX models for tests: float CNNs quantized by onnxruntime, and operator-form graphs.
+"""Test support of the host side's tests (like numpy.testing): small ONNX models (float CNNs
+quantized by onnxruntime, operator-form graphs), a random conv layer, the hardware configuration
+of the whole-network simulations, and the stand-in design of the synthesis and export tests.
 
 Members
 -------
@@ -16,17 +18,30 @@ random_input
 layer_agreement
     Per-layer and final agreement (outputs, mismatches, largest difference in steps) of the
     golden model with an oracle of :mod:`model.oracle`.
+random_conv_layer
+    A small :class:`model.network.ConvLayer` with seeded random contents.
+NETWORK_HW, NETWORK_HW_JSON
+    The smallest engine that runs the example networks (sim/test_networks.py, sim/test_demo.py).
+DotProduct
+    A pipelined PE x SIMD int8 dot product, the MAC array's stand-in for synthesis and export.
 """
 
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
 from onnx import TensorProto, helper, numpy_helper
 
+from model.network import ConvLayer
+
 __all__ = ["OPSET", "FloatNet", "QNet", "quantize_qdq", "make_model", "random_input",
-           "input_signature", "layer_agreement"]
+           "input_signature", "layer_agreement", "random_conv_layer", "NETWORK_HW",
+           "NETWORK_HW_JSON", "DotProduct"]
 
 #: Opset of the generated models (per-channel Q/DQ needs 13; onnxruntime supports it fully).
 OPSET = 17
@@ -485,3 +500,71 @@ def layer_agreement(net, model: onnx.ModelProto, x: np.ndarray, oracle):
     d = steps(got, want_final, net.output_scale)
     final = ("output", d.size, int(np.count_nonzero(d)), int(d.max(initial=0)))
     return per_layer, final
+
+
+# --- engine layers and configurations ---------------------------------------------------
+
+def random_conv_layer(cout=5, cin=3, k=(2, 3), raw=False, seed=0) -> ConvLayer:
+    """A small int8 ConvLayer (4 x 5 input) with seeded random weights, bias and weight zero
+    points, and requantization constants to int8 unless ``raw`` (int32 output)."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, (cout, cin, *k)).astype(np.int8)
+    quant = {} if raw else dict(out_dtype="int8", multiplier=rng.integers(1 << 30, 1 << 31, cout),
+                                shift=rng.integers(1, 63, cout))
+    return ConvLayer(name="l", nodes=("l",), in_shape=(cin, 4, 5), out_shape=(cout, 3, 3),
+                     in_dtype="int8", weight=w, bias=rng.integers(-1000, 1000, cout),
+                     w_zero_point=rng.integers(-128, 128, cout), **quant)
+
+
+#: The smallest engine that runs both example networks (sim/test_networks.py; sim/test_demo.py
+#: shares its Verilator build): a 4 x 4 MAC array for inputs up to 32 x 32 with up to 32
+#: channels and 5 x 5 kernels.
+NETWORK_HW = dict(pe=4, simd=4, max_kernel=5, max_width=32, max_height=32, max_channels=32)
+NETWORK_HW_JSON = json.dumps(NETWORK_HW)
+
+
+# --- a stand-in design for the synthesis and export flows ---------------------------------
+
+OPERAND_WIDTH = 8
+
+
+class DotProduct(wiring.Component):
+    """PE dot products of SIMD signed 8-bit lanes per transfer, three register stages.
+
+    Members
+    -------
+    i : ``In(stream.Signature(StructLayout({"x": SIMD lanes, "w": PE x SIMD lanes})))``
+    o : ``Out(stream.Signature(ArrayLayout(signed(acc_width), pe)))``
+    """
+
+    latency = 3
+
+    def __init__(self, pe, simd):
+        for name, value in (("pe", pe), ("simd", simd)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        self.pe, self.simd = pe, simd
+        self.acc_width = 2 * OPERAND_WIDTH + (simd - 1).bit_length()
+        lanes = data.ArrayLayout(signed(OPERAND_WIDTH), simd)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"x": lanes,
+                                                        "w": data.ArrayLayout(lanes, pe)}))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(self.acc_width), self.pe))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        move = Signal()  # the whole pipeline advances when the output is free or taken
+        m.d.comb += [move.eq(~self.o.valid | self.o.ready), self.i.ready.eq(move)]
+        operands = Signal.like(self.i.payload)
+        products = [[Signal(signed(2 * OPERAND_WIDTH), name=f"prod{p}_{s}")
+                     for s in range(self.simd)] for p in range(self.pe)]
+        valid = [Signal(name=f"s{k}_valid") for k in (1, 2)]
+        with m.If(move):
+            m.d.sync += [operands.eq(self.i.payload), valid[0].eq(self.i.valid),
+                         valid[1].eq(valid[0]), self.o.valid.eq(valid[1])]
+            for p in range(self.pe):
+                for s in range(self.simd):
+                    m.d.sync += products[p][s].eq(operands.x[s] * operands.w[p][s])
+                m.d.sync += self.o.payload[p].eq(sum(products[p]))
+        return m

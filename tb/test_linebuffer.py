@@ -1,13 +1,18 @@
-"""The window generator on its own (Amaranth simulator): the operations it issues, in order,
-against a plain loop-nest reference, with free-running and with trickling input, and with and
-without output credit; and that it never issues a tap before its word is written."""
+"""The line buffer and its window generator (rtl/linebuffer.py) on their own.
+
+The window generator in Amaranth's simulator: the operations it issues, in order, against a
+plain loop-nest reference, with free-running and with trickling input, and with and without
+output credit; and that it never issues a tap before its word is written. The line buffer's
+size formula and constructor checks (the buffer itself runs inside the engine, tb/test_engine.py).
+"""
 
 import random
 
 import pytest
 from amaranth.sim import Simulator
 
-from rtl.linebuffer import WindowGenerator, geometry_layout
+from rtl.linebuffer import (LineBuffer, WindowGenerator, geometry_layout, line_buffer_depth,
+                            line_buffer_span)
 
 COORD_WIDTH, INDEX_WIDTH, COUNT_WIDTH = 12, 24, 6
 
@@ -124,3 +129,20 @@ def test_window_generator_issues_the_loop_nest(layer, mode):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_line_buffer_formula():
+    # Keff_h - 1 rows plus Keff_w pixels, ceil(C / SIMD) words each.
+    assert line_buffer_span(3, 3, 32, 16, 8) == (2 * 32 + 3) * 2
+    assert line_buffer_span(3, 3, 32, 16, 8, dilation=(2, 2)) == (4 * 32 + 5) * 2
+    assert line_buffer_depth(7, 224, 64, 8) == 16384          # (6*224 + 7) * 8 = 10808
+    assert line_buffer_depth(7, 16, 16, 4) == 512              # (6*16 + 7) * 4 = 412
+
+
+# Constructors that are expected to fail leave half-built elaboratables behind.
+@pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")
+def test_line_buffer_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="depth must be a power of two of at least 2, not 12"):
+        LineBuffer(simd=4, depth=12, count_width=8)
+    with pytest.raises(ValueError, match="read_register must be a bool, not 1"):
+        LineBuffer(simd=4, depth=16, count_width=8, read_register=1)
