@@ -4,17 +4,18 @@ Usage inside a top-level component (the engine)::
 
     from rtl import axil_regs
     from rtl.engine_regs import REGMAP
+    from rtl.streams import connect_flat, flat_members
 
     class Engine(wiring.Component):
         def __init__(self):
             super().__init__({
-                **axil_regs.flat_members(axil_regs.subordinate_signature(REGMAP), "s_axil"),
+                **flat_members(axil_regs.subordinate_signature(REGMAP), "s_axil"),
                 ...})
 
         def elaborate(self, platform):
             m = Module()
             m.submodules.regs = regs = axil_regs.AXI4LiteRegisters(REGMAP)
-            axil_regs.connect_flat(m, self, regs.bus, "s_axil")   # ports s_axil_awaddr, ...
+            connect_flat(m, self, regs.bus, "s_axil")   # ports s_axil_awaddr, ...
             m.d.comb += stride_h.eq(regs.fields["stride_h"])       # rw: configuration output
             m.d.comb += regs.fields["busy"].eq(busy)               # ro: status input
             with m.If(regs.fields["start"]): ...                   # w1p: one-cycle strobe
@@ -62,34 +63,16 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.regmap import BYTE, RegisterMap
+from rtl.streams import connect_flat, flat_members
 
 __all__ = ["OKAY", "SLVERR", "AXI4LiteSignature", "FieldsSignature", "WrittenSignature",
-           "AXI4LiteRegisters", "subordinate_signature", "flat_members", "connect_flat",
-           "LINT_FLAGS", "verilator_waivers"]
+           "AXI4LiteRegisters", "subordinate_signature"]
 
 #: AXI response codes (BRESP/RRESP).
 OKAY = 0b00
 SLVERR = 0b10
 RESP_WIDTH = 2
 PROT_WIDTH = 3
-
-#: Flags for ``verilator --lint-only -Wall`` on Amaranth's Verilog, whatever the design:
-#: Amaranth declares registers as ``reg q = INIT;`` and assigns them in ``always`` blocks
-#: (PROCASSINIT), and Yosys narrows constants in comparisons (WIDTHEXPAND/WIDTHTRUNC).
-LINT_FLAGS = ("-Wno-PROCASSINIT", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
-
-
-def verilator_waivers(data_width=32):
-    """A Verilator configuration file (``.vlt``, passed before the sources) waiving what the
-    register block leaves unused by design: ``awprot``/``arprot`` and the ``araddr`` bits below
-    the word size."""
-    low = (data_width // BYTE - 1).bit_length() - 1
-    return ("`verilator_config\n"
-            'lint_off -rule UNUSEDSIGNAL -file "*" -match "Signal is not used: \'*_awprot\'*"\n'
-            'lint_off -rule UNUSEDSIGNAL -file "*" -match "Signal is not used: \'*_arprot\'*"\n'
-            'lint_off -rule UNUSEDSIGNAL -file "*" '
-            f'-match "Bits of signal are not used: \'*_araddr\'[{low}:0]*"\n')
-
 
 class AXI4LiteSignature(wiring.Signature):
     """AXI4-Lite, seen from the manager: ``Out`` members are driven by the manager.
@@ -191,23 +174,6 @@ def subordinate_signature(regmap, addr_width=None):
     """The bus signature of the register block for ``regmap``, as seen by the block itself
     (flipped: ``awaddr`` is an input)."""
     return AXI4LiteSignature(_addr_width(regmap, addr_width), regmap.data_width).flip()
-
-
-def flat_members(signature, prefix):
-    """Members ``{prefix}_{name}`` with the flows of ``signature``'s port members, for a
-    top level that exposes a bus as flat ports (``s_axil_awaddr``, ...)."""
-    return {f"{prefix}_{name}": member for name, member in signature.members.items()}
-
-
-def connect_flat(m, outer, inner, prefix):
-    """Connect the flat ports ``outer.{prefix}_{name}`` to the interface ``inner`` (a
-    submodule's bus, e.g. ``regs.bus``), whose members have the same flows as the ports."""
-    for name, member in inner.signature.members.items():
-        port = getattr(outer, f"{prefix}_{name}")
-        if member.flow == In:
-            m.d.comb += getattr(inner, name).eq(port)
-        else:
-            m.d.comb += port.eq(getattr(inner, name))
 
 
 def _addr_width(regmap, addr_width):

@@ -76,51 +76,28 @@ pipeline never stalls) -> bias and ``requant_lanes`` :class:`rtl.requantize.Requ
 (fused pool) -> ``m_axis``.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from rtl.axil_regs import AXI4LiteRegisters, connect_flat, flat_members, subordinate_signature
-from rtl.engine_regs import (COUNTER_WIDTH, ERROR_WIDTH, POOL_ERROR_BASE, REGMAP, EngineError,
-                              PoolMode, narrow_storage)
+from rtl.axil_regs import AXI4LiteRegisters, subordinate_signature
+from rtl.engine_regs import REGMAP, narrow_storage
+from rtl.limits import (ENGINE_REFUSALS, ERROR_WIDTH, POOL_ERROR_BASE, EngineError, PoolMode,
+                        code_width, engine_params, engine_pool_params, stage_checks)
 from rtl.linebuffer import LineBuffer, WindowGenerator, geometry_layout
-from rtl.linebuffer import line_buffer_depth as default_line_buffer_depth
-from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, DSPS, ZP_WIDTH, MacArray
-from rtl.maxpool import MaxPool, PoolError
+from rtl.mac_array import MacArray
+from rtl.maxpool import MaxPool
 from rtl.maxpool import memory_bits as pool_memory_bits
 from rtl.regroup import Regroup
 from rtl.requantize import Requantize
-from rtl.weights import BEAT_WIDTH, MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
+from rtl.streams import (ACC_BYTES, ACC_WIDTH, BEAT_WIDTH, DATA_WIDTH, ZP_WIDTH, axis_members,
+                         connect_axis, connect_flat, flat_members, pack, payload_layout)
+from rtl.weights import MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
 
-__all__ = ["ConvEngine", "DEFAULT_CONFIG"]
-
-#: The default hardware configuration: every layer of the lecture's examples and of the
-#: ConvNetJS CIFAR-10 net.
-DEFAULT_CONFIG = dict(pe=8, simd=8, max_kernel=7, max_width=224, max_height=224,
-                      max_channels=64)
-#: Bytes per int32 output lane.
-ACC_BYTES = ACC_WIDTH // DATA_WIDTH
-
-# STATUS.error shows the pool unit's refusal n as POOL_ERROR_BASE + n: the two enums must agree.
-for _code in PoolError:
-    if _code != PoolError.NONE and (
-            EngineError.__members__.get(f"POOL_{_code.name}") != POOL_ERROR_BASE + _code
-            or POOL_ERROR_BASE + _code >= 1 << ERROR_WIDTH):
-        raise ImportError(f"EngineError.POOL_{_code.name} must be {POOL_ERROR_BASE + _code} "
-                          f"(< {1 << ERROR_WIDTH}) to show PoolError.{_code.name}")
-
-
-def _is_pow2(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 \
-        and value & (value - 1) == 0
-
-
-def _check_range(name, value, lo, hi=None):
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo \
-            or (hi is not None and value > hi):
-        bound = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
-        raise ValueError(f"{name} must be an integer {bound}, not {value!r}")
+__all__ = ["ConvEngine"]
 
 
 class ConvEngine(wiring.Component):
@@ -193,60 +170,16 @@ class ConvEngine(wiring.Component):
     s_axil_* : the AXI4-Lite subordinate of :data:`rtl.engine_regs.REGMAP`.
     """
 
-    def __init__(self, pe=8, simd=8, max_kernel=7, max_width=224, max_height=224,
-                 max_channels=64, weight_depth=None, line_buffer_depth=None, max_stride=4,
-                 max_dilation=4, fifo_depth=8, requant_lanes=None, pool_window_slots=2,
-                 pool_max_stride=None, requant_iterative=False, counter_width=COUNTER_WIDTH,
-                 narrow_registers=False, no_rw_check=False, dsp="generic"):
-        for name, value in (("pe", pe), ("simd", simd)):
-            if not _is_pow2(value) or value > 64:
-                raise ValueError(f"{name} must be a power of two up to 64, not {value!r}")
-        _check_range("max_kernel", max_kernel, 1, 255)
-        _check_range("max_width", max_width, 1, 65535)
-        _check_range("max_height", max_height, 1, 65535)
-        _check_range("max_channels", max_channels, 1, 65535)
-        _check_range("max_stride", max_stride, 1, 15)
-        _check_range("max_dilation", max_dilation, 1, 15)
-        _check_range("fifo_depth", fifo_depth, 2)
-        if requant_lanes is None:
-            requant_lanes = pe
-        if not _is_pow2(requant_lanes) or requant_lanes > pe:
-            raise ValueError(f"requant_lanes must be a power of two up to pe={pe}, "
-                             f"not {requant_lanes!r}")
-        _check_range("pool_window_slots", pool_window_slots, 0, max_kernel)
-        if pool_max_stride is None:
-            pool_max_stride = max_kernel
-        _check_range("pool_max_stride", pool_max_stride, 1, 255)
-        cin_groups = -(-max_channels // simd)
-        cout_groups = -(-max_channels // pe)
-        if weight_depth is None:
-            weight_depth = cout_groups * max_kernel ** 2 * cin_groups
-        _check_range("weight_depth", weight_depth, 1)
-        if line_buffer_depth is None:
-            line_buffer_depth = default_line_buffer_depth(max_kernel, max_width, max_channels,
-                                                          simd)
-        if not _is_pow2(line_buffer_depth) or line_buffer_depth < 2:
-            raise ValueError(f"line_buffer_depth must be a power of two of at least 2, "
-                             f"not {line_buffer_depth!r}")
-        self.pe, self.simd = pe, simd
-        self.max_kernel, self.max_width, self.max_height = max_kernel, max_width, max_height
-        self.max_channels, self.max_stride, self.max_dilation = max_channels, max_stride, max_dilation
-        self.weight_depth, self.line_buffer_depth, self.fifo_depth = \
-            weight_depth, line_buffer_depth, fifo_depth
-        self.cin_groups, self.cout_groups = cin_groups, cout_groups
-        self.requant_lanes = requant_lanes
-        for name, value in (("requant_iterative", requant_iterative),
-                            ("narrow_registers", narrow_registers), ("no_rw_check", no_rw_check)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be a bool, not {value!r}")
-        self.requant_iterative = requant_iterative
-        _check_range("counter_width", counter_width, 1, COUNTER_WIDTH)
-        self.counter_width = counter_width
-        self.pool_window_slots, self.pool_max_stride = pool_window_slots, pool_max_stride
-        self.narrow_registers, self.no_rw_check = narrow_registers, no_rw_check
-        if dsp not in DSPS:
-            raise ValueError(f"dsp must be one of {', '.join(map(repr, DSPS))}, not {dsp!r}")
-        self.dsp = dsp
+    def __init__(self, **params):
+        params = engine_params(**params)
+        self.params = params
+        for name, value in params.items():
+            setattr(self, name, value)
+        pe, simd, max_kernel = params["pe"], params["simd"], params["max_kernel"]
+        max_width, max_height = params["max_width"], params["max_height"]
+        max_stride, max_dilation = params["max_stride"], params["max_dilation"]
+        self.cin_groups = cin_groups = -(-params["max_channels"] // simd)
+        self.cout_groups = cout_groups = -(-params["max_channels"] // pe)
 
         max_pad = (max_kernel - 1) * max_dilation
         span = max(max_width, max_height) + 2 * max_pad + 2 * max_stride
@@ -256,36 +189,24 @@ class ConvEngine(wiring.Component):
 
         regs_sig = subordinate_signature(REGMAP)
         super().__init__({
-            "s_axis_tdata": In(DATA_WIDTH * simd), "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(ACC_WIDTH * pe), "m_axis_tkeep": Out(ACC_BYTES * pe),
-            "m_axis_tvalid": Out(1), "m_axis_tready": In(1), "m_axis_tlast": Out(1),
-            "s_axis_param_tdata": In(BEAT_WIDTH), "s_axis_param_tvalid": In(1),
-            "s_axis_param_tready": Out(1), "s_axis_param_tlast": In(1),
+            **axis_members("s_axis", payload_layout(DATA_WIDTH * simd), In),
+            **axis_members("m_axis", payload_layout(ACC_WIDTH * pe), Out,
+                           keep_width=ACC_BYTES * pe),
+            **axis_members("s_axis_param", payload_layout(BEAT_WIDTH), In),
             **flat_members(regs_sig, "s_axil"),
         })
 
     @property
     def config(self):
-        """The hardware configuration as a dict (for build keys and drivers)."""
-        return dict(pe=self.pe, simd=self.simd, max_kernel=self.max_kernel,
-                    max_width=self.max_width, max_height=self.max_height,
-                    max_channels=self.max_channels, weight_depth=self.weight_depth,
-                    line_buffer_depth=self.line_buffer_depth, max_stride=self.max_stride,
-                    max_dilation=self.max_dilation, fifo_depth=self.fifo_depth,
-                    requant_lanes=self.requant_lanes, requant_iterative=self.requant_iterative,
-                    counter_width=self.counter_width, pool_window_slots=self.pool_window_slots,
-                    pool_max_stride=self.pool_max_stride, narrow_registers=self.narrow_registers,
-                    no_rw_check=self.no_rw_check)
+        """The hardware configuration as a dict (for build keys and drivers): every parameter
+        of :func:`rtl.limits.engine_params`, defaults and derived sizes filled in."""
+        return dict(self.params)
 
     @property
     def pool_params(self):
         """Parameters of the :class:`rtl.maxpool.MaxPool` unit (lanes = PE, the engine's
         limits for kernel, map size, channels and dilation)."""
-        return dict(lanes=self.pe, max_kernel=self.max_kernel, max_width=self.max_width,
-                    max_height=self.max_height, max_channels=self.max_channels,
-                    max_stride=self.pool_max_stride, max_dilation=self.max_dilation,
-                    window_slots=self.pool_window_slots)
+        return engine_pool_params(self.params)
 
     def memory_bits(self):
         """Bits of each memory (see the module docstring): ``line_buffer``, ``weights``,
@@ -473,11 +394,8 @@ class ConvEngine(wiring.Component):
         m.submodules.params = params = ParamStore(
             pe=pe, simd=simd, weight_depth=self.weight_depth, channel_groups=self.cout_groups,
             read_register=True, no_rw_check=self.no_rw_check)
+        connect_axis(m, self, "s_axis_param", params.param)
         m.d.comb += [
-            params.param.payload.data.eq(self.s_axis_param_tdata),
-            params.param.payload.last.eq(self.s_axis_param_tlast),
-            params.param.valid.eq(self.s_axis_param_tvalid),
-            self.s_axis_param_tready.eq(params.param.ready),
             params.load_enable.eq(~busy),
             params.clear.eq(latch),
             f.load_error.eq(params.load_error),
@@ -522,19 +440,21 @@ class ConvEngine(wiring.Component):
         ]
 
         # --- accumulator FIFO with credits ------------------------------------------------------
-        m.submodules.fifo = fifo = SyncFIFO(width=ACC_WIDTH * pe + 1, depth=self.fifo_depth)
+        # An entry: the PE accumulators of a finished group and whether it ends the layer.
+        entry = data.StructLayout({"acc": ACC_WIDTH * pe, "final": 1})
+        m.submodules.fifo = fifo = SyncFIFO(width=entry.size, depth=self.fifo_depth)
+        fifo_out = data.View(entry, fifo.r_data)
         inflight = Signal(range(self.fifo_depth + 1))
         pop = Signal()
         issue_group = gen.valid & gen.first
         m.d.comb += [
-            fifo.w_data.eq(Cat(mac.acc, mac.acc_final)),
+            fifo.w_data.eq(pack(entry, acc=mac.acc, final=mac.acc_final)),
             fifo.w_en.eq(mac.acc_valid),
             fifo.r_en.eq(pop),
             gen.credit.eq(inflight < self.fifo_depth),
         ]
         m.d.sync += inflight.eq(inflight + issue_group - pop)
-        fifo_acc = fifo.r_data[:ACC_WIDTH * pe]
-        fifo_final = fifo.r_data[ACC_WIDTH * pe]
+        fifo_acc, fifo_final = fifo_out.acc, fifo_out.final
 
         # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
         # `og_out_last` (og_out is the last group) is registered, so that no compare with
@@ -769,41 +689,19 @@ class ConvEngine(wiring.Component):
         """``(range_error, late_error)``: the first violated limit (EngineError) among the
         checks of the configuration alone, and among those of the derived constants, each
         registered (valid one cycle after its inputs). When the pool runs ``alone`` the conv
-        settings are ignored (the pool unit checks its own)."""
-        def outside(value, hi):
-            return ~value.any() | (value > hi)
+        settings are ignored (the pool unit checks its own). The checks are those of
+        :data:`rtl.limits.ENGINE_REFUSALS`."""
+        v = SimpleNamespace(**{**self.params, **c, **d}, fused=fused, alone=alone,
+                            max_pool_mode=max(PoolMode))
+        conv = ~alone
 
-        def first(checks):
+        def first(stage):
+            checks = stage_checks(ENGINE_REFUSALS, stage, v, gate=conv)
             code = Const(EngineError.NONE, ERROR_WIDTH)
             for value, bad in reversed(checks):
                 code = Mux(bad, value, code)
-            sig = Signal(4)
+            sig = Signal(code_width(value for value, _ in checks))
             m.d.sync += sig.eq(code)
             return sig
 
-        conv = ~alone
-        range_error = first([
-            (EngineError.POOL_MODE, c["pool_mode"] > max(PoolMode)),
-            (EngineError.POOL_RAW, fused & c["raw_output"]),
-        ] + [(code, conv & bad) for code, bad in [
-            (EngineError.KERNEL, outside(c["kernel_h"], self.max_kernel)
-             | outside(c["kernel_w"], self.max_kernel)),
-            (EngineError.DILATION, outside(c["dilation_h"], self.max_dilation)
-             | outside(c["dilation_w"], self.max_dilation)),
-            (EngineError.STRIDE, outside(c["stride_h"], self.max_stride)
-             | outside(c["stride_w"], self.max_stride)),
-            (EngineError.SIZE, outside(c["in_height"], self.max_height)
-             | outside(c["in_width"], self.max_width)),
-            (EngineError.CHANNELS, outside(c["in_channels"], self.max_channels)
-             | outside(c["out_channels"], self.max_channels)),
-        ]])
-        late_error = first([(code, conv & bad) for code, bad in [
-            (EngineError.PAD, (c["pad_top"] >= d["keff_h"]) | (c["pad_bottom"] >= d["keff_h"])
-             | (c["pad_left"] >= d["keff_w"]) | (c["pad_right"] >= d["keff_w"])),
-            (EngineError.NO_OUTPUT,
-             (c["in_width"] + c["pad_left"] + c["pad_right"] < d["keff_w"])
-             | (c["in_height"] + c["pad_top"] + c["pad_bottom"] < d["keff_h"])),
-            (EngineError.WEIGHTS, d["weight_words"] > self.weight_depth),
-            (EngineError.LINE_BUFFER, d["span"] > self.line_buffer_depth),
-        ]])
-        return range_error, late_error
+        return first("range"), first("derived")

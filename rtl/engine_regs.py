@@ -16,67 +16,21 @@ feature map straight to it (an ONNX MaxPool: ``in_height``, ``in_width``, ``in_c
 ``x_unsigned`` describe the map, the conv registers, weights and ``QUANT`` zero points are
 ignored, and no MAC operation runs). The ``POOL_*`` registers give kernel, stride, pads,
 dilation and ``ceil_mode`` with ONNX MaxPool semantics (padding never wins). Errors of the
-max-pool unit's checks (:class:`rtl.maxpool.PoolError` ``n``) are ``POOL_ERROR_BASE + n``.
+max-pool unit's checks (:class:`rtl.limits.PoolError` ``n``) are ``POOL_ERROR_BASE + n``. The
+codes, their checks and messages are defined in :mod:`rtl.limits`.
 
 Zero points are 9-bit two's complement numbers (``-128..127`` for int8, ``0..255`` for uint8);
 :func:`encode_zero_point` gives the field value.
 """
 
-import enum
-
+from rtl.limits import (COUNTER_WIDTH, DIM_WIDTH, ERROR_WIDTH, POOL_ERROR_BASE, SMALL_WIDTH,
+                        EngineError, PoolMode)
 from rtl.regmap import Field, Register, RegisterMap
+from rtl.streams import ZP_WIDTH as ZERO_POINT_WIDTH
 
 __all__ = ["REGMAP", "EngineError", "PoolMode", "POOL_ERROR_BASE", "ERROR_WIDTH", "ZERO_POINT_WIDTH", "encode_zero_point", "DIM_WIDTH",
            "SMALL_WIDTH", "COUNTER_WIDTH", "narrow_storage"]
 
-#: Width of height, width and channel-count fields (values above the hardware maxima fit,
-#: so that the engine can refuse them rather than see them truncated).
-DIM_WIDTH = 16
-#: Width of kernel, stride, dilation and pad fields.
-SMALL_WIDTH = 8
-#: Width of a zero-point field (two's complement).
-ZERO_POINT_WIDTH = 9
-#: Width of the performance counters.
-COUNTER_WIDTH = 64
-#: Width of ``STATUS.error``.
-ERROR_WIDTH = 5
-#: ``STATUS.error`` of the max-pool unit's refusal ``n`` (:class:`rtl.maxpool.PoolError`).
-POOL_ERROR_BASE = 16
-
-
-class EngineError(enum.IntEnum):
-    """Why the engine refused a layer (``STATUS.error``); the first violated check wins."""
-    NONE = 0
-    KERNEL = 1          #: kernel height or width 0 or above the maximum
-    DILATION = 2        #: dilation 0 or above the maximum
-    STRIDE = 3          #: stride 0 or above the maximum
-    SIZE = 4            #: input height or width 0 or above the maximum
-    CHANNELS = 5        #: input or output channels 0 or above the maximum
-    PAD = 6             #: a pad not smaller than the effective kernel of its axis
-    NO_OUTPUT = 7       #: the padded input is smaller than the effective kernel
-    WEIGHTS = 8         #: ceil(Cout/PE) * Kh * Kw * ceil(Cin/SIMD) words exceed the weight memory
-    LINE_BUFFER = 9     #: the window span exceeds the line buffer (see rtl.linebuffer)
-    POOL_RAW = 10       #: a fused max-pool with raw int32 output (ONNX has no such layer)
-    POOL_MODE = 11      #: pool_mode 3 (reserved)
-    # The max-pool unit's checks (POOL_ERROR_BASE + rtl.maxpool.PoolError); its input map is
-    # the conv output when fused, the input feature map when alone.
-    POOL_KERNEL = 17        #: pool kernel height or width 0 or above the maximum kernel
-    POOL_DILATION = 18      #: pool dilation 0 or above the maximum dilation
-    POOL_STRIDE = 19        #: pool stride 0 or above the maximum pool stride
-    POOL_SIZE = 20          #: pool input height or width 0 or above the maximum
-    POOL_CHANNELS = 21      #: pool input channels 0 or above the maximum
-    POOL_PAD = 22           #: a pool pad not smaller than the pool kernel of its axis
-    POOL_NO_OUTPUT = 23     #: the padded pool input is smaller than the dilated pool kernel
-    POOL_WINDOW_SLOTS = 24  #: (K - 1) * dilation + 1 > window slots * stride on an axis
-    POOL_EMPTY_WINDOW = 25  #: a dilated pool window covers only padding
-    POOL_NO_UNIT = 26       #: a max-pool on a configuration without a max-pool unit (HW_POOL 0)
-
-
-class PoolMode(enum.IntEnum):
-    """What the max-pool unit does (``POOL.pool_mode``)."""
-    OFF = 0             #: conv only
-    FUSED = 1           #: conv, requantize, ReLU, then max-pool
-    ALONE = 2           #: max-pool of the input feature map, no conv
 
 
 def encode_zero_point(value: int) -> int:

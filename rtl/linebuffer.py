@@ -34,7 +34,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.mac_array import DATA_WIDTH
+from rtl.streams import DATA_WIDTH, payload_layout
 
 __all__ = ["LineBuffer", "WindowGenerator", "geometry_layout", "line_buffer_span",
            "line_buffer_depth"]
@@ -124,7 +124,7 @@ class LineBuffer(wiring.Component):
         self.count_width = count_width
         width = DATA_WIDTH * simd
         super().__init__({
-            "s": In(stream.Signature(data.StructLayout({"data": width, "last": 1}))),
+            "s": In(stream.Signature(payload_layout(width))),
             "enable": In(1), "restart": In(1),
             "total": In(count_width),
             "protect": In(signed(count_width + 1)), "protect_off": In(1),

@@ -17,18 +17,13 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.dsp import STAGES, Ecp5Multiplier
+from rtl.streams import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH
 
 __all__ = ["MacArray", "tree_depth", "DSPS", "ECP5_STAGES", "OPERAND_WIDTH", "ACC_WIDTH",
            "DATA_WIDTH", "ZP_WIDTH"]
 
-#: Width of one activation or weight as it travels on buses and sits in memories.
-DATA_WIDTH = 8
-#: Width of a zero point: covers -128..127 (int8) and 0..255 (uint8).
-ZP_WIDTH = DATA_WIDTH + 1
 #: Width of an operand after the zero-point subtraction: -255..255.
 OPERAND_WIDTH = DATA_WIDTH + 1
-#: Width of the accumulators (wraps like a 32-bit hardware accumulator).
-ACC_WIDTH = 32
 #: How the multipliers are built: ``"generic"`` (a ``$mul`` between two fabric registers; the
 #: synthesis tool picks the DSP block) or ``"ecp5"`` (a :class:`rtl.dsp.Ecp5Multiplier`).
 DSPS = ("generic", "ecp5")

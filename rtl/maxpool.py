@@ -38,7 +38,7 @@ for lanes 8, kernels up to 7, width 224 and 64 channels that is 1840 x 448 bits 
 bits, a little more than the 688,128 bits of a 6-row line buffer; ``S = 2`` (every 2x2/2 and
 3x3/2 pooling, the usual ones) needs 235,520. :func:`memory_bits` gives the totals.
 ``S = 0`` builds no unit at all (no memory, a few gates): every map is refused with
-:attr:`PoolError.NO_UNIT`, for configurations of small devices without max-pooling.
+:attr:`rtl.limits.PoolError.NO_UNIT`, for configurations of small devices without max-pooling.
 
 Handshakes. ``i.ready`` depends on ``o.ready`` through a few gates (the pipeline stalls only
 when a result meets a full output register), never on ``i.valid``; ``o.valid`` and
@@ -49,7 +49,7 @@ Throughput. One input beat per cycle, except where several windows end on the la
 a row (right padding or ``ceil_mode``: ``G`` extra cycles per extra window) or on the last
 row of the map (``OW * G`` extra cycles per extra window), and a few setup cycles per map.
 
-Control. ``start`` latches ``config``; the unit checks it (:class:`PoolError`), and either
+Control. ``start`` latches ``config``; the unit checks it (:data:`rtl.limits.POOL_REFUSALS`, codes :class:`rtl.limits.PoolError`), and either
 refuses it (``error`` set, ``done``, no input accepted and nothing output) or runs it
 (``running`` while it accepts the ``H * W * G`` input beats; ``busy`` until the final output
 beat has been sent; then ``done``). ``start`` is ignored while ``busy``. An input ``last``
@@ -58,21 +58,20 @@ where the map ends.
 """
 
 import enum
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.engine_regs import DIM_WIDTH, SMALL_WIDTH
+from rtl.limits import (DIM_WIDTH, POOL_ERROR_WIDTH, POOL_REFUSALS, SMALL_WIDTH, PoolError,
+                        is_zero, pool_params, stage_checks)
+from rtl.streams import DATA_WIDTH, axis_members, connect_axis, lanes_layout, payload_layout
 
-__all__ = ["MaxPool", "MaxPoolAxis", "PoolError", "ERROR_WIDTH", "DATA_WIDTH", "config_layout",
-           "beat_layout", "memory_bits", "memory_depths", "hardware_params", "max_output_width"]
+__all__ = ["MaxPool", "MaxPoolAxis", "DATA_WIDTH", "config_layout", "beat_layout", "memory_bits",
+           "memory_depths", "max_output_width"]
 
-#: Bits per activation (int8 or uint8).
-DATA_WIDTH = 8
-#: Most channels per beat.
-MAX_LANES = 64
 #: Smallest memory depth (a one-word memory would have a zero-width address).
 MIN_DEPTH = 2
 #: Register levels between the latched configuration and the checks' result (the derived
@@ -81,7 +80,12 @@ SETUP_LEVELS = 4
 
 
 class _State(enum.IntEnum):
-    """Control states; none is 0, so that no state compare becomes a vector ``!``."""
+    """Control states; none is 0, so that no state compare becomes a vector ``!``.
+
+    A state register of its own rather than ``m.FSM`` (which the engine uses): with ``m.FSM``
+    the Verilog sets ``i.ready`` in a ``case`` of the state alone, and Icarus leaves such a
+    process unevaluated from time zero until the state changes (``s_axis_tready`` stayed X
+    through the whole cocotb test); ``m.FSM`` also compares its state 0 as ``!fsm_state``."""
     IDLE = 1
     SETUP = 2
     PREROLL = 3
@@ -89,28 +93,6 @@ class _State(enum.IntEnum):
     HFLUSH = 5      # further horizontal windows ending on the last column of a row
     VFLUSH = 6      # further vertical windows ending on the last row of the map
     DRAIN = 7       # wait for the pipeline to empty
-
-
-class PoolError(enum.IntEnum):
-    """Why the unit refused a map (``error``); the first violated check wins.
-
-    Codes 1 to 7 mean what the conv engine's codes of the same name mean.
-    """
-    NONE = 0
-    KERNEL = 1          #: kernel height or width 0 or above the maximum
-    DILATION = 2        #: dilation 0 or above the maximum
-    STRIDE = 3          #: stride 0 or above the maximum
-    SIZE = 4            #: height or width 0 or above the maximum
-    CHANNELS = 5        #: channels 0 or above the maximum
-    PAD = 6             #: a pad not smaller than the kernel of its axis (ONNX)
-    NO_OUTPUT = 7       #: the padded input is smaller than the dilated kernel
-    WINDOW_SLOTS = 8    #: more windows open at once than window_slots (Keff > slots * stride)
-    EMPTY_WINDOW = 9    #: a dilated window covers only padding (it would have no maximum)
-    NO_UNIT = 10        #: ``window_slots = 0``: the configuration has no max-pool unit
-
-
-#: Width of the ``error`` output.
-ERROR_WIDTH = max(PoolError).bit_length()
 
 
 def config_layout() -> data.StructLayout:
@@ -130,7 +112,7 @@ def config_layout() -> data.StructLayout:
 
 def beat_layout(lanes: int) -> data.StructLayout:
     """Stream payload: ``lanes`` activation bit patterns (lane ``i`` in bits ``8i..8i+7``)."""
-    return data.StructLayout({"data": data.ArrayLayout(unsigned(DATA_WIDTH), lanes), "last": 1})
+    return payload_layout(lanes_layout(lanes))
 
 
 def max_output_width(max_width: int, max_kernel: int) -> int:
@@ -148,45 +130,15 @@ def memory_depths(lanes, max_kernel, max_width, max_channels) -> dict:
 def memory_bits(**params) -> dict:
     """Bits of the horizontal and vertical partial-maximum memories of ``MaxPool(**params)``
     (see the module docstring)."""
-    p = hardware_params(**params)
+    p = pool_params(**params)
     word = p["window_slots"] * p["lanes"] * DATA_WIDTH
     depths = memory_depths(p["lanes"], p["max_kernel"], p["max_width"], p["max_channels"])
     return {name: depth * word for name, depth in depths.items()}
 
 
-def hardware_params(lanes=8, max_kernel=7, max_width=224, max_channels=64, max_height=None,
-                    max_stride=None, max_dilation=None, window_slots=None) -> dict:
-    """The parameters of :class:`MaxPool`, checked, with their defaults filled in."""
-    if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= MAX_LANES \
-            or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two up to {MAX_LANES}, not {lanes!r}")
-    small_max = (1 << SMALL_WIDTH) - 1
-    dim_max = (1 << DIM_WIDTH) - 1
-    _check_range("max_kernel", max_kernel, 1, small_max)
-    _check_range("max_width", max_width, 1, dim_max)
-    _check_range("max_channels", max_channels, 1, dim_max)
-    max_height = max_width if max_height is None else max_height
-    max_stride = max_kernel if max_stride is None else max_stride
-    max_dilation = max_kernel if max_dilation is None else max_dilation
-    window_slots = max_kernel if window_slots is None else window_slots
-    _check_range("max_height", max_height, 1, dim_max)
-    _check_range("max_stride", max_stride, 1, small_max)
-    _check_range("max_dilation", max_dilation, 1, small_max)
-    _check_range("window_slots", window_slots, 0, max_kernel)
-    return dict(lanes=lanes, max_kernel=max_kernel, max_width=max_width,
-                max_channels=max_channels, max_height=max_height, max_stride=max_stride,
-                max_dilation=max_dilation, window_slots=window_slots)
-
-
-def _is_zero(value):
-    """``value == 0`` written as a reduction, which Verilator lints cleanly (Yosys writes
-    ``value == 0`` as ``!value``, a logical NOT of a vector)."""
-    return ~value.any()
-
-
 def _equals(value, constant):
-    """``value == constant``, through :func:`_is_zero` for 0."""
-    return _is_zero(value) if constant == 0 else value == constant
+    """``value == constant``, through :func:`is_zero` for 0."""
+    return is_zero(value) if constant == 0 else value == constant
 
 
 def _select(index, values):
@@ -196,13 +148,6 @@ def _select(index, values):
     for j in reversed(range(len(values) - 1)):
         result = Mux(_equals(index, j), values[j], result)
     return result
-
-
-def _check_range(name, value, lo, hi):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
 
 
 class _Axis:
@@ -265,7 +210,7 @@ class _Axis:
         slots = self.slots
         for j in range(slots):
             m.d.comb += [
-                self.tap[j].eq(self.active[j] & _is_zero(self.dphase[j])),
+                self.tap[j].eq(self.active[j] & is_zero(self.dphase[j])),
                 self.fresh[j].eq(self.tap[j] & ~self.seen[j]),
             ]
         m.d.comb += [
@@ -293,7 +238,7 @@ class _Axis:
             m.d.comb += [
                 new_pos.eq(self.pos + 1),
                 sphase.eq(Mux(self.sphase == self.stride - 1, 0, self.sphase + 1)),
-                start.eq(_is_zero(sphase) & (new_pos <= self.start_max)),
+                start.eq(is_zero(sphase) & (new_pos <= self.start_max)),
             ]
             m.d.sync += [self.pos.eq(new_pos), self.sphase.eq(sphase)]
             for j in range(slots):
@@ -364,12 +309,12 @@ class MaxPool(wiring.Component):
         Windows open at once per axis, the width of the partial-maximum memories in windows;
         default ``max_kernel``. A map is legal iff ``(K - 1) * dilation + 1 <= window_slots *
         stride`` on both axes. 0: no unit at all (a configuration for small devices without
-        max-pooling): every ``start`` is refused with :attr:`PoolError.NO_UNIT`.
+        max-pooling): every ``start`` is refused with :attr:`rtl.limits.PoolError.NO_UNIT`.
 
     Attributes
     ----------
     params : dict
-        Every parameter, defaults filled in (:func:`hardware_params`); each is also an
+        Every parameter, defaults filled in (:func:`pool_params`); each is also an
         attribute of the same name.
     hmem_depth, vmem_depth : int
         Words of the horizontal and vertical memories (:func:`memory_depths`).
@@ -386,7 +331,7 @@ class MaxPool(wiring.Component):
         Latch ``config`` and run (ignored while ``busy``).
     busy, running, done : ``Out(1)``
         See the module docstring; ``done`` and ``error`` hold until the next ``start``.
-    error : ``Out(ERROR_WIDTH)``
+    error : ``Out(POOL_ERROR_WIDTH)``
         A :class:`PoolError`.
     last_error : ``Out(1)``
         Input ``last`` missing on the final beat or set early.
@@ -395,7 +340,7 @@ class MaxPool(wiring.Component):
     """
 
     def __init__(self, *args, **kwargs):
-        self.params = hardware_params(*args, **kwargs)
+        self.params = pool_params(*args, **kwargs)
         for name, value in self.params.items():
             setattr(self, name, value)
         lanes, max_kernel, max_width, max_channels = (self.params[n] for n in (
@@ -411,7 +356,7 @@ class MaxPool(wiring.Component):
             "busy": Out(1),
             "running": Out(1),
             "done": Out(1),
-            "error": Out(ERROR_WIDTH),
+            "error": Out(POOL_ERROR_WIDTH),
             "last_error": Out(1),
             "i": In(stream.Signature(self.beat_layout)),
             "o": Out(stream.Signature(self.beat_layout)),
@@ -464,28 +409,13 @@ class MaxPool(wiring.Component):
         groups = reg("groups", (channels + lanes - 1) >> lane_bits)
         last_lanes = reg("last_lanes", channels - ((groups - 1) << lane_bits))
 
-        def outside(value, hi):
-            return _is_zero(value) | (value > hi)
-        checks = [
-            (PoolError.KERNEL, outside(cfg.kernel_h, self.max_kernel)
-             | outside(cfg.kernel_w, self.max_kernel)),
-            (PoolError.DILATION, outside(cfg.dilation_h, self.max_dilation)
-             | outside(cfg.dilation_w, self.max_dilation)),
-            (PoolError.STRIDE, outside(cfg.stride_h, self.max_stride)
-             | outside(cfg.stride_w, self.max_stride)),
-            (PoolError.SIZE, outside(cfg.height, self.max_height)
-             | outside(cfg.width, self.max_width)),
-            (PoolError.CHANNELS, outside(cfg.channels, self.max_channels)),
-            (PoolError.PAD, (cfg.pad_top >= cfg.kernel_h) | (cfg.pad_bottom >= cfg.kernel_h)
-             | (cfg.pad_left >= cfg.kernel_w) | (cfg.pad_right >= cfg.kernel_w)),
-            (PoolError.NO_OUTPUT, (d["limit_h"] < -cfg.pad_top) | (d["limit_w"] < -cfg.pad_left)),
-            (PoolError.WINDOW_SLOTS, (d["keff_h"] > slots * cfg.stride_h)
-             | (d["keff_w"] > slots * cfg.stride_w)),
-        ]
-        code = Const(PoolError.NONE, ERROR_WIDTH)
+        v = SimpleNamespace(**{**self.params, **{name: cfg[name] for name in cfg.shape().members},
+                               **d})
+        checks = stage_checks(POOL_REFUSALS, "range", v)
+        code = Const(PoolError.NONE, POOL_ERROR_WIDTH)
         for value, bad in reversed(checks):
             code = Mux(bad, value, code)
-        check_code = Signal(ERROR_WIDTH)
+        check_code = Signal(POOL_ERROR_WIDTH)
         m.d.sync += check_code.eq(code)
 
         # --- axis sequencers ----------------------------------------------------------------
@@ -528,7 +458,7 @@ class MaxPool(wiring.Component):
         # --- control ---------------------------------------------------------------------
         busy, running, done, last_error = (Signal(name=n) for n in (
             "busy_q", "running_q", "done_q", "last_error_q"))
-        error_q = Signal(ERROR_WIDTH, name="error_q")
+        error_q = Signal(POOL_ERROR_WIDTH, name="error_q")
         m.d.comb += [self.busy.eq(busy), self.running.eq(running), self.done.eq(done),
                      self.error.eq(error_q), self.last_error.eq(last_error)]
         setup_count = Signal(range(SETUP_LEVELS + 1))
@@ -543,7 +473,7 @@ class MaxPool(wiring.Component):
         # P2 = vertical read-modify-write, then the output register. Everything moves on `adv`.
         adv = Signal()
         fire = Signal()
-        OP_IN, OP_HFLUSH, OP_VFLUSH = 1, 2, 3        # nonzero, see _is_zero
+        OP_IN, OP_HFLUSH, OP_VFLUSH = 1, 2, 3        # nonzero, see is_zero
         op_kind = Signal(2)
         ctrl = data.StructLayout({
             "kind": 2, "g": g.shape(), "g_last": 1,
@@ -652,7 +582,7 @@ class MaxPool(wiring.Component):
                 m.d.sync += state.eq(_State.SETUP)
         with m.Elif(state == _State.SETUP):
             m.d.sync += setup_count.eq(setup_count - 1)
-            with m.If(_is_zero(setup_count)):
+            with m.If(is_zero(setup_count)):
                 with m.If(check_code != PoolError.NONE):
                     m.d.sync += [error_q.eq(check_code), busy.eq(0), done.eq(1)]
                     m.d.sync += state.eq(_State.IDLE)
@@ -723,7 +653,7 @@ class MaxPool(wiring.Component):
 
     def _elaborate_absent(self):
         """``window_slots = 0``, no max-pool unit (small devices): every ``start`` is refused
-        with :attr:`PoolError.NO_UNIT` (``done`` the cycle after), no memory, no input taken
+        with :attr:`rtl.limits.PoolError.NO_UNIT` (``done`` the cycle after), no memory, no input taken
         and nothing output."""
         m = Module()
         done = Signal()
@@ -747,30 +677,25 @@ class MaxPoolAxis(wiring.Component):
     m_axis_tdata : ``Out(8 * lanes)``
     m_axis_tvalid, m_axis_tlast, s_axis_tready : ``Out(1)``
     cfg_* : ``In`` of each :func:`config_layout` field's width
-    start : ``In(1)``; busy, running, done, last_error : ``Out(1)``; error : ``Out(ERROR_WIDTH)``
+    start : ``In(1)``; busy, running, done, last_error : ``Out(1)``; error : ``Out(POOL_ERROR_WIDTH)``
     """
 
     def __init__(self, **params):
         self.core = core = MaxPool(**params)
-        width = DATA_WIDTH * core.lanes
         super().__init__({
-            "s_axis_tdata": In(width), "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
-            "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(width), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
-            "m_axis_tlast": Out(1),
+            **axis_members("s_axis", core.beat_layout, In),
+            **axis_members("m_axis", core.beat_layout, Out),
             **{f"cfg_{name}": In(field.shape) for name, field in config_layout()},
             "start": In(1), "busy": Out(1), "running": Out(1), "done": Out(1),
-            "error": Out(ERROR_WIDTH), "last_error": Out(1),
+            "error": Out(POOL_ERROR_WIDTH), "last_error": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
+        connect_axis(m, self, "s_axis", core.i)
+        connect_axis(m, self, "m_axis", core.o)
         m.d.comb += [
-            core.i.payload.data.eq(self.s_axis_tdata), core.i.payload.last.eq(self.s_axis_tlast),
-            core.i.valid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(core.i.ready),
-            self.m_axis_tdata.eq(core.o.payload.data), self.m_axis_tlast.eq(core.o.payload.last),
-            self.m_axis_tvalid.eq(core.o.valid), core.o.ready.eq(self.m_axis_tready),
             *(getattr(core.config, name).eq(getattr(self, f"cfg_{name}"))
               for name, _ in config_layout()),
             core.start.eq(self.start), self.busy.eq(core.busy), self.running.eq(core.running),

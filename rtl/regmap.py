@@ -118,6 +118,8 @@ class Field:
         self.register = None
         self.doc = " ".join(str(doc).split())
         self.enum = self._check_enum(enum)
+        #: One line per enum name (an Enum class's ``docs`` dict), for the documents.
+        self.enum_docs = dict(getattr(enum, "docs", None) or {})
         self.reset = self.encode(reset, what="reset")
         if access in ("w1p", "wo") and self.reset != 0:
             raise ValueError(f"field {name!r}: a {access} field resets to 0, not {reset!r}")
@@ -413,6 +415,11 @@ class RegisterMap:
     def fields(self):
         return tuple(f for reg in self.registers for f in reg.fields)
 
+    def resets(self, access="rw"):
+        """``{field name: reset value}`` of the fields with ``access``: a configuration as the
+        hardware holds it after reset."""
+        return {f.name: f.reset for f in self.fields if f.access == access}
+
     def register_at(self, address):
         """``(register, word index)`` at byte ``address``, or ``None`` if unmapped."""
         for reg in self.registers:
@@ -606,6 +613,21 @@ def markdown_table(regmap):
     return "\n".join(lines) + "\n"
 
 
+def markdown_enums(regmap):
+    """Per field whose enum documents its values (``enum.docs``): a table of value, name and
+    meaning ("" when no field does)."""
+    out = []
+    for reg in regmap.registers:
+        for field in reg.fields:
+            if not field.enum_docs:
+                continue
+            out += ["", f"`{reg.name}.{field.name}`:", "",
+                    "| Value | Name | Meaning |", "|---|---|---|"]
+            out += [f"| {value} | `{name}` | {field.enum_docs.get(name, '')} |"
+                    for name, value in field.enum.items()]
+    return "\n".join(out) + "\n" if out else ""
+
+
 def markdown_legend():
     """A Markdown list explaining the access kinds."""
     text = {
@@ -652,7 +674,9 @@ def c_header(regmap):
             out.append(f"#define {fname}_MASK {_c_const(field.mask, wide)}")
             out.append(f"#define {fname}_RESET {_c_const(field.reset, field.width)}")
             for key, value in (field.enum or {}).items():
-                out.append(f"#define {fname}_{key.upper()} {_c_const(value, field.width)}")
+                doc = field.enum_docs.get(key, "").replace("*/", "* /")
+                out.append(f"#define {fname}_{key.upper()} {_c_const(value, field.width)}"
+                           + (f" /* {doc} */" if doc else ""))
         out.append("")
     out.append(f"#endif /* {guard} */")
     return "\n".join(out) + "\n"

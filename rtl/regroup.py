@@ -28,23 +28,21 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Regroup", "word_layout"]
+from rtl.limits import MAX_ARRAY
+from rtl.streams import DATA_WIDTH, payload_layout
 
-#: Bits per channel.
-DATA_WIDTH = 8
-#: Most lanes per word.
-MAX_LANES = 64
+__all__ = ["Regroup", "word_layout"]
 
 
 def word_layout(lanes: int) -> data.StructLayout:
     """Payload of either side: ``lanes`` bytes and ``last``."""
-    return data.StructLayout({"data": DATA_WIDTH * lanes, "last": 1})
+    return payload_layout(DATA_WIDTH * lanes)
 
 
 def _check_lanes(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LANES \
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ARRAY \
             or value & (value - 1):
-        raise ValueError(f"{name} must be a power of two up to {MAX_LANES}, not {value!r}")
+        raise ValueError(f"{name} must be a power of two up to {MAX_ARRAY}, not {value!r}")
 
 
 class Regroup(wiring.Component):

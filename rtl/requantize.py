@@ -19,6 +19,8 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.streams import axis_members, connect_axis, payload_layout, tdata_layout
+
 __all__ = ["Requantize", "RequantizeAxis", "input_layout", "output_layout", "axis_tdata_layout"]
 
 #: Bits of the shift amount applied in the second of the two shift stages.
@@ -85,14 +87,13 @@ def input_layout(acc_width: int, mult_width: int, shift_width: int,
 
 def output_layout(out_width: int) -> data.StructLayout:
     """Payload of the output stream: the int8 or uint8 bit pattern and the passed-through ``last``."""
-    return data.StructLayout({"data": unsigned(out_width), "last": 1})
+    return payload_layout(unsigned(out_width))
 
 
 def axis_tdata_layout(acc_width: int, mult_width: int, shift_width: int,
                       out_width: int) -> data.StructLayout:
     """``s_axis_tdata`` of :class:`RequantizeAxis`: every input field except ``last``."""
-    fields = input_layout(acc_width, mult_width, shift_width, out_width)
-    return data.StructLayout({name: field.shape for name, field in fields if name != "last"})
+    return tdata_layout(input_layout(acc_width, mult_width, shift_width, out_width))
 
 
 class Requantize(wiring.Component):
@@ -502,29 +503,12 @@ class RequantizeAxis(wiring.Component):
         self.core = core = Requantize(**params)
         self.tdata_layout = axis_tdata_layout(core.acc_width, core.mult_width, core.shift_width,
                                               core.out_width)
-        super().__init__({
-            "s_axis_tdata": In(self.tdata_layout),
-            "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1),
-            "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(self.core.out_width),
-            "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1),
-            "m_axis_tlast": Out(1),
-        })
+        super().__init__({**axis_members("s_axis", core.input_layout, In),
+                          **axis_members("m_axis", core.output_layout, Out)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
-        m.d.comb += [
-            *(getattr(core.i.payload, name).eq(getattr(self.s_axis_tdata, name))
-              for name, _ in self.tdata_layout),
-            core.i.payload.last.eq(self.s_axis_tlast),
-            core.i.valid.eq(self.s_axis_tvalid),
-            self.s_axis_tready.eq(core.i.ready),
-            self.m_axis_tdata.eq(core.o.payload.data),
-            self.m_axis_tlast.eq(core.o.payload.last),
-            self.m_axis_tvalid.eq(core.o.valid),
-            core.o.ready.eq(self.m_axis_tready),
-        ]
+        connect_axis(m, self, "s_axis", core.i)
+        connect_axis(m, self, "m_axis", core.o)
         return m

@@ -33,14 +33,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.mac_array import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH
+from rtl.streams import ACC_WIDTH, BEAT_WIDTH, DATA_WIDTH, ZP_WIDTH, payload_layout
 
 __all__ = ["ParamStore", "channel_layout", "KIND_WEIGHTS", "KIND_CHANNELS", "BEAT_WIDTH",
            "MULT_WIDTH", "SHIFT_WIDTH", "HEADER_KIND_SHIFT", "HEADER_ADDR_BITS",
            "CHANNEL_BEATS"]
 
-#: Width of the parameter stream.
-BEAT_WIDTH = 32
 #: Header fields.
 HEADER_KIND_SHIFT = 28
 HEADER_ADDR_BITS = 24
@@ -126,7 +124,7 @@ class ParamStore(wiring.Component):
         self.weight_beats = -(-self.weight_width // BEAT_WIDTH)
         self.channel_beats = CHANNEL_BEATS * pe
         super().__init__({
-            "param": In(stream.Signature(data.StructLayout({"data": BEAT_WIDTH, "last": 1}))),
+            "param": In(stream.Signature(payload_layout(BEAT_WIDTH))),
             "load_enable": In(1), "clear": In(1), "load_error": Out(1),
             "weight_addr": In(range(weight_depth)),
             "weight_data": Out(unsigned(self.weight_width)),

@@ -10,9 +10,11 @@
     reference and onnxruntime (:mod:`model.oracle`); ``--hw-config`` picks the engine's
     hardware configuration (default: ``$CONVCORE_HW_CONFIG`` or ``default``); ``--waves`` (or
     ``WAVES=1``) writes an FST waveform under ``build/waves/`` and prints its path.
-``convcore plan MODEL.onnx [--json]``
+``convcore plan MODEL.onnx [--json] [--hw-config NAME|JSON]``
     Per layer: op, shapes, kernel / stride / padding, parameters, MACs, line-buffer and weight
-    bytes, totals, and warnings where a stride does not fit the lecture's rule.
+    bytes, totals, and warnings where a stride does not fit the lecture's rule; with
+    ``--hw-config``, whether the engine of that configuration takes each layer (the checks of
+    :mod:`rtl.limits`, which the hardware runs too) and, for each it refuses, why.
 
 Errors (unsupported model, bad file, bad input) print one line ``convcore: error: ...`` on
 stderr and exit with status 2, never a traceback.
@@ -210,10 +212,14 @@ def _json(value):
 
 def cmd_plan(args) -> int:
     net = load_network(args.model)
+    hw = name = None
+    if args.hw_config is not None:
+        from sim.hw_backend import engine_config, resolve_config
+        hw, name = engine_config(resolve_config(args.hw_config)), args.hw_config
     if args.json:
-        print(json.dumps(plan_dict(net), indent=2))
+        print(json.dumps(plan_dict(net, hw), indent=2))
     else:
-        print(format_plan(net))
+        print(format_plan(net, hw, name or ""))
     return 0
 
 
@@ -250,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Show the plan of a quantized ONNX model.")
     plan.add_argument("model", metavar="MODEL.onnx")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plan.add_argument("--hw-config", metavar="NAME|JSON",
+                      help="also check every layer against the engine of this hardware "
+                           "configuration (as for run): the engine column, and one line per "
+                           "layer it refuses")
     plan.set_defaults(func=cmd_plan)
 
     demo = sub.add_parser("demo", help="classify handwritten digits on the simulated engine",

@@ -13,6 +13,8 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 
+from rtl.limits import ENGINE_DEFAULTS
+
 __all__ = ["Config", "ConfigError", "CONFIGS", "get", "names", "register"]
 
 
@@ -20,10 +22,10 @@ class ConfigError(ValueError):
     """A configuration is unknown or cannot be built; the message is one line."""
 
 
-#: Engine parameters of the default configuration, over the engine's own defaults (which cover
-#: every layer of the lecture's examples and of the ConvNetJS CIFAR-10 net: kernels up to 7x7,
-#: widths up to 224, up to 64 channels).
-ENGINE_DEFAULT = {"pe": 8, "simd": 8}
+#: Engine parameters of the default configuration: the engine's own defaults
+#: (:data:`rtl.limits.ENGINE_DEFAULTS`, which cover every layer of the lecture's examples and of
+#: the ConvNetJS CIFAR-10 net: kernels up to 7x7, widths up to 224, up to 64 channels).
+ENGINE_DEFAULT = {}
 #: The small configuration for an iCE40 UP5K (8 SB_MAC16, 30 4-kbit block RAMs, 5,280 logic
 #: cells): a 1 x 4 MAC array (PE 1, SIMD 4: 4 DSPs, one MAC each; one output channel per group,
 #: so that one requantize unit keeps up as well as with 2 x 2 and the output path is one lane
@@ -160,7 +162,8 @@ def _kwargs(params: dict) -> str:
 def _engine(name, summary, params, targets, device_params=None):
     return Config(name=name, summary=summary, module="rtl.engine", cls="ConvEngine",
                   params=params, toplevel="convcore", targets_mhz=targets,
-                  macs_per_cycle=_macs(params), device_params=device_params or {})
+                  macs_per_cycle=_macs({**ENGINE_DEFAULTS, **params}),
+                  device_params=device_params or {})
 
 
 #: Every named configuration.
@@ -191,9 +194,9 @@ register(Config(
     name="mac-default", summary="PE x SIMD MAC array alone, PE and SIMD of 'default' "
                                 "(on ECP5: products registered inside the MULT18X18D)",
     module="rtl.mac_array", cls="MacArray",
-    params={"pe": ENGINE_DEFAULT["pe"], "simd": ENGINE_DEFAULT["simd"]},
+    params={"pe": ENGINE_DEFAULTS["pe"], "simd": ENGINE_DEFAULTS["simd"]},
     device_params={"ecp5": {"dsp": "ecp5"}},
-    toplevel="convcore_mac_array", macs_per_cycle=_macs(ENGINE_DEFAULT)))
+    toplevel="convcore_mac_array", macs_per_cycle=_macs(ENGINE_DEFAULTS)))
 register(Config(
     name="mac-ice40", summary="PE x SIMD MAC array alone, PE and SIMD of 'ice40'",
     module="rtl.mac_array", cls="MacArray",

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.conv import conv_output_size
-from model.network import ConvLayer, PoolLayer
+from model.network import ConvLayer, DenseLayer, PoolLayer
 from rtl.engine_regs import REGMAP, EngineError, PoolMode, encode_zero_point
+from rtl.limits import check_layer
 from rtl.weights import (BEAT_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIGHTS,
                          SHIFT_WIDTH, WZP_SHIFT)
 
 __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
-           "pack_weights", "pack_channels", "layer_fields", "pool_fields", "unpack_output",
-           "output_shape", "conv_shape", "COUNTERS"]
+           "pack_weights", "pack_channels", "layer_fields", "register_fields", "pool_fields", "unpack_output",
+           "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits"]
 
 BEAT_BYTES = BEAT_WIDTH // 8
 WZP_MASK = (1 << 9) - 1
@@ -179,6 +180,41 @@ def layer_fields(layer):
             raw_output=int(raw)),
         **pool_fields(layer.pool, PoolMode.FUSED),
     }
+
+
+def register_fields(layer) -> dict:
+    """``{field: value}`` of every configuration field as the engine sees ``layer``: the
+    layer's (:func:`layer_fields`), the others at their reset value. What
+    :func:`rtl.limits.check_layer` checks."""
+    fields = REGMAP.resets()
+    for values in layer_fields(layer).values():
+        fields.update(values)
+    return fields
+
+
+def dense_as_conv(layer: DenseLayer) -> ConvLayer:
+    """The conv whose kernel covers the whole input: weight (O, C*H*W) -> (O, C, H, W)."""
+    shape = tuple(layer.in_shape)
+    c, h, w = shape if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
+    out = int(layer.weight.shape[0])
+    return ConvLayer(
+        name=layer.name, nodes=tuple(layer.nodes), in_shape=(c, h, w), out_shape=(out, 1, 1),
+        in_dtype=layer.in_dtype, weight=layer.weight.reshape(out, c, h, w), bias=layer.bias,
+        x_zero_point=layer.x_zero_point, w_zero_point=layer.w_zero_point,
+        multiplier=layer.multiplier, shift=layer.shift, y_zero_point=layer.y_zero_point,
+        out_dtype=layer.out_dtype, relu=layer.relu, tensor=layer.tensor,
+        has_bias=layer.has_bias)
+
+
+def engine_fits(layer, hw: dict) -> str | None:
+    """None when the engine of ``hw`` (:func:`rtl.limits.engine_params`) accepts ``layer``
+    (a ConvLayer or PoolLayer), else the reason, ``"CODE: message"``: the checks of
+    :mod:`rtl.limits`, which the hardware runs too."""
+    found = check_layer(register_fields(layer), hw)
+    if found is None:
+        return None
+    refusal, values = found
+    return f"{refusal.name}: {refusal.message.format(**values)}"
 
 
 def unpack_output(data, layer):

@@ -63,7 +63,10 @@ from pathlib import Path
 import numpy as np
 
 from model.network import ConvLayer, DenseLayer, PoolLayer, layer_macs, layer_op, run_layer
+from rtl.limits import refusal_message
+from rtl.streams import connect_flat
 from sim import toolchain
+from sim.engine_driver import dense_as_conv, engine_fits, register_fields
 from sim.errors import CliError
 
 __all__ = ["HardwareBackend", "EngineHarness", "resolve_config", "dense_as_conv",
@@ -79,23 +82,6 @@ BEAT_COUNTER_WIDTH = 32
 STAMP_NAME = ".convcore_sources"
 #: Where jobs, results and simulator logs go.
 RUN_DIR = toolchain.BUILD / "run"
-
-#: What each engine refusal means, with the hardware limit it names (EngineError names).
-REFUSAL_TEXT = {
-    "KERNEL": "kernel {kh}x{kw} exceeds the engine's maximum {max_kernel}x{max_kernel}",
-    "DILATION": "dilation {dil} exceeds the engine's maximum {max_dilation}",
-    "STRIDE": "stride {stride} exceeds the engine's maximum {max_stride}",
-    "SIZE": "input {h}x{w} (HxW) exceeds the engine's maximum {max_height}x{max_width}",
-    "CHANNELS": "{cin} input / {cout} output channels exceed the engine's maximum "
-                "{max_channels}",
-    "PAD": "pads {pads} (top, left, bottom, right) are not smaller than the kernel",
-    "NO_OUTPUT": "the padded input is smaller than the kernel",
-    "WEIGHTS": "{weight_words} weight words exceed the engine's weight memory of "
-               "{weight_depth}",
-    "LINE_BUFFER": "the window spans {span} line-buffer words, more than the engine's "
-                   "{line_buffer_depth}",
-}
-
 
 # --- hardware configuration ---------------------------------------------------------------
 
@@ -160,12 +146,7 @@ def EngineHarness(**params):
         def elaborate(self, platform):
             m = Module()
             m.submodules.engine = eng = self.engine
-            for name, member in eng.signature.members.items():
-                outer, inner = getattr(self, name), getattr(eng, name)
-                if member.flow == wiring.In:
-                    m.d.comb += inner.eq(outer)
-                else:
-                    m.d.comb += outer.eq(inner)
+            connect_flat(m, self, eng, "")
             with m.If(self.s_axis_tvalid & self.s_axis_tready):
                 m.d.sync += self.in_beats.eq(self.in_beats + 1)
             with m.If(self.m_axis_tvalid & self.m_axis_tready):
@@ -204,87 +185,36 @@ def _locked(path: Path):
 
 # --- layers as the engine sees them ---------------------------------------------------------
 
-def dense_as_conv(layer: DenseLayer) -> ConvLayer:
-    """The conv whose kernel covers the whole input: weight (O, C*H*W) -> (O, C, H, W)."""
-    shape = tuple(layer.in_shape)
-    c, h, w = shape if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
-    out = int(layer.weight.shape[0])
-    return ConvLayer(
-        name=layer.name, nodes=tuple(layer.nodes), in_shape=(c, h, w), out_shape=(out, 1, 1),
-        in_dtype=layer.in_dtype, weight=layer.weight.reshape(out, c, h, w), bias=layer.bias,
-        x_zero_point=layer.x_zero_point, w_zero_point=layer.w_zero_point,
-        multiplier=layer.multiplier, shift=layer.shift, y_zero_point=layer.y_zero_point,
-        out_dtype=layer.out_dtype, relu=layer.relu, tensor=layer.tensor,
-        has_bias=layer.has_bias)
-
-
-def layer_values(layer: ConvLayer, hw: dict) -> dict:
-    """The quantities the engine's checks look at, for messages."""
-    from rtl.linebuffer import line_buffer_span
-
-    cin, h, w = layer.in_shape
-    cout = int(layer.weight.shape[0])
-    kh, kw = layer.kernel
-    pe, simd = hw["pe"], hw["simd"]
-    return dict(hw, cin=cin, cout=cout, h=h, w=w, kh=kh, kw=kw, pads=layer.pads,
-                stride=layer.stride, dil=layer.dilation,
-                weight_words=-(-cout // pe) * kh * kw * -(-cin // simd),
-                span=line_buffer_span(kh, kw, w, cin, simd, layer.dilation))
-
-
-#: What each refusal of the max-pool unit means (EngineError names), from the pool's values.
-POOL_REFUSAL_TEXT = {
-    "POOL_RAW": "a fused max-pool needs requantized output",
-    "POOL_KERNEL": "pool kernel {pk} exceeds the engine's maximum {max_kernel}",
-    "POOL_DILATION": "pool dilation {pd} exceeds the engine's maximum {max_dilation}",
-    "POOL_STRIDE": "pool stride {ps} exceeds the engine's maximum {pool_max_stride}",
-    "POOL_SIZE": "pool input {ph}x{pw} (HxW) exceeds the engine's maximum "
-                 "{max_height}x{max_width}",
-    "POOL_CHANNELS": "{pc} pool channels exceed the engine's maximum {max_channels}",
-    "POOL_PAD": "pool pads {ppads} are not smaller than the pool kernel",
-    "POOL_NO_OUTPUT": "the padded pool input is smaller than the dilated pool kernel",
-    "POOL_WINDOW_SLOTS": "the dilated pool kernel exceeds {pool_window_slots} window slots x "
-                         "the pool stride",
-    "POOL_EMPTY_WINDOW": "a dilated pool window covers only padding",
-    "POOL_NO_UNIT": "the engine has no max-pool unit (pool_window_slots 0)",
-}
-
 #: The note of a max-pool that runs on the golden model for want of a max-pool unit.
 NO_POOL_UNIT_NOTE = "max-pool on the golden model: the engine has no max-pool unit"
 
 
 def refusal_text(code: str, layer, hw: dict) -> str:
-    """Why the engine refused ``layer`` with EngineError ``code``, with the values involved."""
-    values = dict(hw)
-    if isinstance(layer, ConvLayer):
-        values.update(layer_values(layer, hw))
-    pool = getattr(layer, "pool", None)
-    if pool is not None:
-        pool_in = layer.conv_shape if isinstance(layer, ConvLayer) else layer.in_shape
-        values.update(pk="x".join(map(str, pool.kernel)), pd=pool.dilation, ps=pool.stride,
-                      pc=pool_in[0], ph=pool_in[1], pw=pool_in[2], ppads=pool.pads)
-    text = POOL_REFUSAL_TEXT.get(code) or REFUSAL_TEXT.get(code) or code
-    try:
-        return text.format(**values)
-    except (KeyError, IndexError):
-        return code
+    """Why the engine refused ``layer`` with EngineError ``code``, with the values involved
+    (:func:`rtl.limits.refusal_message`)."""
+    return refusal_message(code, register_fields(layer), hw)
 
 
-def engine_fits(layer: ConvLayer, hw: dict) -> str | None:
-    """None when the engine accepts ``layer`` (stride 1, no padding: a dense layer), else the
-    reason (same checks as :meth:`rtl.engine.ConvEngine._check`)."""
-    v = layer_values(layer, hw)
-    if max(v["kh"], v["kw"]) > hw["max_kernel"]:
-        return REFUSAL_TEXT["KERNEL"].format(**v)
-    if v["h"] > hw["max_height"] or v["w"] > hw["max_width"]:
-        return REFUSAL_TEXT["SIZE"].format(**v)
-    if max(v["cin"], v["cout"]) > hw["max_channels"]:
-        return REFUSAL_TEXT["CHANNELS"].format(**v)
-    if v["weight_words"] > hw["weight_depth"]:
-        return REFUSAL_TEXT["WEIGHTS"].format(**v)
-    if v["span"] > hw["line_buffer_depth"]:
-        return REFUSAL_TEXT["LINE_BUFFER"].format(**v)
-    return None
+def engine_layer(layer, hw: dict):
+    """(what the engine of ``hw`` runs for ``layer``, a note or None): conv and max-pool
+    layers as they are, a dense layer as a conv whose kernel covers its input when that fits,
+    else the dense layer itself (the testbench runs it on the golden model). Without a max-pool
+    unit, a conv's fused pool is left out (the testbench applies it on the golden model, see
+    :meth:`HardwareBackend.run_network`) and a max-pool alone stays a PoolLayer that runs on
+    the model."""
+    has_pool_unit = hw["pool_window_slots"] != 0
+    if isinstance(layer, PoolLayer) and not has_pool_unit:
+        return layer, NO_POOL_UNIT_NOTE
+    if isinstance(layer, ConvLayer) and layer.pool is not None and not has_pool_unit:
+        return dataclasses.replace(layer, pool=None, out_shape=layer.conv_shape), \
+            f"fused {NO_POOL_UNIT_NOTE}"
+    if not isinstance(layer, DenseLayer):
+        return layer, None
+    conv = dense_as_conv(layer)
+    reason = engine_fits(conv, hw)
+    if reason is None:
+        return conv, "dense as a conv whose kernel covers the input"
+    return layer, f"dense as a conv: {reason}"
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -433,23 +363,8 @@ class HardwareBackend:
         return self.hw.get("pool_window_slots", 1) != 0
 
     def engine_layer(self, layer):
-        """(what the engine runs for ``layer``, a note or None): conv and max-pool layers as
-        they are, a dense layer as a conv whose kernel covers its input when that fits, else
-        the dense layer itself (the testbench runs it on the golden model). Without a max-pool
-        unit, a conv's fused pool is left out (the testbench applies it on the golden model,
-        see :meth:`run_network`) and a max-pool alone stays a PoolLayer that runs on the model."""
-        if isinstance(layer, PoolLayer) and not self.has_pool_unit:
-            return layer, NO_POOL_UNIT_NOTE
-        if isinstance(layer, ConvLayer) and layer.pool is not None and not self.has_pool_unit:
-            return dataclasses.replace(layer, pool=None, out_shape=layer.conv_shape), \
-                f"fused {NO_POOL_UNIT_NOTE}"
-        if not isinstance(layer, DenseLayer):
-            return layer, None
-        conv = dense_as_conv(layer)
-        reason = engine_fits(conv, self.hw)
-        if reason is None:
-            return conv, "dense as a conv whose kernel covers the input"
-        return layer, f"dense as a conv: {reason}"
+        """:func:`engine_layer` on this backend's engine."""
+        return engine_layer(layer, self.hw)
 
     def run_layer(self, layer, x):
         """One layer on the batch ``x``: ``(y, info)`` (one simulator launch)."""

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from model.conv import conv_output_size
 from model.network import (ConvLayer, DenseLayer, MaxPool, Network, PoolLayer, layer_macs,
                            layer_op, layer_params)
+from sim.engine_driver import engine_fits
+from sim.hw_backend import engine_layer
 
 __all__ = ["LayerPlan", "plan_layers", "plan_dict", "format_plan", "line_buffer_bytes",
            "BYTES_PER_ACTIVATION", "BYTES_PER_WEIGHT"]
@@ -44,6 +46,15 @@ class LayerPlan:
     line_buffer_bytes: int
     weight_bytes: int
     warnings: list = field(default_factory=list)
+    #: With a hardware configuration: None when the engine accepts what it runs of the
+    #: layer, else ``"CODE: message"`` (:func:`sim.engine_driver.engine_fits`, the checks of
+    #: rtl.limits).
+    refusal: str | None = None
+    #: With a hardware configuration: where the layer runs, ``"engine"``, ``"engine+model"``
+    #: (its fused pool on the golden model), ``"model"`` or ``"refused"``; and why, when not
+    #: all of it on the engine (:func:`sim.hw_backend.engine_layer`).
+    runs_on: str | None = None
+    note: str | None = None
 
 
 def line_buffer_bytes(kernel_h: int, dilation_h: int, width: int, channels: int) -> int:
@@ -73,8 +84,9 @@ def _pool_dict(pool: MaxPool) -> dict:
             "dilation": pool.dilation, "ceil_mode": pool.ceil_mode}
 
 
-def plan_layers(net: Network) -> list[LayerPlan]:
-    """The plan of every layer of ``net``."""
+def plan_layers(net: Network, hw: dict | None = None) -> list[LayerPlan]:
+    """The plan of every layer of ``net``; with ``hw`` (the engine's resolved parameters,
+    :func:`rtl.limits.engine_params`) each row says whether the engine takes the layer."""
     rows = []
     for layer in net.layers:
         if isinstance(layer, ConvLayer):
@@ -109,6 +121,18 @@ def plan_layers(net: Network) -> list[LayerPlan]:
                                   layer_macs(layer), 0, layer.weight.size * BYTES_PER_WEIGHT))
         else:
             raise TypeError(f"not a layer: {layer!r}")
+        if hw is not None:
+            row = rows[-1]
+            runs, note = engine_layer(layer, hw)
+            if isinstance(runs, DenseLayer) or (isinstance(runs, PoolLayer) and note):
+                row.runs_on, row.note = "model", note
+            else:
+                row.refusal = engine_fits(runs, hw)
+                row.runs_on = ("refused" if row.refusal else
+                               "engine+model" if isinstance(layer, ConvLayer) and note else
+                               "engine")
+                if row.runs_on == "engine+model":
+                    row.note = note
     return rows
 
 
@@ -120,9 +144,10 @@ def _totals(rows) -> dict:
             "weight_bytes": sum(r.weight_bytes for r in rows)}
 
 
-def plan_dict(net: Network) -> dict:
-    """``{"model", "input", "output", "layers": [...], "total": {...}, "warnings": [...]}``."""
-    rows = plan_layers(net)
+def plan_dict(net: Network, hw: dict | None = None) -> dict:
+    """``{"model", "input", "output", "layers": [...], "total": {...}, "warnings": [...]}``;
+    with ``hw`` each layer's ``refusal`` is None (the engine takes it) or the reason."""
+    rows = plan_layers(net, hw)
     return {"model": net.source,
             "input": {"name": net.input_name, "shape": list(net.input_shape),
                       "dtype": net.input_dtype},
@@ -154,21 +179,26 @@ def _geom(row: LayerPlan) -> tuple[str, str, str]:
     return kernel, stride, pads
 
 
-def format_plan(net: Network) -> str:
-    """The plan as a text table (CHW shapes, pads top,left,bottom,right), totals and warnings."""
-    rows = plan_layers(net)
+def format_plan(net: Network, hw: dict | None = None, hw_name: str = "") -> str:
+    """The plan as a text table (CHW shapes, pads top,left,bottom,right), totals and warnings;
+    with ``hw`` an ``engine`` column (``ok`` or the refusal code) and a line per refusal."""
+    rows = plan_layers(net, hw)
     header = ("layer", "op", "input", "output", "kernel", "stride", "pads t,l,b,r", "params",
-              "MACs", "line buf B", "weight B")
+              "MACs", "line buf B", "weight B") + (("engine",) if hw is not None else ())
     table = [header]
     for r in rows:
         kernel, stride, pads = _geom(r)
+        verdict = ((r.refusal.split(":")[0] if r.refusal else r.runs_on,)
+                   if hw is not None else ())
         table.append((r.name, r.op, _shape(r.in_shape), _shape(r.out_shape), kernel, stride, pads,
                       f"{r.params:,}", f"{r.macs:,}", f"{r.line_buffer_bytes:,}",
-                      f"{r.weight_bytes:,}"))
+                      f"{r.weight_bytes:,}") + verdict)
     t = _totals(rows)
+    refused = [r for r in rows if r.refusal is not None]
     table.append(("total", f"{t['layers']} layers", "", "", "", "", "", f"{t['params']:,}",
                   f"{t['macs']:,}", f"max {t['line_buffer_bytes_max']:,}",
-                  f"{t['weight_bytes']:,}"))
+                  f"{t['weight_bytes']:,}")
+                 + ((f"{len(refused)} refused",) if hw is not None else ()))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     numeric = {7, 8, 9, 10}
     lines = []
@@ -184,4 +214,7 @@ def format_plan(net: Network) -> str:
              f"output {out_shape} {net.output_dtype}; shapes per sample (CHW), MACs per sample")
     lines.insert(0, title)
     lines += [w for r in rows for w in r.warnings]
+    config = f" ({hw_name})" if hw_name else ""
+    lines += [f"layer '{r.name}': {r.note}" for r in rows if r.note]
+    lines += [f"layer '{r.name}': the engine{config} refuses it: {r.refusal}" for r in refused]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import pytest
 
 from model.network import DenseLayer, run_layer
 from sim import cli
+from rtl.limits import engine_params
 from sim.hw_backend import (HardwareBackend, dense_as_conv, engine_config, engine_fits,
                             resolve_config)
 from sim.onnx_import import load_network
@@ -225,8 +226,7 @@ def test_bad_hardware_configuration(spec, fragment):
 
 
 def test_default_configuration_is_the_engines(monkeypatch):
-    from rtl.engine import DEFAULT_CONFIG
     monkeypatch.delenv("CONVCORE_HW_CONFIG", raising=False)
-    assert engine_config(resolve_config()) == engine_config(DEFAULT_CONFIG)
+    assert engine_config(resolve_config()) == engine_config({}) == engine_params()
     monkeypatch.setenv("CONVCORE_HW_CONFIG", HW_JSON)
     assert resolve_config() == HW

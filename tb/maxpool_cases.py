@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.pool import maxpool2d
-from rtl.maxpool import PoolError, hardware_params
+from rtl.limits import PoolError, pool_params
 
 DTYPES = {0: np.dtype(np.int8), 1: np.dtype(np.uint8)}
 
@@ -50,7 +50,7 @@ def expected_error(case: Case, params: dict) -> PoolError:
     The hardware limits come from ``params``; the geometric checks are ONNX's, and each of
     them is confirmed by the golden model raising for exactly those maps.
     """
-    limits = hardware_params(**params)
+    limits = pool_params(**params)
     kernel_max, slots = limits["max_kernel"], limits["window_slots"]
 
     def outside(values, hi):

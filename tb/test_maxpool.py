@@ -38,8 +38,9 @@ from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStream
 
 from model.pool import maxpool2d
 from rtl.engine_regs import DIM_WIDTH, SMALL_WIDTH
-from rtl.maxpool import (DATA_WIDTH, ERROR_WIDTH, MaxPool, MaxPoolAxis, PoolError, beat_layout,
-                         config_layout, hardware_params, memory_bits, memory_depths)
+from rtl.limits import POOL_ERROR_WIDTH, PoolError, pool_params
+from rtl.maxpool import (DATA_WIDTH, MaxPool, MaxPoolAxis, beat_layout, config_layout,
+                         memory_bits, memory_depths)
 from sim import toolchain
 from tb.axis import HandshakeMonitor, random_pause
 from tb.maxpool_cases import Case, expected_error
@@ -463,18 +464,19 @@ def test_maxpool(sim):
     ({"lanes": 128}, ValueError, "lanes must be a power of two up to 64, not 128"),
     ({"lanes": 0}, ValueError, "lanes must be a power of two up to 64, not 0"),
     ({"lanes": 4.0}, ValueError, "lanes must be a power of two up to 64, not 4.0"),
-    ({"max_kernel": 0}, ValueError, "max_kernel must be in 1..255, not 0"),
-    ({"max_kernel": 256}, ValueError, "max_kernel must be in 1..255, not 256"),
-    ({"max_kernel": "7"}, TypeError, "max_kernel must be an integer, not '7'"),
-    ({"max_width": 0}, ValueError, "max_width must be in 1..65535, not 0"),
-    ({"max_width": 65536}, ValueError, "max_width must be in 1..65535, not 65536"),
-    ({"max_height": 0}, ValueError, "max_height must be in 1..65535, not 0"),
-    ({"max_channels": 0}, ValueError, "max_channels must be in 1..65535, not 0"),
-    ({"max_channels": True}, TypeError, "max_channels must be an integer, not True"),
-    ({"max_stride": 0}, ValueError, "max_stride must be in 1..255, not 0"),
-    ({"max_dilation": 300}, ValueError, "max_dilation must be in 1..255, not 300"),
-    ({"window_slots": -1}, ValueError, "window_slots must be in 0..7, not -1"),
-    ({"max_kernel": 3, "window_slots": 4}, ValueError, "window_slots must be in 0..3, not 4"),
+    ({"max_kernel": 0}, ValueError, "max_kernel must be an integer 1..255, not 0"),
+    ({"max_kernel": 256}, ValueError, "max_kernel must be an integer 1..255, not 256"),
+    ({"max_kernel": "7"}, ValueError, "max_kernel must be an integer 1..255, not '7'"),
+    ({"max_width": 0}, ValueError, "max_width must be an integer 1..65535, not 0"),
+    ({"max_width": 65536}, ValueError, "max_width must be an integer 1..65535, not 65536"),
+    ({"max_height": 0}, ValueError, "max_height must be an integer 1..65535, not 0"),
+    ({"max_channels": 0}, ValueError, "max_channels must be an integer 1..65535, not 0"),
+    ({"max_channels": True}, ValueError, "max_channels must be an integer 1..65535, not True"),
+    ({"max_stride": 0}, ValueError, "max_stride must be an integer 1..255, not 0"),
+    ({"max_dilation": 300}, ValueError, "max_dilation must be an integer 1..255, not 300"),
+    ({"window_slots": -1}, ValueError, "window_slots must be an integer 0..7, not -1"),
+    ({"max_kernel": 3, "window_slots": 4}, ValueError,
+     "window_slots must be an integer 0..3, not 4"),
 ])
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -486,7 +488,7 @@ def test_bad_arguments(kwargs, error, message):
 
 def test_defaults():
     dut = MaxPool(8, 7, 224, 64)
-    assert dut.params == hardware_params() == dict(
+    assert dut.params == pool_params() == dict(
         lanes=8, max_kernel=7, max_width=224, max_channels=64, max_height=224, max_stride=7,
         max_dilation=7, window_slots=7)
     assert (dut.lanes, dut.window_slots, dut.groups, dut.out_width_max) == (8, 7, 8, 230)
@@ -499,8 +501,8 @@ def test_signature():
     assert members["config"].flow == wiring.In and members["start"].flow == wiring.In
     for name in ("busy", "running", "done", "last_error", "error"):
         assert members[name].flow == wiring.Out
-    assert Shape.cast(members["error"].shape) == unsigned(ERROR_WIDTH)
-    assert max(PoolError) < 1 << ERROR_WIDTH
+    assert Shape.cast(members["error"].shape) == unsigned(POOL_ERROR_WIDTH)
+    assert max(PoolError) < 1 << POOL_ERROR_WIDTH
     assert dut.i.payload.shape() == dut.o.payload.shape() == beat_layout(4)
     assert Shape.cast(beat_layout(4)["data"].shape).width == 4 * DATA_WIDTH
     fields = {name: Shape.cast(field.shape) for name, field in config_layout()}
@@ -546,7 +548,7 @@ def test_axis_top_ports():
                      "m_axis_tlast", "start", "busy", "running", "done", "error", "last_error",
                      *(f"cfg_{name}" for name, _ in config_layout())}
     assert "input [31:0] s_axis_tdata;" in text and "output [31:0] m_axis_tdata;" in text
-    assert f"output [{ERROR_WIDTH - 1}:0] error;" in text
+    assert f"output [{POOL_ERROR_WIDTH - 1}:0] error;" in text
 
 
 # --- Amaranth simulator against the golden model ----------------------------------------------
