@@ -307,8 +307,7 @@ class _Importer:
             self.fail(f"{what} '{node.input[index]}' {self._describe(value)}")
         return value
 
-    @staticmethod
-    def _describe(value) -> str:
+    def _describe(self, value) -> str:
         if isinstance(value, _FloatIn):
             return ("is the float model input, not dequantized from int8/uint8: the model is not "
                     "quantized (quantize it, e.g. with onnxruntime.quantization.quantize_static)")

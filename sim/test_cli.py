@@ -207,3 +207,14 @@ def test_backends_are_looked_up_by_name():
     x = np.zeros((1, 3, 6, 6), np.uint8)
     y, info = backend.run_layer(net.layers[0], x)
     assert y.shape == (1, 2, 4, 4) and info == {"ran_on": "model"}
+
+
+def test_plan_with_hardware_configuration(files):
+    proc = convcore("plan", files["qdq"], "--hw-config", "ice40")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1].split()[-1] == "engine"
+    data = json.loads(convcore("plan", files["qdq"], "--json", "--hw-config", "default").stdout)
+    assert [row["runs_on"] for row in data["layers"]] == ["engine", "engine"]
+    proc = convcore("plan", files["qdq"], "--hw-config", "nope")
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "convcore: error: unknown hardware configuration 'nope'")

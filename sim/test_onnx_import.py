@@ -6,7 +6,7 @@ for everything convcore cannot run."""
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from model.network import ConvLayer, DenseLayer, MaxPool, PoolLayer, run_layer, run_network
 from model.oracle import run_onnxruntime, run_reference
@@ -405,6 +405,23 @@ def test_error_float_only_model():
     message = error_of(FloatNet((1, 3, 8, 8)).conv(4, 3).relu().model())
     assert message.startswith("node 'conv1' (Conv): input 'x' is the float model input")
     assert "not quantized" in message
+
+
+def test_error_float_output_feeds_a_conv():
+    """A conv's float output that reaches the next conv without a QuantizeLinear is named."""
+    s, w = numpy_helper.from_array(np.float32(0.1), "s"), np.ones((1, 1, 1, 1), np.int8)
+    graph = helper.make_graph([
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "s"], ["wd"]),
+        helper.make_node("Conv", ["xd", "wd"], ["c1"], name="conv1", kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["c1", "wd"], ["y"], name="conv2", kernel_shape=[1, 1]),
+    ], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+        [s, numpy_helper.from_array(np.uint8(128), "z"), numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert error_of(model) == ("node 'conv2' (Conv): input 'c1' is the float output of 'conv1' "
+                               "without a QuantizeLinear")
 
 
 @pytest.mark.parametrize("op,attrs,node", [

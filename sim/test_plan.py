@@ -98,3 +98,33 @@ def test_pool_stride_warning_follows_ceil_mode():
     (row,) = plan_layers(net)
     assert row.out_shape == (2, 4, 4)
     assert row.warnings[0].endswith("execution follows ONNX (ceil) and gives 4")
+
+
+def test_engine_column_from_the_limits():
+    """With a hardware configuration each layer says where it runs and, if the engine refuses
+    it, why: the checks of rtl.limits, at their boundary."""
+    from sim.hw_backend import engine_config
+
+    fnet = (FloatNet((1, 3, 16, 16)).conv(8, 3, pads=1).relu().maxpool(2)
+            .conv(16, 3, pads=1).relu().flatten().gemm(10))
+    net = import_model(quantize_qdq(fnet.model(), activation="uint8"))
+    # 16 channels are the largest legal count; the dense head (16*8*8 inputs) runs as a conv
+    # whose kernel covers its 8x8 input, which a 7x7 maximum kernel cannot hold
+    hw = engine_config({"max_channels": 16})
+    rows = plan_layers(net, hw)
+    assert [(r.runs_on, r.refusal) for r in rows[:2]] == [("engine", None), ("engine", None)]
+    assert rows[2].runs_on == "model"
+    assert rows[2].note == ("dense as a conv: KERNEL: kernel 8x8 exceeds the engine's maximum "
+                            "7x7")
+    # 15 channels: the second conv's 16 outputs are one too many
+    rows = plan_layers(net, engine_config({"max_channels": 15}))
+    assert rows[1].runs_on == "refused"
+    assert rows[1].refusal == ("CHANNELS: 8 input / 16 output channels exceed the engine's "
+                               "maximum 15")
+    # without a max-pool unit the fused pool runs on the golden model
+    rows = plan_layers(net, engine_config({"max_channels": 16, "pool_window_slots": 0}))
+    assert rows[0].runs_on == "engine+model" and "no max-pool unit" in rows[0].note
+    text = format_plan(net, engine_config({"max_channels": 15}), "small").splitlines()
+    assert text[1].split()[-1] == "engine" and text[-1].startswith(
+        "layer 'conv2': the engine (small) refuses it: CHANNELS")
+    assert plan_dict(net)["layers"][0]["runs_on"] is None

@@ -26,7 +26,7 @@ as a sticky bit and must still be refused), and the pool-mode refusals on the iC
 configuration, which has no max-pool unit (``POOL_NO_UNIT``).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import cocotb
 import numpy as np
@@ -37,8 +37,9 @@ from model.network import MaxPool, run_layer
 from rtl.engine_regs import POOL_ERROR_BASE, REGMAP, EngineError, PoolMode
 from rtl.weights import (BEAT_WIDTH, CHANNEL_BEATS, HEADER_KIND_SHIFT, KIND_CHANNELS,
                          KIND_WEIGHTS)
+from rtl.limits import first_refusal
 from sim.engine_driver import (EngineDriver, EngineRefused, pack_channels, pack_input,
-                              pack_weights, unpack_output)
+                              pack_weights, register_fields, unpack_output)
 from tb.engine_cases import Case, first_mismatch, make_layer
 from tb.maxpool_cases import Case as MapCase
 from tb.maxpool_cases import expected_error
@@ -365,6 +366,14 @@ def no_unit_boundaries(lim):
         Refusal("POOL_RAW", {"pool_mode": PoolMode.FUSED, "raw_output": 1})])]
 
 
+def host_code(layer, fields, lim):
+    """The code the host's pre-check (:func:`rtl.limits.check_layer`, the definition the
+    hardware's checks are built from) gives ``layer`` with ``fields`` written over its
+    registers on an engine with the limits ``lim``."""
+    found = first_refusal({**register_fields(layer), **fields}, asdict(lim))
+    return "NONE" if found is None else found.name
+
+
 def expected_code(case, lim, fields=None):
     """The ``STATUS.error`` name the engine gives ``case`` with ``fields`` written over its
     registers: the conv checks of :meth:`rtl.engine.ConvEngine._check` (skipped for the pool
@@ -538,6 +547,8 @@ class TB:
             assert not await self.load_error(), f"{label}: load_error after a legal load"
         await drv.configure(layer)
         await self.write_fields(fields or {})
+        host = host_code(layer, fields or {}, self.lim)
+        assert host == "NONE", f"{label}: the host's check refuses it with {host}"
         st = await drv.start(label)
         assert not st["load_error"], f"{label}: load_error not cleared by start"
         data = pack_input(x, self.lim.simd)
@@ -561,7 +572,10 @@ class TB:
 
     async def refuse(self, layer, fields, code, label):
         """Configure ``layer``, write ``fields`` over it and start: it must be refused with
-        ``code``, the input never ready and no output, before and after the refusal."""
+        ``code``, the input never ready and no output, before and after the refusal. The
+        host's pre-check (:func:`rtl.limits.check_layer`) must name the same code."""
+        host = host_code(layer, fields, self.lim)
+        assert host == code, f"{label}: the host's check gives {host}, expected {code}"
         drv = self.drv
         await drv.configure(layer)
         await self.write_fields(fields)
@@ -763,11 +777,17 @@ def test_boundaries_cover_every_code():
             for case in (AFTER, *_tlast_cases(lim).values()):
                 assert expected_code(case, lim) == "NONE", f"{case.label()}: not legal"
         codes = set()
+        rng = np.random.default_rng(SEED)
         for b in boundaries:
             assert expected_code(b.legal, lim, b.fields) == "NONE", f"{b.name}: not legal"
+            legal = make_layer(b.legal, rng)[0]
+            assert host_code(legal, b.fields, lim) == "NONE", f"{b.name}: host refuses it"
             for r in b.refusals:
                 got = expected_code(r.case or b.legal, lim, r.fields)
                 assert got == r.code, f"{b.name}: {r.label()} gives {got}"
+                base = legal if r.case is None else make_layer(r.case, rng)[0]
+                host = host_code(base, r.fields, lim)
+                assert host == r.code, f"{b.name}: {r.label()}: the host's check gives {host}"
                 codes.add(r.code)
         wanted = {"POOL_NO_UNIT", "POOL_MODE", "POOL_RAW"} if not lim.pool_window_slots else \
             {e.name for e in EngineError} - {"NONE", "POOL_NO_UNIT"}
