@@ -23,8 +23,8 @@ Zero points are 9-bit two's complement numbers (``-128..127`` for int8, ``0..255
 :func:`encode_zero_point` gives the field value.
 """
 
-from rtl.limits import (COUNTER_WIDTH, DIM_WIDTH, ERROR_WIDTH, POOL_ERROR_BASE, SMALL_WIDTH,
-                        EngineError, PoolMode)
+from rtl.limits import (COUNTER_WIDTH, DIM_WIDTH, ERROR_WIDTH, MAX_CONV_STEP, POOL_ERROR_BASE,
+                        SMALL_WIDTH, EngineError, PoolMode)
 from rtl.regmap import Field, Register, RegisterMap
 from rtl.streams import ZP_WIDTH as ZERO_POINT_WIDTH
 
@@ -120,9 +120,9 @@ REGMAP = RegisterMap("convcore_engine", [
     Register("HW_ARRAY", 0x60, [
         Field("hw_pe", 8, "ro", doc="PE: output channels per cycle"),
         Field("hw_simd", 8, "ro", doc="SIMD: input channels per cycle"),
-        Field("hw_max_kernel", 8, "ro", doc="Largest kernel height and width"),
-        Field("hw_max_stride", 4, "ro", doc="Largest stride"),
-        Field("hw_max_dilation", 4, "ro", doc="Largest dilation"),
+        Field("hw_max_kernel", SMALL_WIDTH, "ro", doc="Largest kernel height and width"),
+        Field("hw_max_stride", MAX_CONV_STEP.bit_length(), "ro", doc="Largest stride"),
+        Field("hw_max_dilation", MAX_CONV_STEP.bit_length(), "ro", doc="Largest dilation"),
     ], doc="Hardware configuration: MAC array and kernel limits"),
     Register("HW_SIZE", 0x64, [
         Field("hw_max_height", DIM_WIDTH, "ro", doc="Largest input height"),
@@ -141,7 +141,7 @@ REGMAP = RegisterMap("convcore_engine", [
         Field("hw_pool_window_slots", 8, "ro",
               doc="Max-pool windows open at once per axis: a pool is legal iff "
                   "(K - 1) * dilation + 1 <= slots * stride (0: no max-pool unit)"),
-        Field("hw_pool_max_stride", 8, "ro", doc="Largest max-pool stride"),
+        Field("hw_pool_max_stride", SMALL_WIDTH, "ro", doc="Largest max-pool stride"),
     ], doc="Hardware configuration: max-pool unit"),
 ], doc="convcore conv engine")
 
