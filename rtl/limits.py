@@ -116,6 +116,12 @@ class Refusal:
                              f"{self.stage!r}")
 
 
+def _either_axis_outside(field, limit):
+    """The check that ``{field}_h`` or ``{field}_w`` is 0 or above the parameter ``limit``."""
+    return lambda v: outside(getattr(v, f"{field}_h"), getattr(v, limit)) \
+        | outside(getattr(v, f"{field}_w"), getattr(v, limit))
+
+
 #: The stages, in the order the hardware runs them.
 STAGES = ("build", "range", "derived", "run")
 
@@ -128,16 +134,15 @@ ENGINE_REFUSALS = (
             "a fused max-pool with raw int32 output (ONNX has no such layer)",
             "a fused max-pool needs requantized output", conv=False),
     Refusal("KERNEL", 1, "range",
-            lambda v: outside(v.kernel_h, v.max_kernel) | outside(v.kernel_w, v.max_kernel),
+            _either_axis_outside("kernel", "max_kernel"),
             "kernel height or width 0 or above the maximum",
             "kernel {kernel_h}x{kernel_w} exceeds the engine's maximum {max_kernel}x{max_kernel}"),
     Refusal("DILATION", 2, "range",
-            lambda v: outside(v.dilation_h, v.max_dilation) | outside(v.dilation_w,
-                                                                      v.max_dilation),
+            _either_axis_outside("dilation", "max_dilation"),
             "dilation 0 or above the maximum",
             "dilation {dilation_h}x{dilation_w} exceeds the engine's maximum {max_dilation}"),
     Refusal("STRIDE", 3, "range",
-            lambda v: outside(v.stride_h, v.max_stride) | outside(v.stride_w, v.max_stride),
+            _either_axis_outside("stride", "max_stride"),
             "stride 0 or above the maximum",
             "stride {stride_h}x{stride_w} exceeds the engine's maximum {max_stride}"),
     Refusal("SIZE", 4, "range",
@@ -179,17 +184,16 @@ POOL_REFUSALS = (
             "a max-pool on a configuration without a max-pool unit (HW_POOL 0)",
             "the engine has no max-pool unit (pool_window_slots 0)", conv=False),
     Refusal("KERNEL", 1, "range",
-            lambda v: outside(v.kernel_h, v.max_kernel) | outside(v.kernel_w, v.max_kernel),
+            _either_axis_outside("kernel", "max_kernel"),
             "pool kernel height or width 0 or above the maximum kernel",
             "pool kernel {kernel_h}x{kernel_w} exceeds the engine's maximum {max_kernel}"),
     Refusal("DILATION", 2, "range",
-            lambda v: outside(v.dilation_h, v.max_dilation) | outside(v.dilation_w,
-                                                                      v.max_dilation),
+            _either_axis_outside("dilation", "max_dilation"),
             "pool dilation 0 or above the maximum dilation",
             "pool dilation {dilation_h}x{dilation_w} exceeds the engine's maximum "
             "{max_dilation}"),
     Refusal("STRIDE", 3, "range",
-            lambda v: outside(v.stride_h, v.max_stride) | outside(v.stride_w, v.max_stride),
+            _either_axis_outside("stride", "max_stride"),
             "pool stride 0 or above the maximum pool stride",
             "pool stride {stride_h}x{stride_w} exceeds the engine's maximum {max_stride}"),
     Refusal("SIZE", 4, "range",
