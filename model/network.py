@@ -340,8 +340,12 @@ class Network:
 
 # --- execution ----------------------------------------------------------------------------
 
-def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
-    """Golden output of one layer for a batched input ``x`` (N, *in_shape) of ``in_dtype``."""
+def run_layer(layer: Layer, x: np.ndarray, psum: np.ndarray | None = None) -> np.ndarray:
+    """Golden output of one layer for a batched input ``x`` (N, *in_shape) of ``in_dtype``.
+
+    ``psum`` (ConvLayer only): int32 partial sums of the conv output, (N, Cout, OH, OW), added
+    to the accumulators (after the bias, before requantization), wrapping like the engine's
+    32-bit adders: one pass of a layer split into input-channel groups or sub-kernels."""
     x = np.asarray(x)
     if x.dtype != np.dtype(layer.in_dtype) or tuple(x.shape[1:]) != tuple(layer.in_shape):
         want = ", ".join(map(str, layer.in_shape))
@@ -358,6 +362,13 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
                     x_zero_point=layer.x_zero_point, w_zero_point=layer.w_zero_point)
     else:
         raise TypeError(f"not a layer: {layer!r}")
+    if psum is not None:
+        psum = np.asarray(psum)
+        if not isinstance(layer, ConvLayer) or psum.dtype != np.int32 \
+                or psum.shape != acc.shape:
+            raise InputError(f"layer '{layer.name}': partial sums must be int32 of shape "
+                             f"{acc.shape}, not {psum.dtype} {psum.shape}")
+        acc = (acc.astype(np.int64) + psum).astype(np.uint32).view(np.int32)
     if layer.raw:
         return acc
     y = requantize(acc, layer.multiplier, layer.shift, layer.y_zero_point, layer.out_dtype,

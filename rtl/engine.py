@@ -16,6 +16,13 @@ Ports (flat, for the Verilog top; Amaranth's default domain gives ``clk`` and ``
     ``tlast`` on the final word. A max-pooled map (fused or alone) has the requantized
     format, with ``Cout`` the pooled map's channels (``Cin`` when the pool runs alone) and
     bytes past them 0.
+``s_axis_acc_t{data,valid,ready,last}``
+    Partial sums, used only when ``QUANT.acc_in`` is set: one word per output word of the
+    conv, in the raw output format (``PE`` int32 lanes, lane ``p`` in bytes ``4p .. 4p+3``),
+    added to the accumulators before the bias, the requantization, ReLU and a fused pool;
+    ``tlast`` on the final word (otherwise ``STATUS.tlast_error``). The host feeds a pass's raw
+    output back here to accumulate input-channel groups or sub-kernels of a layer larger than
+    the engine; the last pass requantizes, so the output bytes are those of one pass.
 ``s_axis_param_t{data,valid,ready,last}``
     32-bit parameter load stream (weights, bias, multiplier, shift, weight zero point); format
     in :mod:`rtl.weights`. Accepted only while no layer is busy.
@@ -193,6 +200,7 @@ class ConvEngine(wiring.Component):
             **axis_members("m_axis", payload_layout(ACC_WIDTH * pe), Out,
                            keep_width=ACC_BYTES * pe),
             **axis_members("s_axis_param", payload_layout(BEAT_WIDTH), In),
+            **axis_members("s_axis_acc", payload_layout(ACC_WIDTH * pe), In),
             **flat_members(regs_sig, "s_axil"),
         })
 
@@ -455,6 +463,18 @@ class ConvEngine(wiring.Component):
         ]
         m.d.sync += inflight.eq(inflight + issue_group - pop)
         fifo_acc, fifo_final = fifo_out.acc, fifo_out.final
+        # Partial sums (QUANT.acc_in): one s_axis_acc word per output word, in the raw output
+        # format, added to the accumulators; the FIFO head waits for it and takes it with pop.
+        acc_in = c["acc_in"] & ~alone
+        head_valid = Signal()
+        acc_last_error = Signal()
+        m.d.comb += [head_valid.eq(fifo.r_rdy & (~acc_in | self.s_axis_acc_tvalid)),
+                     self.s_axis_acc_tready.eq(pop & acc_in)]
+        with m.If(pop & acc_in & (self.s_axis_acc_tlast != fifo_final)):
+            m.d.sync += acc_last_error.eq(1)
+        with m.If(latch):
+            m.d.sync += acc_last_error.eq(0)
+        psum = Mux(acc_in, self.s_axis_acc_tdata, 0)
 
         # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
         # `og_out_last` (og_out is the last group) is registered, so that no compare with
@@ -471,7 +491,8 @@ class ConvEngine(wiring.Component):
         chan = params.chan_data
         biased = [Signal(signed(ACC_WIDTH), name=f"biased{p}") for p in range(pe)]
         for p in range(pe):
-            m.d.comb += biased[p].eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias)
+            m.d.comb += biased[p].eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
+                                     + psum.word_select(p, ACC_WIDTH).as_signed())
 
         # --- output: requantized or raw ------------------------------------------------------
         # `requant_lanes` Requantize units take the PE lanes of a FIFO entry in `passes`
@@ -494,7 +515,7 @@ class ConvEngine(wiring.Component):
             pick = (lambda values: Array(values)[slice_in]) if passes > 1 else \
                 (lambda values: values[0])
             m.d.comb += [
-                rq.i.valid.eq(fifo.r_rdy & ~raw),
+                rq.i.valid.eq(head_valid & ~raw),
                 rq.i.payload.acc.eq(pick([biased[p] for p in lanes])),
                 rq.i.payload.multiplier.eq(pick([chan[p].multiplier for p in lanes])),
                 rq.i.payload.shift.eq(pick([chan[p].shift for p in lanes])),
@@ -529,7 +550,7 @@ class ConvEngine(wiring.Component):
             m.d.sync += slice_in.eq(Mux(slice_in == passes - 1, 0, slice_in + 1))
         with m.If(launch):
             m.d.sync += [slice_in.eq(0), slice_out.eq(0), q_valid.eq(0)]
-        m.d.comb += pop.eq(Mux(raw, fifo.r_rdy & self.m_axis_tready,
+        m.d.comb += pop.eq(Mux(raw, head_valid & self.m_axis_tready,
                                rq_fed & (slice_in == passes - 1)))
 
         # --- max-pool: after requantization (fused), or of the input words (alone) ----------
@@ -545,7 +566,7 @@ class ConvEngine(wiring.Component):
             rg.restart.eq(latch),
             # The width converter reports a last that its packing would hide.
             tlast_error.eq(lb.tlast_error | (pool_on_dp & pool.last_error)
-                           | (alone_dp & rg.last_error)),
+                           | (alone_dp & rg.last_error) | acc_last_error),
             rg.o.ready.eq(pool.i.ready & alone_dp),
             pool.i.valid.eq(Mux(fused_dp, q_valid, rg.o.valid & alone_dp)),
             pool.i.payload.data.eq(Mux(fused_dp, q_word, rg.o.payload.data)),
@@ -573,7 +594,7 @@ class ConvEngine(wiring.Component):
         # undefined until the first change of a process input.
         pool_word = pool.o.payload.data.as_value()
         m.d.comb += [
-            self.m_axis_tvalid.eq(Mux(pool_on_dp, pool.o.valid, Mux(raw, fifo.r_rdy, q_valid))),
+            self.m_axis_tvalid.eq(Mux(pool_on_dp, pool.o.valid, Mux(raw, head_valid, q_valid))),
             self.m_axis_tdata.eq(Mux(pool_on_dp, pool_word, Mux(raw, Cat(*biased), q_word))),
             self.m_axis_tlast.eq(Mux(pool_on_dp, pool.o.payload.last,
                                      Mux(raw, fifo_final, q_last))),

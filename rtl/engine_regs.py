@@ -63,8 +63,8 @@ REGMAP = RegisterMap("convcore_engine", [
         Field("running", 1, "ro", doc="The layer passed its checks and accepts input"),
         Field("done", 1, "ro", doc="The last layer finished or was refused; cleared by start"),
         Field("tlast_error", 1, "ro",
-              doc="Input tlast was missing on the last word of the feature map or set early; "
-                  "cleared by start"),
+              doc="Input (or partial-sum) tlast was missing on the last word of the feature "
+                  "map or set early; cleared by start"),
         Field("load_error", 1, "ro",
               doc="A parameter packet had an unknown kind, ended inside a word or addressed "
                   "past a memory; cleared by start"),
@@ -95,6 +95,9 @@ REGMAP = RegisterMap("convcore_engine", [
         Field("y_unsigned", 1, "rw", doc="Requantized output is uint8 (else int8)"),
         Field("relu", 1, "rw", doc="Clamp requantized outputs at the output zero point"),
         Field("raw_output", 1, "rw", doc="Output the int32 accumulators (+ bias) unrequantized"),
+        Field("acc_in", 1, "rw",
+              doc="Add the partial sums of s_axis_acc (int32 per lane, the raw output format) "
+                  "to the accumulators: input-channel and sub-kernel passes"),
     ], doc="Quantization"),
     Register("POOL", 0x24, [
         Field("pool_mode", 2, "rw", enum=PoolMode,

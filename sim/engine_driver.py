@@ -28,7 +28,8 @@ from rtl.weights import (BEAT_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIG
                          SHIFT_WIDTH, WZP_SHIFT)
 
 __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
-           "pack_weights", "pack_channels", "layer_fields", "register_fields", "pool_fields", "unpack_output",
+           "pack_weights", "pack_channels", "pack_acc", "layer_fields", "register_fields",
+           "pool_fields", "unpack_output",
            "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits"]
 
 BEAT_BYTES = BEAT_WIDTH // 8
@@ -131,6 +132,19 @@ def pack_channels(layer, pe):
     return [header, *map(int, beats.reshape(-1))]
 
 
+def pack_acc(psum, pe):
+    """``s_axis_acc`` bytes of int32 partial sums, CHW of the conv output: the raw output
+    format (HWC, channels padded to ``ceil(Cout/PE) * PE`` lanes of 4 bytes)."""
+    psum = np.asarray(psum)
+    if psum.dtype != np.int32 or psum.ndim != 3:
+        raise ValueError(f"partial sums must be a CHW int32 array, not {psum.dtype} "
+                         f"{psum.shape}")
+    c = psum.shape[0]
+    padded = np.zeros((_groups(c, pe) * pe, *psum.shape[1:]), "<i4")
+    padded[:c] = psum
+    return padded.transpose(1, 2, 0).tobytes()
+
+
 def pool_fields(pool, mode):
     """Register name -> {field: value} of the POOL_* registers for a MaxPool (or None: off)."""
     if pool is None:
@@ -146,9 +160,10 @@ def pool_fields(pool, mode):
     }
 
 
-def layer_fields(layer):
-    """Register name -> {field: value} for every register the layer uses. A PoolLayer leaves
-    the conv registers alone (the engine ignores them in pool-alone mode)."""
+def layer_fields(layer, acc_in=False):
+    """Register name -> {field: value} for every register the layer uses; ``acc_in``: the
+    engine adds partial sums from ``s_axis_acc``. A PoolLayer leaves the conv registers alone
+    (the engine ignores them in pool-alone mode)."""
     if isinstance(layer, PoolLayer):
         c, h, w = layer.in_shape
         return {
@@ -177,17 +192,18 @@ def layer_fields(layer):
             w_unsigned=int(layer.weight.dtype == np.uint8),
             y_unsigned=int(layer.out_dtype == "uint8"),
             relu=int(bool(layer.relu) and not raw),
-            raw_output=int(raw)),
+            raw_output=int(raw),
+            acc_in=int(bool(acc_in))),
         **pool_fields(layer.pool, PoolMode.FUSED),
     }
 
 
-def register_fields(layer) -> dict:
+def register_fields(layer, acc_in=False) -> dict:
     """``{field: value}`` of every configuration field as the engine sees ``layer``: the
     layer's (:func:`layer_fields`), the others at their reset value. What
     :func:`rtl.limits.check_layer` checks."""
     fields = REGMAP.resets()
-    for values in layer_fields(layer).values():
+    for values in layer_fields(layer, acc_in).values():
         fields.update(values)
     return fields
 
@@ -261,9 +277,12 @@ class EngineDriver:
         self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
         self.param = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_param"), dut.clk,
                                      dut.rst)
+        self.acc = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_acc"), dut.clk,
+                                   dut.rst)
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-        for agent in (self.source, self.param, self.sink, self.axil.write_if, self.axil.read_if):
+        for agent in (self.source, self.param, self.acc, self.sink, self.axil.write_if,
+                      self.axil.read_if):
             agent.log.setLevel(logging.WARNING)
         self.regs = RegisterDriver(REGMAP, write=self._write, read=self._read)
         self.hw = None
@@ -293,8 +312,8 @@ class EngineDriver:
             await self.param.send(data)
         await self.param.wait()
 
-    async def configure(self, layer):
-        for reg, fields in layer_fields(layer).items():
+    async def configure(self, layer, acc_in=False):
+        for reg, fields in layer_fields(layer, acc_in).items():
             await self.regs.write_fields(reg, **fields)
 
     async def status(self):
@@ -315,14 +334,18 @@ class EngineDriver:
     async def counters(self):
         return {reg.lower(): await self.regs.read(reg) for reg in COUNTERS}
 
-    async def run_layer(self, layer, x, *, load=True):
-        """Run one layer on a CHW input; returns a LayerResult. Raises EngineRefused."""
+    async def run_layer(self, layer, x, *, load=True, psum=None):
+        """Run one layer on a CHW input; returns a LayerResult. ``psum``: int32 partial sums
+        of the conv output (CHW) that the engine adds to its accumulators (``acc_in``).
+        Raises EngineRefused."""
         hw = await self.hardware()
         if load:
             await self.load(layer)
-        await self.configure(layer)
+        await self.configure(layer, acc_in=psum is not None)
         self._layer_name = layer.name
         await self.start(layer.name)
+        if psum is not None:
+            await self.acc.send(pack_acc(psum, hw.pe))
         await self.source.send(pack_input(x, hw.simd))
         frame = await self.sink.recv()
         while (await self.status())["busy"]:

@@ -34,6 +34,7 @@ class Case:
     repeat: int = 1             # runs with new inputs and the weights already loaded
     pool: object = None         # MaxPool (or the same fields, for illegal settings)
     alone: bool = False         # the pool alone (PoolLayer, cin channels; conv fields unused)
+    psum: bool = False          # random int32 partial sums on s_axis_acc (QUANT.acc_in)
 
     def label(self):
         pool = "" if self.pool is None else (
@@ -42,7 +43,8 @@ class Case:
         if self.alone:
             return f"{self.cin} ch {self.h}x{self.w} {self.x_dtype}{pool}"
         return (f"{self.cin}->{self.cout} {self.h}x{self.w} k{self.k} s{self.stride} "
-                f"p{self.pads} d{self.dilation} {self.x_dtype}/{self.w_dtype}->{self.out}{pool}")
+                f"p{self.pads} d{self.dilation} {self.x_dtype}/{self.w_dtype}->{self.out}{pool}"
+                + (" +psum" if self.psum else ""))
 
 
 def make_layer(case: Case, rng: np.random.Generator, name="layer"):
@@ -107,6 +109,19 @@ def make_layer(case: Case, rng: np.random.Generator, name="layer"):
     elif not geometry_ok:
         layer.stride = tuple(case.stride)
     return layer, x
+
+
+def make_psum(layer, rng: np.random.Generator):
+    """Random int32 partial sums for a ConvLayer's conv output (CHW), spread like the
+    accumulators of another input-channel group; some near the int32 limits, which wrap."""
+    from sim.engine_driver import conv_shape
+
+    shape = conv_shape(layer)
+    psum = rng.integers(-(1 << 12), 1 << 12, shape).astype(np.int32)
+    edge = rng.random(shape) < 0.02
+    psum[edge] = rng.choice(np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max],
+                                     np.int32), int(edge.sum()))
+    return psum
 
 
 def first_mismatch(got, want):

@@ -47,7 +47,7 @@ from rtl.regmap import RegisterDriver
 from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, layer_fields, pack_input,
                               unpack_output)
 from tb.axis import random_pause
-from tb.engine_cases import Case, first_mismatch, make_layer
+from tb.engine_cases import Case, first_mismatch, make_layer, make_psum
 from tb.maxpool_cases import Case as MapCase
 from tb.maxpool_cases import expected_error
 from tb.testing import MULT18X18D_MODEL, axi_read, axi_write
@@ -130,6 +130,18 @@ def small_sweep():
         Case(4, 4, 3, 3, k=(5, 5), expect="NO_OUTPUT"),
         Case(4, 8, 3, 16, k=(3, 3), stride=(1, 2), pads=(0, 1, 2, 0), out="uint8", relu=True,
              repeat=2),
+    ] + psum_cases()
+
+
+def psum_cases():
+    """Partial sums on s_axis_acc (the passes of a layer larger than the engine): requantized,
+    raw (a middle pass), with stalls on every stream, and with a fused pool."""
+    return [
+        Case(5, 6, 7, 9, pads=(1, 1, 1, 1), relu=True, psum=True, stalls=True),
+        Case(3, 5, 6, 6, out="int32", psum=True, stalls=True, repeat=2),
+        Case(4, 3, 8, 8, k=(1, 1), out="uint8", psum=True),
+        Case(4, 4, 8, 8, pads=(1, 1, 1, 1), relu=True, pool=MaxPool(2, 2), psum=True,
+             stalls=True),
     ]
 
 
@@ -252,7 +264,7 @@ def large_sweep(seed=1):
                               w_dtype=rng.choice(("int8", "uint8")),
                               out=rng.choice(("int8", "uint8", "int32")),
                               relu=rng.random() < 0.5, per_channel=rng.random() < 0.7,
-                              stalls=rng.random() < 0.5))
+                              stalls=rng.random() < 0.5, psum=rng.random() < 0.3))
     for width in (1, 2, 5, 15, 16):
         cases.append(Case(rng.randint(1, 8), rng.randint(1, 8), rng.randint(3, 6), width,
                           k=(3, min(3, width)), pads=(1, 0, 1, 0), stalls=True))
@@ -337,12 +349,13 @@ def watchdog_ns(case):
 
 async def check_case(drv, case, index, rng, prng, log):
     layer, x = make_layer(case, rng, name=f"layer{index}")
+    psum = make_psum(layer, rng) if case.psum else None
     pause = PAUSE_PROBABILITY if case.stalls else 0.0
-    for agent in (drv.source, drv.sink):
+    for agent in (drv.source, drv.sink, drv.acc):
         agent.set_pause_generator(random_pause(prng, pause) if pause else None)
         agent.pause = False     # clearing the generator keeps the last pause value
     log.info("layer %d: %s", index, case.label())
-    run = lambda: with_timeout(drv.run_layer(layer, x), watchdog_ns(case), "ns")
+    run = lambda: with_timeout(drv.run_layer(layer, x, psum=psum), watchdog_ns(case), "ns")
     if case.expect != "NONE":
         try:
             await run()
@@ -355,7 +368,7 @@ async def check_case(drv, case, index, rng, prng, log):
             return None
         raise AssertionError(f"{case.label()}: accepted, expected error {case.expect}")
     result = await run()
-    want = run_layer(layer, x[None])[0]
+    want = run_layer(layer, x[None], None if psum is None else psum[None])[0]
     got = result.output
     assert got.dtype == want.dtype and np.array_equal(got, want), \
         f"layer {index} ({case.label()}): {first_mismatch(got, want)}"
@@ -363,8 +376,9 @@ async def check_case(drv, case, index, rng, prng, log):
     for repeat in range(1, case.repeat):
         # The same weights again, not reloaded: the parameter memories keep them.
         x2 = rng.integers(x.min(), int(x.max()) + 1, x.shape).astype(x.dtype)
-        again = await with_timeout(drv.run_layer(layer, x2, load=False), watchdog_ns(case), "ns")
-        want2 = run_layer(layer, x2[None])[0]
+        again = await with_timeout(drv.run_layer(layer, x2, load=False, psum=psum),
+                                   watchdog_ns(case), "ns")
+        want2 = run_layer(layer, x2[None], None if psum is None else psum[None])[0]
         assert np.array_equal(again.output, want2), \
             f"layer {index} repeat {repeat}: {first_mismatch(again.output, want2)}"
     hw = await drv.hardware()
