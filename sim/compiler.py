@@ -1,0 +1,634 @@
+"""The layer compiler: every layer the golden model accepts as a schedule of engine passes.
+
+A layer that the engine holds (:func:`rtl.limits.check_layer` accepts it) is one pass. A larger
+one is split into passes that each fit, the way NVDLA's compiler, Gemmini and VTA split layers:
+
+- **output channels** beyond the engine's (or the weight memory's) reach: passes over groups of
+  output channels, each with its slice of the weights and per-channel constants;
+- **input channels**: passes over groups of input channels whose int32 partial sums the
+  engine accumulates itself (``s_axis_acc``, ``QUANT.acc_in``): every pass but the last outputs
+  raw sums, the next one adds them, and only the last applies requantization, ReLU and the
+  fused pool, so the output bytes are those of one pass. The bias goes into the first pass;
+- **kernels** larger than the engine's: sub-kernels, accumulated like input-channel groups;
+- **maps** wider or taller than the engine (or its line buffer) holds: tiles of output rows and
+  columns, each with its ``(K - 1) * dilation`` halo; padding becomes explicit (the host fills
+  it with the input zero point, which adds nothing to a sum), so strides that do not divide a
+  tile and tiles at the border need no special case;
+- **dense layers** as a conv whose kernel covers the input, or, when that kernel is too large,
+  as a 1x1 conv over all ``C*H*W`` inputs, split like any conv;
+- **max-pools** the pool unit cannot hold (more windows open than it has slots, kernels, strides
+  or dilations above its limits): padding made explicit with the type's minimum (which never
+  wins against a real value), a dilated pool as ``d x d`` interleaved undilated pools, a wide
+  kernel as a chain of stride-1 pools ending in a legal strided one; the conv's fused pool
+  stays fused wherever the conv runs in one tile.
+
+The host only moves data between passes: crops, explicit padding, channel slices, interleaving
+and stitching. Every multiply, sum, requantization and max is the engine's.
+
+A :class:`Schedule` runs with :func:`execute`, given a function that runs one pass (on the
+simulated engine in :mod:`sim.run_layers`, or on the golden model, which is the engine's exact
+model, in the tests). :func:`compile_layer` raises :class:`CompileError` (one line naming the
+layer and the limit) for what no schedule can hold.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.conv import conv_output_size
+from model.network import ConvLayer, DenseLayer, MaxPool, PoolLayer
+from rtl.limits import check_layer
+from sim.engine_driver import conv_shape, dense_as_conv, register_fields
+
+__all__ = ["CompileError", "Region", "Pass", "Schedule", "compile_layer", "execute",
+           "run_on_model", "pass_cycles"]
+
+#: Cycles a pass costs beyond its data: start, checks, setup and pipeline drain (measured
+#: on the engine: 30 to 60 cycles of setup, a few tens of pipeline latency).
+PASS_OVERHEAD_CYCLES = 100
+
+
+class CompileError(ValueError):
+    """A layer no schedule of engine passes can hold; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box of a batch of CHW buffers: ``buffer`` name, channel range ``(start, stop)``, and
+    rows and columns ``(start, stop, step)`` in the map's coordinates, which may reach outside
+    the map: those positions read as ``fill`` (explicit padding)."""
+    buffer: str
+    channels: tuple
+    rows: tuple
+    cols: tuple
+    fill: int = 0
+
+    @staticmethod
+    def _axis(span, n):
+        start, stop, step = span
+        count = max(0, -(-(stop - start) // step))
+        last = start + (count - 1) * step
+        before, after = max(0, -start), max(0, last + 1 - n)
+        return before, after, slice(start + before, start + before + (count - 1) * step + 1,
+                                    step) if count else slice(0, 0)
+
+    def take(self, buffers):
+        c0, c1 = self.channels
+        x = buffers[self.buffer][:, c0:c1]
+        t, b, rows = self._axis(self.rows, x.shape[2])
+        l, r, cols = self._axis(self.cols, x.shape[3])
+        if t or b or l or r:
+            x = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=self.fill)
+        return np.ascontiguousarray(x[:, :, rows, cols])
+
+    def put(self, buffers, value):
+        c0, c1 = self.channels
+        buffers[self.buffer][:, c0:c1, slice(*self.rows), slice(*self.cols)] = value
+
+
+@dataclass
+class Pass:
+    """One run of the engine: ``layer`` (within the engine's limits) on ``source``, adding the
+    partial sums ``psum`` (a Region of raw int32 sums, or None), its output written to
+    ``target``."""
+    layer: object
+    source: Region
+    target: Region
+    psum: Region | None = None
+    what: str = ""
+
+    @property
+    def kind(self):
+        return "pool" if isinstance(self.layer, PoolLayer) else \
+            "conv+psum" if self.psum is not None else "conv"
+
+
+@dataclass
+class Schedule:
+    """The passes of one model layer; ``buffers`` maps names to (per-sample shape, dtype) of
+    the host buffers they use; ``"x"`` is the input (seen as ``input_shape``), ``"y"`` the
+    output."""
+    layer: object
+    input_shape: tuple
+    passes: list = field(default_factory=list)
+    buffers: dict = field(default_factory=dict)
+    split: str = ""
+
+    def buffer(self, name, shape, dtype):
+        self.buffers[name] = (tuple(int(n) for n in shape), np.dtype(dtype))
+        return name
+
+
+def execute(schedule: Schedule, x, run_pass):
+    """The schedule's output for the batch ``x`` (N, *layer.in_shape); ``run_pass(layer, x,
+    psum)`` runs one pass on a batch and returns its output batch."""
+    x = np.asarray(x)
+    n = x.shape[0]
+    buffers = {"x": x.reshape(n, *schedule.input_shape)}
+    for name, (shape, dtype) in schedule.buffers.items():
+        buffers[name] = np.zeros((n, *shape), dtype)
+    for p in schedule.passes:
+        psum = p.psum.take(buffers) if p.psum is not None else None
+        p.target.put(buffers, run_pass(p.layer, p.source.take(buffers), psum))
+    return buffers["y"].reshape(n, *schedule.layer.out_shape)
+
+
+def run_on_model(layer, x, psum):
+    """``run_pass`` on the golden model (the engine's bit-exact model)."""
+    from model.network import run_layer
+    return run_layer(layer, x, psum)
+
+
+def pass_cycles(p: Pass, hw: dict) -> int:
+    """Estimated engine cycles of one pass on one sample: the largest of its MAC operations,
+    input words and output words (the engine overlaps them), plus the per-pass overhead."""
+    pe, simd = hw["pe"], hw["simd"]
+    layer = p.layer
+    cin, h, w = layer.in_shape
+    in_words = h * w * -(-cin // simd)
+    if isinstance(layer, PoolLayer):
+        c, oh, ow = layer.out_shape
+        return max(in_words, oh * ow * -(-c // pe)) + PASS_OVERHEAD_CYCLES
+    cout, oh, ow = conv_shape(layer)
+    kh, kw = layer.kernel
+    ops = oh * ow * -(-cout // pe) * kh * kw * -(-cin // simd)
+    out_words = oh * ow * -(-cout // pe)
+    return max(ops, in_words, out_words) + PASS_OVERHEAD_CYCLES
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _chunks(n, size):
+    """``[(start, stop), ...]`` covering ``range(n)`` in pieces of at most ``size``."""
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _refusal(layer, hw, acc_in=False):
+    """None when the engine runs ``layer`` in one pass, else ``(code, message)``."""
+    found = check_layer(register_fields(layer, acc_in), hw)
+    if found is None:
+        return None
+    refusal, values = found
+    return refusal.name, refusal.message.format(**values)
+
+
+def _fail(layer, text):
+    raise CompileError(f"layer '{layer.name}': {text}")
+
+
+def _whole(buffer, shape):
+    c, h, w = shape
+    return Region(buffer, (0, c), (0, h, 1), (0, w, 1))
+
+
+def _span(o0, o1, stride, keff, offset):
+    """The input rows ``(start, stop, 1)`` (map coordinates, reaching into the padding) that
+    output rows ``[o0, o1)`` of a window of ``keff`` at ``stride`` read, the window of output
+    0 starting at ``offset``."""
+    return (o0 * stride + offset, (o1 - 1) * stride + offset + keff, 1)
+
+
+# --- convolutions -------------------------------------------------------------------------------
+
+def _conv_part(layer, co, ci, ky, kx, *, first, last, name):
+    """The ConvLayer of one pass: output channels ``co``, input channels ``ci``, kernel rows
+    ``ky`` and columns ``kx`` (ranges), no padding (the host supplies it); the bias only in
+    the ``first`` pass, requantization (and the pool, set by the caller) only in the
+    ``last``."""
+    w = layer.weight[co[0]:co[1], ci[0]:ci[1], ky[0]:ky[1], kx[0]:kx[1]]
+    cout = co[1] - co[0]
+    bias = np.asarray(layer.bias, np.int32)[co[0]:co[1]] if first else \
+        np.zeros(cout, np.int32)
+    wzp = np.broadcast_to(np.asarray(layer.w_zero_point if layer.w_zero_point is not None
+                                     else 0, np.int32), (layer.weight.shape[0],))
+    quant = {}
+    if last and not layer.raw:
+        quant = dict(multiplier=np.broadcast_to(layer.multiplier, (layer.weight.shape[0],))
+                     [co[0]:co[1]],
+                     shift=np.broadcast_to(layer.shift, (layer.weight.shape[0],))[co[0]:co[1]],
+                     y_zero_point=layer.y_zero_point, out_dtype=layer.out_dtype,
+                     relu=layer.relu)
+    else:
+        quant = dict(multiplier=None, shift=None, y_zero_point=0, out_dtype="int32",
+                     relu=False)
+    return dataclasses.replace(
+        layer, name=name, weight=np.ascontiguousarray(w), bias=bias,
+        w_zero_point=wzp[co[0]:co[1]].copy(), in_shape=(ci[1] - ci[0], 0, 0),
+        out_shape=(cout, 0, 0), pads=(0, 0, 0, 0), pool=None, **quant)
+
+
+def _sized(layer, in_hw):
+    """``layer`` with its input map ``in_hw`` and the output shape that follows."""
+    c = layer.in_shape[0]
+    layer.in_shape = (c, *in_hw)
+    shape = conv_shape(layer)
+    layer.out_shape = shape if layer.pool is None else (shape[0],
+                                                         *layer.pool.output_hw(*shape[1:]))
+    return layer
+
+
+def _conv_limits(layer, hw, kt, co, ci):
+    """(output tile rows, columns) that fit the engine for kernel tile ``kt``, channel groups
+    ``co`` and ``ci`` input channels; None if not even one output row and column fits."""
+    (kh, kw), (sh, sw), (dh, dw) = kt, layer.stride, layer.dilation
+    keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    groups = -(-ci // hw["simd"])
+    tw = (hw["max_width"] - kew) // sw + 1
+    # line buffer: ((keh - 1) * W + kew) * groups words, W the tile's input width
+    if (keh - 1) > 0:
+        w_lb = (hw["line_buffer_depth"] // groups - kew) // (keh - 1)
+        tw = min(tw, (w_lb - kew) // sw + 1)
+    elif kew * groups > hw["line_buffer_depth"]:
+        return None
+    th = (hw["max_height"] - keh) // sh + 1
+    if tw < 1 or th < 1:
+        return None
+    return th, tw
+
+
+def _compile_conv(layer: ConvLayer, hw, schedule, source="x", target="y"):
+    """Passes of a ConvLayer (module docstring)."""
+    cin, h, w = layer.in_shape
+    cout, oh, ow = conv_shape(layer)
+    kh, kw = layer.kernel
+    pool = layer.pool
+    if _refusal(layer, hw) is None:
+        schedule.passes.append(Pass(layer, _whole(source, layer.in_shape),
+                                    _whole(target, layer.out_shape), what="whole layer"))
+        return
+    if pool is not None:
+        # The conv alone fits but the pool unit cannot hold the pool: run it separately.
+        bare = dataclasses.replace(layer, pool=None, out_shape=(cout, oh, ow))
+        found = _refusal(bare, hw)
+        if found is None:
+            mid = schedule.buffer(f"{target}.conv", (cout, oh, ow), layer.out_dtype)
+            _compile_conv(bare, hw, schedule, source, mid)
+            _compile_pool(_pool_layer(layer, (cout, oh, ow)), hw, schedule, mid, target)
+            return
+    axis_h = _ConvAxis(kh, *layer.stride[:1], layer.dilation[0], layer.pads[0], h,
+                       hw["max_kernel"], hw["max_stride"], hw["max_dilation"])
+    axis_w = _ConvAxis(kw, layer.stride[1], layer.dilation[1], layer.pads[1], w,
+                       hw["max_kernel"], hw["max_stride"], hw["max_dilation"])
+    co_n = min(cout, hw["max_channels"])
+    ci_n = min(cin, hw["max_channels"])
+
+    def words():
+        return -(-co_n // hw["pe"]) * axis_h.tile * axis_w.tile * -(-ci_n // hw["simd"])
+
+    def tiles():
+        return (axis_h.out_tile(hw["max_height"]),
+                axis_w.out_tile(hw["max_width"], lb_rows=axis_h.keff_tile,
+                                lb_words=hw["line_buffer_depth"] // -(-ci_n // hw["simd"])))
+    # Shrink what must shrink, the cheapest first: output groups, input groups, kernel tiles.
+    while words() > hw["weight_depth"] and co_n > hw["pe"]:
+        co_n -= hw["pe"]
+    while words() > hw["weight_depth"] and ci_n > hw["simd"]:
+        ci_n -= hw["simd"]
+    while words() > hw["weight_depth"] and (axis_h.tile > 1 or axis_w.tile > 1):
+        axis = axis_h if axis_h.tile >= axis_w.tile else axis_w
+        axis.tile -= 1
+    if words() > hw["weight_depth"]:
+        _fail(layer, f"not even one weight group ({hw['pe']}x{hw['simd']} of a 1x1 kernel) "
+                     f"fits the weight memory of {hw['weight_depth']} words")
+    while min(tiles()) < 1 and ci_n > hw["simd"]:
+        ci_n -= hw["simd"]
+    while min(tiles()) < 1 and (axis_h.tile > 1 or axis_w.tile > 1):
+        axis = axis_h if axis_h.tile >= axis_w.tile else axis_w
+        axis.tile -= 1
+    th, tw = tiles()
+    if min(th, tw) < 1:
+        _fail(layer, f"no tile of its output fits the engine (input {h}x{w}, kernel "
+                     f"{kh}x{kw}, line buffer {hw['line_buffer_depth']} words)")
+    row_tiles, col_tiles = _chunks(oh, th), _chunks(ow, tw)
+    spatial = len(row_tiles) * len(col_tiles) > 1
+    if pool is not None and (spatial or not _pool_unit_holds(pool, hw)):
+        # A tiled conv writes its whole output, then the pool runs as a layer of its own.
+        bare = dataclasses.replace(layer, pool=None, out_shape=(cout, oh, ow))
+        mid = schedule.buffer(f"{target}.conv", (cout, oh, ow), layer.out_dtype)
+        _compile_conv(bare, hw, schedule, source, mid)
+        _compile_pool(_pool_layer(layer, (cout, oh, ow)), hw, schedule, mid, target)
+        return
+    co_groups, ci_groups = _chunks(cout, co_n), _chunks(cin, ci_n)
+    ky_groups, kx_groups = axis_h.kernel_tiles(), axis_w.kernel_tiles()
+    steps = [(ci, ky, kx) for ky in ky_groups for kx in kx_groups for ci in ci_groups]
+    acc = None
+    if len(steps) > 1:
+        acc = schedule.buffer(f"{target}.acc", (cout, oh, ow), np.int32)
+    schedule.split = (f"{len(co_groups)} output-channel group(s) x {len(ci_groups)} "
+                      f"input-channel group(s) x {len(ky_groups) * len(kx_groups)} sub-kernel(s)"
+                      f" x {len(row_tiles)}x{len(col_tiles)} tile(s)")
+    first_pass = len(schedule.passes)
+    for co in co_groups:
+        for r0, r1 in row_tiles:
+            for c0, c1 in col_tiles:
+                for index, (ci, ky, kx) in enumerate(steps):
+                    first, last = index == 0, index == len(steps) - 1
+                    part = _conv_part(layer, co, ci, ky, kx, first=first, last=last,
+                                      name=f"{layer.name}#{len(schedule.passes)}")
+                    rows, n_rows = axis_h.source(r0, r1, ky)
+                    cols, n_cols = axis_w.source(c0, c1, kx)
+                    src = Region(source, ci, rows, cols, fill=int(layer.x_zero_point))
+                    part.stride = (axis_h.part_stride, axis_w.part_stride)
+                    part.dilation = (axis_h.part_dilation, axis_w.part_dilation)
+                    part = _sized(part, (n_rows, n_cols))
+                    if last and pool is not None:
+                        part.pool = pool
+                        part = _sized(part, (n_rows, n_cols))
+                    out_rows, out_cols = (r0, r1, 1), (c0, c1, 1)
+                    if last:
+                        tgt = Region(target, co, (0, part.out_shape[1], 1),
+                                     (0, part.out_shape[2], 1)) if pool is not None else \
+                            Region(target, co, out_rows, out_cols)
+                    else:
+                        tgt = Region(acc, co, out_rows, out_cols)
+                    psum = None if first else Region(acc, co, out_rows, out_cols)
+                    found = _refusal(part, hw, acc_in=psum is not None)
+                    if found is not None and found[0].startswith("POOL_"):
+                        # The pool unit cannot take this fused pool: the pool on its own.
+                        del schedule.passes[first_pass:]
+                        bare = dataclasses.replace(layer, pool=None, out_shape=(cout, oh, ow))
+                        mid = schedule.buffer(f"{target}.conv", (cout, oh, ow),
+                                              layer.out_dtype)
+                        _compile_conv(bare, hw, schedule, source, mid)
+                        _compile_pool(_pool_layer(layer, (cout, oh, ow)), hw, schedule, mid,
+                                      target)
+                        return
+                    if found is not None:
+                        _fail(layer, f"a pass still exceeds the engine: {found[0]}: "
+                                     f"{found[1]}")
+                    schedule.passes.append(Pass(part, src, tgt, psum,
+                                                what=f"out {co} in {ci} kernel {ky}x{kx} "
+                                                     f"rows {r0}:{r1} cols {c0}:{c1}"))
+
+
+class _ConvAxis:
+    """How one axis of a conv splits: kernel tiles of ``tile`` taps at the layer's stride and
+    dilation, or, for a stride or dilation above the engine's, one tap at a time (a stride
+    done by reading every ``stride``-th input row, a dilation by the tap's offset)."""
+
+    def __init__(self, k, stride, dilation, pad, n, max_kernel, max_stride, max_dilation):
+        self.k, self.stride, self.dilation, self.pad, self.n = k, stride, dilation, pad, n
+        self.one_tap = stride > max_stride or dilation > max_dilation
+        self.tile = 1 if self.one_tap else min(k, max_kernel)
+        self.decimate = stride > max_stride
+
+    @property
+    def part_stride(self):
+        return 1 if self.decimate else self.stride
+
+    @property
+    def part_dilation(self):
+        return 1 if self.tile == 1 else self.dilation
+
+    @property
+    def keff_tile(self):
+        return (self.tile - 1) * self.part_dilation + 1
+
+    def kernel_tiles(self):
+        return _chunks(self.k, self.tile)
+
+    def out_tile(self, max_in, lb_rows=None, lb_words=None):
+        """Output positions per tile so that its input fits ``max_in`` (and, for the width,
+        the line buffer: ``(lb_rows - 1) * W + keff <= lb_words``)."""
+        s, keff = self.part_stride, self.keff_tile
+        limit = max_in
+        if lb_rows is not None:
+            limit = min(limit, (lb_words - keff) // (lb_rows - 1) if lb_rows > 1 else
+                        (max_in if keff <= lb_words else 0))
+        return (limit - keff) // s + 1 if limit >= keff else 0
+
+    def source(self, o0, o1, taps):
+        """(input rows as a Region span, their count) of output positions ``[o0, o1)`` and
+        kernel taps ``taps``."""
+        offset = taps[0] * self.dilation - self.pad
+        count = o1 - o0
+        if self.decimate:
+            start = o0 * self.stride + offset
+            return (start, start + (count - 1) * self.stride + 1, self.stride), count
+        keff = (taps[1] - taps[0] - 1) * self.part_dilation + 1
+        span = _span(o0, o1, self.stride, keff, offset)
+        return span, span[1] - span[0]
+
+
+def _pool_layer(layer: ConvLayer, conv_out):
+    c, oh, ow = conv_out
+    out = (c, *layer.pool.output_hw(oh, ow))
+    return PoolLayer(name=f"{layer.name}.pool", nodes=layer.nodes, in_shape=conv_out,
+                     out_shape=out, in_dtype=layer.out_dtype, pool=layer.pool)
+
+
+# --- max-pools ------------------------------------------------------------------------------------
+
+def _type_min(dtype):
+    return int(np.iinfo(np.dtype(dtype)).min)
+
+
+def _pool_unit_holds(pool: MaxPool, hw):
+    """The pool unit takes this geometry on some map size (kernel, stride, dilation, window
+    slots, pads smaller than the kernel)."""
+    slots = hw["pool_window_slots"]
+    if slots == 0:
+        return False
+    for k, s, d in zip(pool.kernel, pool.stride, pool.dilation):
+        if k > hw["max_kernel"] or s > hw["pool_max_stride"] or d > hw["max_dilation"] \
+                or (k - 1) * d + 1 > slots * s:
+            return False
+    t, l, b, r = pool.pads
+    return max(t, b) < pool.kernel[0] and max(l, r) < pool.kernel[1]
+
+
+def _compile_pool(layer: PoolLayer, hw, schedule, source="x", target="y"):
+    """Passes of a PoolLayer (module docstring)."""
+    c, h, w = layer.in_shape
+    _, oh, ow = layer.out_shape
+    pool = layer.pool
+    if _refusal(layer, hw) is None:
+        schedule.passes.append(Pass(layer, _whole(source, layer.in_shape),
+                                    _whole(target, layer.out_shape), what="whole layer"))
+        return
+    if hw["pool_window_slots"] == 0:
+        _fail(layer, "the engine has no max-pool unit (pool_window_slots 0)")
+    (kh, kw), (sh, sw), (dh, dw) = pool.kernel, pool.stride, pool.dilation
+    keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    t, l = pool.pads[0], pool.pads[1]
+    fill = _type_min(layer.in_dtype)
+    if _pool_unit_holds(dataclasses.replace(pool, pads=(0, 0, 0, 0)), hw):
+        # Tiles of the output, the padding explicit (the type's minimum never wins).
+        th = (hw["max_height"] - keh) // sh + 1
+        tw = (hw["max_width"] - kew) // sw + 1
+        if th < 1 or tw < 1:
+            _fail(layer, f"pool window {keh}x{kew} exceeds the engine's map "
+                         f"{hw['max_height']}x{hw['max_width']}")
+        plain = MaxPool(pool.kernel, pool.stride, dilation=pool.dilation)
+        for ch in _chunks(c, hw["max_channels"]):
+            for r0, r1 in _chunks(oh, th):
+                for c0, c1 in _chunks(ow, tw):
+                    rows, cols = _span(r0, r1, sh, keh, -t), _span(c0, c1, sw, kew, -l)
+                    n_rows, n_cols = (r1 - r0 - 1) * sh + keh, (c1 - c0 - 1) * sw + kew
+                    part = PoolLayer(name=f"{layer.name}#{len(schedule.passes)}",
+                                     nodes=layer.nodes, in_shape=(ch[1] - ch[0], n_rows, n_cols),
+                                     out_shape=(ch[1] - ch[0], r1 - r0, c1 - c0),
+                                     in_dtype=layer.in_dtype, pool=plain)
+                    found = _refusal(part, hw)
+                    if found is not None:
+                        _fail(layer, f"a pass still exceeds the engine: {found[0]}: {found[1]}")
+                    schedule.passes.append(Pass(
+                        part, Region(source, ch, rows, cols, fill),
+                        Region(target, ch, (r0, r1, 1), (c0, c1, 1)),
+                        what=f"channels {ch} rows {r0}:{r1} cols {c0}:{c1}"))
+        return
+    # Decompose: the padded map, cut to what the windows read, is a pool without padding.
+    hp, wp = (oh - 1) * sh + keh, (ow - 1) * sw + kew
+    padded = Region(source, (0, c), _span(0, oh, sh, keh, -t), _span(0, ow, sw, kew, -l), fill)
+    _compile_plain_pool(layer, hw, schedule, padded, (c, hp, wp), _whole(target, (c, oh, ow)))
+
+
+def _compile_pool_tiles(layer, hw, schedule, source_region, target: Region):
+    """A pool without padding that the unit holds, from a source Region (its padded
+    coordinates) to a target Region, tiled."""
+    c, h, w = layer.in_shape
+    _, oh, ow = layer.out_shape
+    pool = layer.pool
+    (kh, kw), (sh, sw), (dh, dw) = pool.kernel, pool.stride, pool.dilation
+    keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    th = (hw["max_height"] - keh) // sh + 1
+    tw = (hw["max_width"] - kew) // sw + 1
+    src = source_region
+    for ch in _chunks(c, hw["max_channels"]):
+        for r0, r1 in _chunks(oh, th):
+            for c0, c1 in _chunks(ow, tw):
+                n_rows, n_cols = (r1 - r0 - 1) * sh + keh, (c1 - c0 - 1) * sw + kew
+                part = PoolLayer(name=f"{layer.name}#{len(schedule.passes)}", nodes=layer.nodes,
+                                 in_shape=(ch[1] - ch[0], n_rows, n_cols),
+                                 out_shape=(ch[1] - ch[0], r1 - r0, c1 - c0),
+                                 in_dtype=layer.in_dtype, pool=pool)
+                found = _refusal(part, hw)
+                if found is not None:
+                    _fail(layer, f"a pass still exceeds the engine: {found[0]}: {found[1]}")
+                schedule.passes.append(Pass(part, _sub(src, ch, r0 * sh, r0 * sh + n_rows,
+                                                       c0 * sw, c0 * sw + n_cols),
+                                            _sub(target, ch, r0, r1, c0, c1),
+                                            what=f"{pool.kernel}/{pool.stride} d{pool.dilation} "
+                                                 f"channels {ch} rows {r0}:{r1} cols {c0}:{c1}"))
+
+
+def _sub(region: Region, ch, r0, r1, c0, c1):
+    """Elements ``[r0, r1) x [c0, c1)`` of channels ``ch`` (all relative to what ``region``
+    takes) as a Region of the same buffer."""
+    (a0, _), (ra, _, rs), (ca, _, cs) = region.channels, region.rows, region.cols
+    return Region(region.buffer, (a0 + ch[0], a0 + ch[1]), (ra + r0 * rs, ra + r1 * rs, rs),
+                  (ca + c0 * cs, ca + c1 * cs, cs), region.fill)
+
+
+def _stages(k, s, slots, max_kernel):
+    """Kernels of a chain of stride-1 pools, then the final kernel at stride ``s``, whose
+    maxima equal one ``k`` pool at stride ``s``, each legal for ``slots`` window slots and
+    kernels up to ``max_kernel``."""
+    final = min(k, slots * s, max_kernel)
+    pre = []
+    left = k - final + 1        # the stride-1 pools must cover a window of `left`
+    while left > 1:
+        step = min(slots, left, max_kernel)
+        pre.append(step)
+        left -= step - 1
+    return pre, final
+
+
+def _compile_plain_pool(layer, hw, schedule, source: Region, shape, target: Region):
+    """A pool without padding over ``source`` (a Region of ``shape``) into ``target``:
+    dilation through interleaved phases, then chains of legal pools."""
+    pool = layer.pool
+    c, hp, wp = shape
+    (kh, kw), (sh, sw), (dh, dw) = pool.kernel, pool.stride, pool.dilation
+    slots = hw["pool_window_slots"]
+    if max(sh, sw) > hw["pool_max_stride"]:
+        _fail(layer, f"pool stride {sh}x{sw} exceeds the engine's maximum "
+                     f"{hw['pool_max_stride']}")
+    if (dh, dw) != (1, 1):
+        # z[i] = max_j p[i + j*d]: the phases a::d of p are undilated stride-1 pools.
+        zh, zw = hp - (kh - 1) * dh, wp - (kw - 1) * dw
+        z = target.buffer if (sh, sw) == (1, 1) else \
+            schedule.buffer(f"{target.buffer}.dilated", (c, zh, zw), layer.in_dtype)
+        for a in range(dh):
+            for b in range(dw):
+                lh, lw = len(range(a, hp, dh)), len(range(b, wp, dw))
+                if lh < kh or lw < kw:
+                    continue
+                phase = PoolLayer(name=f"{layer.name}.phase{a}{b}", nodes=layer.nodes,
+                                  in_shape=(c, lh, lw), out_shape=(c, lh - kh + 1, lw - kw + 1),
+                                  in_dtype=layer.in_dtype, pool=MaxPool((kh, kw), 1))
+                src = dataclasses.replace(
+                    source, rows=(source.rows[0] + a, source.rows[0] + a + lh * dh, dh),
+                    cols=(source.cols[0] + b, source.cols[0] + b + lw * dw, dw))
+                out = Region(z, (0, c), (a, zh, dh), (b, zw, dw))
+                _chain(phase, hw, schedule, src, out)
+        if (sh, sw) != (1, 1):
+            _subsample(layer, hw, schedule, z, (c, zh, zw), (sh, sw), target)
+        return
+    out_shape = (c, (hp - kh) // sh + 1, (wp - kw) // sw + 1)
+    whole = PoolLayer(name=layer.name, nodes=layer.nodes, in_shape=shape, out_shape=out_shape,
+                      in_dtype=layer.in_dtype, pool=MaxPool((kh, kw), (sh, sw)))
+    _chain(whole, hw, schedule, source, target)
+
+
+def _chain(layer, hw, schedule, src: Region, out: Region):
+    """An undilated pool without padding (any kernel and stride the unit can end with) as
+    stride-1 stages and a final legal pool, each tiled."""
+    c, h, w = layer.in_shape
+    (kh, kw), (sh, sw) = layer.pool.kernel, layer.pool.stride
+    slots = hw["pool_window_slots"]
+    pre_h, fin_h = _stages(kh, sh, slots, hw["max_kernel"])
+    pre_w, fin_w = _stages(kw, sw, slots, hw["max_kernel"])
+    stages = [((pre_h[i] if i < len(pre_h) else 1, pre_w[i] if i < len(pre_w) else 1), (1, 1))
+              for i in range(max(len(pre_h), len(pre_w)))] + [((fin_h, fin_w), (sh, sw))]
+    shape, source = (c, h, w), src
+    for index, (k, s) in enumerate(stages):
+        oh, ow = (shape[1] - k[0]) // s[0] + 1, (shape[2] - k[1]) // s[1] + 1
+        stage = PoolLayer(name=f"{layer.name}.stage{index}", nodes=layer.nodes, in_shape=shape,
+                          out_shape=(c, oh, ow), in_dtype=layer.in_dtype, pool=MaxPool(k, s))
+        if index == len(stages) - 1:
+            target = out
+        else:
+            name = schedule.buffer(f"{out.buffer}.{layer.name}.s{index}.{len(schedule.passes)}",
+                                   (c, oh, ow), layer.in_dtype)
+            target = _whole(name, (c, oh, ow))
+        _compile_pool_tiles(stage, hw, schedule, source, target)
+        shape, source = (c, oh, ow), target
+
+
+def _subsample(layer, hw, schedule, source, shape, stride, target):
+    """Every ``stride``-th row and column of ``source``: a 1x1 pool at that stride."""
+    c, h, w = shape
+    out = (c, (h - 1) // stride[0] + 1, (w - 1) // stride[1] + 1)
+    sub = PoolLayer(name=f"{layer.name}.stride", nodes=layer.nodes, in_shape=shape,
+                    out_shape=out, in_dtype=layer.in_dtype, pool=MaxPool(1, stride))
+    _compile_pool_tiles(sub, hw, schedule, _whole(source, shape), target)
+
+
+# --- layers ---------------------------------------------------------------------------------------
+
+def compile_layer(layer, hw: dict) -> Schedule:
+    """The schedule of engine passes of one model layer on the engine of ``hw``
+    (:func:`rtl.limits.engine_params`). CompileError names the layer and the limit when no
+    schedule exists."""
+    schedule = Schedule(layer, tuple(layer.in_shape))
+    if isinstance(layer, DenseLayer):
+        conv = dense_as_conv(layer)
+        if _refusal(conv, hw) is not None and max(conv.kernel) > hw["max_kernel"]:
+            c, h, w = conv.in_shape
+            conv = dataclasses.replace(
+                conv, in_shape=(c * h * w, 1, 1), out_shape=(conv.out_shape[0], 1, 1),
+                weight=conv.weight.reshape(conv.weight.shape[0], c * h * w, 1, 1))
+        schedule.input_shape = conv.in_shape
+        schedule.buffer("y", conv.out_shape, layer.out_dtype)
+        _compile_conv(conv, hw, schedule)
+    elif isinstance(layer, ConvLayer):
+        schedule.buffer("y", layer.out_shape, layer.out_dtype)
+        _compile_conv(layer, hw, schedule)
+    elif isinstance(layer, PoolLayer):
+        schedule.buffer("y", layer.out_shape, layer.in_dtype)
+        _compile_pool(layer, hw, schedule)
+    else:
+        raise TypeError(f"not a layer: {layer!r}")
+    return schedule
