@@ -41,7 +41,7 @@ from model.network import ConvLayer, DenseLayer, MaxPool, PoolLayer
 from rtl.limits import check_layer
 from sim.engine_driver import conv_shape, dense_as_conv, register_fields
 
-__all__ = ["CompileError", "Region", "Pass", "Schedule", "compile_layer", "execute",
+__all__ = ["CompileError", "Region", "Pass", "Schedule", "compile_layer", "execute", "steps",
            "run_on_model", "pass_cycles"]
 
 #: Cycles a pass costs beyond its data: start, checks, setup and pipeline drain (measured
@@ -120,9 +120,11 @@ class Schedule:
         return name
 
 
-def execute(schedule: Schedule, x, run_pass):
-    """The schedule's output for the batch ``x`` (N, *layer.in_shape); ``run_pass(layer, x,
-    psum)`` runs one pass on a batch and returns its output batch."""
+def steps(schedule: Schedule, x):
+    """The host's side of a schedule as a generator: yields ``(pass, input batch, partial-sum
+    batch or None)`` for each pass and takes the pass's output batch back (``send``); returns
+    the layer's output batch. :func:`execute` drives it; so does the cocotb module, which
+    awaits the engine between passes."""
     x = np.asarray(x)
     n = x.shape[0]
     buffers = {"x": x.reshape(n, *schedule.input_shape)}
@@ -130,8 +132,21 @@ def execute(schedule: Schedule, x, run_pass):
         buffers[name] = np.zeros((n, *shape), dtype)
     for p in schedule.passes:
         psum = p.psum.take(buffers) if p.psum is not None else None
-        p.target.put(buffers, run_pass(p.layer, p.source.take(buffers), psum))
+        y = yield p, p.source.take(buffers), psum
+        p.target.put(buffers, y)
     return buffers["y"].reshape(n, *schedule.layer.out_shape)
+
+
+def execute(schedule: Schedule, x, run_pass):
+    """The schedule's output for the batch ``x`` (N, *layer.in_shape); ``run_pass(layer, x,
+    psum)`` runs one pass on a batch and returns its output batch."""
+    gen = steps(schedule, x)
+    try:
+        p, xin, psum = next(gen)
+        while True:
+            p, xin, psum = gen.send(run_pass(p.layer, xin, psum))
+    except StopIteration as stop:
+        return stop.value
 
 
 def run_on_model(layer, x, psum):

@@ -66,6 +66,7 @@ from model.network import ConvLayer, DenseLayer, PoolLayer, layer_macs, layer_op
 from rtl.limits import refusal_message
 from rtl.streams import connect_flat
 from sim import toolchain
+from sim.compiler import CompileError, Schedule, compile_layer
 from sim.engine_driver import dense_as_conv, engine_fits, register_fields
 from sim.errors import CliError
 
@@ -196,25 +197,36 @@ def refusal_text(code: str, layer, hw: dict) -> str:
 
 
 def engine_layer(layer, hw: dict):
-    """(what the engine of ``hw`` runs for ``layer``, a note or None): conv and max-pool
-    layers as they are, a dense layer as a conv whose kernel covers its input when that fits,
-    else the dense layer itself (the testbench runs it on the golden model). Without a max-pool
-    unit, a conv's fused pool is left out (the testbench applies it on the golden model, see
+    """(what the engine of ``hw`` runs for ``layer``, a note or None): a layer the engine
+    holds as it is (a dense layer as a conv whose kernel covers its input), any other as a
+    :class:`sim.compiler.Schedule` of engine passes. Without a max-pool unit, a conv's fused
+    pool is left out (the testbench applies it on the golden model, see
     :meth:`HardwareBackend.run_network`) and a max-pool alone stays a PoolLayer that runs on
-    the model."""
-    has_pool_unit = hw["pool_window_slots"] != 0
-    if isinstance(layer, PoolLayer) and not has_pool_unit:
+    the model. CliError (one line, naming the layer and the limit) for a layer no schedule
+    holds."""
+    note = None
+    if isinstance(layer, PoolLayer) and hw["pool_window_slots"] == 0:
         return layer, NO_POOL_UNIT_NOTE
-    if isinstance(layer, ConvLayer) and layer.pool is not None and not has_pool_unit:
-        return dataclasses.replace(layer, pool=None, out_shape=layer.conv_shape), \
-            f"fused {NO_POOL_UNIT_NOTE}"
-    if not isinstance(layer, DenseLayer):
-        return layer, None
-    conv = dense_as_conv(layer)
-    reason = engine_fits(conv, hw)
-    if reason is None:
-        return conv, "dense as a conv whose kernel covers the input"
-    return layer, f"dense as a conv: {reason}"
+    if isinstance(layer, ConvLayer) and layer.pool is not None and hw["pool_window_slots"] == 0:
+        layer = dataclasses.replace(layer, pool=None, out_shape=layer.conv_shape)
+        note = f"fused {NO_POOL_UNIT_NOTE}"
+    one_pass = dense_as_conv(layer) if isinstance(layer, DenseLayer) else layer
+    if engine_fits(one_pass, hw) is None:
+        if isinstance(layer, DenseLayer):
+            note = "dense as a conv whose kernel covers the input"
+        return one_pass, note
+    try:
+        schedule = compile_layer(layer, hw)
+    except CompileError as exc:
+        raise CliError(str(exc)) from None
+    split = f"{len(schedule.passes)} engine passes" + (f" ({schedule.split})"
+                                                       if schedule.split else "")
+    return schedule, f"{note}; {split}" if note else split
+
+
+def _model_layer(job_layer):
+    """The model layer behind a job entry (a layer, or a Schedule of one)."""
+    return job_layer.layer if isinstance(job_layer, Schedule) else job_layer
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -380,8 +392,8 @@ class HardwareBackend:
         if x.shape[0] == 0:
             raise CliError(f"backend '{self.name}': the input holds no samples (batch 0)")
         job, notes = zip(*(self.engine_layer(layer) for layer in layers))
-        golden = [i for i, layer in enumerate(job) if isinstance(layer, DenseLayer)
-                  or (isinstance(layer, PoolLayer) and not self.has_pool_unit)]
+        golden = [i for i, layer in enumerate(job)
+                  if isinstance(layer, PoolLayer) and not self.has_pool_unit]
         if len(golden) == len(job):                                 # nothing for the engine
             out = []
             for layer, note in zip(layers, notes):
@@ -390,7 +402,7 @@ class HardwareBackend:
             return out
         post_pool = {i: layer.pool for i, (layer, job_layer) in enumerate(zip(layers, job))
                      if isinstance(layer, ConvLayer) and layer.pool is not None
-                     and job_layer.pool is None}
+                     and _model_layer(job_layer).pool is None}
         result = self._launch(list(job), x, golden=golden, post_pool=post_pool)
         self._raise_error(result, job, layers)
         out = []
@@ -415,8 +427,9 @@ class HardwareBackend:
         counters = entry["counters"]
         cycles = int(counters["cycles"])
         pe, simd = self.hw["pe"], self.hw["simd"]
-        macs = layer_macs(hw_layer) * batch
+        macs = layer_macs(_model_layer(hw_layer)) * batch
         return {
+            "passes": entry.get("passes", 1),
             "ran_on": self.name,
             "cycles": cycles,
             "ideal_cycles": macs / (pe * simd),
@@ -438,10 +451,11 @@ class HardwareBackend:
         """CliError (one line, naming the layer) when the launch stopped at a layer."""
         if result["error"] is None:
             return
-        index = next(i for i, layer in enumerate(job) if layer.name == result["failed_layer"])
+        index = next(i for i, layer in enumerate(job)
+                     if _model_layer(layer).name == result["failed_layer"])
         original = layers[index]
         op = layer_op(original)
-        if result["refused"]:
+        if result["refused"] and not isinstance(job[index], Schedule):
             reason = refusal_text(result["refused"], job[index], self.hw)
             raise CliError(f"layer '{original.name}' ({op}): the engine refused it "
                              f"({result['refused']}: {reason}) on backend "

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 from model.conv import conv_output_size
 from model.network import (ConvLayer, DenseLayer, MaxPool, Network, PoolLayer, layer_macs,
                            layer_op, layer_params)
-from sim.engine_driver import engine_fits
+from rtl.linebuffer import line_buffer_span
+from sim.compiler import Pass, Schedule, pass_cycles
+from sim.errors import CliError
 from sim.hw_backend import engine_layer
 
 __all__ = ["LayerPlan", "plan_layers", "plan_dict", "format_plan", "line_buffer_bytes",
@@ -55,6 +57,11 @@ class LayerPlan:
     #: all of it on the engine (:func:`sim.hw_backend.engine_layer`).
     runs_on: str | None = None
     note: str | None = None
+    #: With a hardware configuration: the engine passes (:mod:`sim.compiler`), each a dict
+    #: of what it computes, its shapes, estimated cycles per sample and memory words.
+    passes: list = field(default_factory=list)
+    #: Estimated engine cycles per sample of all passes (None without hardware or off it).
+    est_cycles: int | None = None
 
 
 def line_buffer_bytes(kernel_h: int, dilation_h: int, width: int, channels: int) -> int:
@@ -122,18 +129,43 @@ def plan_layers(net: Network, hw: dict | None = None) -> list[LayerPlan]:
         else:
             raise TypeError(f"not a layer: {layer!r}")
         if hw is not None:
-            row = rows[-1]
-            runs, note = engine_layer(layer, hw)
-            if isinstance(runs, DenseLayer) or (isinstance(runs, PoolLayer) and note):
-                row.runs_on, row.note = "model", note
-            else:
-                row.refusal = engine_fits(runs, hw)
-                row.runs_on = ("refused" if row.refusal else
-                               "engine+model" if isinstance(layer, ConvLayer) and note else
-                               "engine")
-                if row.runs_on == "engine+model":
-                    row.note = note
+            _plan_engine(rows[-1], layer, hw)
     return rows
+
+
+def _pass_dict(p, hw) -> dict:
+    layer = p.layer
+    cin = layer.in_shape[0]
+    words = {"weight_words": 0, "line_buffer_words": 0}
+    if isinstance(layer, ConvLayer):
+        kh, kw = layer.kernel
+        cout = layer.weight.shape[0]
+        words["weight_words"] = -(-cout // hw["pe"]) * kh * kw * -(-cin // hw["simd"])
+        words["line_buffer_words"] = line_buffer_span(kh, kw, layer.in_shape[2], cin,
+                                                      hw["simd"], layer.dilation)
+    return {"name": layer.name, "kind": p.kind, "what": p.what,
+            "in_shape": tuple(layer.in_shape), "out_shape": tuple(layer.out_shape),
+            "kernel": tuple(layer.kernel) if isinstance(layer, ConvLayer)
+            else tuple(layer.pool.kernel),
+            "est_cycles": pass_cycles(p, hw), **words}
+
+
+def _plan_engine(row: LayerPlan, layer, hw):
+    """Where ``layer`` runs on the engine of ``hw``, and its passes."""
+    try:
+        runs, note = engine_layer(layer, hw)
+    except CliError as exc:
+        row.runs_on, row.refusal = "refused", str(exc)
+        return
+    row.note = note
+    if isinstance(runs, PoolLayer) and note:
+        row.runs_on = "model"
+        return
+    schedule = runs if isinstance(runs, Schedule) else \
+        Schedule(runs, runs.in_shape, [Pass(runs, None, None, what="whole layer")])
+    row.passes = [_pass_dict(p, hw) for p in schedule.passes]
+    row.est_cycles = sum(p["est_cycles"] for p in row.passes)
+    row.runs_on = "engine+model" if note and "golden model" in note else "engine"
 
 
 def _totals(rows) -> dict:
@@ -179,16 +211,35 @@ def _geom(row: LayerPlan) -> tuple[str, str, str]:
     return kernel, stride, pads
 
 
+def _pass_lines(passes) -> list:
+    """Passes grouped by what they are (kind, shapes, kernel): count, estimated cycles each,
+    memory words."""
+    groups = {}
+    for p in passes:
+        key = (p["kind"], p["in_shape"], p["out_shape"], p["kernel"], p["weight_words"],
+               p["line_buffer_words"], p["est_cycles"])
+        groups[key] = groups.get(key, 0) + 1
+    lines = []
+    for (kind, i, o, k, ww, lb, cyc), n in groups.items():
+        memory = f", {ww:,} weight words, {lb:,} line-buffer words" if kind != "pool" else ""
+        lines.append(f"    {n} x {kind} {_shape(i)} -> {_shape(o)} kernel {_shape(k)}: "
+                     f"~{cyc:,} cycles each{memory}")
+    return lines
+
+
 def format_plan(net: Network, hw: dict | None = None, hw_name: str = "") -> str:
     """The plan as a text table (CHW shapes, pads top,left,bottom,right), totals and warnings;
     with ``hw`` an ``engine`` column (``ok`` or the refusal code) and a line per refusal."""
     rows = plan_layers(net, hw)
     header = ("layer", "op", "input", "output", "kernel", "stride", "pads t,l,b,r", "params",
-              "MACs", "line buf B", "weight B") + (("engine",) if hw is not None else ())
+              "MACs", "line buf B", "weight B") + (("engine", "est. cycles")
+                                                   if hw is not None else ())
     table = [header]
     for r in rows:
         kernel, stride, pads = _geom(r)
-        verdict = ((r.refusal.split(":")[0] if r.refusal else r.runs_on,)
+        verdict = ((r.runs_on if r.runs_on in ("refused", "model") or not r.passes
+                    else f"{len(r.passes)} pass{'es' if len(r.passes) > 1 else ''}",
+                    f"{r.est_cycles:,}" if r.est_cycles is not None else "-")
                    if hw is not None else ())
         table.append((r.name, r.op, _shape(r.in_shape), _shape(r.out_shape), kernel, stride, pads,
                       f"{r.params:,}", f"{r.macs:,}", f"{r.line_buffer_bytes:,}",
@@ -198,9 +249,10 @@ def format_plan(net: Network, hw: dict | None = None, hw_name: str = "") -> str:
     table.append(("total", f"{t['layers']} layers", "", "", "", "", "", f"{t['params']:,}",
                   f"{t['macs']:,}", f"max {t['line_buffer_bytes_max']:,}",
                   f"{t['weight_bytes']:,}")
-                 + ((f"{len(refused)} refused",) if hw is not None else ()))
+                 + ((f"{len(refused)} refused",
+                     f"{sum(r.est_cycles or 0 for r in rows):,}") if hw is not None else ()))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    numeric = {7, 8, 9, 10}
+    numeric = {7, 8, 9, 10, 12}
     lines = []
     for i, row in enumerate(table):
         cells = [c.rjust(w) if j in numeric else c.ljust(w)
@@ -215,6 +267,10 @@ def format_plan(net: Network, hw: dict | None = None, hw_name: str = "") -> str:
     lines.insert(0, title)
     lines += [w for r in rows for w in r.warnings]
     config = f" ({hw_name})" if hw_name else ""
-    lines += [f"layer '{r.name}': {r.note}" for r in rows if r.note]
-    lines += [f"layer '{r.name}': the engine{config} refuses it: {r.refusal}" for r in refused]
+    for r in rows:
+        if r.note:
+            lines.append(f"layer '{r.name}': {r.note}")
+        if len(r.passes) > 1:
+            lines += _pass_lines(r.passes)
+    lines += [f"the engine{config} refuses it: {r.refusal}" for r in refused]
     return "\n".join(lines)

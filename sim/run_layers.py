@@ -4,7 +4,7 @@
 variable :data:`JOB_ENV`), starts the simulator on :class:`sim.hw_backend.EngineHarness`
 with this module, and reads the *result* the test writes next to the job.
 
-Job: ``{"layers": [layer, ...], "x": int8/uint8 array (N, ...), "stall_output": bool,
+Job: ``{"layers": [layer or sim.compiler.Schedule, ...], "x": int8/uint8 array (N, ...), "stall_output": bool,
 "golden": [index, ...], "post_pool": {index: model.network.MaxPool}}`` (the last two
 optional).
 The layers run in order, each on the previous one's output (or, with ``"inputs": [array, ...]``
@@ -50,8 +50,9 @@ from cocotbext.axi import AxiStreamFrame, AxiStreamSink
 
 from model.network import DenseLayer, PoolLayer
 from model.network import run_layer as run_golden
-from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_input,
-                              unpack_output)
+from sim.compiler import Schedule, steps
+from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_acc,
+                              pack_input, unpack_output)
 
 #: Environment variable holding the job file's path; the result goes beside it (RESULT_SUFFIX).
 JOB_ENV = "CONVCORE_RUN_JOB"
@@ -187,12 +188,15 @@ async def _pending(drv, dut, layer, image, pe, simd):
             f"{received} of {out_words}; {engine}")
 
 
-async def run_image(drv, dut, layer, x, image, hw):
-    """Run one CHW image of a loaded and configured layer; (CHW output, counters)."""
+async def run_image(drv, dut, layer, x, image, hw, psum=None):
+    """Run one CHW image of a loaded and configured layer (adding the CHW int32 partial sums
+    ``psum``, if any); (CHW output, counters)."""
     try:
         await drv.start()
     except EngineRefused as refused:
         raise LayerFailed(str(refused), refused=refused.code.name) from None
+    if psum is not None:
+        await drv.acc.send(pack_acc(psum, hw.pe))
     await drv.source.send(pack_input(x, hw.simd))
     frame = await drv.sink.recv()
     st = await drv.status()
@@ -204,20 +208,22 @@ async def run_image(drv, dut, layer, x, image, hw):
     return unpack_output(frame.tdata, layer), await drv.counters()
 
 
-async def run_layer(drv, dut, layer, x, hw):
-    """The whole batch ``x`` (N, C, H, W) through ``layer``; dict for the result file."""
+async def run_layer(drv, dut, layer, x, hw, psum=None):
+    """The whole batch ``x`` (N, C, H, W) through ``layer`` (adding the partial sums ``psum``,
+    N x CHW int32, if given); dict for the result file."""
     try:
         await drv.load(layer)
     except ValueError as exc:       # constants out of the engine's range (pack_channels)
         raise LayerFailed(str(exc)) from None
-    await drv.configure(layer)
+    await drv.configure(layer, acc_in=psum is not None)
     drv._layer_name = layer.name
     budget_ns = watchdog_cycles(layer, hw.pe, hw.simd) * CLOCK_PERIOD_NS
     outputs, totals, image_cycles = [], {}, []
     for image in range(x.shape[0]):
         try:
-            y, counters = await with_timeout(run_image(drv, dut, layer, x[image], image, hw),
-                                             budget_ns, "ns")
+            y, counters = await with_timeout(
+                run_image(drv, dut, layer, x[image], image, hw,
+                          None if psum is None else psum[image]), budget_ns, "ns")
         except TimeoutError:
             pending = await _pending(drv, dut, layer, image, hw.pe, hw.simd)
             raise LayerFailed(f"layer '{layer.name}': watchdog: no result within "
@@ -227,6 +233,28 @@ async def run_layer(drv, dut, layer, x, hw):
         for name, value in counters.items():
             totals[name] = totals.get(name, 0) + int(value)
     return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles}
+
+
+async def run_schedule(drv, dut, schedule, x, hw):
+    """A compiled layer (:class:`sim.compiler.Schedule`): its passes on the engine, the host's
+    moves between them; the counters and per-image cycles summed over the passes."""
+    gen = steps(schedule, x)
+    totals, image_cycles = {}, np.zeros(x.shape[0], np.int64)
+    try:
+        p, xin, psum = next(gen)
+        while True:
+            entry = await run_layer(drv, dut, p.layer, xin, hw, psum)
+            for name, value in entry["counters"].items():
+                totals[name] = totals.get(name, 0) + value
+            image_cycles += entry["image_cycles"]
+            p, xin, psum = gen.send(entry["output"])
+    except StopIteration as stop:
+        y = stop.value
+    except LayerFailed as exc:
+        raise LayerFailed(f"layer '{schedule.layer.name}', pass '{p.layer.name}' ({p.what}): "
+                          f"{exc}", refused=exc.refused) from None
+    return {"output": y, "counters": totals, "image_cycles": [int(c) for c in image_cycles],
+            "passes": len(schedule.passes)}
 
 
 @cocotb.test()
@@ -248,18 +276,23 @@ async def run_job(dut):
     for index, layer in enumerate(job["layers"]):
         if inputs is not None:
             x = np.asarray(inputs[index])
-        x = x.reshape(x.shape[0], *layer.in_shape)
+        x = x.reshape(x.shape[0], *(layer.layer if isinstance(layer, Schedule)
+                                    else layer).in_shape)
         if isinstance(layer, DenseLayer) or index in golden:    # not for the engine
             x = run_golden(layer, x)
             result["layers"].append({"output": x, "golden": True})
             continue
         cycle0, wall0 = get_sim_time("ns") // CLOCK_PERIOD_NS, time.perf_counter()
         try:
-            entry = await run_layer(drv, dut, layer, x, hw)
+            if isinstance(layer, Schedule):
+                entry = await run_schedule(drv, dut, layer, x, hw)
+            else:
+                entry = await run_layer(drv, dut, layer, x, hw)
         except LayerFailed as exc:
             result["error"] = str(exc)
             result["refused"] = exc.refused
-            result["failed_layer"] = layer.name
+            result["failed_layer"] = (layer.layer if isinstance(layer, Schedule)
+                                      else layer).name
             break
         entry["sim_cycles"] = int(get_sim_time("ns") // CLOCK_PERIOD_NS - cycle0)
         entry["wall_seconds"] = time.perf_counter() - wall0

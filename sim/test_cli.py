@@ -212,9 +212,10 @@ def test_backends_are_looked_up_by_name():
 def test_plan_with_hardware_configuration(files):
     proc = convcore("plan", files["qdq"], "--hw-config", "ice40")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[1].split()[-1] == "engine"
+    assert proc.stdout.splitlines()[1].split()[-3:] == ["engine", "est.", "cycles"]
     data = json.loads(convcore("plan", files["qdq"], "--json", "--hw-config", "default").stdout)
     assert [row["runs_on"] for row in data["layers"]] == ["engine", "engine"]
+    assert all(len(row["passes"]) == 1 and row["est_cycles"] > 0 for row in data["layers"])
     proc = convcore("plan", files["qdq"], "--hw-config", "nope")
     assert proc.returncode == 2 and proc.stderr.startswith(
         "convcore: error: unknown hardware configuration 'nope'")

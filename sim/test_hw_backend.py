@@ -120,25 +120,43 @@ def test_run_equals_model_backend(files, tmp_path, capsys, sim):
 
 
 @pytest.mark.parametrize("sim", SIMS)
-def test_refused_layer_is_one_line_error(files, capsys, sim):
-    status, _, err = run(["run", files["wide"], "--input", files["wide_x"], "--backend", sim,
-                          "--hw-config", HW_JSON], capsys)
-    assert_one_line_error(err, status, 2, "layer 'conv1' (conv): the engine refused it (SIZE: "
-                          "input 4x20 (HxW) exceeds the engine's maximum 16x16)",
-                          f"backend '{sim}'")
+def test_wide_layer_runs_as_tiles(files, tmp_path, capsys, sim):
+    """A 4x20 input on an engine at most 16 wide: output tiles with their halo, bit-exact
+    (--check), and the report says how the layer was split."""
+    report = tmp_path / "wide.json"
+    status, stdout, err = run(["run", files["wide"], "--input", files["wide_x"], "--backend",
+                               sim, "--hw-config", HW_JSON, "--check", "--report", report],
+                              capsys)
+    assert status == 0 and err == "", err
+    assert "check: every layer's output equals the golden model" in stdout
+    (conv, *_) = json.loads(report.read_text())["layers"]
+    assert conv["ran_on"] == sim and conv["passes"] == 2
+    assert "2 engine passes" in conv["note"] and "1x2 tile(s)" in conv["note"]
 
 
-def test_refused_pool_is_one_line_error(tmp_path, capsys):
-    """A 3x3 stride-1 max-pool needs 3 window slots; HW's pool unit has 2 (POOL_WINDOW_SLOTS)."""
+def test_overlapping_pool_runs_decomposed(tmp_path, capsys):
+    """A 3x3 stride-1 max-pool needs 3 window slots; HW's pool unit has 2: it runs as two
+    2x2 stride-1 pools, bit-exact."""
     model = QNet((1, 3, 8, 8), "int8", seed=9).maxpool(3, stride=1).model()
     path, x = tmp_path / "pool3s1.onnx", tmp_path / "pool3s1_x.npy"
     onnx.save(model, path)
     np.save(x, random_input(model, seed=9))
+    status, stdout, err = run(["run", path, "--input", x, "--backend", "icarus",
+                               "--hw-config", HW_JSON, "--check"], capsys)
+    assert status == 0 and err == "", err
+    assert "check: every layer's output equals the golden model" in stdout
+
+
+def test_layer_no_schedule_holds_is_one_line_error(tmp_path, capsys):
+    """A pool stride above the pool unit's maximum (pool_max_stride, default max_kernel = 5
+    here) cannot be split: one line naming the layer and the limit, before any simulation."""
+    model = QNet((1, 3, 12, 12), "int8", seed=9).maxpool(2, stride=6).model()
+    path, x = tmp_path / "pool_s6.onnx", tmp_path / "pool_s6_x.npy"
+    onnx.save(model, path)
+    np.save(x, random_input(model, seed=9))
     status, _, err = run(["run", path, "--input", x, "--backend", "icarus",
                           "--hw-config", HW_JSON], capsys)
-    assert_one_line_error(err, status, 2, "(maxpool): the engine refused it (POOL_WINDOW_SLOTS: "
-                          "the dilated pool kernel exceeds 2 window slots x the pool stride)",
-                          "backend 'icarus'")
+    assert_one_line_error(err, status, 2, "pool stride 6x6 exceeds the engine's maximum 5")
 
 
 def test_no_pool_unit_runs_pools_on_the_model(files, tmp_path, capsys):
@@ -200,17 +218,18 @@ def test_dense_as_conv_is_the_same_layer(files):
     assert np.array_equal(run_layer(conv, x).reshape(4, -1), run_layer(dense, x))
 
 
-def test_dense_beyond_the_engine_runs_on_the_model(files):
+def test_dense_beyond_the_engine_runs_as_passes(files):
+    """A dense layer with more outputs than the engine's channels: output-channel passes on
+    the engine, bit-exact."""
     dense = load_network(files["qdq"]).layers[-1]
     backend = HardwareBackend("icarus", dict(HW, max_channels=8))
     try:
-        x = np.zeros((2, 6, 2, 2), np.uint8)
+        x = np.random.default_rng(3).integers(0, 256, (2, 6, 2, 2)).astype(np.uint8)
         assert engine_fits(dense_as_conv(dense), backend.hw) is not None
-        y, info = backend.run_layer(dense, x)     # no simulation: the golden model
+        y, info = backend.run_layer(dense, x)
     finally:
         backend.close()
-    assert info["ran_on"] == "model"
-    assert "10 output channels exceed the engine's maximum 8" in info["note"]
+    assert info["ran_on"] == "icarus" and info["passes"] == 2
     assert np.array_equal(y, run_layer(dense, x))
 
 

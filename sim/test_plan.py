@@ -100,31 +100,40 @@ def test_pool_stride_warning_follows_ceil_mode():
     assert row.warnings[0].endswith("execution follows ONNX (ceil) and gives 4")
 
 
-def test_engine_column_from_the_limits():
-    """With a hardware configuration each layer says where it runs and, if the engine refuses
-    it, why: the checks of rtl.limits, at their boundary."""
+def test_engine_column_and_passes():
+    """With a hardware configuration each layer says where it runs, in how many engine
+    passes, their estimated cycles and memory (the compiler's schedule, checked against
+    rtl.limits)."""
     from sim.hw_backend import engine_config
 
     fnet = (FloatNet((1, 3, 16, 16)).conv(8, 3, pads=1).relu().maxpool(2)
             .conv(16, 3, pads=1).relu().flatten().gemm(10))
     net = import_model(quantize_qdq(fnet.model(), activation="uint8"))
-    # 16 channels are the largest legal count; the dense head (16*8*8 inputs) runs as a conv
-    # whose kernel covers its 8x8 input, which a 7x7 maximum kernel cannot hold
+    # 16 channels are the largest legal count: one pass each; the dense head (16*8*8
+    # inputs) as a conv over its 8x8 input needs an 8x8 kernel, above the 7x7 maximum
     hw = engine_config({"max_channels": 16})
     rows = plan_layers(net, hw)
-    assert [(r.runs_on, r.refusal) for r in rows[:2]] == [("engine", None), ("engine", None)]
-    assert rows[2].runs_on == "model"
-    assert rows[2].note == ("dense as a conv: KERNEL: kernel 8x8 exceeds the engine's maximum "
-                            "7x7")
-    # 15 channels: the second conv's 16 outputs are one too many
+    assert [len(r.passes) for r in rows[:2]] == [1, 1]
+    assert [r.runs_on for r in rows] == ["engine"] * 3
+    assert len(rows[2].passes) > 1 and rows[2].est_cycles == sum(
+        p["est_cycles"] for p in rows[2].passes)
+    # 15 channels: the second conv's 16 outputs need two output-channel passes
     rows = plan_layers(net, engine_config({"max_channels": 15}))
-    assert rows[1].runs_on == "refused"
-    assert rows[1].refusal == ("CHANNELS: 8 input / 16 output channels exceed the engine's "
-                               "maximum 15")
+    assert len(rows[1].passes) == 2 and rows[1].note.startswith("2 engine passes")
+    assert [p["out_shape"][0] for p in rows[1].passes] == [15, 1]
     # without a max-pool unit the fused pool runs on the golden model
     rows = plan_layers(net, engine_config({"max_channels": 16, "pool_window_slots": 0}))
     assert rows[0].runs_on == "engine+model" and "no max-pool unit" in rows[0].note
     text = format_plan(net, engine_config({"max_channels": 15}), "small").splitlines()
-    assert text[1].split()[-1] == "engine" and text[-1].startswith(
-        "layer 'conv2': the engine (small) refuses it: CHANNELS")
+    assert text[1].split()[-3:] == ["engine", "est.", "cycles"]
+    assert any(line.startswith("layer 'conv2': 2 engine passes") for line in text)
     assert plan_dict(net)["layers"][0]["runs_on"] is None
+
+
+def test_a_layer_no_schedule_holds_is_shown_refused():
+    from sim.hw_backend import engine_config
+
+    net = import_model(QNet((1, 3, 12, 12), "int8").maxpool(2, stride=6).model())
+    (row,) = plan_layers(net, engine_config({"max_kernel": 5}))
+    assert row.runs_on == "refused"
+    assert row.refusal.endswith("pool stride 6x6 exceeds the engine's maximum 5")
