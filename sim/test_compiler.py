@@ -15,7 +15,7 @@ from rtl.limits import check_layer, engine_params
 from sim.compiler import CompileError, compile_layer, execute, run_on_model
 from sim.engine_driver import output_shape, register_fields
 from sim.onnx_import import import_model
-from tb.engine_cases import Case, make_layer
+from sim.testing import Case, make_layer
 
 #: A small engine, so that small layers need every kind of split: maxima that differ from
 #: each other, a weight memory of 24 words and a line buffer of 32.

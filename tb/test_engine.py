@@ -47,7 +47,7 @@ from rtl.regmap import RegisterDriver
 from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, layer_fields, pack_input,
                               unpack_output)
 from tb.axis import random_pause
-from tb.engine_cases import Case, first_mismatch, make_layer, make_psum
+from sim.testing import Case, first_mismatch, make_layer, make_psum
 from tb.maxpool_cases import Case as MapCase
 from tb.maxpool_cases import expected_error
 from tb.testing import MULT18X18D_MODEL, axi_read, axi_write

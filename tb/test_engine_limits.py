@@ -40,7 +40,7 @@ from rtl.weights import (BEAT_WIDTH, CHANNEL_BEATS, HEADER_KIND_SHIFT, KIND_CHAN
 from rtl.limits import first_refusal
 from sim.engine_driver import (EngineDriver, EngineRefused, pack_channels, pack_input,
                               pack_weights, register_fields, unpack_output)
-from tb.engine_cases import Case, first_mismatch, make_layer
+from sim.testing import Case, first_mismatch, make_layer
 from tb.maxpool_cases import Case as MapCase
 from tb.maxpool_cases import expected_error
 
