@@ -462,6 +462,53 @@ def bench_digits(options) -> list[Result]:
     return results
 
 
+#: Layers larger than the default engine (name, Cin, Cout, H, W, kernel, stride, pad): what
+#: the layer compiler's passes cost against one ideal pass.
+TILED_LAYERS = [
+    ("128->128 3x3 on 16x16 (channel groups)", 128, 128, 16, 16, 3, 1, 1),
+    ("3->16 3x3 on 300x300 (tiles)", 3, 16, 300, 300, 3, 1, 1),
+    ("AlexNet conv1 3->96 11x11/4 on 227x227 (sub-kernels)", 3, 96, 227, 227, 11, 4, 0),
+]
+
+
+@section("tiling", "layers larger than the default engine on Verilator: the compiler's passes "
+                   "against one ideal pass, and the plan's estimate")
+def bench_tiling(options) -> list[Result]:
+    from model.network import layer_macs, run_layer
+    from sim.compiler import compile_layer, pass_cycles
+
+    rng = np.random.default_rng(2026)
+    backend, _ = _verilator_default()
+    pe, simd = backend.hw["pe"], backend.hw["simd"]
+    results = []
+    try:
+        for spec in TILED_LAYERS:
+            layer, x = _bench_conv(*spec, rng)
+            schedule = compile_layer(layer, backend.hw)
+            estimate = sum(pass_cycles(p, backend.hw) for p in schedule.passes)
+            try:
+                ((y, info),) = backend.run_network([layer], x)
+            except Exception as exc:
+                raise _sim_error("verilator", exc) from None
+            if not np.array_equal(y, run_layer(layer, x)):
+                raise BenchError(f"layer '{layer.name}' differs from the golden model")
+            ideal = layer_macs(layer) / (pe * simd)
+            results += [
+                Result(f"{layer.name}: passes", len(schedule.passes), "", schedule.split),
+                Result(f"{layer.name}: cycles", info["cycles"], "cycles",
+                       f"{info['mac_cycles']:,} MAC-array cycles"),
+                Result(f"{layer.name}: ideal one-pass cycles", ideal, "cycles",
+                       f"MACs / (PE x SIMD) = {layer_macs(layer):,} / {pe * simd}"),
+                Result(f"{layer.name}: cost of tiling", info["cycles"] / ideal, "x",
+                       "cycles / ideal one-pass cycles"),
+                Result(f"{layer.name}: plan estimate / measured", estimate / info["cycles"],
+                       "", f"plan estimate {estimate:,} cycles"),
+            ]
+    finally:
+        backend.close()
+    return results
+
+
 @section("cifar", "the ConvNetJS CIFAR-10 net (random int8 weights) through the RTL on "
                   "Verilator (default configuration): cycles, utilization, agreement")
 def bench_cifar(options) -> list[Result]:

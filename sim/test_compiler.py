@@ -15,7 +15,7 @@ from rtl.limits import check_layer, engine_params
 from sim.compiler import CompileError, compile_layer, execute, run_on_model
 from sim.engine_driver import output_shape, register_fields
 from sim.onnx_import import import_model
-from sim.testing import Case, make_layer
+from sim.testing import Case, make_layer, onnx_maxpool_cases
 
 #: A small engine, so that small layers need every kind of split: maxima that differ from
 #: each other, a weight memory of 24 words and a line buffer of 32.
@@ -119,24 +119,6 @@ def test_dense_of_any_size(hw, in_shape, out):
     x = rng.integers(0, 256, (2, *in_shape)).astype(np.uint8)
     _, got = compiled(layer, hw, x)
     assert np.array_equal(got, run_layer(layer, x))
-
-
-def onnx_maxpool_cases():
-    """The 2-D cases of the ONNX project's MaxPool node tests (onnx.backend.test.case), with
-    their attributes and input shapes (the Indices output of MaxPool-with-argmax aside)."""
-    from onnx.backend.test.case.node import maxpool
-
-    cases = []
-    saved = maxpool.expect
-    maxpool.expect = lambda node, inputs, outputs, name, **kw: cases.append(
-        (name, node, inputs[0]))
-    try:
-        for name in dir(maxpool.MaxPool):
-            if name.startswith("export"):
-                getattr(maxpool.MaxPool, name)()
-    finally:
-        maxpool.expect = saved
-    return [c for c in cases if c[2].ndim == 4 and "argmax" not in c[0]]
 
 
 @pytest.mark.parametrize("hw", [SMALL, DEFAULT], ids=["small", "default"])

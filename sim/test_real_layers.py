@@ -10,11 +10,14 @@ import onnx
 import pytest
 
 from sim import cli
-from sim.testing import FloatNet, QNet, quantize_qdq, random_input
+from sim.testing import FloatNet, QNet, onnx_maxpool_cases, quantize_qdq, random_input
 
 
 def qconv(shape, cout, k, seed=0, **attrs):
-    return QNet(shape, "uint8", seed=seed).qlinear_conv(cout, k, per_channel=True, **attrs)
+    """A QLinearConv (uint8, per-channel weights) whose output zero point is 0, so that a Relu
+    may follow (operator form clips at the zero point)."""
+    return QNet(shape, "uint8", seed=seed).qlinear_conv(cout, k, per_channel=True,
+                                                        y_zero_point=0, **attrs)
 
 
 #: name -> a function building the model (each a layer of a real network).
@@ -35,8 +38,8 @@ MODELS = {
     # dilated pools
     "pool_3x3s1_d2": lambda: QNet((1, 8, 12, 12), "int8").maxpool(3, stride=1, dilation=2,
                                                                  pads=2).model(),
-    "pool_2x2s2_d3_ceil": lambda: QNet((1, 4, 11, 11), "uint8").maxpool(
-        2, stride=2, dilation=3, ceil_mode=1).model(),
+    "pool_3x3s2_d2_ceil": lambda: QNet((1, 4, 12, 12), "uint8").maxpool(
+        3, stride=2, dilation=2, ceil_mode=1).model(),
 }
 
 
@@ -59,6 +62,33 @@ def test_layer_of_a_real_network(tmp_path, capsys, name, monkeypatch):
     layers, _ = run_check(tmp_path, name, MODELS[name](), capsys)
     assert all(r["ran_on"] == "verilator" for r in layers)
     assert sum(r.get("passes", 1) for r in layers) > len(layers)
+
+
+def onnx_maxpool_models():
+    """Each 2-D case of ONNX's MaxPool node tests (onnx.backend.test.case), as a model on 8-bit
+    data with the same attributes and input shape."""
+    from onnx import helper
+
+
+    models = {}
+    for name, node, x in onnx_maxpool_cases():
+        dtype = np.uint8 if x.dtype == np.uint8 else np.int8
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        graph = helper.make_graph(
+            [helper.make_node("MaxPool", ["x"], ["y"], name="pool", **attrs)], name,
+            [helper.make_tensor_value_info("x", elem, list(x.shape))],
+            [helper.make_tensor_value_info("y", elem, None)])
+        models[name] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return models
+
+
+@pytest.mark.parametrize("name", list(onnx_maxpool_models()))
+def test_onnx_maxpool_node_test(tmp_path, capsys, name, monkeypatch):
+    monkeypatch.delenv("CONVCORE_HW_CONFIG", raising=False)
+    layers, out = run_check(tmp_path, name, onnx_maxpool_models()[name], capsys)
+    assert [r["ran_on"] for r in layers] == ["verilator"]
+    assert "reference" in out
 
 
 def test_vgg_style_net_end_to_end(tmp_path, capsys, monkeypatch):

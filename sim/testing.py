@@ -24,6 +24,8 @@ NETWORK_HW, NETWORK_HW_JSON
     The smallest engine that runs the example networks (sim/test_networks.py, sim/test_demo.py).
 DotProduct
     A pipelined PE x SIMD int8 dot product, the MAC array's stand-in for synthesis and export.
+onnx_maxpool_cases
+    The 2-D cases of ONNX's own MaxPool node tests (attributes and input).
 Case, make_layer, make_psum, first_mismatch
     The engine's test layers (tb/test_engine.py, tb/test_engine_limits.py, the compiler's
     tests): a Case describes a layer and how to drive it, make_layer builds it with random
@@ -50,7 +52,7 @@ from sim.engine_driver import output_shape
 __all__ = ["OPSET", "FloatNet", "QNet", "quantize_qdq", "make_model", "random_input",
            "input_signature", "layer_agreement", "random_conv_layer", "NETWORK_HW",
            "NETWORK_HW_JSON", "DotProduct", "Case", "make_layer", "make_psum",
-           "first_mismatch"]
+           "first_mismatch", "onnx_maxpool_cases"]
 
 #: Opset of the generated models (per-channel Q/DQ needs 13; onnxruntime supports it fully).
 OPSET = 17
@@ -702,3 +704,21 @@ def first_mismatch(got, want):
     c, r, q = bad[0]
     return (f"{len(bad)} mismatches; first at (channel {c}, row {r}, col {q}): "
             f"got {got[c, r, q]}, want {want[c, r, q]}")
+
+
+def onnx_maxpool_cases():
+    """The 2-D cases of the ONNX project's MaxPool node tests (onnx.backend.test.case), with
+    their attributes and input shapes (the Indices output of MaxPool-with-argmax aside)."""
+    from onnx.backend.test.case.node import maxpool
+
+    cases = []
+    saved = maxpool.expect
+    maxpool.expect = lambda node, inputs, outputs, name, **kw: cases.append(
+        (name, node, inputs[0]))
+    try:
+        for name in dir(maxpool.MaxPool):
+            if name.startswith("export"):
+                getattr(maxpool.MaxPool, name)()
+    finally:
+        maxpool.expect = saved
+    return [c for c in cases if c[2].ndim == 4 and "argmax" not in c[0]]
