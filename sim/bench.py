@@ -476,6 +476,7 @@ TILED_LAYERS = [
 def bench_tiling(options) -> list[Result]:
     from model.network import layer_macs, run_layer
     from sim.compiler import compile_layer, pass_cycles
+    from sim.run_layers import layer_work
 
     rng = np.random.default_rng(2026)
     backend, _ = _verilator_default()
@@ -493,14 +494,21 @@ def bench_tiling(options) -> list[Result]:
             if not np.array_equal(y, run_layer(layer, x)):
                 raise BenchError(f"layer '{layer.name}' differs from the golden model")
             ideal = layer_macs(layer) / (pe * simd)
+            one_pass = layer_work(layer, pe, simd)[0]
             results += [
                 Result(f"{layer.name}: passes", len(schedule.passes), "", schedule.split),
                 Result(f"{layer.name}: cycles", info["cycles"], "cycles",
                        f"{info['mac_cycles']:,} MAC-array cycles"),
-                Result(f"{layer.name}: ideal one-pass cycles", ideal, "cycles",
+                Result(f"{layer.name}: one-pass cycles", one_pass, "cycles",
+                       "MAC-array operations of the layer in one pass on an engine that held "
+                       "it (channel groups of PE and SIMD)"),
+                Result(f"{layer.name}: cost of tiling", info["cycles"] / one_pass, "x",
+                       "cycles / one-pass cycles"),
+                Result(f"{layer.name}: ideal cycles", ideal, "cycles",
                        f"MACs / (PE x SIMD) = {layer_macs(layer):,} / {pe * simd}"),
-                Result(f"{layer.name}: cost of tiling", info["cycles"] / ideal, "x",
-                       "cycles / ideal one-pass cycles"),
+                Result(f"{layer.name}: utilization", ideal / info["cycles"], "",
+                       "ideal / measured (few input channels leave SIMD lanes idle)",
+                       better="higher"),
                 Result(f"{layer.name}: plan estimate / measured", estimate / info["cycles"],
                        "", f"plan estimate {estimate:,} cycles"),
             ]

@@ -414,6 +414,58 @@ async def check_case(drv, case, index, rng, prng, log):
     return ideal / cycles
 
 
+def multi_pass_cases():
+    """Layers larger than the sweep configurations, for the compiler's passes: channel groups
+    both ways, sub-kernels, output tiles, a fused pool split off, pools decomposed, a dense
+    layer; ``(Case, MaxPool or None for a pool alone)``."""
+    return [
+        Case(20, 24, 9, 9, pads=(1, 1, 1, 1), relu=True, out="uint8"),
+        Case(4, 5, 12, 12, k=(9, 9), pads=(4, 4, 4, 4)),
+        Case(5, 6, 20, 18, k=(3, 3), stride=(2, 1), pads=(1, 0, 1, 2), relu=True,
+             pool=MaxPool(2, 2)),
+        Case(6, 0, 20, 19, alone=True, pool=MaxPool(5, 1, pads=(2, 2, 2, 2))),
+        Case(5, 0, 13, 13, alone=True, x_dtype="uint8",
+             pool=MaxPool(3, 1, pads=(2, 2, 2, 2), dilation=(2, 2), ceil_mode=True)),
+    ]
+
+
+@cocotb.test()
+async def multi_pass_sweep(dut):
+    """Layers the engine does not hold, as the layer compiler's passes (sim.compiler), with
+    random stalls on every stream (input, output, partial sums): bit-exact."""
+    from sim.compiler import compile_layer, steps
+
+    seed = int(os.environ.get(SEED_ENV, "1"))
+    rng, prng = np.random.default_rng(seed), random.Random(seed)
+    await reset(dut)
+    drv = EngineDriver(dut)
+    hw = {name.removeprefix("hw_"): value for reg in (
+        "HW_ARRAY", "HW_SIZE", "HW_CHANNELS", "HW_WEIGHT_DEPTH", "HW_LINE_BUFFER", "HW_POOL")
+        for name, value in (await drv.regs.read_fields(reg)).items()}
+    for agent in (drv.source, drv.sink, drv.acc):
+        agent.set_pause_generator(random_pause(prng, PAUSE_PROBABILITY))
+    for index, case in enumerate(multi_pass_cases()):
+        if case.pool is not None and hw["pool_window_slots"] == 0:
+            continue
+        layer, x = make_layer(case, rng, name=f"big{index}")
+        schedule = compile_layer(layer, hw)
+        assert len(schedule.passes) > 1, f"{case.label()}: one pass"
+        gen = steps(schedule, x[None])
+        try:
+            p, xin, psum = next(gen)
+            while True:
+                result = await with_timeout(
+                    drv.run_layer(p.layer, xin[0], psum=None if psum is None else psum[0]),
+                    WATCHDOG_BASE_CYCLES * 100 * CLOCK_PERIOD_NS, "ns")
+                p, xin, psum = gen.send(result.output[None])
+        except StopIteration as stop:
+            got = stop.value[0]
+        want = run_layer(layer, x[None])[0]
+        assert got.dtype == want.dtype and np.array_equal(got, want), \
+            f"{case.label()} ({len(schedule.passes)} passes): {first_mismatch(got, want)}"
+        dut._log.info("%s: %d passes, bit-exact", case.label(), len(schedule.passes))
+
+
 @cocotb.test()
 async def engine_sweep(dut):
     """Runs the sweep named by CONVCORE_ENGINE_SWEEP back to back on one reset."""
