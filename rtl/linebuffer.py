@@ -48,9 +48,10 @@ def line_buffer_span(kh, kw, width, channels, simd, dilation=(1, 1)):
 
 
 def line_buffer_depth(max_kernel, max_width, max_channels, simd):
-    """The default line-buffer depth: the largest layer's span rounded up to a power of two."""
+    """The default line-buffer depth: the largest layer's span rounded up to a power of two
+    (at least 2 words: a one-word memory would have no address)."""
     span = line_buffer_span(max_kernel, max_kernel, max_width, max_channels, simd)
-    return 1 << (span - 1).bit_length()
+    return max(2, 1 << (span - 1).bit_length())
 
 
 def geometry_layout(*, coord_width, index_width, count_width, simd):

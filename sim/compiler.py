@@ -19,8 +19,10 @@ one is split into passes that each fit, the way NVDLA's compiler, Gemmini and VT
 - **max-pools** the pool unit cannot hold (more windows open than it has slots, kernels, strides
   or dilations above its limits): padding made explicit with the type's minimum (which never
   wins against a real value), a dilated pool as ``d x d`` interleaved undilated pools, a wide
-  kernel as a chain of stride-1 pools ending in a legal strided one; the conv's fused pool
-  stays fused wherever the conv runs in one tile.
+  kernel as a chain of stride-1 pools ending in a legal strided one, a stride above the unit's
+  as the stride-1 pool read every ``s``-th value; the conv's fused pool stays fused wherever
+  the conv runs in one tile. Overlapping windows need two window slots and kernels of 2:
+  an engine with one slot (or ``max_kernel`` 1) refuses them.
 
 The host only moves data between passes: crops, explicit padding, channel slices, interleaving
 and stitching. Every multiply, sum, requantization and max is the engine's.
@@ -176,6 +178,8 @@ def pass_cycles(p: Pass, hw: dict) -> int:
 
 def _chunks(n, size):
     """``[(start, stop), ...]`` covering ``range(n)`` in pieces of at most ``size``."""
+    if size < 1:
+        raise AssertionError(f"pieces of {size}")
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -241,25 +245,6 @@ def _sized(layer, in_hw):
     layer.out_shape = shape if layer.pool is None else (shape[0],
                                                          *layer.pool.output_hw(*shape[1:]))
     return layer
-
-
-def _conv_limits(layer, hw, kt, co, ci):
-    """(output tile rows, columns) that fit the engine for kernel tile ``kt``, channel groups
-    ``co`` and ``ci`` input channels; None if not even one output row and column fits."""
-    (kh, kw), (sh, sw), (dh, dw) = kt, layer.stride, layer.dilation
-    keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    groups = -(-ci // hw["simd"])
-    tw = (hw["max_width"] - kew) // sw + 1
-    # line buffer: ((keh - 1) * W + kew) * groups words, W the tile's input width
-    if (keh - 1) > 0:
-        w_lb = (hw["line_buffer_depth"] // groups - kew) // (keh - 1)
-        tw = min(tw, (w_lb - kew) // sw + 1)
-    elif kew * groups > hw["line_buffer_depth"]:
-        return None
-    th = (hw["max_height"] - keh) // sh + 1
-    if tw < 1 or th < 1:
-        return None
-    return th, tw
 
 
 def _compile_conv(layer: ConvLayer, hw, schedule, source="x", target="y"):
@@ -509,6 +494,9 @@ def _compile_pool_tiles(layer, hw, schedule, source_region, target: Region):
     keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     th = (hw["max_height"] - keh) // sh + 1
     tw = (hw["max_width"] - kew) // sw + 1
+    if th < 1 or tw < 1:
+        _fail(layer, f"pool window {keh}x{kew} exceeds the engine's map "
+                     f"{hw['max_height']}x{hw['max_width']}")
     src = source_region
     for ch in _chunks(c, hw["max_channels"]):
         for r0, r1 in _chunks(oh, th):
@@ -539,10 +527,13 @@ def _sub(region: Region, ch, r0, r1, c0, c1):
 def _stages(k, s, slots, max_kernel):
     """Kernels of a chain of stride-1 pools, then the final kernel at stride ``s``, whose
     maxima equal one ``k`` pool at stride ``s``, each legal for ``slots`` window slots and
-    kernels up to ``max_kernel``."""
+    kernels up to ``max_kernel``; None when no chain exists (a stride-1 stage needs two
+    slots and kernels of 2)."""
     final = min(k, slots * s, max_kernel)
     pre = []
     left = k - final + 1        # the stride-1 pools must cover a window of `left`
+    if left > 1 and min(slots, max_kernel) < 2:
+        return None
     while left > 1:
         step = min(slots, left, max_kernel)
         pre.append(step)
@@ -556,10 +547,16 @@ def _compile_plain_pool(layer, hw, schedule, source: Region, shape, target: Regi
     pool = layer.pool
     c, hp, wp = shape
     (kh, kw), (sh, sw), (dh, dw) = pool.kernel, pool.stride, pool.dilation
-    slots = hw["pool_window_slots"]
-    if max(sh, sw) > hw["pool_max_stride"]:
-        _fail(layer, f"pool stride {sh}x{sw} exceeds the engine's maximum "
-                     f"{hw['pool_max_stride']}")
+    if (dh, dw) == (1, 1) and max(sh, sw) > hw["pool_max_stride"]:
+        # A stride above the pool unit's: the stride-1 pool, then every s-th value.
+        zh, zw = hp - kh + 1, wp - kw + 1
+        z = schedule.buffer(f"{target.buffer}.stride1", (c, zh, zw), layer.in_dtype)
+        dense = PoolLayer(name=layer.name, nodes=layer.nodes, in_shape=shape,
+                          out_shape=(c, zh, zw), in_dtype=layer.in_dtype,
+                          pool=MaxPool((kh, kw), 1))
+        _chain(dense, hw, schedule, source, _whole(z, (c, zh, zw)))
+        _subsample(layer, hw, schedule, z, (c, zh, zw), (sh, sw), target)
+        return
     if (dh, dw) != (1, 1):
         # z[i] = max_j p[i + j*d]: the phases a::d of p are undilated stride-1 pools.
         zh, zw = hp - (kh - 1) * dh, wp - (kw - 1) * dw
@@ -593,8 +590,12 @@ def _chain(layer, hw, schedule, src: Region, out: Region):
     c, h, w = layer.in_shape
     (kh, kw), (sh, sw) = layer.pool.kernel, layer.pool.stride
     slots = hw["pool_window_slots"]
-    pre_h, fin_h = _stages(kh, sh, slots, hw["max_kernel"])
-    pre_w, fin_w = _stages(kw, sw, slots, hw["max_kernel"])
+    chains = [_stages(kh, sh, slots, hw["max_kernel"]), _stages(kw, sw, slots, hw["max_kernel"])]
+    if None in chains:
+        _fail(layer, f"pool kernel {kh}x{kw} at stride {sh}x{sw} overlaps windows, which "
+                     f"needs 2 window slots and kernels of 2; the engine has "
+                     f"{slots} slot(s) and a maximum kernel of {hw['max_kernel']}")
+    (pre_h, fin_h), (pre_w, fin_w) = chains
     stages = [((pre_h[i] if i < len(pre_h) else 1, pre_w[i] if i < len(pre_w) else 1), (1, 1))
               for i in range(max(len(pre_h), len(pre_w)))] + [((fin_h, fin_w), (sh, sw))]
     shape, source = (c, h, w), src
@@ -613,12 +614,14 @@ def _chain(layer, hw, schedule, src: Region, out: Region):
 
 
 def _subsample(layer, hw, schedule, source, shape, stride, target):
-    """Every ``stride``-th row and column of ``source``: a 1x1 pool at that stride."""
+    """Every ``stride``-th row and column of ``source``, read so by the host and passed
+    through the pool unit as a 1x1 pool (any stride, whatever the unit's maximum)."""
     c, h, w = shape
     out = (c, (h - 1) // stride[0] + 1, (w - 1) // stride[1] + 1)
-    sub = PoolLayer(name=f"{layer.name}.stride", nodes=layer.nodes, in_shape=shape,
-                    out_shape=out, in_dtype=layer.in_dtype, pool=MaxPool(1, stride))
-    _compile_pool_tiles(sub, hw, schedule, _whole(source, shape), target)
+    sub = PoolLayer(name=f"{layer.name}.stride", nodes=layer.nodes, in_shape=out,
+                    out_shape=out, in_dtype=layer.in_dtype, pool=MaxPool(1, 1))
+    _compile_pool_tiles(sub, hw, schedule, Region(source, (0, c), (0, h, stride[0]),
+                                                  (0, w, stride[1])), target)
 
 
 # --- layers ---------------------------------------------------------------------------------------

@@ -146,24 +146,44 @@ def test_onnx_maxpool_node_tests(hw, name, node, x):
 
 
 def test_what_cannot_run_is_refused_in_one_line():
-    """A pool on an engine without a pool unit; a pool stride above the pool unit's, at its
-    boundary."""
+    """A pool on an engine without a pool unit; overlapping windows on a pool unit of one
+    slot, at the boundary (2x2 stride 2 does not overlap and runs, 3x3 stride 2 does)."""
     layer = PoolLayer("p1", ("p1",), (4, 8, 8), (4, 4, 4), "int8", MaxPool(2, 2))
     with pytest.raises(CompileError, match=r"^layer 'p1': the engine has no max-pool unit"):
         compile_layer(layer, engine_params(pool_window_slots=0))
-    hw = engine_params(max_kernel=3, pool_max_stride=3)
-    x = np.zeros((1, 4, 12, 12), np.int8)
-    for stride, ok in ((3, True), (4, False)):
-        pool = MaxPool(2, stride)
-        layer = PoolLayer("p2", ("p2",), (4, 12, 12), (4, *pool.output_hw(12, 12)), "int8", pool)
+    hw = engine_params(pool_window_slots=1)
+    x = np.random.default_rng(1).integers(-128, 128, (1, 4, 12, 12)).astype(np.int8)
+    for k, ok in ((2, True), (3, False)):
+        pool = MaxPool(k, 2)
+        layer = PoolLayer("p2", ("p2",), (4, 12, 12), (4, *pool.output_hw(12, 12)), "int8",
+                          pool)
         if ok:
             _, got = compiled(layer, hw, x)
             assert np.array_equal(got, pool.apply(x))
         else:
             with pytest.raises(CompileError) as info:
                 compile_layer(layer, hw)
-            assert str(info.value) == ("layer 'p2': pool stride 4x4 exceeds the engine's "
-                                       "maximum 3")
+            assert str(info.value) == (
+                "layer 'p2': pool kernel 3x3 at stride 2x2 overlaps windows, which needs 2 "
+                "window slots and kernels of 2; the engine has 1 slot(s) and a maximum kernel "
+                "of 7")
+
+
+def test_pool_strides_above_the_units_and_tiny_engines():
+    """A pool stride above pool_max_stride (the stride-1 pool read every s-th value); a
+    window wider than the engine's map is refused in one line, not run as nothing."""
+    x = np.random.default_rng(2).integers(-128, 128, (1, 3, 14, 15)).astype(np.int8)
+    hw = engine_params(max_kernel=3, pool_max_stride=3)
+    for stride in (3, 4, 6):
+        pool = MaxPool(2, stride)
+        layer = PoolLayer("p", ("p",), (3, 14, 15), (3, *pool.output_hw(14, 15)), "int8", pool)
+        _, got = compiled(layer, hw, x)
+        assert np.array_equal(got, pool.apply(x))
+    tiny = engine_params(max_kernel=3, max_width=1, max_dilation=1, pool_window_slots=3)
+    pool = MaxPool((1, 3), 1, dilation=2)
+    layer = PoolLayer("p3", ("p3",), (1, 4, 8), (1, *pool.output_hw(4, 8)), "int8", pool)
+    with pytest.raises(CompileError, match=r"^layer 'p3.*exceeds the engine's map 224x1$"):
+        compile_layer(layer, tiny)
 
 
 def real_layer(cin, cout, h, w, k, stride=1, pads=0, dilation=1, pool=None, seed=0):

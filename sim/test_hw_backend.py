@@ -148,15 +148,16 @@ def test_overlapping_pool_runs_decomposed(tmp_path, capsys):
 
 
 def test_layer_no_schedule_holds_is_one_line_error(tmp_path, capsys):
-    """A pool stride above the pool unit's maximum (pool_max_stride, default max_kernel = 5
-    here) cannot be split: one line naming the layer and the limit, before any simulation."""
-    model = QNet((1, 3, 12, 12), "int8", seed=9).maxpool(2, stride=6).model()
-    path, x = tmp_path / "pool_s6.onnx", tmp_path / "pool_s6_x.npy"
+    """Overlapping pool windows on a pool unit of one window slot cannot be split: one line
+    naming the layer and the limit, before any simulation."""
+    model = QNet((1, 3, 12, 12), "int8", seed=9).maxpool(3, stride=2).model()
+    path, x = tmp_path / "pool_3s2.onnx", tmp_path / "pool_3s2_x.npy"
     onnx.save(model, path)
     np.save(x, random_input(model, seed=9))
     status, _, err = run(["run", path, "--input", x, "--backend", "icarus",
-                          "--hw-config", HW_JSON], capsys)
-    assert_one_line_error(err, status, 2, "pool stride 6x6 exceeds the engine's maximum 5")
+                          "--hw-config", json.dumps(dict(HW, pool_window_slots=1))], capsys)
+    assert_one_line_error(err, status, 2, "layer 'maxpool1': pool kernel 3x3 at stride 2x2 "
+                          "overlaps windows, which needs 2 window slots")
 
 
 def test_no_pool_unit_runs_pools_on_the_model(files, tmp_path, capsys):

@@ -133,7 +133,7 @@ def test_engine_column_and_passes():
 def test_a_layer_no_schedule_holds_is_shown_refused():
     from sim.hw_backend import engine_config
 
-    net = import_model(QNet((1, 3, 12, 12), "int8").maxpool(2, stride=6).model())
-    (row,) = plan_layers(net, engine_config({"max_kernel": 5}))
+    net = import_model(QNet((1, 3, 12, 12), "int8").maxpool(3, stride=2).model())
+    (row,) = plan_layers(net, engine_config({"pool_window_slots": 1}))
     assert row.runs_on == "refused"
-    assert row.refusal.endswith("pool stride 6x6 exceeds the engine's maximum 5")
+    assert "overlaps windows, which needs 2 window slots" in row.refusal
