@@ -116,6 +116,9 @@ class Schedule:
     passes: list = field(default_factory=list)
     buffers: dict = field(default_factory=dict)
     split: str = ""
+    #: ``(size, fill)``: the flattened input padded to ``size`` values with ``fill`` before it
+    #: takes ``input_shape`` (a dense layer folded into kernel taps), or None.
+    input_fill: tuple | None = None
 
     def buffer(self, name, shape, dtype):
         self.buffers[name] = (tuple(int(n) for n in shape), np.dtype(dtype))
@@ -129,6 +132,10 @@ def steps(schedule: Schedule, x):
     awaits the engine between passes."""
     x = np.asarray(x)
     n = x.shape[0]
+    if schedule.input_fill is not None:
+        size, fill = schedule.input_fill
+        x = x.reshape(n, -1)
+        x = np.pad(x, ((0, 0), (0, size - x.shape[1])), constant_values=fill)
     buffers = {"x": x.reshape(n, *schedule.input_shape)}
     for name, (shape, dtype) in schedule.buffers.items():
         buffers[name] = np.zeros((n, *shape), dtype)
@@ -633,11 +640,20 @@ def compile_layer(layer, hw: dict) -> Schedule:
     schedule = Schedule(layer, tuple(layer.in_shape))
     if isinstance(layer, DenseLayer):
         conv = dense_as_conv(layer)
-        if _refusal(conv, hw) is not None and max(conv.kernel) > hw["max_kernel"]:
+        if _refusal(conv, hw) is not None:
+            # Too large for one pass: the C*H*W inputs folded into (C', K, K), K the largest
+            # kernel, so that each pass fills the weight memory; the inputs past C*H*W hold
+            # the zero point, which adds nothing whatever their weights.
             c, h, w = conv.in_shape
+            k = hw["max_kernel"]
+            n, channels = c * h * w, -(-(c * h * w) // (k * k))
+            out = conv.weight.shape[0]
+            weight = np.zeros((out, channels * k * k), conv.weight.dtype)
+            weight[:, :n] = conv.weight.reshape(out, n)
             conv = dataclasses.replace(
-                conv, in_shape=(c * h * w, 1, 1), out_shape=(conv.out_shape[0], 1, 1),
-                weight=conv.weight.reshape(conv.weight.shape[0], c * h * w, 1, 1))
+                conv, in_shape=(channels, k, k), out_shape=(out, 1, 1),
+                weight=weight.reshape(out, channels, k, k))
+            schedule.input_fill = (channels * k * k, int(layer.x_zero_point))
         schedule.input_shape = conv.in_shape
         schedule.buffer("y", conv.out_shape, layer.out_dtype)
         _compile_conv(conv, hw, schedule)

@@ -219,8 +219,9 @@ def engine_layer(layer, hw: dict):
         schedule = compile_layer(layer, hw)
     except CompileError as exc:
         raise CliError(str(exc)) from None
-    split = f"{len(schedule.passes)} engine passes" + (f" ({schedule.split})"
-                                                       if schedule.split else "")
+    count = len(schedule.passes)
+    split = f"{count} engine pass{'es' if count > 1 else ''}" + (
+        f" ({schedule.split})" if schedule.split else "")
     return schedule, f"{note}; {split}" if note else split
 
 
