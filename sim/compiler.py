@@ -228,7 +228,6 @@ def _conv_part(layer, co, ci, ky, kx, *, first, last, name):
         np.zeros(cout, np.int32)
     wzp = np.broadcast_to(np.asarray(layer.w_zero_point if layer.w_zero_point is not None
                                      else 0, np.int32), (layer.weight.shape[0],))
-    quant = {}
     if last and not layer.raw:
         quant = dict(multiplier=np.broadcast_to(layer.multiplier, (layer.weight.shape[0],))
                      [co[0]:co[1]],
@@ -432,17 +431,14 @@ def _type_min(dtype):
 
 
 def _pool_unit_holds(pool: MaxPool, hw):
-    """The pool unit takes this geometry on some map size (kernel, stride, dilation, window
-    slots, pads smaller than the kernel)."""
-    slots = hw["pool_window_slots"]
-    if slots == 0:
-        return False
-    for k, s, d in zip(pool.kernel, pool.stride, pool.dilation):
-        if k > hw["max_kernel"] or s > hw["pool_max_stride"] or d > hw["max_dilation"] \
-                or (k - 1) * d + 1 > slots * s:
-            return False
-    t, l, b, r = pool.pads
-    return max(t, b) < pool.kernel[0] and max(l, r) < pool.kernel[1]
+    """The pool unit takes this geometry (kernel, stride, dilation, window slots, pads) on some
+    map: the engine's own checks (rtl.limits) on a map just as large as the window, where
+    only the map's size may be refused."""
+    keff = [(k - 1) * d + 1 for k, d in zip(pool.kernel, pool.dilation)]
+    probe = PoolLayer("probe", (), (1, *keff), (1, 0, 0), "int8",
+                      dataclasses.replace(pool, ceil_mode=False))
+    found = _refusal(probe, hw)
+    return found is None or found[0] == "POOL_SIZE"
 
 
 def _compile_pool(layer: PoolLayer, hw, schedule, source="x", target="y"):
