@@ -93,8 +93,9 @@ from amaranth.lib.wiring import In, Out
 from rtl.axil_regs import AXI4LiteRegisters, subordinate_signature
 from rtl.engine_regs import REGMAP, narrow_storage
 from rtl.limits import (ENGINE_REFUSALS, ERROR_WIDTH, POOL_ERROR_BASE, EngineError, PoolMode,
-                        code_width, engine_params, engine_pool_params, stage_checks)
-from rtl.linebuffer import LineBuffer, WindowGenerator, geometry_layout
+                        code_width, engine_params, engine_pool_params, max_row_bytes,
+                        stage_checks)
+from rtl.linebuffer import LineBuffer, WindowGenerator, geometry_layout, rotate
 from rtl.mac_array import MacArray
 from rtl.maxpool import MaxPool
 from rtl.maxpool import memory_bits as pool_memory_bits
@@ -191,7 +192,9 @@ class ConvEngine(wiring.Component):
         max_pad = (max_kernel - 1) * max_dilation
         span = max(max_width, max_height) + 2 * max_pad + 2 * max_stride
         self.coord_width = span.bit_length() + 2
-        self.index_width = (span * max_width * cin_groups).bit_length() + 2
+        # Byte indices of the input stream (rtl.linebuffer): rows of up to max_row_bytes,
+        # windows that start up to a padded kernel above and left of the map.
+        self.index_width = (span * max_row_bytes(SimpleNamespace(**params))).bit_length() + 2
         self.count_width = max(max_kernel, cin_groups, cout_groups).bit_length() + 1
 
         regs_sig = subordinate_signature(REGMAP)
@@ -417,7 +420,8 @@ class ConvEngine(wiring.Component):
                                    count_width=self.count_width, simd=simd)
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,
-            weight_depth=self.weight_depth, channel_groups=self.cout_groups)
+            depth=self.line_buffer_depth, weight_depth=self.weight_depth,
+            channel_groups=self.cout_groups)
         for name, _field in geometry:
             m.d.comb += getattr(gen.geometry, name).eq(d[name])
         m.d.comb += [
@@ -428,7 +432,7 @@ class ConvEngine(wiring.Component):
             # (the restart at launch then sets the running layer's word count).
             lb.restart.eq(launch | latch),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
-            lb.read_addr.eq(gen.index[:(self.line_buffer_depth - 1).bit_length()]),
+            lb.read_addr.eq(gen.rows),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
             params.weight_addr.eq(gen.weight_addr), params.wzp_addr.eq(gen.og),
         ]
@@ -437,14 +441,22 @@ class ConvEngine(wiring.Component):
         m.submodules.mac = mac = MacArray(pe, simd, dsp=self.dsp)
         # The line buffer's and the weights' read data come two cycles after the address
         # (registered block RAM outputs): the array sees each operation one cycle late.
-        for name in ("valid", "first", "last", "final", "in_image", "lanes"):
+        for name in ("valid", "first", "last", "final", "mask"):
             late = Signal.like(getattr(gen, name), name=f"mac_{name}")
             m.d.sync += late.eq(getattr(gen, name))
             m.d.comb += getattr(mac, name).eq(late)
+        # The banks' bytes back in lane order: lane j is bank (j + rot) mod SIMD.
+        rot = gen.rot
+        for k in range(2):
+            rot_late = Signal.like(gen.rot, name=f"rot_late{k}")
+            m.d.sync += rot_late.eq(rot)
+            rot = rot_late
+        banks = [lb.read_data[i] for i in range(simd)]
         m.d.comb += [
             mac.x_zp.eq(c["x_zero_point"].as_signed()), mac.x_unsigned.eq(c["x_unsigned"]),
             mac.w_unsigned.eq(c["w_unsigned"]),
-            mac.x.eq(lb.read_data), mac.w.eq(params.weight_data), mac.w_zp.eq(params.wzp_data),
+            mac.x.eq(Cat(*rotate(banks, rot)) if simd > 1 else banks[0]),
+            mac.w.eq(params.weight_data), mac.w_zp.eq(params.wzp_data),
         ]
 
         # --- accumulator FIFO with credits ------------------------------------------------------
@@ -678,32 +690,47 @@ class ConvEngine(wiring.Component):
         sh, sw = cfg("stride_h", self.max_stride), cfg("stride_w", self.max_stride)
         height, width = cfg("in_height", self.max_height), cfg("in_width", self.max_width)
         pt, pl = cfg("pad_top", pad_max), cfg("pad_left", pad_max)
+        cin = cfg("in_channels", self.max_channels)
+        pack = c["pack"]
+        # The pixel and row pitches of the input stream in bytes (rtl.linebuffer): the row
+        # pitch is the product `w_cp` (W * Cp) unless packed, so no step may load it in the
+        # cycle that product is written (`load` checks).
+        cp_max = cin_groups << simd_bits
+        cp = reg("pixel_bytes", Mux(pack, cin, cing << simd_bits))
+        bound["pixel_bytes"] = cp_max
+        row_max = max_row_bytes(SimpleNamespace(**self.params))
+        row_in = cfg("in_row_bytes", row_max)
 
         keh = product("keff_h", kh - 1, self.max_kernel, dh, self.max_dilation, 1, 1)
         kew = product("keff_w", kw - 1, self.max_kernel, dw, self.max_dilation, 1, 1)
         khkw = product("kh_kw", kh, self.max_kernel, kw, self.max_kernel)
-        wc = product("wc", width, self.max_width, cing, cin_groups)
-        product("dil_w_words", dw, self.max_dilation, cing, cin_groups)
-        product("stride_w_words", sw, self.max_stride, cing, cin_groups)
-        product("pad_left_words", pl, pad_max, cing, cin_groups)
-        span_px = product("span_px", keh - 1, keff_max, width, self.max_width, kew, keff_max)
-        khkwc = product("kh_kw_cin", khkw, self.max_kernel ** 2, cing, cin_groups)
-        wc_max = bound["wc"]
-        product("dil_h_words", dh, self.max_dilation, wc, wc_max)
-        product("stride_h_words", sh, self.max_stride, wc, wc_max)
-        product("pad_top_words", pt, pad_max, wc, wc_max)
-        product("total_in", height, self.max_height, wc, wc_max)
-        product("span", span_px, bound["span_px"], cing, cin_groups)
-        product("weight_words", coutg, cout_groups, khkwc, bound["kh_kw_cin"])
+        w_cp = product("w_cp", width, self.max_width, cp, cp_max)
+        col = product("col_step", dw, self.max_dilation, cp, cp_max)
+        product("stride_w_bytes", sw, self.max_stride, cp, cp_max)
+        product("pad_left_bytes", pl, pad_max, cp, cp_max)
+        kew_cp = product("kew_cp", kew, keff_max, cp, cp_max)
+        positions = product("positions", khkw, self.max_kernel ** 2, cp, cp_max)
+        row = Mux(pack, row_in, w_cp)
+        product("kw_col_step", kw, self.max_kernel, col, bound["col_step"])
+        product("row_step", dh, self.max_dilation, row, row_max)
+        product("stride_h_bytes", sh, self.max_stride, row, row_max)
+        product("pad_top_bytes", pt, pad_max, row, row_max)
+        total_bytes = product("total_bytes", height, self.max_height, row, row_max)
+        span_bytes = product("span_bytes", keh - 1, keff_max, row, row_max, kew_cp,
+                             bound["kew_cp"])
+        ops = reg("ops", (positions + self.simd - 1) >> simd_bits)
+        product("weight_words", coutg, cout_groups, ops, -(-bound["positions"] // self.simd))
 
+        reg("total_in", (total_bytes + self.simd - 1) >> simd_bits)
+        reg("span", ((span_bytes + self.simd - 1) >> simd_bits) + pack)
         reg("x_limit", c["in_width"] + c["pad_right"] - kew)
         reg("y_limit", c["in_height"] + c["pad_bottom"] - keh)
-        reg("last_lanes", c["in_channels"] - ((cing - 1) << simd_bits))
         reg("last_out_lanes", out_channels - ((coutg - 1) << pe_bits))
         d.update(height=c["in_height"], width=c["in_width"], kh=c["kernel_h"], kw=c["kernel_w"],
                  stride_h=c["stride_h"], stride_w=c["stride_w"], dil_h=c["dilation_h"],
                  dil_w=c["dilation_w"], x_start=-c["pad_left"], y_start=-c["pad_top"],
-                 x_start_words=-d["pad_left_words"], y_start_words=-d["pad_top_words"])
+                 x_start_bytes=-d["pad_left_bytes"], y_start_bytes=-d["pad_top_bytes"],
+                 in_channels=c["in_channels"])
         return d, steps
 
     def _check(self, m, c, d, fused, alone):

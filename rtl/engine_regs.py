@@ -146,6 +146,16 @@ REGMAP = RegisterMap("convcore_engine", [
                   "(K - 1) * dilation + 1 <= slots * stride (0: no max-pool unit)"),
         Field("hw_pool_max_stride", SMALL_WIDTH, "ro", doc="Largest max-pool stride"),
     ], doc="Hardware configuration: max-pool unit"),
+    Register("PACKING", 0x80, [
+        Field("pack", 1, "rw",
+              doc="Packed reduction: the input stream holds pixels of Cin bytes back to back "
+                  "(rows in_row_bytes apart) and each MAC operation takes SIMD products across "
+                  "taps (rtl.linebuffer); else pixels of ceil(Cin/SIMD) whole words. Ignored "
+                  "when the max-pool runs alone"),
+        Field("in_row_bytes", DIM_WIDTH + 8, "rw", lsb=8,
+              doc="Packed: bytes from one input row to the next (W * Cin plus fewer than SIMD "
+                  "bytes never read, so that dilation_h * in_row_bytes = Kw * Cin mod SIMD)"),
+    ], doc="Packing of the input stream and of the reduction"),
 ], doc="convcore conv engine")
 
 

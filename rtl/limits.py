@@ -40,7 +40,7 @@ from rtl.linebuffer import line_buffer_depth, line_buffer_span
 from rtl.mac_array import DSPS
 
 __all__ = ["Refusal", "ENGINE_REFUSALS", "POOL_REFUSALS", "EngineError", "PoolError",
-           "POOL_ERROR_BASE", "ERROR_WIDTH", "COUNTER_WIDTH", "POOL_ERROR_WIDTH", "DIM_WIDTH", "SMALL_WIDTH",
+           "POOL_ERROR_BASE", "ERROR_WIDTH", "nonzero", "max_row_bytes", "COUNTER_WIDTH", "POOL_ERROR_WIDTH", "DIM_WIDTH", "SMALL_WIDTH",
            "MAX_ARRAY", "ENGINE_DEFAULTS", "engine_params", "pool_params", "outside",
            "is_zero", "derive", "derive_pool", "first_refusal", "layer_values", "refusal", "stage_checks",
            "code_width", "PoolMode", "check_layer", "pool_values", "refusal_message",
@@ -67,6 +67,17 @@ def is_zero(value):
     """``value == 0``; on a signal a reduction, which Verilator lints cleanly (Yosys writes
     ``value == 0`` as ``!value``, a logical NOT of a vector)."""
     return value == 0 if isinstance(value, int) else ~value.any()
+
+
+def nonzero(value):
+    """``value != 0`` (a bool on the host, a reduction on a signal)."""
+    return value != 0 if isinstance(value, int) else value.any()
+
+
+def max_row_bytes(v):
+    """The largest ``in_row_bytes`` an engine of parameters ``v`` takes: its widest row in the
+    plain format plus the SIMD - 1 bytes a packed row may be padded by."""
+    return v.max_width * -(-v.max_channels // v.simd) * v.simd + v.simd - 1
 
 
 def outside(value, hi):
@@ -156,6 +167,12 @@ ENGINE_REFUSALS = (
             "input or output channels 0 or above the maximum",
             "{in_channels} input / {out_channels} output channels exceed the engine's maximum "
             "{max_channels}"),
+    Refusal("PACK_DILATION", 12, "range", lambda v: v.pack & (v.dilation_w != 1),
+            "a packed layer (PACKING.pack) with a horizontal dilation above 1",
+            "a packed layer needs horizontal dilation 1, not {dilation_w}"),
+    Refusal("PACK_PITCH", 13, "range", lambda v: v.pack & (v.in_row_bytes > max_row_bytes(v)),
+            "a packed layer's row pitch above the widest row the engine takes",
+            "row pitch {in_row_bytes} bytes exceeds the engine's maximum"),
     Refusal("PAD", 6, "derived",
             lambda v: (v.pad_top >= v.keff_h) | (v.pad_bottom >= v.keff_h)
             | (v.pad_left >= v.keff_w) | (v.pad_right >= v.keff_w),
@@ -167,8 +184,16 @@ ENGINE_REFUSALS = (
             | (v.in_height + v.pad_top + v.pad_bottom < v.keff_h),
             "the padded input is smaller than the effective kernel",
             "the padded input is smaller than the kernel"),
+    Refusal("PACK_ALIGN", 14, "derived",
+            lambda v: v.pack & ((v.in_row_bytes < v.w_cp)
+                                | nonzero((v.row_step - v.kw_col_step) & (v.simd - 1))),
+            "a packed layer's row pitch below W * Cin, or dilation_h * pitch not congruent "
+            "to Kw * Cin modulo SIMD (see rtl.linebuffer)",
+            "row pitch {in_row_bytes} bytes is below W * Cin = {w_cp} or misaligned: "
+            "dilation_h * pitch - Kw * Cin must be a multiple of SIMD {simd}"),
     Refusal("WEIGHTS", 8, "derived", lambda v: v.weight_words > v.weight_depth,
-            "ceil(Cout/PE) * Kh * Kw * ceil(Cin/SIMD) words exceed the weight memory",
+            "ceil(Cout/PE) * ceil(Kh * Kw * Cp / SIMD) words exceed the weight memory "
+            "(Cp: Cin packed, else ceil(Cin/SIMD) * SIMD)",
             "{weight_words} weight words exceed the engine's weight memory of {weight_depth}"),
     Refusal("LINE_BUFFER", 9, "derived", lambda v: v.span > v.line_buffer_depth,
             "the window span exceeds the line buffer (see rtl.linebuffer)",
@@ -407,15 +432,23 @@ def engine_pool_params(params: dict) -> dict:
 
 def derive(v) -> dict:
     """The engine's derived constants of a configuration (what ``ConvEngine`` computes after
-    the range checks): effective kernels, weight words and line-buffer span."""
+    the range checks): effective kernels, the pixel and row pitches of the input stream
+    (:mod:`rtl.linebuffer`), operations per window, weight words and line-buffer span."""
     keff_h = (v.kernel_h - 1) * v.dilation_h + 1
     keff_w = (v.kernel_w - 1) * v.dilation_w + 1
     cin_groups = -(-v.in_channels // v.simd)
     cout_groups = -(-v.out_channels // v.pe)
-    return dict(keff_h=keff_h, keff_w=keff_w,
-                weight_words=cout_groups * v.kernel_h * v.kernel_w * cin_groups,
-                span=line_buffer_span(v.kernel_h, v.kernel_w, v.in_width, v.in_channels,
-                                      v.simd, (v.dilation_h, v.dilation_w)))
+    pixel_bytes = v.in_channels if v.pack else cin_groups * v.simd
+    w_cp = v.in_width * pixel_bytes
+    row_bytes = v.in_row_bytes if v.pack else w_cp
+    ops = -(-(v.kernel_h * v.kernel_w * pixel_bytes) // v.simd)
+    col_step = v.dilation_w * pixel_bytes
+    span_bytes = (keff_h - 1) * row_bytes + keff_w * pixel_bytes
+    return dict(keff_h=keff_h, keff_w=keff_w, pixel_bytes=pixel_bytes, w_cp=w_cp,
+                row_bytes=row_bytes, ops=ops, col_step=col_step,
+                kw_col_step=v.kernel_w * col_step, row_step=v.dilation_h * row_bytes,
+                weight_words=cout_groups * ops,
+                span=-(-span_bytes // v.simd) + v.pack)
 
 
 def derive_pool(v) -> dict:

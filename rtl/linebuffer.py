@@ -1,35 +1,58 @@
 """Line buffer and window generator of the conv engine.
 
-The input feature map arrives in HWC order: pixels in raster order (row by row, left to
-right), each pixel as ``G = ceil(Cin / SIMD)`` consecutive *words* of SIMD channels (word
-``g`` holds channels ``g*SIMD .. g*SIMD+SIMD-1``; lanes past ``Cin`` are ignored). Word ``n``
-of the layer (``n = (y * W + x) * G + g``) is stored at address ``n mod depth`` of a
-power-of-two-deep block RAM: a circular buffer that holds a sliding band of the image, never
-the padding.
+Storage. The input feature map arrives in HWC order as a stream of *words* of SIMD bytes.
+Byte ``b`` of the layer's byte stream (byte ``b mod SIMD`` of word ``b // SIMD``) holds
+channel ``c`` of pixel ``(y, x)`` at ``b = y * P + x * Cp + c``, where
 
-Memory formula. A window of a layer with effective kernel ``Keff = (K - 1) * dilation + 1``
-spans, from its top-left to its bottom-right in-image pixel, at most
-``(Keff_h - 1) * W + Keff_w`` pixels, so the layer is legal iff
+- ``Cp``, the *pixel pitch*: ``ceil(Cin / SIMD) * SIMD`` bytes (one pixel in whole words, bytes
+  past ``Cin`` ignored: the plain format), or ``Cin`` when the layer is *packed* (pixels back
+  to back, no gap);
+- ``P``, the *row pitch*: ``W * Cp`` in the plain format; when packed, the ``in_row_bytes``
+  register (``W * Cin`` bytes of the row, then bytes that are never read).
 
-    span = ((Keff_h - 1) * W + Keff_w) * ceil(Cin / SIMD)  <=  depth
+Word ``n`` is stored at row ``n mod depth`` of ``SIMD`` one-byte-wide block RAMs (*banks*,
+bank ``i`` holds byte ``i`` of every word): a circular buffer that holds a sliding band of the
+image, never the padding.
 
-i.e. ``Keff_h - 1`` full rows plus ``Keff_w`` pixels. The default depth is this span for the
+Reduction order and packing. The products of one output are visited in the order of the
+positions ``t = (ky * Kw + kx) * Cp + c`` of the window, ``SIMD`` positions per MAC-array
+operation (lane ``j`` of operation ``k`` takes position ``k * SIMD + j``), so a window takes
+``ceil(Kh * Kw * Cp / SIMD)`` operations. In the plain format an operation is one input-channel
+group of one tap, as in a textbook loop nest; packed, the ``Kh * Kw * Cin`` products fill whole
+words across taps (3 channels x 25 taps: 10 operations instead of 25). Position ``t`` reads the
+byte at ``A + ky * dil_h * P + kx * dil_w * Cp + c`` (``A``: the window's top-left byte, which
+may lie in the padding), or nothing when its pixel lies in the padding, ``c >= Cin`` or
+``t`` is past the window: such lanes are masked (the activation is the zero point).
+
+Bank conflicts. Every lane must read a different bank. The byte of position ``t`` lies in bank
+``(A + t) mod SIMD`` when ``dil_w * Cp`` steps by one pixel of ``Cp`` bytes (``dil_w = 1``
+packed, always in the plain format, where ``Cp`` is a whole number of words) and
+``dil_h * P = Kw * dil_w * Cp (mod SIMD)``: then lane ``j`` reads bank ``(A + j) mod SIMD``,
+a rotation. A packed layer needs ``dil_w = 1`` and a row pitch with this property (the host
+pads each row by fewer than SIMD bytes; the engine refuses other settings: ``PACK_*`` in
+:mod:`rtl.limits`).
+
+Memory formula. A window spans, from its top-left to its bottom-right in-image byte, at most
+``(Keff_h - 1) * P + Keff_w * Cp`` bytes with ``Keff = (K - 1) * dilation + 1``, so the layer
+is legal iff those bytes, in words (plus one word when packed: the window need not start on a
+word), fit the ``depth``. In the plain format that is ``((Keff_h - 1) * W + Keff_w) *
+ceil(Cin / SIMD)`` words (:func:`line_buffer_span`). The default depth is this span for the
 largest kernel, width and channel count (dilation 1), rounded up to a power of two:
 :func:`line_buffer_depth`. Everything beyond the span is slack that lets the input stream run
 ahead of the MAC array.
 
 Flow control. The writer accepts word ``n`` only if ``n < protect + depth``, where ``protect``
-is the oldest word the window generator may still read (the top-left in-image word of the
-current window; the start of that row while the next output row's window is clamped to the
-same top row by padding). The generator issues a tap only once its word has been written
-(``index < written``). Padded taps need no word and are issued at once with ``in_image`` low.
-Together these guarantee that nothing is overwritten before it is read and that nothing is
-read before it is written, with any input and output stalls.
+is the word of the oldest byte the window generator may still read (the top-left in-image byte
+of the current window; the start of that row while the next output row's window is clamped to
+the same top row by padding). The generator issues an operation only once the word of its
+last unmasked byte has been written (``written``). Operations entirely in the padding need no
+word and are issued at once. Together these guarantee that nothing is overwritten before it is
+read and that nothing is read before it is written, with any input and output stalls.
 """
 
 from functools import reduce
 
-from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -37,7 +60,19 @@ from amaranth.lib.wiring import In, Out
 from rtl.streams import DATA_WIDTH, payload_layout
 
 __all__ = ["LineBuffer", "WindowGenerator", "geometry_layout", "line_buffer_span",
-           "line_buffer_depth"]
+           "line_buffer_depth", "rotate"]
+
+
+def rotate(values, amount):
+    """``values`` (a list) rotated so that element ``i`` of the result is
+    ``values[(i + amount) % len(values)]``: a barrel rotator, one multiplexer level per bit of
+    ``amount`` (a Value; ``len(values)`` a power of two)."""
+    n = len(values)
+    out = list(values)
+    for bit in range((n - 1).bit_length()):
+        step = 1 << bit
+        out = [Mux(amount[bit], out[(i + step) % n], out[i]) for i in range(n)]
+    return out
 
 
 def line_buffer_span(kh, kw, width, channels, simd, dilation=(1, 1)):
@@ -57,32 +92,36 @@ def line_buffer_depth(max_kernel, max_width, max_channels, simd):
 def geometry_layout(*, coord_width, index_width, count_width, simd):
     """Per-layer constants of the window generator, computed by the engine at start.
 
-    Coordinates are in pixels, ``*_words`` values in line-buffer words (``G`` words per
-    pixel, ``W * G`` per row).
+    Coordinates are in pixels, ``*_bytes`` values and ``pixel_bytes`` (``Cp``),
+    ``col_step`` (``dil_w * Cp``), ``row_step`` (``dil_h * P``) and ``kw_col_step``
+    (``Kw * dil_w * Cp``) in bytes of the input stream (module docstring). ``ops``: operations
+    per window, ``ceil(Kh * Kw * Cp / SIMD)``.
     """
     coord = signed(coord_width)
     index = signed(index_width)
     count = unsigned(count_width)
     return data.StructLayout({
         "height": coord, "width": coord,
-        "cin_groups": count, "cout_groups": count, "kh": count, "kw": count,
-        "last_lanes": Shape.cast(range(simd + 1)),
+        "cout_groups": count, "kh": count, "kw": count, "ops": unsigned(index_width),
+        "in_channels": unsigned(index_width), "pixel_bytes": unsigned(index_width),
         "stride_h": coord, "stride_w": coord, "dil_h": coord, "dil_w": coord,
+        "keff_w": coord,
         "x_start": coord, "y_start": coord,       # -pad_left, -pad_top
         "x_limit": coord, "y_limit": coord,       # last window origin: W + pad_r - Keff_w, ...
-        "x_start_words": index, "y_start_words": index,
-        "dil_w_words": index, "dil_h_words": index,
-        "stride_w_words": index, "stride_h_words": index,
+        "x_start_bytes": index, "y_start_bytes": index,
+        "stride_w_bytes": index, "stride_h_bytes": index,
+        "col_step": index, "row_step": index, "kw_col_step": index,
     })
 
 
 class LineBuffer(wiring.Component):
-    """Circular buffer of input words with the writer's flow control (module docstring).
+    """Circular buffer of input words in SIMD one-byte banks, with the writer's flow control
+    (module docstring).
 
     Parameters
     ----------
     simd : int
-        Channels per word.
+        Bytes per word (and banks).
     depth : int
         Words; a power of two.
     count_width : int
@@ -110,8 +149,10 @@ class LineBuffer(wiring.Component):
         (:class:`WindowGenerator` does).
     tlast_error : ``Out(1)``
         ``last`` came on another word than the final one, or was missing on it.
-    read_addr : ``In(range(depth))``, ``read_data`` : ``Out(8 * simd)``
-        Read port; data one cycle after the address (two with ``read_register``).
+    read_addr : ``In(data.ArrayLayout(range(depth), simd))``
+        The row each bank reads.
+    read_data : ``Out(data.ArrayLayout(8, simd))``
+        Each bank's byte, one cycle after the address (two with ``read_register``).
     """
 
     def __init__(self, *, simd, depth, count_width, read_register=False):
@@ -130,34 +171,36 @@ class LineBuffer(wiring.Component):
             "total": In(count_width),
             "protect": In(signed(count_width + 1)), "protect_off": In(1),
             "written": Out(count_width), "tlast_error": Out(1),
-            "read_addr": In(range(depth)), "read_data": Out(width),
+            "read_addr": In(data.ArrayLayout(range(depth), simd)),
+            "read_data": Out(data.ArrayLayout(DATA_WIDTH, simd)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=unsigned(DATA_WIDTH * self.simd), depth=self.depth,
-                                        init=[])
-        rd = mem.read_port()
-        wr = mem.write_port()
         # Registered for the clock rate: the writer's limit, the words still to come, and the
         # memory write (one cycle after the handshake).
         limit = Signal(signed(self.count_width + 2))
         remaining = Signal(self.count_width)
         room = Signal()
         take = Signal()
-        m.d.sync += limit.eq(self.protect + self.depth)
+        wr_addr = Signal(range(self.depth))
+        wr_data = Signal(DATA_WIDTH * self.simd)
+        wr_en = Signal()
+        m.d.sync += [wr_addr.eq(self.written[:(self.depth - 1).bit_length()]),
+                     wr_data.eq(self.s.payload.data), wr_en.eq(take)]
         read_domain = m.d.sync if self.read_register else m.d.comb
-        read_domain += self.read_data.eq(rd.data)
+        for i in range(self.simd):
+            bank = Memory(shape=unsigned(DATA_WIDTH), depth=self.depth, init=[])
+            m.submodules[f"bank{i}"] = bank
+            rd, wr = bank.read_port(), bank.write_port()
+            m.d.comb += [rd.addr.eq(self.read_addr[i]), wr.addr.eq(wr_addr),
+                         wr.data.eq(wr_data.word_select(i, DATA_WIDTH)), wr.en.eq(wr_en)]
+            read_domain += self.read_data[i].eq(rd.data)
+        m.d.sync += limit.eq(self.protect + self.depth)
         m.d.comb += [
-            rd.addr.eq(self.read_addr),
             room.eq(self.protect_off | (self.written < limit)),
             self.s.ready.eq(self.enable & (remaining != 0) & room),
             take.eq(self.s.valid & self.s.ready),
-        ]
-        m.d.sync += [
-            wr.addr.eq(self.written[:(self.depth - 1).bit_length()]),
-            wr.data.eq(self.s.payload.data),
-            wr.en.eq(take),
         ]
         with m.If(take):
             m.d.sync += [self.written.eq(self.written + 1), remaining.eq(remaining - 1)]
@@ -171,26 +214,34 @@ class LineBuffer(wiring.Component):
 class WindowGenerator(wiring.Component):
     """Visits every output position and, for each, every MAC operation of its window.
 
-    Loop nest, innermost first: input-channel group ``ig``, kernel column ``kx``, kernel row
-    ``ky``, output-channel group ``og``, output column, output row. Only output positions are
-    visited (strided layers skip nothing but real positions); a tap in the padding is issued
-    without reading (``in_image`` low). One operation per cycle whenever the tap's word has
-    arrived (``written``) and, for the first operation of a group, ``credit`` is high.
+    Loop nest, innermost first: the ``ops`` operations of a window (``SIMD`` positions of the
+    reduction each, module docstring), output-channel group ``og``, output column, output row.
+    Only output positions are visited (strided layers skip nothing but real positions). One
+    operation per cycle whenever the word of its last unmasked byte has arrived (``written``)
+    and, for the first operation of a group, ``credit`` is high.
 
-    Pipelined for the clock rate: the loop counters run up to :data:`QUEUE_DEPTH` operations
-    ahead of the issue and advance on registered state only; every queued operation carries
-    its own word index, registered outputs and an "arrived" flag that is refreshed from
-    ``written`` every cycle, so the issue decision is a few gates on registers. A word that
-    arrives is seen one cycle after ``written`` counts it. A layer starts :data:`SETUP_CYCLES`
-    after ``start`` (per-layer constants of the counters settle in registers), and a queued
-    operation issues in the cycle after it was generated at the earliest.
+    Lanes. Each lane ``j`` keeps its position in the window as ``(ky, kx, c)``, its byte
+    offset from the window's top-left byte and its pixel offset; an operation moves every
+    lane ``SIMD`` positions on (one add with at most two carries), a new window puts the lanes
+    back to their first positions. Those first positions and the step come from a walker that
+    counts through the first ``SIMD`` positions at the start of a layer (:attr:`SETUP_CYCLES`).
+
+    Pipelined for the clock rate: the counters run up to :data:`QUEUE_DEPTH` operations ahead
+    of the issue; every queued operation carries its banks' rows, the rotation of its lanes,
+    its lane mask, the word it waits for, registered outputs and an "arrived" flag refreshed
+    from ``written`` every cycle, so the issue decision is a few gates on registers. A word
+    that arrives is seen one cycle after ``written`` counts it.
 
     Parameters
     ----------
     geometry : data.StructLayout
         :func:`geometry_layout`.
     index_width : int
-        Width of signed word indices.
+        Width of signed byte indices.
+    simd : int
+        Lanes.
+    depth : int
+        Rows of the line buffer.
     weight_depth, channel_groups : int
         Sizes of the weight memory and of the channel-constant memories.
 
@@ -199,66 +250,72 @@ class WindowGenerator(wiring.Component):
     geometry : ``In(geometry)``
         Per-layer constants, stable from ``start`` to the end of ``busy``.
     start : ``In(1)``
-        Start a layer (counters to the first operation of the first window).
+        Start a layer.
     written : ``In(unsigned(index_width))``
         Input words in the line buffer so far.
     credit : ``In(1)``
         Room for one more output group downstream.
-    valid, first, last, final, in_image : ``Out(1)``
+    valid, first, last, final : ``Out(1)``
         An operation is issued this cycle; first/last of its output group; last group of the
-        layer; the tap lies in the image.
-    lanes : ``Out(range(simd + 1))``
-        Valid lanes of the operation's input word.
-    index : ``Out(signed(index_width))``
-        Word index of the tap (valid when ``in_image``).
+        layer.
+    mask : ``Out(simd)``
+        Lanes that take part (the others' activation is the zero point).
+    rows : ``Out(data.ArrayLayout(range(depth), simd))``
+        The line-buffer row each bank reads for the operation.
+    rot : ``Out(range(simd))``
+        Lane ``j`` of the operation is bank ``(j + rot) mod SIMD``'s byte.
     weight_addr : ``Out(range(weight_depth))``, ``og`` : ``Out(range(channel_groups))``
     waiting : ``Out(1)``
         The next operation waits for an input word (input-starved).
     busy : ``Out(1)``
         From the cycle after ``start`` until the last operation is issued.
     protect : ``Out(signed(index_width))``
-        Oldest word that may still be read (see :class:`LineBuffer`), registered: the top-left
-        word of the oldest queued operation's window.
+        Word of the oldest byte that may still be read (see :class:`LineBuffer`), registered.
     """
 
     #: Operations generated ahead of the issue.
     QUEUE_DEPTH = 2
-    #: Cycles from ``start`` to the first generated operation.
-    SETUP_CYCLES = 2
 
-    def __init__(self, *, geometry, index_width, simd, weight_depth, channel_groups):
+    def __init__(self, *, geometry, index_width, simd, depth, weight_depth, channel_groups):
         self.layout = geometry
         self.index_width = index_width
+        self.simd = simd
+        self.depth = depth
+        #: Cycles from ``start`` to the first generated operation: the walker's SIMD steps,
+        #: and registered per-layer constants before it.
+        self.SETUP_CYCLES = simd + 3
         super().__init__({
             "geometry": In(geometry), "start": In(1),
             "written": In(unsigned(index_width)), "credit": In(1),
             "valid": Out(1), "first": Out(1), "last": Out(1), "final": Out(1),
-            "in_image": Out(1), "lanes": Out(range(simd + 1)),
-            "index": Out(signed(index_width)),
+            "mask": Out(simd),
+            "rows": Out(data.ArrayLayout(range(depth), simd)),
+            "rot": Out(range(simd)),
             "weight_addr": Out(range(weight_depth)), "og": Out(range(channel_groups)),
             "waiting": Out(1), "busy": Out(1),
             "protect": Out(signed(index_width)),
         })
-        self.simd = simd
 
     def elaborate(self, platform):
         m = Module()
         g = self.geometry
+        simd = self.simd
+        sbits = (simd - 1).bit_length()
         coord = g.x_start.shape()
         index = signed(self.index_width)
         count = g.kh.shape()
+        row_bits = (self.depth - 1).bit_length()
 
-        def reg(name, expr):
+        def reg(name, expr, shape=None):
             """A per-layer constant derived from the geometry, registered every cycle."""
-            sig = Signal(Shape.cast(expr.shape()), name=name)
+            sig = Signal(shape if shape is not None else Shape.cast(expr.shape()), name=name)
             m.d.sync += sig.eq(expr)
             return sig
 
-        # --- per-layer constants: at most SETUP_CYCLES registers deep, settled at `init` ------
-        loops = {"ig": g.cin_groups, "kx": g.kw, "ky": g.kh, "og": g.cout_groups}
+        # --- per-layer constants, settled in registers during the setup --------------------
         x_start, y_start = g.x_start, g.y_start
-        x_start_words, y_start_words = g.x_start_words, g.y_start_words
-        words0 = reg("words0", x_start_words + y_start_words)
+        x_start_bytes, y_start_bytes = g.x_start_bytes, g.y_start_bytes
+        bytes0 = reg("bytes0", x_start_bytes + y_start_bytes, index)
         xs_sw = reg("xs_sw", x_start + g.stride_w)
         ys_sh = reg("ys_sh", y_start + g.stride_h)
         # The next column (row) after bx (by) is the last one iff bx > x_limit - 2 * stride_w.
@@ -268,12 +325,42 @@ class WindowGenerator(wiring.Component):
         first_col_end = reg("first_col_end", xs_sw > g.x_limit)
         first_row_end = reg("first_row_end", ys_sh > g.y_limit)
         first_row_flag = reg("first_row_flag", ys_sh > 0)
+        # Lane step corrections: a carry out of the channel (column) position.
+        adj_c = reg("adj_c", g.col_step - g.pixel_bytes, index)
+        adj_k = reg("adj_k", g.row_step - g.kw_col_step, index)
+        kw_dw = reg("kw_dw", g.keff_w - 1 + g.dil_w, coord)
 
+        # --- the walker: the first SIMD positions of a window, one a cycle -----------------
+        lane_layout = data.StructLayout({"c": index, "kx": count, "ky": unsigned(index.width),
+                                         "off": index, "yo": coord, "xo": coord})
+        walk = Signal(lane_layout)
+        init = [Signal(lane_layout, name=f"lane_init{j}") for j in range(simd)]
+        step = Signal(lane_layout)           # the walker after SIMD positions: a lane's step
         setup = Signal(range(self.SETUP_CYCLES + 1))
-        init = Signal()                     # registered: high while setup == 1
-        m.d.sync += init.eq((setup == 2) & ~self.start)
+        walk_k = Signal(range(simd + 1))
         with m.If(setup != 0):
             m.d.sync += setup.eq(setup - 1)
+        walking = (setup != 0) & (setup <= simd + 1)
+        with m.If(walking):
+            for j in range(simd):
+                with m.If(walk_k == j):
+                    m.d.sync += init[j].eq(walk)
+            with m.If(walk_k == simd):
+                m.d.sync += step.eq(walk)
+            m.d.sync += walk_k.eq(walk_k + 1)
+            c_wrap = walk.c + 1 == g.pixel_bytes
+            k_wrap = walk.kx + 1 == g.kw
+            with m.If(~c_wrap):
+                m.d.sync += [walk.c.eq(walk.c + 1), walk.off.eq(walk.off + 1)]
+            with m.Elif(~k_wrap):
+                m.d.sync += [walk.c.eq(0), walk.kx.eq(walk.kx + 1),
+                             walk.off.eq(walk.off + adj_c + 1), walk.xo.eq(walk.xo + g.dil_w)]
+            with m.Else():
+                m.d.sync += [walk.c.eq(0), walk.kx.eq(0), walk.ky.eq(walk.ky + 1),
+                             walk.off.eq(walk.off + adj_c + adj_k + 1), walk.xo.eq(0),
+                             walk.yo.eq(walk.yo + g.dil_h)]
+        init_now = Signal()                 # registered: the last setup cycle
+        m.d.sync += init_now.eq((setup == 2) & ~self.start)
 
         # --- loop counters: generate one operation per `adv` --------------------------------
         gen_busy = Signal()                 # operations remain to be generated
@@ -281,103 +368,113 @@ class WindowGenerator(wiring.Component):
         adv = Signal()
         m.d.comb += adv.eq(gen_busy & (occupancy != self.QUEUE_DEPTH))
 
-        rem = {n: Signal(count, name=f"{n}_rem") for n in loops}      # passes left, from n to 1
-        end = {n: Signal(name=f"{n}_end") for n in loops}             # rem == 1, registered
+        lanes = [Signal(lane_layout, name=f"lane{j}") for j in range(simd)]
+        op_rem = Signal(g.ops.shape())
+        op_end = Signal()
+        og_rem = Signal(count)
+        og_end = Signal()
         col_end, row_end = Signal(), Signal()
         row_flag = Signal()                 # by + stride_h > 0: protect moves along the row
         og = Signal.like(self.og)
         first = Signal()
         waddr = Signal.like(self.weight_addr)
-        ix, iy, bx, by = (Signal(coord, name=n) for n in ("ix", "iy", "bx", "by"))
-        # Word indices: the operation's, its tap's first word, the tap row's first tap, the
-        # window's top-left tap, the window row's first window; bx_w, by_w as in the geometry.
-        idx, tap, row, win, wrow, bx_w, by_w = (
-            Signal(index, name=n) for n in ("idx", "tap", "row", "win", "wrow", "bx_w", "by_w"))
+        bx, by = Signal(coord, name="bx"), Signal(coord, name="by")
+        # Byte addresses: the window's top-left byte, the window row's first window; bx_b and
+        # by_b the window's column and row offsets (x * Cp, y * P).
+        win, wrow, bx_b, by_b = (Signal(index, name=n) for n in ("win", "wrow", "bx_b", "by_b"))
         prot_top, prot_left = Signal(index), Signal(index)
-
         clamp = lambda v: Mux(v < 0, 0, v)
-        last = end["ig"] & end["kx"] & end["ky"]
-        in_image = Signal()
-        m.d.comb += in_image.eq((ix >= 0) & (ix < g.width) & (iy >= 0) & (iy < g.height))
 
-        def count_down(n):
-            m.d.sync += [rem[n].eq(rem[n] - 1), end[n].eq(rem[n] == 2)]
-
-        def wrap(n):
-            m.d.sync += [rem[n].eq(loops[n]), end[n].eq(loops[n] == 1)]
+        def reset_lanes():
+            m.d.sync += [lanes[j].eq(init[j]) for j in range(simd)]
 
         with m.If(adv):
             m.d.sync += [waddr.eq(waddr + 1), first.eq(0)]
-            with m.If(~end["ig"]):
-                count_down("ig")
-                m.d.sync += idx.eq(idx + 1)
+            with m.If(~op_end):
+                m.d.sync += [op_rem.eq(op_rem - 1), op_end.eq(op_rem == 2)]
+                for lane in lanes:
+                    c_next = lane.c + step.c
+                    cc = c_next >= g.pixel_bytes
+                    kx_next = lane.kx + step.kx + cc
+                    kc = kx_next >= g.kw
+                    m.d.sync += [
+                        lane.c.eq(c_next - Mux(cc, g.pixel_bytes, 0)),
+                        lane.kx.eq(kx_next - Mux(kc, g.kw, 0)),
+                        lane.ky.eq(lane.ky + step.ky + kc),
+                        lane.off.eq(lane.off + step.off + Mux(cc, adj_c, 0) + Mux(kc, adj_k, 0)),
+                        lane.yo.eq(lane.yo + step.yo + Mux(kc, g.dil_h, 0)),
+                        lane.xo.eq(lane.xo + step.xo + Mux(cc, g.dil_w, 0) - Mux(kc, kw_dw, 0)),
+                    ]
             with m.Else():
-                wrap("ig")
-                with m.If(~end["kx"]):
-                    count_down("kx")
-                    m.d.sync += [tap.eq(tap + g.dil_w_words), idx.eq(tap + g.dil_w_words),
-                                 ix.eq(ix + g.dil_w)]
+                m.d.sync += [op_rem.eq(g.ops), op_end.eq(g.ops == 1), first.eq(1)]
+                reset_lanes()
+                with m.If(~og_end):
+                    m.d.sync += [og_rem.eq(og_rem - 1), og_end.eq(og_rem == 2), og.eq(og + 1)]
                 with m.Else():
-                    wrap("kx")
-                    with m.If(~end["ky"]):
-                        count_down("ky")
-                        nxt = row + g.dil_h_words
-                        m.d.sync += [row.eq(nxt), tap.eq(nxt), idx.eq(nxt),
-                                     ix.eq(bx), iy.eq(iy + g.dil_h)]
+                    m.d.sync += [og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1),
+                                 og.eq(0), waddr.eq(0)]
+                    with m.If(~col_end):
+                        nxt = win + g.stride_w_bytes
+                        nxt_bx_b = bx_b + g.stride_w_bytes
+                        m.d.sync += [
+                            win.eq(nxt), bx.eq(bx + g.stride_w),
+                            bx_b.eq(nxt_bx_b), col_end.eq(bx > x_last),
+                            prot_left.eq(Mux(row_flag, clamp(nxt_bx_b), 0)),
+                        ]
                     with m.Else():
-                        wrap("ky")
-                        m.d.sync += first.eq(1)
-                        with m.If(~end["og"]):
-                            count_down("og")
-                            m.d.sync += [og.eq(og + 1), row.eq(win), tap.eq(win), idx.eq(win),
-                                         ix.eq(bx), iy.eq(by)]
+                        m.d.sync += [bx.eq(x_start), bx_b.eq(x_start_bytes),
+                                     col_end.eq(first_col_end), prot_left.eq(0)]
+                        with m.If(~row_end):
+                            nxt = wrow + g.stride_h_bytes
+                            nxt_by_b = by_b + g.stride_h_bytes
+                            m.d.sync += [
+                                wrow.eq(nxt), win.eq(nxt),
+                                by.eq(by + g.stride_h), by_b.eq(nxt_by_b),
+                                row_end.eq(by > y_last), row_flag.eq(by > y_top),
+                                prot_top.eq(clamp(nxt_by_b)),
+                            ]
                         with m.Else():
-                            wrap("og")
-                            m.d.sync += [og.eq(0), waddr.eq(0)]
-                            with m.If(~col_end):
-                                nxt = win + g.stride_w_words
-                                nxt_bx_w = bx_w + g.stride_w_words
-                                m.d.sync += [
-                                    win.eq(nxt), row.eq(nxt), tap.eq(nxt), idx.eq(nxt),
-                                    bx.eq(bx + g.stride_w), ix.eq(bx + g.stride_w), iy.eq(by),
-                                    bx_w.eq(nxt_bx_w), col_end.eq(bx > x_last),
-                                    prot_left.eq(Mux(row_flag, clamp(nxt_bx_w), 0)),
-                                ]
-                            with m.Else():
-                                m.d.sync += [bx.eq(x_start), ix.eq(x_start),
-                                             bx_w.eq(x_start_words), col_end.eq(first_col_end),
-                                             prot_left.eq(0)]
-                                with m.If(~row_end):
-                                    nxt = wrow + g.stride_h_words
-                                    nxt_by_w = by_w + g.stride_h_words
-                                    m.d.sync += [
-                                        wrow.eq(nxt), win.eq(nxt), row.eq(nxt), tap.eq(nxt),
-                                        idx.eq(nxt),
-                                        by.eq(by + g.stride_h), iy.eq(by + g.stride_h),
-                                        by_w.eq(nxt_by_w), row_end.eq(by > y_last),
-                                        row_flag.eq(by > y_top), prot_top.eq(clamp(nxt_by_w)),
-                                    ]
-                                with m.Else():
-                                    m.d.sync += gen_busy.eq(0)
+                            m.d.sync += gen_busy.eq(0)
 
-        with m.If(init):
+        with m.If(init_now):
             m.d.sync += [
                 og.eq(0), first.eq(1), waddr.eq(0), gen_busy.eq(1),
-                bx.eq(x_start), ix.eq(x_start), by.eq(y_start), iy.eq(y_start),
-                bx_w.eq(x_start_words), by_w.eq(y_start_words),
-                idx.eq(words0), tap.eq(words0), row.eq(words0), win.eq(words0),
-                wrow.eq(words0),
+                op_rem.eq(g.ops), op_end.eq(g.ops == 1),
+                og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1),
+                bx.eq(x_start), by.eq(y_start), bx_b.eq(x_start_bytes), by_b.eq(y_start_bytes),
+                win.eq(bytes0), wrow.eq(bytes0),
                 col_end.eq(first_col_end), row_end.eq(first_row_end), row_flag.eq(first_row_flag),
-                prot_top.eq(0), prot_left.eq(0),        # the start words are never positive
+                prot_top.eq(0), prot_left.eq(0),        # the start bytes are never positive
             ]
-            for n in loops:
-                wrap(n)
+            reset_lanes()
+
+        # --- the operation the counters point at ---------------------------------------------
+        addrs = [Signal(index, name=f"addr{j}") for j in range(simd)]
+        inside = Signal(simd)
+        for j, lane in enumerate(lanes):
+            iy, ix = by + lane.yo, bx + lane.xo
+            m.d.comb += [
+                addrs[j].eq(win + lane.off),
+                inside[j].eq((lane.ky < g.kh) & (lane.c < g.in_channels)
+                             & (iy >= 0) & (iy < g.height) & (ix >= 0) & (ix < g.width)),
+            ]
+        # The word the operation waits for: that of its last unmasked byte (the bytes of the
+        # unmasked lanes grow with the lane).
+        need = reduce(lambda acc, j: Mux(inside[j], addrs[j], acc), range(simd), addrs[0])
+        # Lane j reads bank (rot + j) mod SIMD, so bank b serves lane (b - rot) mod SIMD.
+        lane_rows = [a[sbits:sbits + row_bits] for a in addrs]
+        if sbits:
+            rot = addrs[0][:sbits]
+            bank_rows = rotate(lane_rows, (-rot)[:sbits])
+        else:
+            rot, bank_rows = Const(0, 1), lane_rows
 
         # --- queue of generated operations ----------------------------------------------------
         op_layout = data.StructLayout({
-            "index": index, "protect": index, "waddr": self.weight_addr.shape(),
-            "og": og.shape(), "lanes": self.lanes.shape(),
-            "first": 1, "last": 1, "final": 1, "in_image": 1,
+            "rows": data.ArrayLayout(unsigned(max(row_bits, 1)), simd), "rot": range(simd),
+            "mask": simd, "need": index, "protect": index,
+            "waddr": self.weight_addr.shape(), "og": og.shape(),
+            "first": 1, "last": 1, "final": 1, "any": 1,
         })
         slots = [Signal(op_layout, name=f"op{k}") for k in range(self.QUEUE_DEPTH)]
         arrived = [Signal(name=f"arrived{k}") for k in range(self.QUEUE_DEPTH)]
@@ -393,18 +490,21 @@ class WindowGenerator(wiring.Component):
         bump = lambda p: Mux(p == self.QUEUE_DEPTH - 1, 0, p + 1)
 
         new = Signal(op_layout)
+        need_word = need >> sbits
         m.d.comb += [
-            new.index.eq(idx), new.protect.eq(prot_top + prot_left), new.waddr.eq(waddr),
-            new.og.eq(og), new.lanes.eq(Mux(end["ig"], g.last_lanes, self.simd)),
-            new.first.eq(first), new.last.eq(last),
-            new.final.eq(end["og"] & col_end & row_end), new.in_image.eq(in_image),
+            new.rot.eq(rot), new.mask.eq(inside), new.need.eq(need_word),
+            new.protect.eq((prot_top + prot_left) >> sbits), new.waddr.eq(waddr),
+            new.og.eq(og), new.first.eq(first), new.last.eq(op_end),
+            new.final.eq(op_end & og_end & col_end & row_end), new.any.eq(inside.any()),
         ]
+        for b in range(simd):
+            m.d.comb += new.rows[b].eq(bank_rows[b])
         for k in range(self.QUEUE_DEPTH):
             with m.If(adv & (wp == k)):
                 m.d.sync += [slots[k].eq(new),
-                             arrived[k].eq(~in_image | (idx < self.written))]
+                             arrived[k].eq(~inside.any() | (need_word < self.written))]
             with m.Else():
-                m.d.sync += arrived[k].eq(arrived[k] | (slots[k].index < self.written))
+                m.d.sync += arrived[k].eq(arrived[k] | (slots[k].need < self.written))
         with m.If(adv):
             m.d.sync += wp.eq(bump(wp))
 
@@ -415,19 +515,21 @@ class WindowGenerator(wiring.Component):
             self.valid.eq(queued & head_arrived & (~head.first | self.credit)),
             self.waiting.eq(queued & ~head_arrived),
             self.first.eq(head.first), self.last.eq(head.last), self.final.eq(head.final),
-            self.in_image.eq(head.in_image), self.lanes.eq(head.lanes),
-            self.index.eq(head.index), self.weight_addr.eq(head.waddr), self.og.eq(head.og),
+            self.mask.eq(head.mask), self.rot.eq(head.rot),
+            self.weight_addr.eq(head.waddr), self.og.eq(head.og),
             self.busy.eq((setup != 0) | gen_busy | queued),
         ]
+        for b in range(simd):
+            m.d.comb += self.rows[b].eq(head.rows[b])
         with m.If(self.valid):
             m.d.sync += rp.eq(bump(rp))
         m.d.sync += occupancy.eq(occupancy + adv - self.valid)
         with m.If(queued):
             m.d.sync += self.protect.eq(head.protect)
         with m.Elif(gen_busy):
-            m.d.sync += self.protect.eq(prot_top + prot_left)
+            m.d.sync += self.protect.eq((prot_top + prot_left) >> sbits)
 
         with m.If(self.start):
             m.d.sync += [setup.eq(self.SETUP_CYCLES), gen_busy.eq(0), occupancy.eq(0),
-                         wp.eq(0), rp.eq(0), self.protect.eq(0)]
+                         wp.eq(0), rp.eq(0), self.protect.eq(0), walk.eq(0), walk_k.eq(0)]
         return m

@@ -55,7 +55,7 @@ class MacArray(wiring.Component):
     consecutive output groups need no idle cycle between them.
 
     The ``x``, ``w`` and ``w_zp`` inputs are expected one cycle after the control inputs
-    (``valid``, ``first``, ``last``, ``final``, ``in_image``, ``lanes``), which is when a block
+    (``valid``, ``first``, ``last``, ``final``, ``mask``), which is when a block
     RAM addressed together with the control delivers its data.
 
     Parameters
@@ -83,11 +83,10 @@ class MacArray(wiring.Component):
     valid, first, last, final : ``In(1)``
         An operation, the first and the last of an output group, and the last group of the
         feature map (``final`` is passed to ``acc_final``).
-    in_image : ``In(1)``
-        Zero means the tap lies in the padding: the activation operand is forced to zero.
-    lanes : ``In(range(simd + 1))``
-        Number of valid input lanes (the last channel group of a layer may be partial);
-        lanes at or above it contribute zero.
+    mask : ``In(simd)``
+        Lanes that take part: a lane whose bit is 0 (its tap in the padding, past the input
+        channels or past the window) contributes zero (its activation operand is forced to
+        zero).
     x_zp : ``In(signed(9))``, x_unsigned, w_unsigned : ``In(1)``
         Layer constants: input zero point, signedness of activations and weights.
     x : ``In(unsigned(8 * simd))``
@@ -113,7 +112,7 @@ class MacArray(wiring.Component):
         self.latency = 3 + self._product_stages + tree_depth(simd)
         super().__init__({
             "valid": In(1), "first": In(1), "last": In(1), "final": In(1),
-            "in_image": In(1), "lanes": In(range(simd + 1)),
+            "mask": In(simd),
             "x_zp": In(signed(ZP_WIDTH)), "x_unsigned": In(1), "w_unsigned": In(1),
             "x": In(unsigned(DATA_WIDTH * simd)),
             "w": In(unsigned(DATA_WIDTH * pe * simd)),
@@ -129,11 +128,10 @@ class MacArray(wiring.Component):
 
         # Stage 1 (the cycle the memories deliver): control of the operation being read.
         s1 = Signal(ctrl)
-        s1_in_image = Signal()
-        s1_lanes = Signal(range(simd + 1))
+        s1_mask = Signal(simd)
         m.d.sync += [
             s1.valid.eq(self.valid), s1.first.eq(self.first), s1.last.eq(self.last),
-            s1.final.eq(self.final), s1_in_image.eq(self.in_image), s1_lanes.eq(self.lanes),
+            s1.final.eq(self.final), s1_mask.eq(self.mask),
         ]
 
         def extend(byte, is_unsigned):
@@ -149,8 +147,7 @@ class MacArray(wiring.Component):
         m.d.sync += s2.eq(s1)
         for i in range(simd):
             x = extend(self.x.word_select(i, DATA_WIDTH), self.x_unsigned)
-            keep = s1_in_image & (s1_lanes > i)
-            m.d.sync += xs[i].eq(Mux(keep, x - self.x_zp, 0))
+            m.d.sync += xs[i].eq(Mux(s1_mask[i], x - self.x_zp, 0))
         for p in range(pe):
             wz = self.w_zp.word_select(p, ZP_WIDTH).as_signed()
             for i in range(simd):

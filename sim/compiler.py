@@ -192,7 +192,7 @@ def _chunks(n, size):
 
 def _refusal(layer, hw, acc_in=False):
     """None when the engine runs ``layer`` in one pass, else ``(code, message)``."""
-    found = check_layer(register_fields(layer, acc_in), hw)
+    found = check_layer(register_fields(layer, acc_in, hw["simd"]), hw)
     if found is None:
         return None
     refusal, values = found

@@ -10,8 +10,10 @@ testbench both use it.
 
 Formats (see :mod:`rtl.engine`, :mod:`rtl.weights`, :mod:`rtl.engine_regs`):
 
-- input: HWC bytes, each pixel's channels padded to ``ceil(Cin/SIMD) * SIMD`` bytes (conv and
-  pool alone alike);
+- input: HWC bytes, each pixel's channels padded to ``ceil(Cin/SIMD) * SIMD`` bytes (the
+  plain format: pool alone, and convs that packing would not speed up), or, for a *packed*
+  conv (:func:`row_pitch`), pixels of ``Cin`` bytes back to back and each row padded to the
+  row pitch (:mod:`rtl.linebuffer`);
 - output: the kept bytes are HWC, int8/uint8 or little-endian int32 (after the pool, if any);
 - parameters: a weight packet and a channel-constant packet of 32-bit beats.
 """
@@ -28,7 +30,7 @@ from rtl.weights import (BEAT_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIG
                          SHIFT_WIDTH, WZP_SHIFT)
 
 __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
-           "pack_weights", "pack_channels", "pack_acc", "layer_fields", "register_fields",
+           "pack_weights", "pack_channels", "pack_acc", "row_pitch", "layer_fields", "register_fields",
            "pool_fields", "unpack_output",
            "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits"]
 
@@ -79,15 +81,41 @@ def conv_shape(layer):
     return (int(layer.weight.shape[0]), oh, ow)
 
 
-def pack_input(x, simd):
-    """Input stream bytes of a CHW int8/uint8 feature map."""
+def row_pitch(layer, simd):
+    """The row pitch in bytes of ``layer``'s packed input stream, or None when it runs in the
+    plain format: a conv is packed when that takes fewer MAC operations per window
+    (``ceil(Kh * Kw * Cin / SIMD) < Kh * Kw * ceil(Cin / SIMD)``: Cin not a multiple of SIMD),
+    its horizontal dilation is 1, and a pitch of ``W * Cin`` plus fewer than SIMD bytes meets
+    the engine's bank rule ``dilation_h * pitch = Kw * Cin (mod SIMD)`` (the smallest such
+    pitch). ``simd`` None: the plain format."""
+    if simd is None or not isinstance(layer, ConvLayer):
+        return None
+    c, _, w = layer.in_shape
+    kh, kw = layer.kernel
+    dh, dw = layer.dilation
+    if dw != 1 or -(-kh * kw * c // simd) >= kh * kw * _groups(c, simd):
+        return None
+    return next((pitch for pitch in range(w * c, w * c + simd)
+                 if (dh * pitch - kw * c) % simd == 0), None)
+
+
+def pack_input(x, simd, pitch=None):
+    """Input stream bytes of a CHW int8/uint8 feature map: the plain format, or packed rows
+    ``pitch`` bytes apart (:func:`row_pitch`), the last word zero-filled."""
     x = _u8(x)
     if x.ndim != 3:
         raise ValueError(f"input must be CHW, not shape {x.shape}")
-    c = x.shape[0]
-    padded = np.zeros((_groups(c, simd) * simd, *x.shape[1:]), np.uint8)
-    padded[:c] = x
-    return padded.transpose(1, 2, 0).tobytes()
+    c, h, w = x.shape
+    if pitch is None:
+        padded = np.zeros((_groups(c, simd) * simd, h, w), np.uint8)
+        padded[:c] = x
+        return padded.transpose(1, 2, 0).tobytes()
+    if pitch < w * c:
+        raise ValueError(f"row pitch {pitch} is below W * Cin = {w * c}")
+    rows = np.zeros((h, pitch), np.uint8)
+    rows[:, :w * c] = x.transpose(1, 2, 0).reshape(h, w * c)
+    data = rows.tobytes()
+    return data + bytes(-len(data) % simd)
 
 
 def _packet(kind, words, addr=0):
@@ -100,14 +128,23 @@ def _packet(kind, words, addr=0):
     return [(kind << HEADER_KIND_SHIFT) | addr, *map(int, beats)]
 
 
-def pack_weights(layer, pe, simd):
-    """Weight packet: word ((og*Kh + ky)*Kw + kx)*G + ig, byte p*SIMD + i (rtl.weights)."""
+def pack_weights(layer, pe, simd, packed=False):
+    """Weight packet (rtl.weights): per output-channel group ``og``, the window's positions
+    ``t = (ky * Kw + kx) * Cp + c`` in words of SIMD, byte ``p * SIMD + j`` of word ``k`` the
+    weight of channel ``og * PE + p`` at position ``k * SIMD + j`` (0 past the window and for
+    ``c >= Cin``); ``Cp`` is Cin when ``packed``, else ``ceil(Cin/SIMD) * SIMD`` (then word
+    ``((og*Kh + ky)*Kw + kx)*G + ig`` holds one tap's input-channel group)."""
     w = _u8(layer.weight)
     cout, cin, kh, kw = w.shape
-    og, ig = _groups(cout, pe), _groups(cin, simd)
-    padded = np.zeros((og * pe, ig * simd, kh, kw), np.uint8)
-    padded[:cout, :cin] = w
-    words = padded.reshape(og, pe, ig, simd, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+    og = _groups(cout, pe)
+    cp = cin if packed else _groups(cin, simd) * simd
+    padded = np.zeros((og * pe, kh, kw, cp), np.uint8)
+    padded[:cout, :, :, :cin] = w.transpose(0, 2, 3, 1)
+    positions = padded.reshape(og * pe, kh * kw * cp)
+    ops = _groups(kh * kw * cp, simd)
+    flat = np.zeros((og * pe, ops * simd), np.uint8)
+    flat[:, :positions.shape[1]] = positions
+    words = flat.reshape(og, pe, ops, simd).transpose(0, 2, 1, 3)
     return _packet(KIND_WEIGHTS, words.reshape(-1, pe * simd))
 
 
@@ -160,9 +197,10 @@ def pool_fields(pool, mode):
     }
 
 
-def layer_fields(layer, acc_in=False):
+def layer_fields(layer, acc_in=False, simd=None):
     """Register name -> {field: value} for every register the layer uses; ``acc_in``: the
-    engine adds partial sums from ``s_axis_acc``. A PoolLayer leaves the conv registers alone
+    engine adds partial sums from ``s_axis_acc``; ``simd``: the engine's SIMD, for packing
+    (:func:`row_pitch`; None: the plain format). A PoolLayer leaves the conv registers alone
     (the engine ignores them in pool-alone mode)."""
     if isinstance(layer, PoolLayer):
         c, h, w = layer.in_shape
@@ -178,6 +216,7 @@ def layer_fields(layer, acc_in=False):
     kh, kw = layer.kernel
     t, l, b, r = layer.pads
     raw = layer.raw
+    pitch = row_pitch(layer, simd)
     return {
         "IN_SIZE": dict(in_height=h, in_width=w),
         "CHANNELS": dict(in_channels=c, out_channels=int(layer.weight.shape[0])),
@@ -194,16 +233,17 @@ def layer_fields(layer, acc_in=False):
             relu=int(bool(layer.relu) and not raw),
             raw_output=int(raw),
             acc_in=int(bool(acc_in))),
+        "PACKING": dict(pack=int(pitch is not None), in_row_bytes=pitch or 0),
         **pool_fields(layer.pool, PoolMode.FUSED),
     }
 
 
-def register_fields(layer, acc_in=False) -> dict:
+def register_fields(layer, acc_in=False, simd=None) -> dict:
     """``{field: value}`` of every configuration field as the engine sees ``layer``: the
     layer's (:func:`layer_fields`), the others at their reset value. What
     :func:`rtl.limits.check_layer` checks."""
     fields = REGMAP.resets()
-    for values in layer_fields(layer, acc_in).values():
+    for values in layer_fields(layer, acc_in, simd).values():
         fields.update(values)
     return fields
 
@@ -226,7 +266,7 @@ def engine_fits(layer, hw: dict) -> str | None:
     """None when the engine of ``hw`` (:func:`rtl.limits.engine_params`) accepts ``layer``
     (a ConvLayer or PoolLayer), else the reason, ``"CODE: message"``: the checks of
     :mod:`rtl.limits`, which the hardware runs too."""
-    found = check_layer(register_fields(layer), hw)
+    found = check_layer(register_fields(layer, simd=hw["simd"]), hw)
     if found is None:
         return None
     refusal, values = found
@@ -307,13 +347,15 @@ class EngineDriver:
         if isinstance(layer, PoolLayer):
             return
         hw = await self.hardware()
-        for beats in (pack_weights(layer, hw.pe, hw.simd), pack_channels(layer, hw.pe)):
+        packed = row_pitch(layer, hw.simd) is not None
+        for beats in (pack_weights(layer, hw.pe, hw.simd, packed), pack_channels(layer, hw.pe)):
             data = np.asarray(beats, np.uint32).astype("<u4").tobytes()
             await self.param.send(data)
         await self.param.wait()
 
     async def configure(self, layer, acc_in=False):
-        for reg, fields in layer_fields(layer, acc_in).items():
+        hw = await self.hardware()
+        for reg, fields in layer_fields(layer, acc_in, hw.simd).items():
             await self.regs.write_fields(reg, **fields)
 
     async def status(self):
@@ -346,7 +388,7 @@ class EngineDriver:
         await self.start(layer.name)
         if psum is not None:
             await self.acc.send(pack_acc(psum, hw.pe))
-        await self.source.send(pack_input(x, hw.simd))
+        await self.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
         frame = await self.sink.recv()
         while (await self.status())["busy"]:
             pass

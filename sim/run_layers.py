@@ -52,7 +52,7 @@ from model.network import DenseLayer, PoolLayer
 from model.network import run_layer as run_golden
 from sim.compiler import Schedule, steps
 from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_acc,
-                              pack_input, unpack_output)
+                              pack_input, row_pitch, unpack_output)
 
 #: Environment variable holding the job file's path; the result goes beside it (RESULT_SUFFIX).
 JOB_ENV = "CONVCORE_RUN_JOB"
@@ -197,7 +197,7 @@ async def run_image(drv, dut, layer, x, image, hw, psum=None):
         raise LayerFailed(str(refused), refused=refused.code.name) from None
     if psum is not None:
         await drv.acc.send(pack_acc(psum, hw.pe))
-    await drv.source.send(pack_input(x, hw.simd))
+    await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
     frame = await drv.sink.recv()
     st = await drv.status()
     while st["busy"]:

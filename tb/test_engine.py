@@ -45,6 +45,7 @@ from rtl.engine_regs import (ERROR_WIDTH, POOL_ERROR_BASE, REGMAP, EngineError,
 from rtl.maxpool import PoolError
 from rtl.regmap import RegisterDriver
 from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, layer_fields, pack_input,
+                              row_pitch,
                               unpack_output)
 from tb.axis import random_pause
 from sim.testing import Case, first_mismatch, make_layer, make_psum
@@ -130,7 +131,20 @@ def small_sweep():
         Case(4, 4, 3, 3, k=(5, 5), expect="NO_OUTPUT"),
         Case(4, 8, 3, 16, k=(3, 3), stride=(1, 2), pads=(0, 1, 2, 0), out="uint8", relu=True,
              repeat=2),
-    ] + psum_cases()
+    ] + packed_cases() + psum_cases()
+
+
+def packed_cases():
+    """Packed reductions (sim.engine_driver.row_pitch): one channel, channels above SIMD that
+    are not a multiple of it, an odd vertical dilation with a stride, a window wider than the
+    map, each with padding."""
+    return [
+        Case(1, 4, 9, 9, k=(3, 3), pads=(1, 1, 1, 1), relu=True),
+        Case(11, 5, 6, 6, k=(3, 3), pads=(1, 1, 1, 1), stalls=True),
+        Case(5, 4, 11, 7, k=(3, 2), dilation=(3, 1), stride=(2, 1), pads=(2, 1, 1, 0),
+             out="int32", stalls=True),
+        Case(3, 2, 4, 2, k=(5, 5), pads=(2, 2, 2, 2)),
+    ]
 
 
 def psum_cases():
@@ -408,7 +422,14 @@ async def check_case(drv, case, index, rng, prng, log):
     # Strided layers: MAC cycles are exactly the output positions' operations.
     kh, kw = layer.kernel
     cout, oh, ow = conv_shape(layer)
-    expected_ops = oh * ow * -(-cout // hw.pe) * kh * kw * -(-case.cin // hw.simd)
+    # Packed layers take ceil(Kh * Kw * Cin / SIMD) operations per window, plain ones
+    # Kh * Kw * ceil(Cin / SIMD).
+    if row_pitch(layer, hw.simd) is not None:
+        window_ops = -(-kh * kw * case.cin // hw.simd)
+        assert window_ops < kh * kw * -(-case.cin // hw.simd)
+    else:
+        window_ops = kh * kw * -(-case.cin // hw.simd)
+    expected_ops = oh * ow * -(-cout // hw.pe) * window_ops
     assert result.counters["mac_cycles"] == expected_ops, \
         f"layer {index}: {result.counters['mac_cycles']} MAC cycles, expected {expected_ops}"
     return ideal / cycles
@@ -775,3 +796,14 @@ def test_pool_alone_in_the_engine(pe, simd, channels, pool):
     got = unpack_output(bytes(out), layer)
     want = run_layer(layer, x[None])[0]
     assert np.array_equal(got, want), (got, want)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_sweeps_run_packed_and_plain_layers(config):
+    """The sweeps exercise both input formats on each test build (so a packing bug cannot
+    hide behind the plain format, nor the reverse)."""
+    simd = CONFIGS[config]["simd"]
+    layers = [make_layer(case, np.random.default_rng(0))[0] for case in small_sweep()
+              if not case.alone and case.expect is None]
+    packed = [layer.name for layer in layers if row_pitch(layer, simd) is not None]
+    assert 4 <= len(packed) < len(layers), packed
