@@ -495,7 +495,7 @@ class WindowGenerator(wiring.Component):
             new.rot.eq(rot), new.mask.eq(inside), new.need.eq(need_word),
             new.protect.eq((prot_top + prot_left) >> sbits), new.waddr.eq(waddr),
             new.og.eq(og), new.first.eq(first), new.last.eq(op_end),
-            new.final.eq(op_end & og_end & col_end & row_end), new.any.eq(inside.any()),
+            new.final.eq(og_end & col_end & row_end), new.any.eq(inside.any()),
         ]
         for b in range(simd):
             m.d.comb += new.rows[b].eq(bank_rows[b])

@@ -66,7 +66,7 @@ def random_layer(rng: random.Random) -> dict:
 
 def random_groups(rng: random.Random, pe: int, simd: int, layer: dict, count: int) -> list:
     """``count`` output groups of 1 to MAX_GROUP_OPS operations; operands are random or at the
-    ends of their types, lanes partial or full, taps in the padding or not."""
+    ends of their types, lane masks full, partial, random or empty."""
     x_lo, x_hi = DTYPE_RANGES[layer["x_unsigned"]]
     w_lo, w_hi = DTYPE_RANGES[layer["w_unsigned"]]
 
@@ -75,13 +75,14 @@ def random_groups(rng: random.Random, pe: int, simd: int, layer: dict, count: in
             return [rng.choice([lo, hi]) for _ in range(n)]
         return [rng.randint(lo, hi) for _ in range(n)]
 
+    full = (1 << simd) - 1
     groups = []
     for _ in range(count):
         ops = []
         for _ in range(rng.randint(1, MAX_GROUP_OPS)):
             ops.append({"x": values(x_lo, x_hi, simd), "w": values(w_lo, w_hi, pe * simd),
-                        "lanes": rng.choice([simd, simd, rng.randint(0, simd)]),
-                        "in_image": int(rng.random() < 0.8)})
+                        "mask": rng.choice([full, full, rng.getrandbits(simd),
+                                            (1 << rng.randint(0, simd)) - 1, 0])})
         groups.append({"ops": ops, "final": int(rng.random() < 0.2),
                        "w_zp": values(w_lo, w_hi, pe)})
     return groups
@@ -94,7 +95,7 @@ def expected_sums(groups: list, pe: int, simd: int, layer: dict) -> list[list[in
         acc = np.zeros(pe, np.int64)
         w_zp = np.array(group["w_zp"], np.int64)
         for op in group["ops"]:
-            keep = (np.arange(simd) < op["lanes"]) & bool(op["in_image"])
+            keep = (op["mask"] >> np.arange(simd)) & 1 == 1
             xs = np.where(keep, np.array(op["x"], np.int64) - layer["x_zp"], 0)
             ws = np.array(op["w"], np.int64).reshape(pe, simd) - w_zp[:, None]
             acc += (ws * xs).sum(axis=1)
@@ -130,7 +131,7 @@ class TB:
 
     async def reset(self):
         dut = self.dut
-        for name in ("valid", "first", "last", "final", "in_image", "lanes", "x_zp",
+        for name in ("valid", "first", "last", "final", "mask", "x_zp",
                      "x_unsigned", "w_unsigned", "x", "w", "w_zp"):
             getattr(dut, name).value = 0
         dut.rst.value = 1
@@ -173,8 +174,7 @@ class TB:
             dut.first.value = int(k == 0)
             dut.last.value = int(last)
             dut.final.value = group["final"]
-            dut.in_image.value = op["in_image"]
-            dut.lanes.value = op["lanes"]
+            dut.mask.value = op["mask"]
             pending = (pack(op["x"], DATA_WIDTH), pack(op["w"], DATA_WIDTH),
                        pack(group["w_zp"], ZP_WIDTH))
             if last:
@@ -213,8 +213,7 @@ async def extreme_operands_wrap_at_32_bits(dut):
     await tb.reset()
     layer = {"x_unsigned": 1, "w_unsigned": 0, "x_zp": 0}    # x - 0 = 255, w - 127 = -255
     biggest = 255 * 255 * tb.simd
-    ops = [{"x": [255] * tb.simd, "w": [-128] * (tb.pe * tb.simd), "lanes": tb.simd,
-            "in_image": 1} for _ in range((1 << (ACC_WIDTH - 1)) // biggest + 2)]
+    ops = [{"x": [255] * tb.simd, "w": [-128] * (tb.pe * tb.simd), "mask": (1 << tb.simd) - 1} for _ in range((1 << (ACC_WIDTH - 1)) // biggest + 2)]
     groups = [{"ops": ops, "final": 1, "w_zp": [127] * tb.pe}]
     await tb.check(rng, layer, groups, idle=False)
     assert expected_sums(groups, tb.pe, tb.simd, layer)[0][0] > 0, "the sum did not wrap"
@@ -258,14 +257,12 @@ def test_mac_array_matches_numpy(pe, simd):
     x = rng.integers(0, 256, (groups, ops_per_group, simd))
     w = rng.integers(-128, 128, (groups, ops_per_group, pe, simd))
     w_zp = rng.integers(-128, 128, pe)
-    lanes = rng.integers(0, simd + 1, (groups, ops_per_group))
-    in_image = rng.integers(0, 2, (groups, ops_per_group))
+    mask = rng.integers(0, 1 << simd, (groups, ops_per_group))
     want = []
     for g in range(groups):
         acc = np.zeros(pe, np.int64)
         for o in range(ops_per_group):
-            xs = np.where((np.arange(simd) < lanes[g, o]) & (in_image[g, o] == 1),
-                          x[g, o] - x_zp, 0)
+            xs = np.where((mask[g, o] >> np.arange(simd)) & 1 == 1, x[g, o] - x_zp, 0)
             acc += ((w[g, o] - w_zp[:, None]) * xs).sum(axis=1)
         want.append(acc.astype(np.int32).tolist())
     got, last_cycles, valid_cycles = [], [], []
@@ -282,8 +279,7 @@ def test_mac_array_matches_numpy(pe, simd):
                 ctx.set(dut.valid, 1)
                 ctx.set(dut.first, o == 0)
                 ctx.set(dut.last, o == ops_per_group - 1)
-                ctx.set(dut.in_image, int(in_image[g, o]))
-                ctx.set(dut.lanes, int(lanes[g, o]))
+                ctx.set(dut.mask, int(mask[g, o]))
                 if pending:
                     ctx.set(dut.x, pending[0])
                     ctx.set(dut.w, pending[1])
