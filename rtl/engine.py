@@ -3,10 +3,13 @@
 Ports (flat, for the Verilog top; Amaranth's default domain gives ``clk`` and ``rst``):
 
 ``s_axis_t{data,valid,ready,last}``
-    Input feature map, HWC: pixels in raster order, each as ``ceil(Cin / SIMD)`` words of
-    ``SIMD`` bytes (channel ``g*SIMD + i`` in byte ``i`` of word ``g``; bytes past ``Cin``
-    are ignored), ``tlast`` on the final word. int8 or uint8 bit patterns. The same format
-    for a conv and for the max-pool alone.
+    Input feature map, HWC, in words of ``SIMD`` bytes, ``tlast`` on the final word; int8 or
+    uint8 bit patterns. Plain format (the max-pool alone, and convs with ``PACKING.pack``
+    0): pixels in raster order, each as ``ceil(Cin / SIMD)`` words (channel ``g*SIMD + i``
+    in byte ``i`` of word ``g``; bytes past ``Cin`` are ignored). Packed (``PACKING.pack``):
+    the pixels' ``Cin`` bytes back to back, each row ``PACKING.in_row_bytes`` bytes from the
+    next (the bytes past ``W * Cin`` ignored), the last word's bytes past the map ignored
+    (:mod:`rtl.linebuffer`).
 ``m_axis_t{data,keep,valid,ready,last}``
     Output feature map, HWC: output pixels in raster order, each as ``ceil(Cout / PE)`` words
     of ``PE`` lanes. Requantized output: lane ``p`` in byte ``p`` (``tkeep`` marks the bytes
@@ -31,13 +34,17 @@ Ports (flat, for the Verilog top; Amaranth's default domain gives ``clk`` and ``
 
 Memories (all block-RAM friendly, one read and one write port, registered reads):
 
-- line buffer: ``line_buffer_depth`` words of ``8 * SIMD`` bits. A layer fits iff
+- line buffer: ``line_buffer_depth`` words of ``8 * SIMD`` bits, in ``SIMD`` banks of one
+  byte (each lane reads its own row). In the plain format a layer fits iff
   ``((Keff_h - 1) * W + Keff_w) * ceil(Cin / SIMD) <= line_buffer_depth`` with
   ``Keff = (K - 1) * dilation + 1`` (``Keff_h - 1`` rows plus one window width; padding is
-  never stored). Default: the largest layer without dilation rounded up to a power of two,
-  ``(6 * 224 + 7) * 8 = 10808 -> 16384`` words (1 Mbit) for the default configuration;
+  never stored); packed, the same span in bytes, ``ceil(((Keff_h - 1) * in_row_bytes +
+  Keff_w * Cin) / SIMD) + 1`` words. Default: the largest layer without dilation rounded up
+  to a power of two, ``(6 * 224 + 7) * 8 = 10808 -> 16384`` words (1 Mbit) for the default
+  configuration;
 - weights: ``weight_depth`` words of ``8 * PE * SIMD`` bits, a layer needs
-  ``ceil(Cout / PE) * Kh * Kw * ceil(Cin / SIMD)`` words (default 3136 x 512 bits);
+  ``ceil(Cout / PE) * ceil(Kh * Kw * Cp / SIMD)`` words, ``Cp = ceil(Cin / SIMD) * SIMD``
+  (plain) or ``Cin`` (packed) (default 3136 x 512 bits);
 - per output-channel group: weight zero points (``9 * PE`` bits) and bias, multiplier, shift
   (``69 * PE`` bits), ``ceil(max_channels / PE)`` words each;
 - max-pool unit (:mod:`rtl.maxpool`, ``lanes = PE``, ``S = pool_window_slots``,
@@ -52,7 +59,9 @@ Memories (all block-RAM friendly, one read and one write port, registered reads)
   :meth:`ConvEngine.memory_bits` gives every memory's size.
 
 Performance: one MAC operation (PE x SIMD multiply-accumulates) per cycle whenever its input
-word has arrived; output groups follow each other without bubbles, the input stream is written
+words have arrived; a window takes ``ceil(Kh * Kw * Cp / SIMD)`` operations, so a packed layer
+with few input channels fills the SIMD lanes across taps (3 channels x 5x5: 10 operations of
+8 lanes, not 25); output groups follow each other without bubbles, the input stream is written
 while the array computes, and a layer's start costs the setup (registered range checks,
 one cycle per bit of the smaller operand of each derived product on a shift-and-add
 multiplier, final checks, the window generator's own setup: about 30 to 60 cycles) plus the
@@ -74,9 +83,9 @@ dilation, map size, window slots, empty windows) appear as ``POOL_*`` codes in
 ``STATUS.error`` after the conv's checks passed; a refused layer takes no input and outputs
 nothing.
 
-Datapath: :class:`rtl.linebuffer.LineBuffer` (input words, circular) ->
-:class:`rtl.linebuffer.WindowGenerator` (one MAC operation per cycle, padding and stride as
-address arithmetic) -> :class:`rtl.mac_array.MacArray` (PE x SIMD) -> a small FIFO of
+Datapath: :class:`rtl.linebuffer.LineBuffer` (input words, circular, in byte banks) ->
+:class:`rtl.linebuffer.WindowGenerator` (one MAC operation per cycle, each lane at its own
+position of the window; padding and stride as address arithmetic, lane masks) -> :class:`rtl.mac_array.MacArray` (PE x SIMD) -> a small FIFO of
 finished accumulators (the generator holds a credit for every group it starts, so the MAC
 pipeline never stalls) -> bias and ``requant_lanes`` :class:`rtl.requantize.Requantize` units
 (all PE lanes at once by default) gathered into an output word, or the raw accumulators ->

@@ -12,10 +12,13 @@ payload                 whole memory words, each as consecutive beats (below)
 ======================  ===================================================================
 
 ``KIND_WEIGHTS``: one weight word is ``pe * simd`` bytes, sent little-endian in
-``ceil(pe * simd / 4)`` beats; byte ``p * simd + i`` is the weight of output channel
-``og * pe + p``, input channel ``ig * simd + i`` of one tap. Word address of
-(og, ky, kx, ig) is ``((og * kh + ky) * kw + kx) * ceil(cin / simd) + ig``: output-channel
-group, then kernel row, kernel column, input-channel group. Raw int8 or uint8 bit patterns;
+``ceil(pe * simd / 4)`` beats. A layer's words: for each output-channel group ``og``, its
+window's ``ceil(kh * kw * Cp / simd)`` operations in turn (:mod:`rtl.linebuffer`); byte
+``p * simd + j`` of operation ``k`` is the weight of output channel ``og * pe + p`` at window
+position ``t = k * simd + j = (ky * kw + kx) * Cp + c`` (input channel ``c``; zero for
+``c >= cin`` and past the window). In the plain format (``Cp = ceil(cin / simd) * simd``) the
+word of (og, ky, kx, ig) is ``((og * kh + ky) * kw + kx) * ceil(cin / simd) + ig``; packed,
+``Cp = cin`` and words hold products of several taps. Raw int8 or uint8 bit patterns;
 the zero point is subtracted in the MAC array.
 
 ``KIND_CHANNELS``: one word per output-channel group ``og``, ``3 * pe`` beats: for each

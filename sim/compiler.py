@@ -41,7 +41,8 @@ import numpy as np
 from model.conv import conv_output_size
 from model.network import ConvLayer, DenseLayer, MaxPool, PoolLayer
 from rtl.limits import check_layer
-from sim.engine_driver import conv_shape, dense_as_conv, register_fields
+from sim.engine_driver import (conv_shape, dense_as_conv, input_words, register_fields,
+                               window_ops)
 
 __all__ = ["CompileError", "Region", "Pass", "Schedule", "compile_layer", "execute", "steps",
            "run_on_model", "pass_cycles"]
@@ -169,14 +170,12 @@ def pass_cycles(p: Pass, hw: dict) -> int:
     input words and output words (the engine overlaps them), plus the per-pass overhead."""
     pe, simd = hw["pe"], hw["simd"]
     layer = p.layer
-    cin, h, w = layer.in_shape
-    in_words = h * w * -(-cin // simd)
+    in_words = input_words(layer, simd)
     if isinstance(layer, PoolLayer):
         c, oh, ow = layer.out_shape
         return max(in_words, oh * ow * -(-c // pe)) + PASS_OVERHEAD_CYCLES
     cout, oh, ow = conv_shape(layer)
-    kh, kw = layer.kernel
-    ops = oh * ow * -(-cout // pe) * kh * kw * -(-cin // simd)
+    ops = oh * ow * -(-cout // pe) * window_ops(layer, simd)
     out_words = oh * ow * -(-cout // pe)
     return max(ops, in_words, out_words) + PASS_OVERHEAD_CYCLES
 

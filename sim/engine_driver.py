@@ -30,7 +30,8 @@ from rtl.weights import (BEAT_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIG
                          SHIFT_WIDTH, WZP_SHIFT)
 
 __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
-           "pack_weights", "pack_channels", "pack_acc", "row_pitch", "layer_fields", "register_fields",
+           "pack_weights", "pack_channels", "pack_acc", "row_pitch", "pixel_bytes",
+           "window_ops", "input_words", "layer_fields", "register_fields",
            "pool_fields", "unpack_output",
            "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits"]
 
@@ -95,8 +96,35 @@ def row_pitch(layer, simd):
     dh, dw = layer.dilation
     if dw != 1 or -(-kh * kw * c // simd) >= kh * kw * _groups(c, simd):
         return None
-    return next((pitch for pitch in range(w * c, w * c + simd)
-                 if (dh * pitch - kw * c) % simd == 0), None)
+    pitch = next((pitch for pitch in range(w * c, w * c + simd)
+                  if (dh * pitch - kw * c) % simd == 0), None)
+    # Never more line buffer than the plain format, so that what fits plain fits packed.
+    keh, kew = (kh - 1) * dh + 1, kw
+    if pitch is None or (-(-((keh - 1) * pitch + kew * c) // simd) + 1
+                         > ((keh - 1) * w + kew) * _groups(c, simd)):
+        return None
+    return pitch
+
+
+def pixel_bytes(layer, simd):
+    """Bytes per input pixel in the engine's input stream: ``Cin`` packed, else
+    ``ceil(Cin / SIMD) * SIMD``."""
+    c = layer.in_shape[0]
+    return c if row_pitch(layer, simd) is not None else _groups(c, simd) * simd
+
+
+def window_ops(layer, simd):
+    """MAC-array operations per output position and output-channel group of a ConvLayer:
+    ``ceil(Kh * Kw * Cp / SIMD)`` (:func:`pixel_bytes`)."""
+    kh, kw = layer.kernel
+    return _groups(kh * kw * pixel_bytes(layer, simd), simd)
+
+
+def input_words(layer, simd):
+    """Words of the input stream of one sample of ``layer`` (packed or plain)."""
+    c, h, w = layer.in_shape
+    pitch = row_pitch(layer, simd)
+    return h * w * _groups(c, simd) if pitch is None else _groups(h * pitch, simd)
 
 
 def pack_input(x, simd, pitch=None):

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from model.conv import conv_output_size
 from model.network import (ConvLayer, DenseLayer, MaxPool, Network, PoolLayer, layer_macs,
                            layer_op, layer_params)
-from rtl.linebuffer import line_buffer_span
+from rtl.limits import layer_values
 from sim.compiler import Pass, Schedule, pass_cycles
+from sim.engine_driver import register_fields
 from sim.errors import CliError
 from sim.hw_backend import engine_layer
 
@@ -135,14 +136,11 @@ def plan_layers(net: Network, hw: dict | None = None) -> list[LayerPlan]:
 
 def _pass_dict(p, hw) -> dict:
     layer = p.layer
-    cin = layer.in_shape[0]
     words = {"weight_words": 0, "line_buffer_words": 0}
     if isinstance(layer, ConvLayer):
-        kh, kw = layer.kernel
-        cout = layer.weight.shape[0]
-        words["weight_words"] = -(-cout // hw["pe"]) * kh * kw * -(-cin // hw["simd"])
-        words["line_buffer_words"] = line_buffer_span(kh, kw, layer.in_shape[2], cin,
-                                                      hw["simd"], layer.dilation)
+        values = layer_values(register_fields(layer, p.psum is not None, hw["simd"]), hw)
+        words["weight_words"] = values.weight_words
+        words["line_buffer_words"] = values.span
     return {"name": layer.name, "kind": p.kind, "what": p.what,
             "in_shape": tuple(layer.in_shape), "out_shape": tuple(layer.out_shape),
             "kernel": tuple(layer.kernel) if isinstance(layer, ConvLayer)

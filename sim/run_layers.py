@@ -51,8 +51,9 @@ from cocotbext.axi import AxiStreamFrame, AxiStreamSink
 from model.network import DenseLayer, PoolLayer
 from model.network import run_layer as run_golden
 from sim.compiler import Schedule, steps
-from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, output_shape, pack_acc,
-                              pack_input, row_pitch, unpack_output)
+from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, input_words,
+                              output_shape, pack_acc, pack_input, row_pitch, unpack_output,
+                              window_ops)
 
 #: Environment variable holding the job file's path; the result goes beside it (RESULT_SUFFIX).
 JOB_ENV = "CONVCORE_RUN_JOB"
@@ -85,15 +86,13 @@ def _groups(n, size):
 def layer_work(layer, pe, simd):
     """(MAC-array operations, input words, output words) of one image of ``layer`` (a
     ConvLayer, its fused pool included, or a PoolLayer)."""
-    cin, h, w = layer.in_shape
     cout, oh, ow = output_shape(layer)
     if isinstance(layer, PoolLayer):
         ops = 0
     else:
-        _, ch, cw = conv_shape(layer)
-        kh, kw = layer.kernel
-        ops = ch * cw * _groups(cout, pe) * kh * kw * _groups(cin, simd)
-    return ops, h * w * _groups(cin, simd), oh * ow * _groups(cout, pe)
+        ccout, ch, cw = conv_shape(layer)
+        ops = ch * cw * _groups(ccout, pe) * window_ops(layer, simd)
+    return ops, input_words(layer, simd), oh * ow * _groups(cout, pe)
 
 
 def watchdog_cycles(layer, pe, simd):

@@ -39,7 +39,7 @@ from rtl.weights import (BEAT_WIDTH, CHANNEL_BEATS, HEADER_KIND_SHIFT, KIND_CHAN
                          KIND_WEIGHTS)
 from rtl.limits import first_refusal
 from sim.engine_driver import (EngineDriver, EngineRefused, pack_channels, pack_input,
-                              pack_weights, register_fields, unpack_output)
+                              pack_weights, register_fields, row_pitch, unpack_output)
 from sim.testing import Case, first_mismatch, make_layer
 from tb.maxpool_cases import Case as MapCase
 from tb.maxpool_cases import expected_error
@@ -254,6 +254,39 @@ def conv_boundaries(lim):
         if legal is None or over is None:
             raise ValueError(f"no layer needs exactly {size} and {size + 1} words for {code}")
         out.append(Boundary(code, legal, [Refusal(code, case=over)]))
+    out += pack_boundaries(lim)
+    return out
+
+
+def pack_boundaries(lim):
+    """The packing refusals at their edges: horizontal dilation 1 (2 refused), the widest row
+    pitch (one more refused), a pitch of exactly ``W * Cin`` (one less refused) and an aligned
+    pitch (the next one refused), on layers with fewer channels than SIMD."""
+    simd = lim.simd
+    c = simd - 1
+    out = []
+    legal = Case(c, 2, 5, 4, k=(3, 3), pads=(1, 1, 1, 1))
+    fields = packing(legal, simd)
+    assert fields["pack"], legal.label()
+    out.append(Boundary("PACK_DILATION", legal, [
+        Refusal("PACK_DILATION", {**fields, "dilation_w": 2})], fields=fields))
+    # A 1 x 1 kernel on one row: the widest pitch is -1 mod SIMD, so Kw * Cin = SIMD - 1 is
+    # aligned with it.
+    widest = lim.max_width * lim.cin_groups * simd + simd - 1
+    legal = Case(c, 1, 1, 3, k=(1, 1))
+    fields = dict(pack=1, in_row_bytes=widest)
+    out.append(Boundary("PACK_PITCH", legal, [
+        Refusal("PACK_PITCH", {**fields, "in_row_bytes": widest + 1})], fields=fields))
+    # Kw * Cin = 3 * (SIMD - 1) = -3 (mod SIMD), so a pitch of W * Cin with W * Cin = -3
+    # (mod SIMD): W = 3 (mod SIMD); the next aligned pitch is SIMD bytes on.
+    w = 3 if simd > 3 else simd + 3
+    legal = Case(c, 2, 4, w, k=(3, 3), pads=(1, 1, 1, 1))
+    fields = dict(pack=1, in_row_bytes=w * c)
+    assert (w * c - 3 * c) % simd == 0
+    out.append(Boundary("PACK_ALIGN", legal, [
+        Refusal("PACK_ALIGN", {**fields, "in_row_bytes": w * c - 1}),
+        *([Refusal("PACK_ALIGN", {**fields, "in_row_bytes": w * c + 1})] if simd > 1 else [])],
+        fields=fields))
     return out
 
 
@@ -370,8 +403,26 @@ def host_code(layer, fields, lim):
     """The code the host's pre-check (:func:`rtl.limits.check_layer`, the definition the
     hardware's checks are built from) gives ``layer`` with ``fields`` written over its
     registers on an engine with the limits ``lim``."""
-    found = first_refusal({**register_fields(layer), **fields}, asdict(lim))
+    found = first_refusal({**register_fields(layer, simd=lim.simd), **fields}, asdict(lim))
     return "NONE" if found is None else found.name
+
+
+def packing(case, simd):
+    """The PACKING fields the host gives a conv case: packed when that takes fewer operations
+    per window, the horizontal dilation is 1 and a row pitch of ``W * Cin`` plus fewer than
+    SIMD bytes has ``dilation_h * pitch = Kw * Cin (mod SIMD)`` (the smallest one), and the
+    packed window needs no more line-buffer words than the plain one."""
+    (kh, kw), (dh, dw), c = case.k, case.dilation, case.cin
+    if case.alone or dw != 1 or -(-kh * kw * c // simd) >= kh * kw * -(-c // simd):
+        return dict(pack=0, in_row_bytes=0)
+    for pitch in range(case.w * c, case.w * c + simd):
+        if (dh * pitch - kw * c) % simd == 0:
+            keh = (kh - 1) * dh + 1
+            if -(-((keh - 1) * pitch + kw * c) // simd) + 1 <= ((keh - 1) * case.w + kw) \
+                    * -(-c // simd):
+                return dict(pack=1, in_row_bytes=pitch)
+            break
+    return dict(pack=0, in_row_bytes=0)
 
 
 def expected_code(case, lim, fields=None):
@@ -391,6 +442,7 @@ def expected_code(case, lim, fields=None):
         v.update(zip(("pool_dilation_h", "pool_dilation_w"), pool.dilation))
         v.update(zip(("pool_pad_top", "pool_pad_left", "pool_pad_bottom", "pool_pad_right"),
                      pool.pads))
+    v.update(packing(case, lim.simd))
     v.update(fields or {})
     conv = v["pool_mode"] != PoolMode.ALONE
 
@@ -398,6 +450,12 @@ def expected_code(case, lim, fields=None):
         return any(v[n] == 0 or v[n] > hi for n in names)
     keh, kew = _keff(v["kernel_h"], v["dilation_h"]), _keff(v["kernel_w"], v["dilation_w"])
     cin_g = -(-v["in_channels"] // lim.simd)
+    pack, pitch = v["pack"], v["in_row_bytes"]
+    # Bytes per pixel and per row of the input stream, packed or plain (rtl.linebuffer).
+    cp = v["in_channels"] if pack else cin_g * lim.simd
+    row = pitch if pack else v["in_width"] * cp
+    ops = -(-v["kernel_h"] * v["kernel_w"] * cp // lim.simd)
+    widest_row = lim.max_width * lim.cin_groups * lim.simd + lim.simd - 1
     checks = [
         ("POOL_MODE", lambda: v["pool_mode"] > max(PoolMode)),
         ("POOL_RAW", lambda: v["pool_mode"] == PoolMode.FUSED and v["raw_output"]),
@@ -407,13 +465,17 @@ def expected_code(case, lim, fields=None):
         ("SIZE", lambda: conv and (outside(("in_height",), lim.max_height)
                                    or outside(("in_width",), lim.max_width))),
         ("CHANNELS", lambda: conv and outside(("in_channels", "out_channels"), lim.max_channels)),
+        ("PACK_DILATION", lambda: conv and pack and v["dilation_w"] != 1),
+        ("PACK_PITCH", lambda: conv and pack and pitch > widest_row),
         ("PAD", lambda: conv and (max(v["pad_top"], v["pad_bottom"]) >= keh
                                   or max(v["pad_left"], v["pad_right"]) >= kew)),
         ("NO_OUTPUT", lambda: conv and (v["in_height"] + v["pad_top"] + v["pad_bottom"] < keh
                                         or v["in_width"] + v["pad_left"] + v["pad_right"] < kew)),
-        ("WEIGHTS", lambda: conv and -(-v["out_channels"] // lim.pe) * v["kernel_h"]
-         * v["kernel_w"] * cin_g > lim.weight_depth),
-        ("LINE_BUFFER", lambda: conv and ((keh - 1) * v["in_width"] + kew) * cin_g
+        ("PACK_ALIGN", lambda: conv and pack and (
+            pitch < v["in_width"] * v["in_channels"]
+            or (v["dilation_h"] * pitch - v["kernel_w"] * v["in_channels"]) % lim.simd != 0)),
+        ("WEIGHTS", lambda: conv and -(-v["out_channels"] // lim.pe) * ops > lim.weight_depth),
+        ("LINE_BUFFER", lambda: conv and -(-((keh - 1) * row + kew * cp) // lim.simd) + pack
          > lim.line_buffer_depth),
     ]
     for code, bad in checks:
@@ -551,7 +613,10 @@ class TB:
         assert host == "NONE", f"{label}: the host's check refuses it with {host}"
         st = await drv.start(label)
         assert not st["load_error"], f"{label}: load_error not cleared by start"
-        data = pack_input(x, self.lim.simd)
+        fields = fields or {}
+        pitch = row_pitch(layer, self.lim.simd) if "pack" not in fields else \
+            fields["in_row_bytes"] if fields["pack"] else None
+        data = pack_input(x, self.lim.simd, pitch)
         if lasts is None:
             await drv.source.send(data)
         else:
@@ -660,7 +725,7 @@ async def tlast_errors(dut):
     log, simd = dut._log, tb.lim.simd
     for mode, case in _tlast_cases(tb.lim).items():
         layer, x = tb.make(case)
-        words = len(pack_input(x, simd)) // simd
+        words = len(pack_input(x, simd, row_pitch(layer, simd))) // simd
         last, pixel = words - 1, -(-case.cin // simd)
         variants = {"correct": ({last}, 0), "one word early": ({last - 1}, 1),
                     "one pixel early": ({last - pixel}, 1),
