@@ -263,12 +263,29 @@ class ConvEngine(wiring.Component):
             f.hw_pool_max_stride.eq(self.pool_max_stride),
         ]
 
-        # --- configuration latched at start -------------------------------------------------
+        # --- configuration: latched at start, set up, then copied to the running layer -------
+        # A start latches the registers into the *next* set, whose checks and derived constants
+        # are computed while the previous layer may still run (STATUS.queued); when that layer
+        # ends, the next set is copied into the *active* set that the datapath reads.
         cfg_names = [fl.name for fl in REGMAP.fields if fl.access == "rw"]
-        c = {name: Signal(f[name].shape(), name=f"cfg_{name}") for name in cfg_names}
+        cn = {name: Signal(f[name].shape(), name=f"next_{name}") for name in cfg_names}
         latch = Signal()
         with m.If(latch):
-            m.d.sync += [c[name].eq(f[name]) for name in cfg_names]
+            m.d.sync += [cn[name].eq(f[name]) for name in cfg_names]
+        fused_n, alone_n = Signal(), Signal()
+        m.d.comb += [fused_n.eq(cn["pool_mode"] == PoolMode.FUSED),
+                     alone_n.eq(cn["pool_mode"] == PoolMode.ALONE)]
+        dn, steps = self._derive(m, cn, alone_n)
+        range_error, late_error = self._check(m, cn, dn, fused_n, alone_n)
+
+        take = Signal()                 # the next set becomes the active one
+        c = {name: Signal(f[name].shape(), name=f"cfg_{name}") for name in cfg_names}
+        d = {}
+        for name, value in dn.items():
+            d[name] = Signal(Value.cast(value).shape(), name=f"act_{name}")
+        with m.If(take):
+            m.d.sync += [c[name].eq(cn[name]) for name in cfg_names]
+            m.d.sync += [d[name].eq(dn[name]) for name in dn]
 
         pool_mode = c["pool_mode"]
         fused, alone = Signal(), Signal()
@@ -278,22 +295,35 @@ class ConvEngine(wiring.Component):
         # the datapath below sees neither mode (the checks and the control still do).
         fused_dp, alone_dp = (fused, alone) if self.pool_window_slots else (Const(0), Const(0))
         pool_on_dp = fused_dp | alone_dp
-        d, steps = self._derive(m, c, alone)
-        range_error, late_error = self._check(m, c, d, fused, alone)
 
         m.submodules.pool = pool = MaxPool(**self.pool_params)
 
         # --- control ---------------------------------------------------------------------
         busy, running, done = Signal(), Signal(), Signal()
+        queued = Signal()               # a started layer waits for the running one
         tlast_error = Signal()
+        tlast_sticky = Signal()
         step = Signal(range(len(steps)))
         launch = Signal()
+        arm = Signal()                  # the cycle after `take`: the active set is valid
         layer_end = Signal()
         error_q = Signal(ERROR_WIDTH)
+        setup_error = Signal(ERROR_WIDTH)
+        setup_idle, setup_ready, setup_refused = Signal(), Signal(), Signal()
+        run_idle = Signal()
         m.d.comb += [
             f.busy.eq(busy), f.running.eq(running), f.done.eq(done), f.error.eq(error_q),
-            f.tlast_error.eq(tlast_error),
+            f.tlast_error.eq(tlast_sticky), f.queued.eq(queued),
+            busy.eq(~setup_idle | ~run_idle),
+            queued.eq(~setup_idle & ~run_idle),
         ]
+        # A start from idle clears the status and the counters; a queued start (while a layer
+        # runs) keeps them, so a batch of layers run back to back is counted as a whole.
+        fresh = latch & run_idle
+        with m.If(tlast_error):
+            m.d.sync += tlast_sticky.eq(1)
+        with m.If(fresh):
+            m.d.sync += tlast_sticky.eq(0)
         # One shift-and-add multiplier (no DSP block, a short carry chain) computes the
         # per-layer products one after the other, after the range checks have bounded their
         # operands (see _derive): `mul_a` shifts left and `mul_b` right until no bit is left.
@@ -312,14 +342,15 @@ class ConvEngine(wiring.Component):
             m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add)]
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
-        # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits).
+        # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits),
+        # computed with the next set and copied with it.
         div_bits = self.coord_width
         stride_bits = self.max_stride.bit_length()
         div_count = Signal(range(div_bits))
         div_load, div_step = Signal(), Signal()
         conv_out = {}
-        for a, limit, pad_begin, stride in (("h", d["y_limit"], c["pad_top"], c["stride_h"]),
-                                            ("w", d["x_limit"], c["pad_left"], c["stride_w"])):
+        for a, limit, pad_begin, stride in (("h", dn["y_limit"], cn["pad_top"], cn["stride_h"]),
+                                            ("w", dn["x_limit"], cn["pad_left"], cn["stride_w"])):
             num = Signal(div_bits, name=f"div_num_{a}")
             rem = Signal(stride_bits, name=f"div_rem_{a}")
             quo = Signal(div_bits, name=f"div_quo_{a}")
@@ -332,20 +363,24 @@ class ConvEngine(wiring.Component):
             with m.If(div_step):
                 m.d.sync += [num.eq(num << 1), rem.eq(Mux(fits, trial - divisor, trial)),
                              quo.eq(Cat(fits, quo[:-1]))]
-            conv_out[a] = quo + 1
-        with m.FSM():
+            out = Signal(div_bits + 1, name=f"conv_out_{a}")
+            with m.If(take):
+                m.d.sync += out.eq(quo + 1)
+            conv_out[a] = out
+
+        # Setup of the next layer: checks, derived constants, the fused pool's map.
+        with m.FSM(name="setup") as setup_fsm:
             with m.State("IDLE"):
                 with m.If(f.start):
-                    m.d.comb += latch.eq(1)
-                    m.d.sync += [busy.eq(1), done.eq(0), error_q.eq(0)]
+                    m.d.sync += [done.eq(0), error_q.eq(0)]
                     m.next = "LATCHED"
             with m.State("LATCHED"):
                 # The registered range checks see the latched configuration in CHECK.
                 m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(range_error != EngineError.NONE):
-                    m.d.sync += [error_q.eq(range_error), busy.eq(0), done.eq(1)]
-                    m.next = "IDLE"
+                    m.d.sync += setup_error.eq(range_error)
+                    m.next = "REFUSED"
                 with m.Else():
                     m.d.sync += step.eq(0)
                     m.next = "LOAD"
@@ -375,24 +410,43 @@ class ConvEngine(wiring.Component):
                 m.next = "VERIFY"
             with m.State("VERIFY"):
                 with m.If(late_error != EngineError.NONE):
-                    m.d.sync += [error_q.eq(late_error), busy.eq(0), done.eq(1)]
-                    m.next = "IDLE"
-                with m.Elif(fused):
+                    m.d.sync += setup_error.eq(late_error)
+                    m.next = "REFUSED"
+                with m.Elif(fused_n):
                     m.d.comb += div_load.eq(1)
                     m.d.sync += div_count.eq(div_bits - 1)
                     m.next = "DIVIDE"
-                with m.Elif(alone):
-                    m.next = "POOL_START"
                 with m.Else():
-                    m.d.comb += launch.eq(1)
-                    m.d.sync += running.eq(1)
-                    m.next = "RUN"
+                    m.next = "READY"
             with m.State("DIVIDE"):
                 # The conv output size, the fused pool's input map (one quotient bit a cycle).
                 m.d.comb += div_step.eq(1)
                 m.d.sync += div_count.eq(div_count - 1)
                 with m.If(div_count == 0):
+                    m.next = "READY"
+            with m.State("READY"):
+                with m.If(take):
+                    m.next = "IDLE"
+            with m.State("REFUSED"):
+                # Reported once the running layer (if any) has ended.
+                with m.If(run_idle):
+                    m.d.sync += [error_q.eq(setup_error), done.eq(1)]
+                    m.next = "IDLE"
+
+        # The running layer; the next one is taken as soon as it is set up and this one ends.
+        # (Status and hand-over signals are decoded from the states outside the FSMs: Icarus
+        # would leave a process's outputs undefined until the first change of its inputs.)
+        with m.FSM(name="run") as run_fsm:
+            with m.State("IDLE"):
+                with m.If(setup_ready):
+                    m.next = "ARM"
+            with m.State("ARM"):
+                with m.If(pool_on):
                     m.next = "POOL_START"
+                with m.Else():
+                    m.d.comb += launch.eq(1)
+                    m.d.sync += running.eq(1)
+                    m.next = "RUN"
             with m.State("POOL_START"):
                 m.d.comb += pool.start.eq(1)
                 m.next = "POOL_WAIT"
@@ -402,13 +456,24 @@ class ConvEngine(wiring.Component):
                     m.d.sync += running.eq(1)
                     m.next = "RUN"
                 with m.Elif(pool.done):
-                    m.d.sync += [error_q.eq(POOL_ERROR_BASE + pool.error), busy.eq(0),
-                                 done.eq(1)]
+                    m.d.sync += [error_q.eq(POOL_ERROR_BASE + pool.error), done.eq(1)]
                     m.next = "IDLE"
             with m.State("RUN"):
                 with m.If(layer_end):
-                    m.d.sync += [busy.eq(0), running.eq(0), done.eq(1)]
-                    m.next = "IDLE"
+                    m.d.sync += running.eq(0)
+                    with m.If(setup_ready):
+                        m.next = "ARM"
+                    with m.Else():
+                        with m.If(setup_idle):
+                            m.d.sync += done.eq(1)
+                        m.next = "IDLE"
+        m.d.comb += [
+            setup_idle.eq(setup_fsm.ongoing("IDLE")), setup_ready.eq(setup_fsm.ongoing("READY")),
+            setup_refused.eq(setup_fsm.ongoing("REFUSED")), run_idle.eq(run_fsm.ongoing("IDLE")),
+            latch.eq(setup_idle & f.start),
+            take.eq(setup_ready & (run_idle | (run_fsm.ongoing("RUN") & layer_end))),
+            arm.eq(run_fsm.ongoing("ARM")),
+        ]
 
         # --- parameters --------------------------------------------------------------------
         m.submodules.params = params = ParamStore(
@@ -417,7 +482,7 @@ class ConvEngine(wiring.Component):
         connect_axis(m, self, "s_axis_param", params.param)
         m.d.comb += [
             params.load_enable.eq(~busy),
-            params.clear.eq(latch),
+            params.clear.eq(fresh),
             f.load_error.eq(params.load_error),
         ]
 
@@ -437,9 +502,7 @@ class ConvEngine(wiring.Component):
             lb.s.payload.data.eq(self.s_axis_tdata), lb.s.payload.last.eq(self.s_axis_tlast),
             lb.s.valid.eq(self.s_axis_tvalid & ~alone_dp),
             lb.enable.eq(running & ~alone_dp), lb.total.eq(d["total_in"]),
-            # Also at every start, so a refused layer does not show the last one's tlast_error
-            # (the restart at launch then sets the running layer's word count).
-            lb.restart.eq(launch | latch),
+            lb.restart.eq(launch),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
             lb.read_addr.eq(gen.rows),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
@@ -493,7 +556,7 @@ class ConvEngine(wiring.Component):
                      self.s_axis_acc_tready.eq(pop & acc_in)]
         with m.If(pop & acc_in & (self.s_axis_acc_tlast != fifo_final)):
             m.d.sync += acc_last_error.eq(1)
-        with m.If(latch):
+        with m.If(launch):
             m.d.sync += acc_last_error.eq(0)
         psum = Mux(acc_in, self.s_axis_acc_tdata, 0)
 
@@ -584,7 +647,7 @@ class ConvEngine(wiring.Component):
             rg.i.valid.eq(self.s_axis_tvalid & alone_in),
             self.s_axis_tready.eq(Mux(alone_dp, rg.i.ready & alone_in, lb.s.ready)),
             rg.in_groups.eq(d["cin_groups"]), rg.out_groups.eq(d["cout_groups"]),
-            rg.restart.eq(latch),
+            rg.restart.eq(arm),
             # The width converter reports a last that its packing would hide.
             tlast_error.eq(lb.tlast_error | (pool_on_dp & pool.last_error)
                            | (alone_dp & rg.last_error) | acc_last_error),
@@ -647,7 +710,7 @@ class ConvEngine(wiring.Component):
             m.d.comb += f[name].eq(count)
             with m.If(event):
                 m.d.sync += count.eq(count + 1)
-            with m.If(latch):
+            with m.If(fresh):
                 m.d.sync += count.eq(0)
         return m
 

@@ -5,9 +5,17 @@ A layer is programmed by writing the ``rw`` registers, then ``CTRL.start``. The 
 the configuration at start (later writes affect only the next layer), checks it, and either
 refuses it (``STATUS.error`` names the first violated limit, ``done`` is set, no input is
 accepted and nothing is output) or runs it (``busy`` and ``running`` until the last output
-word has been sent and the whole input consumed, then ``done``). The performance counters count
-from start to done of the last layer. A start while a layer is busy is ignored; parameters
-load (``s_axis_param``) only while no layer is busy.
+word has been sent and the whole input consumed, then ``done``).
+
+Layers back to back: a start while a layer runs is *queued* (``STATUS.queued``): the next
+layer's checks and derived constants are computed while the running one finishes, and it
+starts the cycle after that one ends, so a layer switch costs no setup. A start while a layer
+is queued is ignored: write the next layer's registers, wait for ``queued`` to fall, then
+start it. A queued layer that is refused reports its error (and ``done``) once the running
+layer has ended. A start from idle clears ``done``, ``error``, ``tlast_error`` and the
+performance counters; a queued start clears ``done`` and ``error`` only, so the counters and
+``tlast_error`` cover every layer run back to back since the last start from idle.
+Parameters load (``s_axis_param``) only while no layer is busy.
 
 Max pooling (``POOL.pool_mode``, :class:`PoolMode`): ``FUSED`` sends the requantized (and
 ReLU-clamped) conv output through the max-pool unit (the lecture's CONV-RELU-POOL in one pass;
@@ -68,6 +76,9 @@ REGMAP = RegisterMap("convcore_engine", [
         Field("load_error", 1, "ro",
               doc="A parameter packet had an unknown kind, ended inside a word or addressed "
                   "past a memory; cleared by start"),
+        Field("queued", 1, "ro",
+              doc="A started layer waits for the running one (its checks and setup run "
+                  "meanwhile); a start now is ignored"),
         Field("error", ERROR_WIDTH, "ro", lsb=8, enum=EngineError,
               doc="Why the last layer was refused (0: accepted)"),
     ], doc="Status"),
