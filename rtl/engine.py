@@ -300,7 +300,7 @@ class ConvEngine(wiring.Component):
 
         # --- control ---------------------------------------------------------------------
         busy, running, done = Signal(), Signal(), Signal()
-        queued = Signal()               # a started layer waits for the running one
+        queued = Signal()               # a started layer is set up or waits: start is ignored
         tlast_error = Signal()
         tlast_sticky = Signal()
         step = Signal(range(len(steps)))
@@ -315,7 +315,7 @@ class ConvEngine(wiring.Component):
             f.busy.eq(busy), f.running.eq(running), f.done.eq(done), f.error.eq(error_q),
             f.tlast_error.eq(tlast_sticky), f.queued.eq(queued),
             busy.eq(~setup_idle | ~run_idle),
-            queued.eq(~setup_idle & ~run_idle),
+            queued.eq(~setup_idle),
         ]
         # A start from idle clears the status and the counters; a queued start (while a layer
         # runs) keeps them, so a batch of layers run back to back is counted as a whole.

@@ -77,8 +77,8 @@ REGMAP = RegisterMap("convcore_engine", [
               doc="A parameter packet had an unknown kind, ended inside a word or addressed "
                   "past a memory; cleared by start"),
         Field("queued", 1, "ro",
-              doc="A started layer waits for the running one (its checks and setup run "
-                  "meanwhile); a start now is ignored"),
+              doc="A started layer is being checked and set up, or waits for the running "
+                  "one to end; a start now is ignored"),
         Field("error", ERROR_WIDTH, "ro", lsb=8, enum=EngineError,
               doc="Why the last layer was refused (0: accepted)"),
     ], doc="Status"),

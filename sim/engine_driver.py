@@ -401,6 +401,14 @@ class EngineDriver:
             raise EngineRefused(name or self._layer_name, st["error"])
         return st
 
+    async def queue(self):
+        """Pulse start as soon as no started layer is waiting (``STATUS.queued`` low): the
+        layer starts at once from idle, or the cycle the running one ends, its setup done
+        meanwhile. Errors show in STATUS once the running layer has ended."""
+        while (await self.status())["queued"]:
+            pass
+        await self.regs.pulse("start")
+
     async def counters(self):
         return {reg.lower(): await self.regs.read(reg) for reg in COUNTERS}
 

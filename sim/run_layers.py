@@ -50,6 +50,7 @@ from cocotbext.axi import AxiStreamFrame, AxiStreamSink
 
 from model.network import DenseLayer, PoolLayer
 from model.network import run_layer as run_golden
+from rtl.engine_regs import EngineError
 from sim.compiler import Schedule, steps
 from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, input_words,
                               output_shape, pack_acc, pack_input, row_pitch, unpack_output,
@@ -187,50 +188,65 @@ async def _pending(drv, dut, layer, image, pe, simd):
             f"{received} of {out_words}; {engine}")
 
 
-async def run_image(drv, dut, layer, x, image, hw, psum=None):
-    """Run one CHW image of a loaded and configured layer (adding the CHW int32 partial sums
-    ``psum``, if any); (CHW output, counters)."""
-    try:
-        await drv.start()
-    except EngineRefused as refused:
-        raise LayerFailed(str(refused), refused=refused.code.name) from None
-    if psum is not None:
-        await drv.acc.send(pack_acc(psum, hw.pe))
-    await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
-    frame = await drv.sink.recv()
-    st = await drv.status()
-    while st["busy"]:
-        st = await drv.status()
-    if st["tlast_error"] or st["load_error"]:
-        raise LayerFailed(f"layer '{layer.name}': sample {image}: engine status "
-                          f"tlast_error {st['tlast_error']}, load_error {st['load_error']}")
-    return unpack_output(frame.tdata, layer), await drv.counters()
-
-
 async def run_layer(drv, dut, layer, x, hw, psum=None):
     """The whole batch ``x`` (N, C, H, W) through ``layer`` (adding the partial sums ``psum``,
-    N x CHW int32, if given); dict for the result file."""
+    N x CHW int32, if given); dict for the result file.
+
+    The images run back to back: the first start checks the layer (a refusal is reported at
+    once), each next start is queued while the image before it runs (``STATUS.queued``), so
+    that the engine sets it up meanwhile and starts it the cycle the running one ends; the
+    inputs stream back to back. ``image_cycles`` are the cycles from the previous image's last
+    output word (the first: from the first start) to the image's last output word."""
     try:
         await drv.load(layer)
     except ValueError as exc:       # constants out of the engine's range (pack_channels)
         raise LayerFailed(str(exc)) from None
     await drv.configure(layer, acc_in=psum is not None)
     drv._layer_name = layer.name
+    n = x.shape[0]
     budget_ns = watchdog_cycles(layer, hw.pe, hw.simd) * CLOCK_PERIOD_NS
-    outputs, totals, image_cycles = [], {}, []
-    for image in range(x.shape[0]):
+    pitch = row_pitch(layer, hw.simd)
+    cycle0 = get_sim_time("ns") // CLOCK_PERIOD_NS
+    try:
+        await drv.start()
+    except EngineRefused as refused:
+        raise LayerFailed(str(refused), refused=refused.code.name) from None
+
+    async def feed():
+        for image in range(n):
+            if image:
+                await drv.queue()
+            if psum is not None:
+                await drv.acc.send(pack_acc(psum[image], hw.pe))
+            await drv.source.send(pack_input(x[image], hw.simd, pitch))
+
+    feeder = cocotb.start_soon(feed())
+    outputs, image_cycles = [], []
+    last = cycle0
+    for image in range(n):
         try:
-            y, counters = await with_timeout(
-                run_image(drv, dut, layer, x[image], image, hw,
-                          None if psum is None else psum[image]), budget_ns, "ns")
+            frame = await with_timeout(drv.sink.recv(), budget_ns, "ns")
         except TimeoutError:
+            feeder.cancel()
             pending = await _pending(drv, dut, layer, image, hw.pe, hw.simd)
             raise LayerFailed(f"layer '{layer.name}': watchdog: no result within "
                               f"{budget_ns // CLOCK_PERIOD_NS} cycles; {pending}") from None
-        outputs.append(y)
-        image_cycles.append(int(counters["cycles"]))
-        for name, value in counters.items():
-            totals[name] = totals.get(name, 0) + int(value)
+        now = get_sim_time("ns") // CLOCK_PERIOD_NS
+        image_cycles.append(int(now - last))
+        last = now
+        outputs.append(unpack_output(frame.tdata, layer))
+    await feeder
+    st = await drv.status()
+    while st["busy"]:
+        st = await drv.status()
+    if st["error"] != EngineError.NONE:
+        raise LayerFailed(f"layer '{layer.name}': the engine refused a queued image "
+                          f"({EngineError(st['error']).name})",
+                          refused=EngineError(st["error"]).name)
+    if st["tlast_error"] or st["load_error"]:
+        raise LayerFailed(f"layer '{layer.name}': engine status tlast_error "
+                          f"{st['tlast_error']}, load_error {st['load_error']}")
+    totals = {name: int(value) for name, value in (await drv.counters()).items()}
     return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles}
 
 
