@@ -42,9 +42,12 @@ def test_every_refusal_has_a_doc_and_a_message():
 
 def test_a_bad_table_is_refused():
     with pytest.raises(ValueError, match="stage must be one of"):
-        limits.Refusal("X", 12, "never", lambda v: False, "doc", "msg")
-    extra = limits.Refusal("X", 12, "range", lambda v: False, "doc", "msg")
-    limits.check_tables(ENGINE_REFUSALS + (extra,), POOL_REFUSALS)
+        limits.Refusal("X", 1, "never", lambda v: False, "doc", "msg")
+    used = {r.code for r in ENGINE_REFUSALS}
+    free = [code for code in range(1, POOL_ERROR_BASE) if code not in used]
+    for code in free[:1]:         # a new code in range is accepted
+        extra = limits.Refusal("X", code, "range", lambda v: False, "doc", "msg")
+        limits.check_tables(ENGINE_REFUSALS + (extra,), POOL_REFUSALS)
     for code in (11, 0, POOL_ERROR_BASE):
         bad = limits.Refusal("X", code, "range", lambda v: False, "doc", "msg")
         with pytest.raises(ValueError, match="refusal codes must be distinct"):
