@@ -25,6 +25,7 @@ codes, the pools of the example networks on the default configuration, and a poo
 in Amaranth's simulator for PE != SIMD ratios the HDL builds do not cover.
 """
 
+import dataclasses
 import os
 import random
 from types import SimpleNamespace
@@ -501,6 +502,67 @@ async def engine_sweep(dut):
     drv = EngineDriver(dut)
     for index, case in enumerate(sweep):
         await check_case(drv, case, index, rng, prng, dut._log)
+
+
+@cocotb.test()
+async def engine_queued_layers(dut):
+    """Layers started while another runs (STATUS.queued): set up meanwhile and started when it
+    ends, bit-exact; a start while one is queued is ignored; the counters cover the layers run
+    back to back; a refused queued layer reports its error once the running one has ended,
+    and the running one still completes bit-exact."""
+    rng = np.random.default_rng(5)
+    a, xa = make_layer(Case(3, 6, 7, 8, pads=(1, 1, 1, 1), relu=True), rng, "a")
+    # The same parameters on another map: nothing to load between the two.
+    b = dataclasses.replace(a, name="b", in_shape=(3, 5, 9), out_shape=(6, 5, 9))
+    xb = rng.integers(-128, 128, b.in_shape).astype(np.int8)
+    await reset(dut)
+    drv = EngineDriver(dut)
+    hw = await drv.hardware()
+    budget = watchdog_ns(Case(3, 6, 9, 9))
+
+    def ops(layer):
+        cout, oh, ow = conv_shape(layer)
+        kh, kw = layer.kernel
+        cp = 3 if row_pitch(layer, hw.simd) is not None else -(-3 // hw.simd) * hw.simd
+        return oh * ow * -(-cout // hw.pe) * -(-kh * kw * cp // hw.simd)
+
+    await drv.load(a)
+    await drv.configure(a)
+    await drv.start("a")
+    await drv.configure(b)                      # while `a` runs
+    await drv.regs.pulse("start")               # queued
+    st = await drv.status()
+    assert st["running"] and st["queued"] and not st["done"], st
+    await drv.regs.pulse("start")               # ignored: `b` is queued
+    for layer, x in ((a, xa), (b, xb)):
+        await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
+    got = [unpack_output((await with_timeout(drv.sink.recv(), budget, "ns")).tdata, layer)
+           for layer in (a, b)]
+    while (await drv.status())["busy"]:
+        pass
+    await ClockCycles(dut.clk, 200)
+    st = await drv.status()
+    assert st["done"] and not st["queued"] and st["error"] == EngineError.NONE, st
+    assert drv.sink.empty(), "a third layer ran: the start while one was queued was taken"
+    for layer, x, y in ((a, xa, got[0]), (b, xb, got[1])):
+        want = run_layer(layer, x[None])[0]
+        assert np.array_equal(y, want), f"{layer.name}: {first_mismatch(y, want)}"
+    counters = await drv.counters()
+    assert counters["mac_cycles"] == ops(a) + ops(b), counters
+
+    # A refused layer queued behind `a`: `a` completes, then STATUS reports the refusal.
+    await drv.configure(a)
+    await drv.start("a")
+    max_kernel = (await drv.regs.read_fields("HW_ARRAY"))["hw_max_kernel"]
+    await drv.regs.write_fields("KERNEL", kernel_h=max_kernel + 1, kernel_w=3)
+    await drv.regs.pulse("start")
+    await drv.source.send(pack_input(xa, hw.simd, row_pitch(a, hw.simd)))
+    y = unpack_output((await with_timeout(drv.sink.recv(), budget, "ns")).tdata, a)
+    while (await drv.status())["busy"]:
+        pass
+    st = await drv.status()
+    assert st["done"] and st["error"] == EngineError.KERNEL, st
+    assert np.array_equal(y, run_layer(a, xa[None])[0]), "a: differs with a refused layer queued"
 
 
 @cocotb.test()
