@@ -15,10 +15,12 @@ A :class:`model.network.ConvLayer` (with its fused max-pool) or
 ``golden`` (a max-pool alone on a configuration without a max-pool unit), run on the golden
 model here, between engine layers, so a whole network takes one launch; ``post_pool[i]`` is
 a max-pool applied on the golden model to engine layer ``i``'s output (a conv's fused pool on
-such a configuration). On the engine, every layer's parameters are
+such a configuration). On the engine, every layer's (and compiler pass's) parameters are
 loaded once through :class:`sim.engine_driver.EngineDriver` and its registers written once,
 then the batch's images run back to back (start, input stream, output stream, counters per
-image). ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that makes
+image). While a layer or pass runs, the next one's parameters are sent on ``s_axis_param``
+(to words the running one does not read, see :class:`sim.engine_driver.ParamMemory`), so the
+next starts as soon as this one ends; parameters still resident are not sent again. ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that makes
 the watchdog fire (tests use it).
 
 Result: ``{"layers": [{"output": array, "counters": {name: total over the batch},
@@ -188,13 +190,15 @@ async def _pending(drv, dut, layer, image, pe, simd):
             f"{received} of {out_words}; {engine}")
 
 
-async def run_image(drv, dut, layer, x, image, hw, psum=None):
+async def run_image(drv, dut, layer, x, image, hw, psum=None, after=None):
     """Run one CHW image of a loaded and configured layer (adding the CHW int32 partial sums
-    ``psum``, if any); (CHW output, counters)."""
+    ``psum``, if any), sending the parameters of the layer ``after`` it meanwhile;
+    (CHW output, counters)."""
     try:
         await drv.start()
     except EngineRefused as refused:
         raise LayerFailed(str(refused), refused=refused.code.name) from None
+    drv.preload(after, drv.placement_of(layer))
     if psum is not None:
         await drv.acc.send(pack_acc(psum, hw.pe))
     await drv.source.send(pack_input(x, hw.simd))
@@ -208,9 +212,10 @@ async def run_image(drv, dut, layer, x, image, hw, psum=None):
     return unpack_output(frame.tdata, layer), await drv.counters()
 
 
-async def run_layer(drv, dut, layer, x, hw, psum=None):
+async def run_layer(drv, dut, layer, x, hw, psum=None, after=None):
     """The whole batch ``x`` (N, C, H, W) through ``layer`` (adding the partial sums ``psum``,
-    N x CHW int32, if given); dict for the result file."""
+    N x CHW int32, if given), the parameters of the engine layer ``after`` it sent while the
+    first image runs; dict for the result file."""
     try:
         await drv.load(layer)
     except ValueError as exc:       # constants out of the engine's range (pack_channels)
@@ -223,7 +228,8 @@ async def run_layer(drv, dut, layer, x, hw, psum=None):
         try:
             y, counters = await with_timeout(
                 run_image(drv, dut, layer, x[image], image, hw,
-                          None if psum is None else psum[image]), budget_ns, "ns")
+                          None if psum is None else psum[image],
+                          after if image == 0 else None), budget_ns, "ns")
         except TimeoutError:
             pending = await _pending(drv, dut, layer, image, hw.pe, hw.simd)
             raise LayerFailed(f"layer '{layer.name}': watchdog: no result within "
@@ -235,15 +241,17 @@ async def run_layer(drv, dut, layer, x, hw, psum=None):
     return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles}
 
 
-async def run_schedule(drv, dut, schedule, x, hw):
+async def run_schedule(drv, dut, schedule, x, hw, after=None):
     """A compiled layer (:class:`sim.compiler.Schedule`): its passes on the engine, the host's
-    moves between them; the counters and per-image cycles summed over the passes."""
+    moves between them, each pass's successor (the engine layer ``after`` the last)
+    preloaded while it runs; the counters and per-image cycles summed over the passes."""
     gen = steps(schedule, x)
     totals, image_cycles = {}, np.zeros(x.shape[0], np.int64)
+    successors = [q.layer for q in schedule.passes[1:]] + [after]
     try:
         p, xin, psum = next(gen)
-        while True:
-            entry = await run_layer(drv, dut, p.layer, xin, hw, psum)
+        for successor in successors:
+            entry = await run_layer(drv, dut, p.layer, xin, hw, psum, successor)
             for name, value in entry["counters"].items():
                 totals[name] = totals.get(name, 0) + value
             image_cycles += entry["image_cycles"]
@@ -255,6 +263,11 @@ async def run_schedule(drv, dut, schedule, x, hw):
                           f"{exc}", refused=exc.refused) from None
     return {"output": y, "counters": totals, "image_cycles": [int(c) for c in image_cycles],
             "passes": len(schedule.passes)}
+
+
+def _first_pass(layer):
+    """What the engine runs first of a job's layer: the layer, or a Schedule's first pass."""
+    return layer.passes[0].layer if isinstance(layer, Schedule) else layer
 
 
 @cocotb.test()
@@ -273,6 +286,9 @@ async def run_job(dut):
     inputs = job.get("inputs")
     golden, post_pool = set(job.get("golden", ())), job.get("post_pool") or {}
     x = None if inputs is not None else np.asarray(job["x"])
+    engine = [index for index, layer in enumerate(job["layers"])
+              if not (isinstance(layer, DenseLayer) or index in golden)]
+    next_engine = dict(zip(engine, engine[1:]))
     for index, layer in enumerate(job["layers"]):
         if inputs is not None:
             x = np.asarray(inputs[index])
@@ -283,11 +299,13 @@ async def run_job(dut):
             result["layers"].append({"output": x, "golden": True})
             continue
         cycle0, wall0 = get_sim_time("ns") // CLOCK_PERIOD_NS, time.perf_counter()
+        after = (_first_pass(job["layers"][next_engine[index]]) if index in next_engine
+                 else None)
         try:
             if isinstance(layer, Schedule):
-                entry = await run_schedule(drv, dut, layer, x, hw)
+                entry = await run_schedule(drv, dut, layer, x, hw, after)
             else:
-                entry = await run_layer(drv, dut, layer, x, hw)
+                entry = await run_layer(drv, dut, layer, x, hw, after=after)
         except LayerFailed as exc:
             result["error"] = str(exc)
             result["refused"] = exc.refused
