@@ -287,8 +287,11 @@ class ParamMemory:
     layer's weights or channel constants, known by a key of their content) are resident
     where.
 
-    :meth:`place` finds a block's words: where it already is, else a free range, else over
-    the least recently used blocks, never over the ``keep`` ranges (the running layer's).
+    :meth:`place` finds a block's words: where it already is, else a free range (at an end
+    of the memory if one is free), else over the least recently used blocks, never over the
+    ``keep`` ranges (the running layer's). A block placed next to one at an end of the memory
+    always fits when the two do; next to one kept resident in the middle it may not (then
+    :meth:`place` says so, and the driver loads it after the running layer).
 
     >>> mem = ParamMemory(10)
     >>> mem.place("a", 6), mem.place("b", 4, keep=[(0, 6)]), mem.place("a", 6)
@@ -357,7 +360,8 @@ class ParamMemory:
                 continue
             hit = [k for k, (b, n, _) in self.blocks.items() if overlaps(base, b, n)]
             cost = (max((self.blocks[k][2] for k in hit), default=-1),
-                    sum(self.blocks[k][1] for k in hit), base)
+                    sum(self.blocks[k][1] for k in hit), base not in (0, self.depth - size),
+                    base)
             if best is None or cost < best[0]:
                 best = (cost, base, hit)
         if best is None:
