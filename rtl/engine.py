@@ -27,8 +27,12 @@ Ports (flat, for the Verilog top; Amaranth's default domain gives ``clk`` and ``
     output back here to accumulate input-channel groups or sub-kernels of a layer larger than
     the engine; the last pass requantizes, so the output bytes are those of one pass.
 ``s_axis_param_t{data,valid,ready,last}``
-    32-bit parameter load stream (weights, bias, multiplier, shift, weight zero point); format
-    in :mod:`rtl.weights`. Accepted only while no layer is busy.
+    Parameter load stream of ``param_width`` bits (weights, bias, multiplier, shift, weight
+    zero point); format in :mod:`rtl.weights`. Accepted at any time, one beat per cycle, also
+    while a layer runs: the layer reads its weights from word ``WEIGHT_BASE`` on and its
+    channel constants from word ``CHAN_BASE`` on, and the host loads the next layer's into
+    other words meanwhile. The host must not overwrite the words the running layer reads
+    (nothing checks it).
 ``s_axil_*``
     AXI4-Lite registers, map in :mod:`rtl.engine_regs`.
 
@@ -43,10 +47,12 @@ Memories (all block-RAM friendly, one read and one write port, registered reads)
   to a power of two, ``(6 * 224 + 7) * 8 = 10808 -> 16384`` words (1 Mbit) for the default
   configuration;
 - weights: ``weight_depth`` words of ``8 * PE * SIMD`` bits, a layer needs
-  ``ceil(Cout / PE) * ceil(Kh * Kw * Cp / SIMD)`` words, ``Cp = ceil(Cin / SIMD) * SIMD``
-  (plain) or ``Cin`` (packed) (default 3136 x 512 bits);
+  ``ceil(Cout / PE) * ceil(Kh * Kw * Cp / SIMD)`` words from ``weight_base`` on,
+  ``Cp = ceil(Cin / SIMD) * SIMD`` (plain) or ``Cin`` (packed) (default 3136 x 512 bits);
 - per output-channel group: weight zero points (``9 * PE`` bits) and bias, multiplier, shift
-  (``69 * PE`` bits), ``ceil(max_channels / PE)`` words each;
+  (``69 * PE`` bits), ``channel_depth`` words each (default ``2 * ceil(max_channels / PE)``:
+  the largest layer's and the next one's), a layer needs ``ceil(Cout / PE)`` from
+  ``chan_base`` on;
 - max-pool unit (:mod:`rtl.maxpool`, ``lanes = PE``, ``S = pool_window_slots``,
   ``G = ceil(max_channels / PE)``): partial maxima, never input pixels. Vertical stage
   ``(max_width + max_kernel - 1) * G`` words of ``S * PE * 8`` bits (block RAM), horizontal
@@ -110,7 +116,7 @@ from rtl.maxpool import MaxPool
 from rtl.maxpool import memory_bits as pool_memory_bits
 from rtl.regroup import Regroup
 from rtl.requantize import Requantize
-from rtl.streams import (ACC_BYTES, ACC_WIDTH, BEAT_WIDTH, DATA_WIDTH, ZP_WIDTH, axis_members,
+from rtl.streams import (ACC_BYTES, ACC_WIDTH, DATA_WIDTH, ZP_WIDTH, axis_members,
                          connect_axis, connect_flat, flat_members, pack, payload_layout)
 from rtl.weights import MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
 
@@ -135,6 +141,13 @@ class ConvEngine(wiring.Component):
     weight_depth : int, optional
         Weight memory words of ``pe * simd`` bytes; default: the largest layer,
         ``ceil(max_channels/pe) * max_kernel**2 * ceil(max_channels/simd)``.
+    channel_depth : int, optional
+        Channel-constant memory words (one per output-channel group); default
+        ``2 * ceil(max_channels/pe)``, the constants of two layers.
+    param_width : int, optional
+        Bits of ``s_axis_param_tdata``: a power of two from 32 to the weight word
+        ``8 * pe * simd``; default the weight word, at most 512 (one word per beat on the
+        default engine).
     line_buffer_depth : int, optional
         Line buffer words of ``simd`` bytes, a power of two; default
         :func:`rtl.linebuffer.line_buffer_depth` (the largest layer without dilation).
@@ -171,7 +184,8 @@ class ConvEngine(wiring.Component):
     no_rw_check : bool
         The parameter memories leave a read of a word in the cycle it is written open
         (:class:`rtl.weights.ParamStore` ``no_rw_check``): less logic around iCE40 block
-        RAMs, same behaviour (parameters load only between layers). Default False.
+        RAMs, same behaviour (the host never writes the words a running layer reads).
+        Default False.
     dsp : str
         How the MAC array multiplies (:data:`rtl.mac_array.DSPS`): ``"generic"`` (default:
         vendor-free Verilog, the synthesis tool picks the DSP blocks) or ``"ecp5"`` (ECP5
@@ -182,7 +196,7 @@ class ConvEngine(wiring.Component):
     s_axis_tdata : ``In(8 * simd)``; s_axis_tvalid, s_axis_tlast : ``In(1)``; s_axis_tready : ``Out(1)``
     m_axis_tdata : ``Out(32 * pe)``; m_axis_tkeep : ``Out(4 * pe)``;
     m_axis_tvalid, m_axis_tlast : ``Out(1)``; m_axis_tready : ``In(1)``
-    s_axis_param_tdata : ``In(32)``; s_axis_param_tvalid, s_axis_param_tlast : ``In(1)``;
+    s_axis_param_tdata : ``In(param_width)``; s_axis_param_tvalid, s_axis_param_tlast : ``In(1)``;
     s_axis_param_tready : ``Out(1)``
     s_axil_* : the AXI4-Lite subordinate of :data:`rtl.engine_regs.REGMAP`.
     """
@@ -211,7 +225,7 @@ class ConvEngine(wiring.Component):
             **axis_members("s_axis", payload_layout(DATA_WIDTH * simd), In),
             **axis_members("m_axis", payload_layout(ACC_WIDTH * pe), Out,
                            keep_width=ACC_BYTES * pe),
-            **axis_members("s_axis_param", payload_layout(BEAT_WIDTH), In),
+            **axis_members("s_axis_param", payload_layout(params["param_width"]), In),
             **axis_members("s_axis_acc", payload_layout(ACC_WIDTH * pe), In),
             **flat_members(regs_sig, "s_axil"),
         })
@@ -235,7 +249,7 @@ class ConvEngine(wiring.Component):
         return {
             "line_buffer": self.line_buffer_depth * DATA_WIDTH * self.simd,
             "weights": self.weight_depth * DATA_WIDTH * self.pe * self.simd,
-            "channel_constants": self.cout_groups * (channel_layout(self.pe).size
+            "channel_constants": self.channel_depth * (channel_layout(self.pe).size
                                                      + ZP_WIDTH * self.pe),
             "pool_horizontal": pool["horizontal"],
             "pool_vertical": pool["vertical"],
@@ -249,7 +263,8 @@ class ConvEngine(wiring.Component):
             max_kernel=self.max_kernel, max_width=self.max_width, max_height=self.max_height,
             max_channels=self.max_channels, max_stride=self.max_stride,
             max_dilation=self.max_dilation, pool_window_slots=self.pool_window_slots,
-            pool_max_stride=self.pool_max_stride) if self.narrow_registers else None
+            pool_max_stride=self.pool_max_stride, weight_depth=self.weight_depth,
+            channel_depth=self.channel_depth) if self.narrow_registers else None
         m.submodules.regs = regs = AXI4LiteRegisters(REGMAP, storage=storage)
         connect_flat(m, self, regs.bus, "s_axil")
         f = regs.fields
@@ -261,6 +276,7 @@ class ConvEngine(wiring.Component):
             f.hw_line_buffer_depth.eq(self.line_buffer_depth),
             f.hw_pool_window_slots.eq(self.pool_window_slots),
             f.hw_pool_max_stride.eq(self.pool_max_stride),
+            f.hw_param_width.eq(self.param_width), f.hw_channel_depth.eq(self.channel_depth),
         ]
 
         # --- configuration: latched at start, set up, then copied to the running layer -------
@@ -476,15 +492,19 @@ class ConvEngine(wiring.Component):
         ]
 
         # --- parameters --------------------------------------------------------------------
+        # Loads are accepted at any time; the running layer reads from its base addresses on.
         m.submodules.params = params = ParamStore(
-            pe=pe, simd=simd, weight_depth=self.weight_depth, channel_groups=self.cout_groups,
-            read_register=True, no_rw_check=self.no_rw_check)
+            pe=pe, simd=simd, weight_depth=self.weight_depth, channel_depth=self.channel_depth,
+            param_width=self.param_width, read_register=True, no_rw_check=self.no_rw_check)
         connect_axis(m, self, "s_axis_param", params.param)
         m.d.comb += [
-            params.load_enable.eq(~busy),
             params.clear.eq(fresh),
             f.load_error.eq(params.load_error),
         ]
+        # The base addresses, narrowed to the memories' address bits (a layer runs only if
+        # base + words fits its memory: WEIGHTS, CONSTANTS).
+        weight_base = c["weight_base"][:len(params.weight_addr)]
+        chan_base = c["chan_base"][:len(params.chan_addr)]
 
         # --- line buffer and window generator ----------------------------------------------
         count_width = self.index_width - 1
@@ -506,7 +526,12 @@ class ConvEngine(wiring.Component):
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
             lb.read_addr.eq(gen.rows),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
-            params.weight_addr.eq(gen.weight_addr), params.wzp_addr.eq(gen.og),
+            # The generator counts weight words from 0 and groups from 0; the bases are
+            # latched configuration, constant while the layer runs, so the sums are addressed
+            # in the generator's cycle and weight and zero-point data keep their alignment
+            # with the line buffer's.
+            params.weight_addr.eq(gen.weight_addr + weight_base),
+            params.wzp_addr.eq(gen.og + chan_base),
         ]
 
         # --- MAC array -------------------------------------------------------------------------
@@ -561,17 +586,21 @@ class ConvEngine(wiring.Component):
         psum = Mux(acc_in, self.s_axis_acc_tdata, 0)
 
         # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
-        # `og_out_last` (og_out is the last group) is registered, so that no compare with
-        # cout_groups lies on the way to the channel memory's read address.
+        # `chan_out` is the group's word in the channel memory (from chan_base on), and
+        # `og_out_last` (it is the last group) is registered, so that neither an adder nor a
+        # compare with cout_groups lies on the way to the channel memory's read address.
         og_out = Signal(range(self.cout_groups))
+        chan_out = Signal(range(self.channel_depth))
         og_out_last = Signal()
         og_out_next = Mux(og_out_last, 0, og_out + 1)
+        chan_out_next = Mux(og_out_last, chan_base, chan_out + 1)
         with m.If(pop):
-            m.d.sync += [og_out.eq(og_out_next),
+            m.d.sync += [og_out.eq(og_out_next), chan_out.eq(chan_out_next),
                          og_out_last.eq(og_out_next == d["cout_groups"] - 1)]
         with m.If(launch):
-            m.d.sync += [og_out.eq(0), og_out_last.eq(d["cout_groups"] == 1)]
-        m.d.comb += params.chan_addr.eq(Mux(pop, og_out_next, og_out))
+            m.d.sync += [og_out.eq(0), chan_out.eq(chan_base),
+                         og_out_last.eq(d["cout_groups"] == 1)]
+        m.d.comb += params.chan_addr.eq(Mux(pop, chan_out_next, chan_out))
         chan = params.chan_data
         biased = [Signal(signed(ACC_WIDTH), name=f"biased{p}") for p in range(pe)]
         for p in range(pe):

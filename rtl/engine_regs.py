@@ -15,7 +15,13 @@ start it. A queued layer that is refused reports its error (and ``done``) once t
 layer has ended. A start from idle clears ``done``, ``error``, ``tlast_error`` and the
 performance counters; a queued start clears ``done`` and ``error`` only, so the counters and
 ``tlast_error`` cover every layer run back to back since the last start from idle.
-Parameters load (``s_axis_param``) only while no layer is busy.
+
+Parameters load (``s_axis_param``, :mod:`rtl.weights`) at any time, also while a layer runs:
+a layer reads its weights from word ``weight_base`` of the weight memory and its channel
+constants from word ``chan_base`` of the channel-constant memories, so the host loads the next
+layer's parameters into other words while one runs. It must not overwrite the words the
+running layer reads (``weight_base`` up to ``weight_base + weight words - 1``, ``chan_base``
+up to ``chan_base + ceil(Cout / PE) - 1``): the engine does not check it.
 
 Max pooling (``POOL.pool_mode``, :class:`PoolMode`): ``FUSED`` sends the requantized (and
 ReLU-clamped) conv output through the max-pool unit (the lecture's CONV-RELU-POOL in one pass;
@@ -31,8 +37,9 @@ Zero points are 9-bit two's complement numbers (``-128..127`` for int8, ``0..255
 :func:`encode_zero_point` gives the field value.
 """
 
-from rtl.limits import (COUNTER_WIDTH, DIM_WIDTH, ERROR_WIDTH, MAX_CONV_STEP, POOL_ERROR_BASE,
-                        SMALL_WIDTH, EngineError, PoolMode)
+from rtl.limits import (BASE_WIDTH, COUNTER_WIDTH, DIM_WIDTH, ERROR_WIDTH, MAX_ARRAY,
+                        MAX_CONV_STEP, POOL_ERROR_BASE, SMALL_WIDTH, EngineError, PoolMode)
+from rtl.streams import DATA_WIDTH
 from rtl.regmap import Field, Register, RegisterMap
 from rtl.streams import ZP_WIDTH as ZERO_POINT_WIDTH
 
@@ -131,6 +138,14 @@ REGMAP = RegisterMap("convcore_engine", [
                                ("pool_pad_bottom", "Pool rows of padding below"),
                                ("pool_pad_right", "Pool columns of padding on the right")],
            "Max-pool padding (never wins the maximum)", reset=0),
+    Register("WEIGHT_BASE", 0x58, [
+        Field("weight_base", BASE_WIDTH, "rw",
+              doc="First weight memory word of the layer (its weights at weight_base and on)"),
+    ], doc="Weight memory base address"),
+    Register("CHAN_BASE", 0x5C, [
+        Field("chan_base", BASE_WIDTH, "rw",
+              doc="First channel-constant word of the layer (one word per output-channel group)"),
+    ], doc="Channel-constant memory base address"),
     Register("HW_ARRAY", 0x60, [
         Field("hw_pe", 8, "ro", doc="PE: output channels per cycle"),
         Field("hw_simd", 8, "ro", doc="SIMD: input channels per cycle"),
@@ -157,6 +172,15 @@ REGMAP = RegisterMap("convcore_engine", [
                   "(K - 1) * dilation + 1 <= slots * stride (0: no max-pool unit)"),
         Field("hw_pool_max_stride", SMALL_WIDTH, "ro", doc="Largest max-pool stride"),
     ], doc="Hardware configuration: max-pool unit"),
+    Register("HW_PARAMS", 0x78, [
+        Field("hw_param_width", (DATA_WIDTH * MAX_ARRAY * MAX_ARRAY).bit_length(), "ro",
+              doc="Bits of s_axis_param_tdata (a memory word is sent as ceil(word bits / "
+                  "param_width) beats)"),
+    ], doc="Hardware configuration: parameter port"),
+    Register("HW_CHANNEL_DEPTH", 0x7C, [
+        Field("hw_channel_depth", 32, "ro",
+              doc="Channel-constant memory words (one per output-channel group)"),
+    ], doc="Hardware configuration: channel-constant memory"),
     Register("PACKING", 0x80, [
         Field("pack", 1, "rw",
               doc="Packed reduction: the input stream holds pixels of Cin bytes back to back "
@@ -171,13 +195,15 @@ REGMAP = RegisterMap("convcore_engine", [
 
 
 def narrow_storage(*, max_kernel, max_width, max_height, max_channels, max_stride,
-                   max_dilation, pool_window_slots, pool_max_stride) -> dict:
+                   max_dilation, pool_window_slots, pool_max_stride, weight_depth,
+                   channel_depth) -> dict:
     """Bits each size, kernel, stride, dilation and pad field keeps for an engine with these
     maxima (``rtl.axil_regs.AXI4LiteRegisters(storage=...)``, for small devices): the bits of
     its largest legal value; a larger value keeps a sticky bit and reads above the maximum, so
     the engine refuses it with the same ``STATUS.error``. Without a max-pool unit
     (``pool_window_slots`` 0) the ``POOL_*`` geometry fields keep only their reset value's
-    bits (any pool is refused). Fields that would keep their whole width are left out."""
+    bits (any pool is refused). The base addresses keep the bits of the last word of their
+    memory. Fields that would keep their whole width are left out."""
     def bits(value):
         return max(int(value), 0).bit_length()
     conv_pad = (max_kernel - 1) * max_dilation          # a legal pad is below the kernel
@@ -185,7 +211,8 @@ def narrow_storage(*, max_kernel, max_width, max_height, max_channels, max_strid
               "out_channels": max_channels, "kernel_h": max_kernel, "kernel_w": max_kernel,
               "stride_h": max_stride, "stride_w": max_stride, "dilation_h": max_dilation,
               "dilation_w": max_dilation,
-              **{f"pad_{side}": conv_pad for side in ("top", "left", "bottom", "right")}}
+              **{f"pad_{side}": conv_pad for side in ("top", "left", "bottom", "right")},
+              "weight_base": weight_depth - 1, "chan_base": channel_depth - 1}
     pool = {"kernel": max_kernel, "stride": pool_max_stride, "dilation": max_dilation}
     if pool_window_slots == 0:
         pool = dict.fromkeys(pool, 1)                   # reset value 1, never used

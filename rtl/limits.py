@@ -36,15 +36,16 @@ from types import SimpleNamespace
 from typing import Callable
 
 from model.conv import conv_output_size
-from rtl.linebuffer import line_buffer_depth, line_buffer_span
+from rtl.linebuffer import line_buffer_depth
 from rtl.mac_array import DSPS
+from rtl.streams import BEAT_WIDTH, DATA_WIDTH
 
 __all__ = ["Refusal", "ENGINE_REFUSALS", "POOL_REFUSALS", "EngineError", "PoolError",
            "POOL_ERROR_BASE", "ERROR_WIDTH", "nonzero", "max_row_bytes", "COUNTER_WIDTH", "POOL_ERROR_WIDTH", "DIM_WIDTH", "SMALL_WIDTH",
            "MAX_ARRAY", "ENGINE_DEFAULTS", "engine_params", "pool_params", "outside",
            "is_zero", "derive", "derive_pool", "first_refusal", "layer_values", "refusal", "stage_checks",
            "code_width", "PoolMode", "check_layer", "pool_values", "refusal_message",
-           "engine_pool_params"]
+           "engine_pool_params", "BASE_WIDTH", "DEFAULT_PARAM_WIDTH"]
 
 #: Width of height, width and channel-count register fields (values above the hardware maxima
 #: fit, so that the engine refuses them rather than seeing them truncated).
@@ -57,6 +58,11 @@ COUNTER_WIDTH = 64
 MAX_ARRAY = 64
 #: Largest conv stride and dilation (4-bit ``HW_ARRAY`` fields).
 MAX_CONV_STEP = 15
+#: Width of the ``weight_base`` and ``chan_base`` register fields (every value a host can
+#: write is kept, so that the engine refuses one past its memories rather than truncating it).
+BASE_WIDTH = 32
+#: Largest default ``param_width``: the parameter port is the weight word, at most this wide.
+DEFAULT_PARAM_WIDTH = 512
 #: ``STATUS.error`` of the max-pool unit's refusal ``n``: ``POOL_ERROR_BASE + n``.
 POOL_ERROR_BASE = 16
 
@@ -191,14 +197,21 @@ ENGINE_REFUSALS = (
             "to Kw * Cin modulo SIMD (see rtl.linebuffer)",
             "row pitch {in_row_bytes} bytes is below W * Cin = {w_cp} or misaligned: "
             "dilation_h * pitch - Kw * Cin must be a multiple of SIMD {simd}"),
-    Refusal("WEIGHTS", 8, "derived", lambda v: v.weight_words > v.weight_depth,
-            "ceil(Cout/PE) * ceil(Kh * Kw * Cp / SIMD) words exceed the weight memory "
-            "(Cp: Cin packed, else ceil(Cin/SIMD) * SIMD)",
-            "{weight_words} weight words exceed the engine's weight memory of {weight_depth}"),
+    Refusal("WEIGHTS", 8, "derived",
+            lambda v: v.weight_base + v.weight_words > v.weight_depth,
+            "weight_base + ceil(Cout/PE) * ceil(Kh * Kw * Cp / SIMD) words exceed the weight "
+            "memory (Cp: Cin packed, else ceil(Cin/SIMD) * SIMD)",
+            "{weight_words} weight words from word {weight_base} exceed the engine's weight "
+            "memory of {weight_depth}"),
     Refusal("LINE_BUFFER", 9, "derived", lambda v: v.span > v.line_buffer_depth,
             "the window span exceeds the line buffer (see rtl.linebuffer)",
             "the window spans {span} line-buffer words, more than the engine's "
             "{line_buffer_depth}"),
+    Refusal("CONSTANTS", 15, "derived",
+            lambda v: v.chan_base + v.cout_groups > v.channel_depth,
+            "chan_base + ceil(Cout/PE) words exceed the channel-constant memory",
+            "{cout_groups} channel-constant words from word {chan_base} exceed the engine's "
+            "channel-constant memory of {channel_depth}"),
 )
 
 #: The max-pool unit's refusals (its ``error``; ``STATUS.error`` shows ``POOL_ERROR_BASE +``
@@ -329,7 +342,7 @@ def stage_checks(refusals, stage, v, gate=None):
 #: CIFAR-10 net (kernels up to 7x7, widths up to 224, up to 64 channels).
 ENGINE_DEFAULTS = dict(
     pe=8, simd=8, max_kernel=7, max_width=224, max_height=224, max_channels=64,
-    weight_depth=None, line_buffer_depth=None, max_stride=4, max_dilation=4, fifo_depth=8,
+    weight_depth=None, channel_depth=None, param_width=None, line_buffer_depth=None, max_stride=4, max_dilation=4, fifo_depth=8,
     requant_lanes=None, pool_window_slots=2, pool_max_stride=None, requant_iterative=False,
     counter_width=COUNTER_WIDTH, narrow_registers=False, no_rw_check=False, dsp="generic")
 
@@ -349,8 +362,11 @@ def _is_pow2(value):
 def engine_params(**params) -> dict:
     """Every :class:`rtl.engine.ConvEngine` parameter, checked (ValueError naming the bad
     value), with the defaults (:data:`ENGINE_DEFAULTS`) and the derived sizes filled in:
-    ``weight_depth`` holds the largest layer, ``line_buffer_depth`` the widest window rounded
-    up to a power of two, ``pool_max_stride`` is ``max_kernel``."""
+    ``weight_depth`` holds the largest layer, ``channel_depth`` the constants of two of the
+    largest layers, ``line_buffer_depth`` the widest window rounded up to a power of two,
+    ``pool_max_stride`` is ``max_kernel``, ``param_width`` (bits of the parameter port, a
+    power of two from 32 up to the weight word of ``8 * pe * simd`` bits) the weight word, at
+    most :data:`DEFAULT_PARAM_WIDTH`."""
     unknown = sorted(set(params) - set(ENGINE_DEFAULTS))
     if unknown:
         raise TypeError(f"unknown engine parameter {unknown[0]!r}; the parameters are "
@@ -380,6 +396,15 @@ def engine_params(**params) -> dict:
         p["weight_depth"] = (-(-p["max_channels"] // p["pe"]) * p["max_kernel"] ** 2
                              * -(-p["max_channels"] // p["simd"]))
     _check_int("weight_depth", p["weight_depth"], 1)
+    if p["channel_depth"] is None:
+        p["channel_depth"] = 2 * -(-p["max_channels"] // p["pe"])
+    _check_int("channel_depth", p["channel_depth"], 1)
+    word_width = max(BEAT_WIDTH, DATA_WIDTH * p["pe"] * p["simd"])
+    if p["param_width"] is None:
+        p["param_width"] = min(word_width, DEFAULT_PARAM_WIDTH)
+    if not _is_pow2(p["param_width"]) or not BEAT_WIDTH <= p["param_width"] <= word_width:
+        raise ValueError(f"param_width must be a power of two from {BEAT_WIDTH} to "
+                         f"{word_width} (the weight word), not {p['param_width']!r}")
     if p["line_buffer_depth"] is None:
         p["line_buffer_depth"] = line_buffer_depth(p["max_kernel"], p["max_width"],
                                                    p["max_channels"], p["simd"])
@@ -432,8 +457,9 @@ def engine_pool_params(params: dict) -> dict:
 
 def derive(v) -> dict:
     """The engine's derived constants of a configuration (what ``ConvEngine`` computes after
-    the range checks): effective kernels, the pixel and row pitches of the input stream
-    (:mod:`rtl.linebuffer`), operations per window, weight words and line-buffer span."""
+    the range checks): effective kernels, output-channel groups (channel-constant words), the
+    pixel and row pitches of the input stream (:mod:`rtl.linebuffer`), operations per window,
+    weight words and line-buffer span."""
     keff_h = (v.kernel_h - 1) * v.dilation_h + 1
     keff_w = (v.kernel_w - 1) * v.dilation_w + 1
     cin_groups = -(-v.in_channels // v.simd)
@@ -444,8 +470,8 @@ def derive(v) -> dict:
     ops = -(-(v.kernel_h * v.kernel_w * pixel_bytes) // v.simd)
     col_step = v.dilation_w * pixel_bytes
     span_bytes = (keff_h - 1) * row_bytes + keff_w * pixel_bytes
-    return dict(keff_h=keff_h, keff_w=keff_w, pixel_bytes=pixel_bytes, w_cp=w_cp,
-                row_bytes=row_bytes, ops=ops, col_step=col_step,
+    return dict(keff_h=keff_h, keff_w=keff_w, cout_groups=cout_groups, pixel_bytes=pixel_bytes,
+                w_cp=w_cp, row_bytes=row_bytes, ops=ops, col_step=col_step,
                 kw_col_step=v.kernel_w * col_step, row_step=v.dilation_h * row_bytes,
                 weight_words=cout_groups * ops,
                 span=-(-span_bytes // v.simd) + v.pack)

@@ -43,11 +43,9 @@ def test_every_refusal_has_a_doc_and_a_message():
 def test_a_bad_table_is_refused():
     with pytest.raises(ValueError, match="stage must be one of"):
         limits.Refusal("X", 1, "never", lambda v: False, "doc", "msg")
-    used = {r.code for r in ENGINE_REFUSALS}
-    free = [code for code in range(1, POOL_ERROR_BASE) if code not in used]
-    for code in free[:1]:         # a new code in range is accepted
-        extra = limits.Refusal("X", code, "range", lambda v: False, "doc", "msg")
-        limits.check_tables(ENGINE_REFUSALS + (extra,), POOL_REFUSALS)
+    # A code the table does not use is accepted (the last entry's, with that entry left out).
+    extra = limits.Refusal("X", ENGINE_REFUSALS[-1].code, "range", lambda v: False, "doc", "msg")
+    limits.check_tables(ENGINE_REFUSALS[:-1] + (extra,), POOL_REFUSALS)
     for code in (11, 0, POOL_ERROR_BASE):
         bad = limits.Refusal("X", code, "range", lambda v: False, "doc", "msg")
         with pytest.raises(ValueError, match="refusal codes must be distinct"):
@@ -60,7 +58,13 @@ def test_defaults_and_derived_sizes():
     p = engine_params()
     assert p == engine_params(**limits.ENGINE_DEFAULTS)
     assert (p["weight_depth"], p["line_buffer_depth"], p["pool_max_stride"],
-            p["requant_lanes"]) == (8 * 49 * 8, 16384, 7, 8)
+            p["requant_lanes"], p["channel_depth"], p["param_width"]) == (8 * 49 * 8, 16384, 7,
+                                                                          8, 16, 512)
+    # The parameter port is the weight word, at most 512 and at least 32 bits.
+    assert engine_params(pe=4, simd=4)["param_width"] == 128
+    assert engine_params(pe=16, simd=16)["param_width"] == 512
+    assert engine_params(pe=1, simd=2)["param_width"] == 32
+    assert engine_params(pe=1, simd=4, max_channels=32)["channel_depth"] == 64
 
 
 @pytest.mark.parametrize("name, last_good, first_bad", [
@@ -68,6 +72,7 @@ def test_defaults_and_derived_sizes():
     ("max_width", 65535, 65536), ("max_height", 65535, 65536),
     ("max_channels", 65535, 65536), ("max_stride", 15, 16), ("max_dilation", 15, 16),
     ("counter_width", 64, 65), ("pool_window_slots", 7, 8), ("pool_max_stride", 255, 256),
+    ("param_width", 512, 1024), ("channel_depth", 1, 0),
 ])
 def test_parameter_boundaries(name, last_good, first_bad):
     engine_params(**{name: last_good})
@@ -82,6 +87,20 @@ def test_parameter_boundaries(name, last_good, first_bad):
 def test_bad_parameters_are_named(name, bad):
     with pytest.raises(ValueError, match=name):
         engine_params(**{name: bad})
+
+
+@pytest.mark.parametrize("params, last_good, first_bad", [
+    (dict(pe=4, simd=4), 128, 256), (dict(pe=8, simd=8), 512, 1024),
+    (dict(pe=16, simd=16), 2048, 4096), (dict(pe=1, simd=1), 32, 64)])
+def test_param_width_range(params, last_good, first_bad):
+    """param_width: a power of two from 32 to the weight word (8 * pe * simd bits, at least
+    32)."""
+    engine_params(**params, param_width=last_good)
+    engine_params(**params, param_width=32)
+    for bad in (first_bad, 16, 48, True):
+        with pytest.raises(ValueError, match=rf"^param_width must be a power of two from 32 to "
+                                             rf"{last_good} \(the weight word\), not {bad!r}$"):
+            engine_params(**params, param_width=bad)
 
 
 def test_unknown_parameter():
@@ -140,6 +159,28 @@ def test_weights_and_line_buffer_boundaries():
     # span ((3 - 1) * W + 3) * 8 groups <= 128 words: W = 6 fits (120), W = 7 does not (136)
     assert first_refusal(fields(in_channels=64, in_width=6), small) is None
     assert first_refusal(fields(in_channels=64, in_width=7), small).name == "LINE_BUFFER"
+
+
+def test_base_address_boundaries():
+    """weight_base + weight words <= weight_depth, chan_base + ceil(Cout/PE) <=
+    channel_depth: the last legal base is accepted, the next refused, and the message names
+    the numbers."""
+    small = engine_params(weight_depth=100, channel_depth=5, max_channels=64)
+    layer = dict(in_channels=16, out_channels=24, kernel_h=3, kernel_w=3)      # 3 * 9 * 2 = 54
+    assert first_refusal(fields(**layer, weight_base=46), small) is None
+    assert first_refusal(fields(**layer, weight_base=47), small).name == "WEIGHTS"
+    assert refusal_message("WEIGHTS", fields(**layer, weight_base=47), small) == \
+        "54 weight words from word 47 exceed the engine's weight memory of 100"
+    assert first_refusal(fields(**layer, chan_base=2), small) is None       # 3 groups
+    assert first_refusal(fields(**layer, chan_base=3), small).name == "CONSTANTS"
+    assert refusal_message("CONSTANTS", fields(**layer, chan_base=3), small) == \
+        "3 channel-constant words from word 3 exceed the engine's channel-constant memory of 5"
+    assert first_refusal(fields(**layer, chan_base=2 ** 32 - 1), small).name == "CONSTANTS"
+    # A pool alone reads no parameters: the bases do not matter.
+    assert first_refusal(fields(pool_mode="ALONE", pool_kernel_h=2, pool_kernel_w=2,
+                                pool_stride_h=2, pool_stride_w=2, weight_base=1000,
+                                chan_base=1000), small) is None
+    assert EngineError.CONSTANTS == 15 and EngineError.WEIGHTS == 8
 
 
 def pool(mode="ALONE", **values):

@@ -1,18 +1,23 @@
 """Weight, bias and requantization-constant memories of the conv engine, and their loader.
 
-Parameters arrive at run time on a 32-bit AXI4-Stream (``s_axis_param_*`` on the engine), in
-packets that each start with a header beat and end with ``tlast``:
+Parameters arrive at run time on an AXI4-Stream of ``param_width`` bits (``s_axis_param_*`` on
+the engine; a power of two of at least :data:`BEAT_WIDTH` = 32), in packets that each start
+with a header beat and end with ``tlast``:
 
 ======================  ===================================================================
 Beat                    Meaning
 ======================  ===================================================================
 header                  bits 31..28: kind (:data:`KIND_WEIGHTS` or :data:`KIND_CHANNELS`);
-                        bits 23..0: first word address written by the packet
+                        bits 23..0: first word address written by the packet; bits above
+                        31 are ignored (send 0)
 payload                 whole memory words, each as consecutive beats (below)
 ======================  ===================================================================
 
-``KIND_WEIGHTS``: one weight word is ``pe * simd`` bytes, sent little-endian in
-``ceil(pe * simd / 4)`` beats. A layer's words: for each output-channel group ``og``, its
+A memory word of ``B`` bits is sent little-endian as ``ceil(B / param_width)`` beats (its
+bits ``k * param_width`` and up in beat ``k``); the last beat of a word is zero-padded.
+
+``KIND_WEIGHTS``: one weight word is ``pe * simd`` bytes (``B = 8 * pe * simd``), counted from
+the layer's ``weight_base``. A layer's words: for each output-channel group ``og``, its
 window's ``ceil(kh * kw * Cp / simd)`` operations in turn (:mod:`rtl.linebuffer`); byte
 ``p * simd + j`` of operation ``k`` is the weight of output channel ``og * pe + p`` at window
 position ``t = k * simd + j = (ky * kw + kx) * Cp + c`` (input channel ``c``; zero for
@@ -21,14 +26,19 @@ word of (og, ky, kx, ig) is ``((og * kh + ky) * kw + kx) * ceil(cin / simd) + ig
 ``Cp = cin`` and words hold products of several taps. Raw int8 or uint8 bit patterns;
 the zero point is subtracted in the MAC array.
 
-``KIND_CHANNELS``: one word per output-channel group ``og``, ``3 * pe`` beats: for each
-channel ``og * pe + p`` in turn, (1) the int32 bias, (2) the requantization multiplier
-(bits 30..0), (3) the right shift in bits 5..0 and the weight zero point as a 9-bit two's
-complement number in bits 16..8.
+``KIND_CHANNELS``: one word per output-channel group ``og`` (address ``chan_base + og``),
+``3 * pe`` values of 32 bits (``B = 96 * pe``): for each channel ``og * pe + p`` in turn, (1)
+the int32 bias, (2) the requantization multiplier (bits 30..0), (3) the right shift in bits
+5..0 and the weight zero point as a 9-bit two's complement number in bits 16..8.
 
 A word past the end of its memory, the partial word of a packet that ends inside a word, and
 a packet of unknown kind are dropped and raise ``load_error`` (sticky until ``clear``); the
 packet's whole words before them are written.
+
+Packets are accepted at any time, also while a layer runs: the memories have separate read and
+write ports. The loader does not know which words the running layer reads; the host must not
+overwrite them (it loads the next layer into other words, see ``weight_base`` and
+``chan_base`` in :mod:`rtl.engine_regs`).
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
@@ -40,16 +50,19 @@ from rtl.streams import ACC_WIDTH, BEAT_WIDTH, DATA_WIDTH, ZP_WIDTH, payload_lay
 
 __all__ = ["ParamStore", "channel_layout", "KIND_WEIGHTS", "KIND_CHANNELS", "BEAT_WIDTH",
            "MULT_WIDTH", "SHIFT_WIDTH", "HEADER_KIND_SHIFT", "HEADER_ADDR_BITS",
-           "CHANNEL_BEATS"]
+           "CHANNEL_BEATS", "HEADER_KIND_BITS", "CHANNEL_VALUE_WIDTH", "word_beats"]
 
 #: Header fields.
 HEADER_KIND_SHIFT = 28
+HEADER_KIND_BITS = BEAT_WIDTH - HEADER_KIND_SHIFT
 HEADER_ADDR_BITS = 24
 #: Packet kinds.
 KIND_WEIGHTS = 1
 KIND_CHANNELS = 2
-#: Beats per output channel in a KIND_CHANNELS packet: bias, multiplier, shift + zero point.
+#: Values per output channel in a KIND_CHANNELS word: bias, multiplier, shift + zero point.
 CHANNEL_BEATS = 3
+#: Bits of each of those values.
+CHANNEL_VALUE_WIDTH = BEAT_WIDTH
 #: Requantization constant widths (model.quant: multiplier < 2**31, shift <= 62).
 MULT_WIDTH = 31
 SHIFT_WIDTH = 6
@@ -57,6 +70,12 @@ SHIFT_WIDTH = 6
 NO_RW_CHECK = "no_rw_check"
 #: Bit position of the weight zero point in the third channel beat.
 WZP_SHIFT = 8
+
+
+def word_beats(word_width, param_width):
+    """Beats of a ``param_width``-bit parameter stream that carry one memory word of
+    ``word_width`` bits."""
+    return -(-word_width // param_width)
 
 
 def channel_layout(pe):
@@ -69,10 +88,12 @@ def channel_layout(pe):
 class ParamStore(wiring.Component):
     """The engine's parameter memories and the stream loader that fills them.
 
-    Three block RAMs, each with one synchronous read port (data one cycle after the address):
-    weights (``weight_depth`` words of ``pe * simd`` bytes), weight zero points and channel
-    constants (``channel_groups`` words each). See the module docstring for the load format.
-    A word is in its memory from the second cycle after its last beat.
+    Three block RAMs, each with one synchronous read port (data one cycle after the address)
+    and a separate write port: weights (``weight_depth`` words of ``pe * simd`` bytes), weight
+    zero points and channel constants (``channel_depth`` words each). See the module docstring
+    for the load format. A word is in its memory from the second cycle after its last beat.
+    The loader takes a beat every cycle (``param.ready`` is always high), also while the
+    memories are read: a whole word per cycle when ``param_width`` covers it.
 
     Parameters
     ----------
@@ -80,8 +101,10 @@ class ParamStore(wiring.Component):
         MAC array size.
     weight_depth : int
         Weight words (each one tap of one input-channel group for ``pe`` output channels).
-    channel_groups : int
-        Output-channel groups, ``ceil(max_channels / pe)``.
+    channel_depth : int
+        Channel-constant words (each the constants of one output-channel group).
+    param_width : int
+        Bits of the load stream: a power of two, at least :data:`BEAT_WIDTH`.
     read_register : bool
         Register ``weight_data`` and ``wzp_data`` once more (two cycles after the address,
         ``chan_data`` still one): no logic after the block RAMs' slow outputs in the MAC
@@ -89,64 +112,71 @@ class ParamStore(wiring.Component):
     no_rw_check : bool
         Tell synthesis that a read of a word in the cycle it is written may return anything
         (Yosys ``no_rw_check``, on an asynchronous read port followed by a register, which
-        Yosys merges into the block RAM): the engine writes parameters only while no layer
-        runs and reads them only while one does. Saves the logic that emulates the old-data
-        read on block RAMs without it (on iCE40 two registers per bit of the channel
-        memories). Same behaviour in simulation. Default False.
+        Yosys merges into the block RAM): writes may happen while a layer runs, but the host
+        never writes the words the running layer reads (module docstring), so a read never
+        meets a write of its own word. Saves the logic that emulates the old-data read on
+        block RAMs without it (on iCE40 two registers per bit of the channel memories). Same
+        behaviour in simulation. Default False.
 
     Members
     -------
-    param : ``In(stream.Signature(data.StructLayout({"data": 32, "last": 1})))``
-        The load stream; accepted only while ``load_enable`` is high.
-    load_enable : ``In(1)``
+    param : ``In(stream.Signature(data.StructLayout({"data": param_width, "last": 1})))``
+        The load stream.
     clear : ``In(1)``
         Clears ``load_error``.
     load_error : ``Out(1)``
-    weight_addr, wzp_addr, chan_addr : ``In(...)``
+    weight_addr : ``In(range(weight_depth))``
+    wzp_addr, chan_addr : ``In(range(channel_depth))``
     weight_data : ``Out(unsigned(8 * pe * simd))``
     wzp_data : ``Out(unsigned(9 * pe))``
     chan_data : ``Out(channel_layout(pe))``
     """
 
-    def __init__(self, *, pe, simd, weight_depth, channel_groups, read_register=False,
-                 no_rw_check=False):
+    def __init__(self, *, pe, simd, weight_depth, channel_depth, param_width=BEAT_WIDTH,
+                 read_register=False, no_rw_check=False):
         for name, value in (("pe", pe), ("simd", simd), ("weight_depth", weight_depth),
-                            ("channel_groups", channel_groups)):
+                            ("channel_depth", channel_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if max(weight_depth, channel_groups) > 1 << HEADER_ADDR_BITS:
-            raise ValueError(f"weight_depth must be at most {1 << HEADER_ADDR_BITS}, "
-                             f"not {weight_depth}")
+        for name, value in (("weight_depth", weight_depth), ("channel_depth", channel_depth)):
+            if value > 1 << HEADER_ADDR_BITS:
+                raise ValueError(f"{name} must be at most {1 << HEADER_ADDR_BITS}, not {value}")
+        if not isinstance(param_width, int) or isinstance(param_width, bool) \
+                or param_width < BEAT_WIDTH or param_width & (param_width - 1):
+            raise ValueError(f"param_width must be a power of two of at least {BEAT_WIDTH}, "
+                             f"not {param_width!r}")
         self.pe, self.simd = pe, simd
-        self.weight_depth, self.channel_groups = weight_depth, channel_groups
+        self.weight_depth, self.channel_depth = weight_depth, channel_depth
+        self.param_width = param_width
         for name, value in (("read_register", read_register), ("no_rw_check", no_rw_check)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be a bool, not {value!r}")
         self.read_register, self.no_rw_check = read_register, no_rw_check
         self.weight_width = DATA_WIDTH * pe * simd
-        self.weight_beats = -(-self.weight_width // BEAT_WIDTH)
-        self.channel_beats = CHANNEL_BEATS * pe
+        self.channel_width = CHANNEL_BEATS * CHANNEL_VALUE_WIDTH * pe
+        self.weight_beats = word_beats(self.weight_width, param_width)
+        self.channel_beats = word_beats(self.channel_width, param_width)
         super().__init__({
-            "param": In(stream.Signature(payload_layout(BEAT_WIDTH))),
-            "load_enable": In(1), "clear": In(1), "load_error": Out(1),
+            "param": In(stream.Signature(payload_layout(param_width))),
+            "clear": In(1), "load_error": Out(1),
             "weight_addr": In(range(weight_depth)),
             "weight_data": Out(unsigned(self.weight_width)),
-            "wzp_addr": In(range(channel_groups)),
+            "wzp_addr": In(range(channel_depth)),
             "wzp_data": Out(unsigned(ZP_WIDTH * pe)),
-            "chan_addr": In(range(channel_groups)),
+            "chan_addr": In(range(channel_depth)),
             "chan_data": Out(channel_layout(pe)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        pe = self.pe
+        pe, width = self.pe, self.param_width
         attrs = {NO_RW_CHECK: 1} if self.no_rw_check else None
         m.submodules.weight_mem = weight_mem = Memory(
             shape=unsigned(self.weight_width), depth=self.weight_depth, init=[], attrs=attrs)
         m.submodules.wzp_mem = wzp_mem = Memory(
-            shape=unsigned(ZP_WIDTH * pe), depth=self.channel_groups, init=[], attrs=attrs)
+            shape=unsigned(ZP_WIDTH * pe), depth=self.channel_depth, init=[], attrs=attrs)
         m.submodules.chan_mem = chan_mem = Memory(
-            shape=channel_layout(pe), depth=self.channel_groups, init=[], attrs=attrs)
+            shape=channel_layout(pe), depth=self.channel_depth, init=[], attrs=attrs)
         weight_wr, wzp_wr, chan_wr = (mem.write_port() for mem in (weight_mem, wzp_mem, chan_mem))
 
         def read_port(mem, addr, name):
@@ -170,19 +200,21 @@ class ParamStore(wiring.Component):
 
         # Loader: header, then words assembled beat by beat into `word`.
         beats = max(self.weight_beats, self.channel_beats)
-        word = Signal(unsigned(BEAT_WIDTH * beats))
+        word = Signal(unsigned(width * beats))
         word_next = Signal.like(word)
         in_packet = Signal()
-        kind = Signal(4)
+        kind = Signal(HEADER_KIND_BITS)
         addr = Signal(HEADER_ADDR_BITS + 1)
         beat = Signal(range(beats))
         beat_last = Signal()
+        header = self.param.payload.data[:BEAT_WIDTH]
+        header_kind = header[HEADER_KIND_SHIFT:]
         m.d.comb += [
-            self.param.ready.eq(self.load_enable),
+            self.param.ready.eq(1),
             word_next.eq(word),
-            word_next.word_select(beat, BEAT_WIDTH).eq(self.param.payload.data),
+            word_next.word_select(beat, width).eq(self.param.payload.data),
             beat_last.eq(beat == Mux(kind == KIND_WEIGHTS, self.weight_beats - 1,
-                                         self.channel_beats - 1)),
+                                     self.channel_beats - 1)),
         ]
         with m.If(self.clear):
             m.d.sync += self.load_error.eq(0)
@@ -193,8 +225,8 @@ class ParamStore(wiring.Component):
         write_addr = Signal.like(addr)
         weight_we, channel_we = Signal(), Signal()
         lanes = data.View(data.ArrayLayout(data.StructLayout({
-            "bias": signed(ACC_WIDTH), "multiplier": unsigned(BEAT_WIDTH),
-            "misc": unsigned(BEAT_WIDTH)}), pe), word[:CHANNEL_BEATS * BEAT_WIDTH * pe])
+            "bias": signed(ACC_WIDTH), "multiplier": unsigned(CHANNEL_VALUE_WIDTH),
+            "misc": unsigned(CHANNEL_VALUE_WIDTH)}), pe), word[:self.channel_width])
         m.d.sync += [weight_we.eq(0), channel_we.eq(0)]
         m.d.comb += [
             weight_wr.addr.eq(write_addr), weight_wr.data.eq(word[:self.weight_width]),
@@ -209,16 +241,15 @@ class ParamStore(wiring.Component):
                 chan_wr.data[p].shift.eq(lanes[p].misc[:SHIFT_WIDTH]),
             ]
 
-        with m.If(self.param.valid & self.param.ready):
+        with m.If(self.param.valid):
             with m.If(~in_packet):
                 m.d.sync += [
-                    kind.eq(self.param.payload.data[HEADER_KIND_SHIFT:]),
-                    addr.eq(self.param.payload.data[:HEADER_ADDR_BITS]),
+                    kind.eq(header_kind),
+                    addr.eq(header[:HEADER_ADDR_BITS]),
                     beat.eq(0),
                     in_packet.eq(~self.param.payload.last),
                 ]
-                with m.If(~self.param.payload.data[HEADER_KIND_SHIFT:].matches(
-                        KIND_WEIGHTS, KIND_CHANNELS)):
+                with m.If(~header_kind.matches(KIND_WEIGHTS, KIND_CHANNELS)):
                     m.d.sync += self.load_error.eq(1)
             with m.Else():
                 m.d.sync += [word.eq(word_next), beat.eq(beat + 1)]
@@ -231,7 +262,7 @@ class ParamStore(wiring.Component):
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)
                         with m.Case(KIND_CHANNELS):
-                            with m.If(addr < self.channel_groups):
+                            with m.If(addr < self.channel_depth):
                                 m.d.sync += channel_we.eq(1)
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)

@@ -15,8 +15,20 @@ Formats (see :mod:`rtl.engine`, :mod:`rtl.weights`, :mod:`rtl.engine_regs`):
   conv (:func:`row_pitch`), pixels of ``Cin`` bytes back to back and each row padded to the
   row pitch (:mod:`rtl.linebuffer`);
 - output: the kept bytes are HWC, int8/uint8 or little-endian int32 (after the pool, if any);
-- parameters: a weight packet and a channel-constant packet of 32-bit beats.
+- parameters: a weight packet and a channel-constant packet of ``param_width``-bit beats
+  (the engine's ``HW_PARAMS.hw_param_width``), at the words :class:`ParamMemory` places them.
+
+Parameter placement: a layer reads its weights from ``WEIGHT_BASE`` and its channel constants
+from ``CHAN_BASE``, and the engine accepts parameters while a layer runs, but does not check
+that they spare the running layer's words. :class:`ParamMemory` (one per memory) keeps the
+host's account: which parameter blocks are resident where, and where the next one goes
+without touching the words of the layer that runs meanwhile. A block is known by its content
+(the packed words), so a layer or compiler pass whose parameters are already in the memory and
+not overwritten since is not reloaded: across the images of a batch, across repeated passes,
+across layers that share their parameters.
 """
+
+import hashlib
 
 from dataclasses import dataclass
 
@@ -26,16 +38,17 @@ from model.conv import conv_output_size
 from model.network import ConvLayer, DenseLayer, PoolLayer
 from rtl.engine_regs import REGMAP, EngineError, PoolMode, encode_zero_point
 from rtl.limits import check_layer
-from rtl.weights import (BEAT_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIGHTS,
-                         SHIFT_WIDTH, WZP_SHIFT)
+from rtl.streams import DATA_WIDTH
+from rtl.weights import (CHANNEL_BEATS, CHANNEL_VALUE_WIDTH, HEADER_KIND_SHIFT, KIND_CHANNELS,
+                         KIND_WEIGHTS, SHIFT_WIDTH, WZP_SHIFT, word_beats)
 
 __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
            "pack_weights", "pack_channels", "pack_acc", "row_pitch", "pixel_bytes",
            "window_ops", "input_words", "layer_fields", "register_fields",
            "pool_fields", "unpack_output",
-           "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits"]
+           "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits",
+           "weight_words", "channel_words", "param_bytes", "ParamMemory", "Placement"]
 
-BEAT_BYTES = BEAT_WIDTH // 8
 WZP_MASK = (1 << 9) - 1
 #: Performance counters read after every layer, by register name.
 COUNTERS = ("CYCLES", "MAC_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES")
@@ -46,6 +59,9 @@ class HardwareConfig:
     """The engine parameters the host needs (read from the HW_* registers or the build)."""
     pe: int
     simd: int
+    param_width: int
+    weight_depth: int
+    channel_depth: int
 
 
 def _groups(n, size):
@@ -146,22 +162,34 @@ def pack_input(x, simd, pitch=None):
     return data + bytes(-len(data) % simd)
 
 
-def _packet(kind, words, addr=0):
-    """Header beat then ``words`` (rows of bytes, each padded to whole beats) as 32-bit beats."""
+def _packet(kind, words, addr, param_width):
+    """Header beat then ``words`` (rows of bytes, each zero-padded to whole beats) as
+    ``param_width``-bit beats (Python ints)."""
     words = np.asarray(words, np.uint8)
-    pad = (-words.shape[1]) % BEAT_BYTES
-    if pad:
-        words = np.concatenate([words, np.zeros((words.shape[0], pad), np.uint8)], axis=1)
-    beats = np.frombuffer(words.tobytes(), "<u4").astype(np.int64)
-    return [(kind << HEADER_KIND_SHIFT) | addr, *map(int, beats)]
+    beat_bytes = param_width // DATA_WIDTH
+    beats = word_beats(words.shape[1] * DATA_WIDTH, param_width)
+    padded = np.zeros((words.shape[0], beats * beat_bytes), np.uint8)
+    padded[:, :words.shape[1]] = words
+    rows = padded.reshape(-1, beat_bytes)
+    return [(kind << HEADER_KIND_SHIFT) | addr,
+            *(int.from_bytes(row.tobytes(), "little") for row in rows)]
 
 
-def pack_weights(layer, pe, simd, packed=False):
-    """Weight packet (rtl.weights): per output-channel group ``og``, the window's positions
-    ``t = (ky * Kw + kx) * Cp + c`` in words of SIMD, byte ``p * SIMD + j`` of word ``k`` the
-    weight of channel ``og * PE + p`` at position ``k * SIMD + j`` (0 past the window and for
-    ``c >= Cin``); ``Cp`` is Cin when ``packed``, else ``ceil(Cin/SIMD) * SIMD`` (then word
-    ``((og*Kh + ky)*Kw + kx)*G + ig`` holds one tap's input-channel group)."""
+def param_bytes(beats, param_width) -> bytes:
+    """The ``s_axis_param`` frame of a packet's beats (``param_width`` bits each)."""
+    size = param_width // DATA_WIDTH
+    return b"".join(int(beat).to_bytes(size, "little") for beat in beats)
+
+
+def weight_words(layer, pe, simd, packed=None):
+    """Weight memory words of a ConvLayer, ``(words, pe * simd)`` bytes (rtl.weights): per
+    output-channel group ``og``, the window's positions ``t = (ky * Kw + kx) * Cp + c`` in
+    words of SIMD, byte ``p * SIMD + j`` of word ``k`` the weight of channel ``og * PE + p`` at
+    position ``k * SIMD + j`` (0 past the window and for ``c >= Cin``); ``Cp`` is Cin when
+    ``packed``, else ``ceil(Cin/SIMD) * SIMD`` (then word ``((og*Kh + ky)*Kw + kx)*G + ig``
+    holds one tap's input-channel group). ``packed`` None: as :func:`row_pitch` decides."""
+    if packed is None:
+        packed = row_pitch(layer, simd) is not None
     w = _u8(layer.weight)
     cout, cin, kh, kw = w.shape
     og = _groups(cout, pe)
@@ -173,11 +201,22 @@ def pack_weights(layer, pe, simd, packed=False):
     flat = np.zeros((og * pe, ops * simd), np.uint8)
     flat[:, :positions.shape[1]] = positions
     words = flat.reshape(og, pe, ops, simd).transpose(0, 2, 1, 3)
-    return _packet(KIND_WEIGHTS, words.reshape(-1, pe * simd))
+    return words.reshape(-1, pe * simd)
 
 
-def pack_channels(layer, pe):
-    """Channel-constant packet: per channel bias, multiplier, shift | weight zero point << 8."""
+def pack_weights(layer, pe, simd, param_width, addr=0, packed=None):
+    """Weight packet of :func:`weight_words`, its first word at ``addr``."""
+    return _packet(KIND_WEIGHTS, weight_words(layer, pe, simd, packed), addr, param_width)
+
+
+def pack_channels(layer, pe, param_width, addr=0):
+    """Channel-constant packet of :func:`channel_words`, its first word at ``addr``."""
+    return _packet(KIND_CHANNELS, channel_words(layer, pe), addr, param_width)
+
+
+def channel_words(layer, pe):
+    """Channel-constant words of a ConvLayer, ``(groups, 12 * pe)`` bytes: per channel bias,
+    multiplier, shift | weight zero point << 8, 32 bits each, little-endian."""
     cout = int(layer.weight.shape[0])
     n = _groups(cout, pe) * pe
     beats = np.zeros((n, 3), np.int64)
@@ -193,8 +232,9 @@ def pack_channels(layer, pe):
     wz = np.broadcast_to(np.asarray(layer.w_zero_point, np.int64), (cout,)) \
         if np.size(layer.w_zero_point) else np.zeros(cout, np.int64)
     beats[:cout, 2] |= (wz & WZP_MASK) << WZP_SHIFT
-    header = (KIND_CHANNELS << HEADER_KIND_SHIFT) | 0
-    return [header, *map(int, beats.reshape(-1))]
+    value_bytes = CHANNEL_VALUE_WIDTH // DATA_WIDTH
+    return np.frombuffer(beats.astype("<u4").tobytes(), np.uint8).reshape(
+        -1, CHANNEL_BEATS * value_bytes * pe)
 
 
 def pack_acc(psum, pe):
@@ -312,6 +352,114 @@ def unpack_output(data, layer):
     return arr.reshape(oh, ow, cout).transpose(2, 0, 1).astype(dtype.newbyteorder("="))
 
 
+class ParamMemory:
+    """The host's account of one parameter memory of ``depth`` words: which blocks (each a
+    layer's weights or channel constants, known by a key of their content) are resident
+    where.
+
+    :meth:`place` finds a block's words: where it already is, else a free range (at an end
+    of the memory if one is free), else over the least recently used blocks, never over the
+    ``keep`` ranges (the running layer's). A block placed next to one at an end of the memory
+    always fits when the two do; next to one kept resident in the middle it may not (then
+    :meth:`place` says so, and the driver loads it after the running layer).
+
+    >>> mem = ParamMemory(10)
+    >>> mem.place("a", 6), mem.place("b", 4, keep=[(0, 6)]), mem.place("a", 6)
+    ((0, True), (6, True), (0, False))
+    >>> mem.place("c", 5, keep=[(6, 4)])
+    (0, True)
+    >>> mem.place("d", 6, keep=[(0, 5)]) is None
+    True
+    """
+
+    def __init__(self, depth: int):
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, not {depth!r}")
+        self.depth = depth
+        self.blocks = {}        # key -> [base, size, last use]
+        self.uses = 0
+
+    def forget(self):
+        """Nothing is resident any more (the memory was written behind the account's back)."""
+        self.blocks.clear()
+
+    def where(self, key):
+        """``(base, size)`` of a resident block, or None."""
+        block = self.blocks.get(key)
+        return None if block is None else (block[0], block[1])
+
+    def put(self, key, base: int, size: int):
+        """``(base, load)``: the block at ``base``, whatever was there (``load`` False when it
+        is resident there already)."""
+        self.uses += 1
+        block = self.blocks.get(key)
+        if block is not None and block[:2] == [base, size]:
+            block[2] = self.uses
+            return base, False
+        self.blocks.pop(key, None)
+        for k, (b, n, _) in list(self.blocks.items()):
+            if base < b + n and b < base + size:
+                del self.blocks[k]
+        self.blocks[key] = [base, size, self.uses]
+        return base, True
+
+    def place(self, key, size: int, keep=()):
+        """``(base, load)`` of a block of ``size`` words: ``load`` is False when it is resident
+        there already. None when it cannot go anywhere outside the ``keep`` ranges
+        (``(base, size)`` pairs). A block larger than the memory goes to 0 (the engine
+        refuses its layer) and leaves nothing resident."""
+        self.uses += 1
+        block = self.blocks.get(key)
+        if block is not None and block[1] == size:
+            block[2] = self.uses
+            return block[0], False
+        if size > self.depth:
+            if keep:
+                return None
+            self.blocks.clear()
+            return 0, True
+
+        def overlaps(base, other_base, other_size):
+            return base < other_base + other_size and other_base < base + size
+        ends = {0, self.depth - size}
+        for b, n in [tuple(v[:2]) for v in self.blocks.values()] + list(keep):
+            ends.update((b + n, b - size))
+        best = None
+        for base in sorted(e for e in ends if 0 <= e <= self.depth - size):
+            if any(overlaps(base, b, n) for b, n in keep):
+                continue
+            hit = [k for k, (b, n, _) in self.blocks.items() if overlaps(base, b, n)]
+            cost = (max((self.blocks[k][2] for k in hit), default=-1),
+                    sum(self.blocks[k][1] for k in hit), base not in (0, self.depth - size),
+                    base)
+            if best is None or cost < best[0]:
+                best = (cost, base, hit)
+        if best is None:
+            return None
+        _, base, hit = best
+        for k in hit:
+            del self.blocks[k]
+        self.blocks.pop(key, None)
+        self.blocks[key] = [base, size, self.uses]
+        return base, True
+
+
+@dataclass
+class Placement:
+    """Where a layer's parameters go (``weight_base``, ``chan_base``) and the packets that
+    still have to be sent to put them there (empty when they are resident)."""
+    weight_base: int = 0
+    chan_base: int = 0
+    packets: tuple = ()
+    #: The ``(base, size)`` ranges the layer reads, in the weight and channel memories.
+    weight_range: tuple = (0, 0)
+    chan_range: tuple = (0, 0)
+
+
+def _key(kind, words):
+    return kind, words.shape, hashlib.sha256(np.ascontiguousarray(words).tobytes()).digest()
+
+
 class EngineRefused(RuntimeError):
     """The engine refused a layer; ``code`` is the EngineError."""
 
@@ -329,6 +477,11 @@ class LayerResult:
 
 class EngineDriver:
     """Drives a simulated :class:`rtl.engine.ConvEngine` through cocotbext-axi.
+
+    Parameters go where :meth:`place` puts them (:class:`ParamMemory`, one per memory):
+    :meth:`load` sends those that are not resident, :meth:`preload` sends the next layer's
+    while the current one runs (sparing the current one's words), :meth:`configure` writes
+    the layer's base addresses with its registers.
 
     Parameters
     ----------
@@ -354,7 +507,12 @@ class EngineDriver:
             agent.log.setLevel(logging.WARNING)
         self.regs = RegisterDriver(REGMAP, write=self._write, read=self._read)
         self.hw = None
+        self.weights = self.channels = None
+        self._placed = {}           # layer keys -> the Placement last made for them
+        self._preloading = []       # tasks of preloads under way
         self._layer_name = "?"
+        #: Parameter words sent and packets skipped because resident (for tests and logs).
+        self.stats = {"weight_words": 0, "chan_words": 0, "resident": 0}
 
     async def _write(self, addr, value):
         await self.axil.write_dword(addr, value)
@@ -365,26 +523,119 @@ class EngineDriver:
     async def hardware(self):
         """The engine's configuration, read once from its HW_* registers."""
         if self.hw is None:
-            fields = await self.regs.read_fields("HW_ARRAY")
-            self.hw = HardwareConfig(pe=fields["hw_pe"], simd=fields["hw_simd"])
+            fields = {}
+            for reg in ("HW_ARRAY", "HW_WEIGHT_DEPTH", "HW_PARAMS", "HW_CHANNEL_DEPTH"):
+                fields.update(await self.regs.read_fields(reg))
+            self.hw = HardwareConfig(pe=fields["hw_pe"], simd=fields["hw_simd"],
+                                     param_width=fields["hw_param_width"],
+                                     weight_depth=fields["hw_weight_depth"],
+                                     channel_depth=fields["hw_channel_depth"])
+            self.weights = ParamMemory(self.hw.weight_depth)
+            self.channels = ParamMemory(self.hw.channel_depth)
         return self.hw
 
-    async def load(self, layer):
-        """Send the layer's weights and channel constants; returns when the engine took them.
-        A PoolLayer has none."""
+    def _words(self, layer):
+        hw = self.hw
+        w, c = weight_words(layer, hw.pe, hw.simd), channel_words(layer, hw.pe)
+        return (_key(KIND_WEIGHTS, w), w), (_key(KIND_CHANNELS, c), c)
+
+    def place(self, layer, keep=None, at=None):
+        """The :class:`Placement` of a ConvLayer's parameters (None for a PoolLayer, which has
+        none), sparing the ranges of the Placement ``keep``; None if they cannot (then place
+        them once ``keep``'s layer is done). ``at = (weight_base, chan_base)`` puts them there
+        (tests of the base addresses). Call :meth:`hardware` first."""
         if isinstance(layer, PoolLayer):
+            return None
+        hw = self.hw
+        (wkey, w), (ckey, c) = self._words(layer)
+        if at is not None:
+            wplace = self.weights.put(wkey, at[0], len(w))
+            cplace = self.channels.put(ckey, at[1], len(c))
+        else:
+            wplace = self.weights.place(wkey, len(w), [keep.weight_range] if keep else [])
+            cplace = None if wplace is None else \
+                self.channels.place(ckey, len(c), [keep.chan_range] if keep else [])
+            if cplace is None:
+                if wplace is not None and wplace[1]:
+                    self.weights.blocks.pop(wkey, None)     # not sent: not resident
+                return None
+        packets = []
+        if wplace[1]:
+            packets.append(_packet(KIND_WEIGHTS, w, wplace[0], hw.param_width))
+            self.stats["weight_words"] += len(w)
+        if cplace[1]:
+            packets.append(_packet(KIND_CHANNELS, c, cplace[0], hw.param_width))
+            self.stats["chan_words"] += len(c)
+        if not packets:
+            self.stats["resident"] += 1
+        placement = Placement(wplace[0], cplace[0], tuple(packets), (wplace[0], len(w)),
+                              (cplace[0], len(c)))
+        self._placed[wkey, ckey] = placement
+        return placement
+
+    def placement_of(self, layer):
+        """The Placement last made for ``layer``'s parameters, or None."""
+        if isinstance(layer, PoolLayer) or self.hw is None:
+            return None
+        (wkey, _), (ckey, _) = self._words(layer)
+        return self._placed.get((wkey, ckey))
+
+    def forget(self):
+        """Forget what is resident: the memories were written behind the driver's back."""
+        if self.weights is not None:
+            self.weights.forget()
+            self.channels.forget()
+
+    async def send(self, placement):
+        """Send a Placement's packets; returns when the engine took them."""
+        if placement is None:
             return
         hw = await self.hardware()
-        packed = row_pitch(layer, hw.simd) is not None
-        for beats in (pack_weights(layer, hw.pe, hw.simd, packed), pack_channels(layer, hw.pe)):
-            data = np.asarray(beats, np.uint32).astype("<u4").tobytes()
-            await self.param.send(data)
+        for beats in placement.packets:
+            await self.param.send(param_bytes(beats, hw.param_width))
         await self.param.wait()
 
+    async def load(self, layer, at=None):
+        """Put the layer's weights and channel constants in the memories (a preload of them
+        under way is awaited; resident ones are not sent again); returns their Placement
+        (None for a PoolLayer, which has none) once the engine took them."""
+        await self.hardware()
+        await self.settle()
+        placement = self.place(layer, at=at)
+        await self.send(placement)
+        return placement
+
+    def preload(self, layer, running):
+        """Start sending ``layer``'s parameters while the layer of Placement ``running`` runs,
+        to words it does not read (a cocotb task; :meth:`load` and :meth:`settle` await it).
+        Nothing happens when they cannot spare those words: :meth:`load` sends them later."""
+        import cocotb
+
+        if layer is None or isinstance(layer, PoolLayer) or self.hw is None:
+            return None
+        try:
+            placement = self.place(layer, keep=running)
+        except ValueError:          # constants out of range: load() reports it, naming the layer
+            return None
+        if placement is None:
+            return None
+        self._preloading.append(cocotb.start_soon(self.send(placement)))
+        return placement
+
+    async def settle(self):
+        """Wait for the preloads under way."""
+        while self._preloading:
+            await self._preloading.pop(0)
+
     async def configure(self, layer, acc_in=False):
+        """Write the layer's registers and its base addresses (those of its last placement;
+        0 for a layer never placed, or a PoolLayer)."""
         hw = await self.hardware()
+        placement = self.placement_of(layer) or Placement()
         for reg, fields in layer_fields(layer, acc_in, hw.simd).items():
             await self.regs.write_fields(reg, **fields)
+        await self.regs.write_fields("WEIGHT_BASE", weight_base=placement.weight_base)
+        await self.regs.write_fields("CHAN_BASE", chan_base=placement.chan_base)
 
     async def status(self):
         return await self.regs.read_fields("STATUS")
@@ -412,16 +663,19 @@ class EngineDriver:
     async def counters(self):
         return {reg.lower(): await self.regs.read(reg) for reg in COUNTERS}
 
-    async def run_layer(self, layer, x, *, load=True, psum=None):
+    async def run_layer(self, layer, x, *, load=True, psum=None, after=None):
         """Run one layer on a CHW input; returns a LayerResult. ``psum``: int32 partial sums
-        of the conv output (CHW) that the engine adds to its accumulators (``acc_in``).
-        Raises EngineRefused."""
+        of the conv output (CHW) that the engine adds to its accumulators (``acc_in``);
+        ``after``: the next layer, whose parameters are sent while this one runs;
+        ``load=False``: the parameters are in the memories already, where they were last
+        placed. Raises EngineRefused."""
         hw = await self.hardware()
         if load:
             await self.load(layer)
         await self.configure(layer, acc_in=psum is not None)
         self._layer_name = layer.name
         await self.start(layer.name)
+        self.preload(after, self.placement_of(layer))
         if psum is not None:
             await self.acc.send(pack_acc(psum, hw.pe))
         await self.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))

@@ -15,10 +15,12 @@ A :class:`model.network.ConvLayer` (with its fused max-pool) or
 ``golden`` (a max-pool alone on a configuration without a max-pool unit), run on the golden
 model here, between engine layers, so a whole network takes one launch; ``post_pool[i]`` is
 a max-pool applied on the golden model to engine layer ``i``'s output (a conv's fused pool on
-such a configuration). On the engine, every layer's parameters are
+such a configuration). On the engine, every layer's (and compiler pass's) parameters are
 loaded once through :class:`sim.engine_driver.EngineDriver` and its registers written once,
 then the batch's images run back to back (start, input stream, output stream, counters per
-image). ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that makes
+image). While a layer or pass runs, the next one's parameters are sent on ``s_axis_param``
+(to words the running one does not read, see :class:`sim.engine_driver.ParamMemory`), so the
+next starts as soon as this one ends; parameters still resident are not sent again. ``stall_output`` holds ``m_axis_tready`` low for ever: a fault injection that makes
 the watchdog fire (tests use it).
 
 Result: ``{"layers": [{"output": array, "counters": {name: total over the batch},
@@ -188,9 +190,10 @@ async def _pending(drv, dut, layer, image, pe, simd):
             f"{received} of {out_words}; {engine}")
 
 
-async def run_layer(drv, dut, layer, x, hw, psum=None):
+async def run_layer(drv, dut, layer, x, hw, psum=None, after=None):
     """The whole batch ``x`` (N, C, H, W) through ``layer`` (adding the partial sums ``psum``,
-    N x CHW int32, if given); dict for the result file.
+    N x CHW int32, if given), the parameters of the engine layer ``after`` it sent while the
+    images run; dict for the result file.
 
     The images run back to back: the first start checks the layer (a refusal is reported at
     once), each next start is queued while the image before it runs (``STATUS.queued``), so
@@ -211,6 +214,7 @@ async def run_layer(drv, dut, layer, x, hw, psum=None):
         await drv.start()
     except EngineRefused as refused:
         raise LayerFailed(str(refused), refused=refused.code.name) from None
+    drv.preload(after, drv.placement_of(layer))
 
     async def feed():
         for image in range(n):
@@ -250,15 +254,17 @@ async def run_layer(drv, dut, layer, x, hw, psum=None):
     return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles}
 
 
-async def run_schedule(drv, dut, schedule, x, hw):
+async def run_schedule(drv, dut, schedule, x, hw, after=None):
     """A compiled layer (:class:`sim.compiler.Schedule`): its passes on the engine, the host's
-    moves between them; the counters and per-image cycles summed over the passes."""
+    moves between them, each pass's successor (the engine layer ``after`` the last)
+    preloaded while it runs; the counters and per-image cycles summed over the passes."""
     gen = steps(schedule, x)
     totals, image_cycles = {}, np.zeros(x.shape[0], np.int64)
+    successors = [q.layer for q in schedule.passes[1:]] + [after]
     try:
         p, xin, psum = next(gen)
-        while True:
-            entry = await run_layer(drv, dut, p.layer, xin, hw, psum)
+        for successor in successors:
+            entry = await run_layer(drv, dut, p.layer, xin, hw, psum, successor)
             for name, value in entry["counters"].items():
                 totals[name] = totals.get(name, 0) + value
             image_cycles += entry["image_cycles"]
@@ -270,6 +276,11 @@ async def run_schedule(drv, dut, schedule, x, hw):
                           f"{exc}", refused=exc.refused) from None
     return {"output": y, "counters": totals, "image_cycles": [int(c) for c in image_cycles],
             "passes": len(schedule.passes)}
+
+
+def _first_pass(layer):
+    """What the engine runs first of a job's layer: the layer, or a Schedule's first pass."""
+    return layer.passes[0].layer if isinstance(layer, Schedule) else layer
 
 
 @cocotb.test()
@@ -288,6 +299,9 @@ async def run_job(dut):
     inputs = job.get("inputs")
     golden, post_pool = set(job.get("golden", ())), job.get("post_pool") or {}
     x = None if inputs is not None else np.asarray(job["x"])
+    engine = [index for index, layer in enumerate(job["layers"])
+              if not (isinstance(layer, DenseLayer) or index in golden)]
+    next_engine = dict(zip(engine, engine[1:]))
     for index, layer in enumerate(job["layers"]):
         if inputs is not None:
             x = np.asarray(inputs[index])
@@ -298,11 +312,13 @@ async def run_job(dut):
             result["layers"].append({"output": x, "golden": True})
             continue
         cycle0, wall0 = get_sim_time("ns") // CLOCK_PERIOD_NS, time.perf_counter()
+        after = (_first_pass(job["layers"][next_engine[index]]) if index in next_engine
+                 else None)
         try:
             if isinstance(layer, Schedule):
-                entry = await run_schedule(drv, dut, layer, x, hw)
+                entry = await run_schedule(drv, dut, layer, x, hw, after)
             else:
-                entry = await run_layer(drv, dut, layer, x, hw)
+                entry = await run_layer(drv, dut, layer, x, hw, after=after)
         except LayerFailed as exc:
             result["error"] = str(exc)
             result["refused"] = exc.refused

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, with_timeout
+from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from model.conv import conv_output_size
 from model.network import MaxPool, PoolLayer, layer_macs, run_layer
@@ -68,9 +68,11 @@ RESET_CYCLES = 4
 TEST_CONFIG = dict(pe=4, simd=4, max_kernel=7, max_width=16, max_height=16, max_channels=16,
                    weight_depth=512, max_stride=3, max_dilation=2, requant_lanes=2,
                    pool_window_slots=3)
-#: Verilator's build: the same with SIMD = 2 PE (pool-alone input through the width converter)
-#: and a weight memory just below the largest sweep layer (16x16 channels, 7x7: 392 words).
-TEST_CONFIG_WIDE = dict(TEST_CONFIG, simd=8, weight_depth=384)
+#: Verilator's build: the same with SIMD = 2 PE (pool-alone input through the width converter),
+#: a weight memory just below the largest sweep layer (16x16 channels, 7x7: 392 words) and a
+#: parameter port narrower than its default (64 bits, not the 256-bit weight word: a weight
+#: word in 4 beats, a channel word in 6).
+TEST_CONFIG_WIDE = dict(TEST_CONFIG, simd=8, weight_depth=384, param_width=64)
 #: Which configuration each simulator builds.
 CONFIGS = {"icarus": TEST_CONFIG, "verilator": TEST_CONFIG_WIDE}
 #: Utilization target: cycles <= PERF_FACTOR * MACs / (PE * SIMD).
@@ -465,7 +467,8 @@ async def multi_pass_sweep(dut):
     await reset(dut)
     drv = EngineDriver(dut)
     hw = {name.removeprefix("hw_"): value for reg in (
-        "HW_ARRAY", "HW_SIZE", "HW_CHANNELS", "HW_WEIGHT_DEPTH", "HW_LINE_BUFFER", "HW_POOL")
+        "HW_ARRAY", "HW_SIZE", "HW_CHANNELS", "HW_WEIGHT_DEPTH", "HW_LINE_BUFFER", "HW_POOL",
+        "HW_PARAMS", "HW_CHANNEL_DEPTH")
         for name, value in (await drv.regs.read_fields(reg)).items()}
     for agent in (drv.source, drv.sink, drv.acc):
         agent.set_pause_generator(random_pause(prng, PAUSE_PROBABILITY))
@@ -476,11 +479,14 @@ async def multi_pass_sweep(dut):
         schedule = compile_layer(layer, hw)
         assert len(schedule.passes) > 1, f"{case.label()}: one pass"
         gen = steps(schedule, x[None])
+        # Each pass's successor is loaded while it runs.
+        successors = [q.layer for q in schedule.passes[1:]] + [None]
         try:
             p, xin, psum = next(gen)
-            while True:
+            for after in successors:
                 result = await with_timeout(
-                    drv.run_layer(p.layer, xin[0], psum=None if psum is None else psum[0]),
+                    drv.run_layer(p.layer, xin[0], psum=None if psum is None else psum[0],
+                                  after=after),
                     WATCHDOG_BASE_CYCLES * 100 * CLOCK_PERIOD_NS, "ns")
                 p, xin, psum = gen.send(result.output[None])
         except StopIteration as stop:
@@ -575,8 +581,11 @@ async def engine_config_latched(dut):
     drv = EngineDriver(dut)
     hw = await drv.hardware()
     outputs = []
+    # Both loaded before the first starts (in different words of the parameter memories).
+    await drv.load(first)
+    await drv.load(second)
     for layer, x, configure in ((first, x1, True), (second, x2, False)):
-        await drv.load(layer)
+        await drv.load(layer)       # resident: nothing is sent
         if configure:
             await drv.configure(layer)
         await drv.start(layer.name)
@@ -590,6 +599,80 @@ async def engine_config_latched(dut):
     for layer, x, got in ((first, x1, outputs[0]), (second, x2, outputs[1])):
         want = run_layer(layer, x[None])[0]
         assert np.array_equal(got, want), f"{layer.name}: {first_mismatch(got, want)}"
+
+
+@cocotb.test()
+async def engine_loads_while_running(dut):
+    """Layer B's parameters are sent to other words of the parameter memories while layer A
+    runs (every beat of them taken between A's start and its end); both are bit-exact, and B
+    then starts without a reload. Then A again, still resident, and B's successor loaded over
+    A's words while B runs."""
+    rng = np.random.default_rng(11)
+    prng = random.Random(11)
+    first, x1 = make_layer(Case(8, 8, 12, 12, k=(3, 3), pads=(1, 1, 1, 1), relu=True), rng, "A")
+    second, x2 = make_layer(Case(6, 7, 5, 6, k=(3, 3), out="int32"), rng, "B")
+    third, x3 = make_layer(Case(5, 12, 6, 5, k=(5, 5), pads=(2, 2, 2, 2)), rng, "C")
+    await reset(dut)
+    drv = EngineDriver(dut)
+    hw = await drv.hardware()
+    taken = {"during": 0, "outside": 0}
+    running = {"on": False}
+
+    async def monitor():
+        while True:
+            await RisingEdge(dut.clk)
+            if int(dut.s_axis_param_tvalid.value) and int(dut.s_axis_param_tready.value):
+                taken["during" if running["on"] else "outside"] += 1
+    cocotb.start_soon(monitor())
+    # Output stalls keep A running long enough for B's parameters.
+    drv.sink.set_pause_generator(random_pause(prng, PAUSE_PROBABILITY))
+
+    async def run(layer, x, after=None, expect_beats=None):
+        placement = await drv.load(layer)
+        await drv.configure(layer)
+        taken.update(during=0, outside=0)
+        await drv.start(layer.name)
+        running["on"] = True
+        pre = drv.preload(after, placement)
+        await drv.source.send(pack_input(x, hw.simd))
+        frame = await with_timeout(drv.sink.recv(), watchdog_ns(Case(8, 8, 12, 12)), "ns")
+        while (await drv.status())["busy"]:
+            pass
+        running["on"] = False
+        st = await drv.status()
+        assert not st["load_error"] and not st["tlast_error"], st
+        got, want = unpack_output(frame.tdata, layer), run_layer(layer, x[None])[0]
+        assert got.dtype == want.dtype and np.array_equal(got, want), \
+            f"{layer.name}: {first_mismatch(got, want)}"
+        if expect_beats is not None:
+            assert pre is not None, f"{after.name}: not preloaded while {layer.name} ran"
+            beats = sum(len(packet) for packet in pre.packets)
+            assert beats == expect_beats > 0
+            assert taken == {"during": beats, "outside": 0}, \
+                f"{after.name}'s {beats} beats: {taken} taken while {layer.name} ran / not"
+            for a, b in ((placement.weight_range, pre.weight_range),
+                         (placement.chan_range, pre.chan_range)):
+                assert a[0] + a[1] <= b[0] or b[0] + b[1] <= a[0], \
+                    f"{after.name} {b} overlaps {layer.name} {a}"
+        return pre
+
+    def beats_of(layer):
+        from sim.engine_driver import pack_channels, pack_weights
+        return len(pack_weights(layer, hw.pe, hw.simd, hw.param_width)) \
+            + len(pack_channels(layer, hw.pe, hw.param_width))
+
+    await run(first, x1, after=second, expect_beats=beats_of(second))
+    sent = dict(drv.stats)
+    taken.update(during=0, outside=0)
+    await run(second, x2)
+    assert drv.stats["weight_words"] == sent["weight_words"], "B was reloaded"
+    assert drv.stats["chan_words"] == sent["chan_words"], "B's constants were reloaded"
+    await run(first, x1)
+    assert drv.stats["weight_words"] == sent["weight_words"], "A was reloaded"
+    # C is sent while A runs again (A still resident from its first run).
+    await run(first, x1, after=third, expect_beats=beats_of(third))
+    await run(third, x3)
+    assert drv.sink.empty()
 
 
 @cocotb.test()

@@ -35,11 +35,12 @@ from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from model.network import MaxPool, run_layer
 from rtl.engine_regs import POOL_ERROR_BASE, REGMAP, EngineError, PoolMode
-from rtl.weights import (BEAT_WIDTH, CHANNEL_BEATS, HEADER_KIND_SHIFT, KIND_CHANNELS,
-                         KIND_WEIGHTS)
+from rtl.weights import (BEAT_WIDTH, CHANNEL_BEATS, CHANNEL_VALUE_WIDTH, HEADER_KIND_SHIFT,
+                         KIND_CHANNELS, KIND_WEIGHTS, word_beats)
 from rtl.limits import first_refusal
 from sim.engine_driver import (EngineDriver, EngineRefused, pack_channels, pack_input,
-                              pack_weights, register_fields, row_pitch, unpack_output)
+                              pack_weights, param_bytes, register_fields, row_pitch,
+                              unpack_output)
 from sim.testing import Case, first_mismatch, make_layer
 from tb.maxpool_cases import Case as MapCase
 from tb.maxpool_cases import expected_error
@@ -49,10 +50,11 @@ RESET_CYCLES = 4
 #: Icarus's build: small maxima that differ from each other (a check that reads the wrong
 #: limit fails), and memories for which a layer needing exactly their size and one needing a
 #: word more exist (weights: 24 = a 3x4 kernel over two input groups, 25 = 5x5; line buffer:
-#: 32 and 33 words of window span).
+#: 32 and 33 words of window span); a 32-bit parameter port, so that a weight word takes two
+#: beats (Verilator's build has the default, one beat per weight word).
 LIMITS_CONFIG = dict(pe=2, simd=4, max_kernel=5, max_width=8, max_height=7, max_channels=6,
                      weight_depth=24, line_buffer_depth=32, max_stride=3, max_dilation=2,
-                     pool_window_slots=2, pool_max_stride=4)
+                     pool_window_slots=2, pool_max_stride=4, param_width=32)
 #: Verilator's build: PE = 2 SIMD (the pool-alone input is packed by the width converter),
 #: other maxima and memories, and configuration registers that keep only the bits of their
 #: legal values.
@@ -84,6 +86,8 @@ class Limits:
     line_buffer_depth: int
     pool_window_slots: int
     pool_max_stride: int
+    param_width: int
+    channel_depth: int
 
     @property
     def cin_groups(self):
@@ -103,7 +107,7 @@ class Limits:
         """The limits of the simulated engine, from its ``HW_*`` registers."""
         values = {}
         for reg in ("HW_ARRAY", "HW_SIZE", "HW_CHANNELS", "HW_WEIGHT_DEPTH", "HW_LINE_BUFFER",
-                    "HW_POOL"):
+                    "HW_POOL", "HW_PARAMS", "HW_CHANNEL_DEPTH"):
             values.update((name.removeprefix("hw_"), value)
                           for name, value in (await drv.regs.read_fields(reg)).items())
         return cls(**values)
@@ -143,13 +147,19 @@ def _keff(k, d):
 
 
 def weight_words(case, lim):
-    """Weight memory words of a conv case: ceil(Cout/PE) * Kh * Kw * ceil(Cin/SIMD)."""
-    return -(-case.cout // lim.pe) * case.k[0] * case.k[1] * -(-case.cin // lim.simd)
+    """Weight memory words of a conv case: ceil(Cout/PE) * ceil(Kh * Kw * Cp / SIMD), ``Cp``
+    Cin packed (:func:`packing`), else ceil(Cin/SIMD) * SIMD."""
+    cp = case.cin if packing(case, lim.simd)["pack"] else -(-case.cin // lim.simd) * lim.simd
+    return -(-case.cout // lim.pe) * -(-case.k[0] * case.k[1] * cp // lim.simd)
 
 
 def span_words(case, lim):
-    """Line-buffer words of a conv case: ((Keff_h - 1) * W + Keff_w) * ceil(Cin/SIMD)."""
+    """Line-buffer words of a conv case: ((Keff_h - 1) * W + Keff_w) * ceil(Cin/SIMD), or
+    packed (:func:`packing`) ceil(((Keff_h - 1) * pitch + Keff_w * Cin) / SIMD) + 1."""
     keh, kew = (_keff(k, d) for k, d in zip(case.k, case.dilation))
+    fields = packing(case, lim.simd)
+    if fields["pack"]:
+        return -(-((keh - 1) * fields["in_row_bytes"] + kew * case.cin) // lim.simd) + 1
     return ((keh - 1) * case.w + kew) * -(-case.cin // lim.simd)
 
 
@@ -160,13 +170,13 @@ def _weights_case(lim, words):
         for ig in range(1, lim.cin_groups + 1):
             for kh in range(1, lim.max_kernel + 1):
                 for kw in range(1, lim.max_kernel + 1):
-                    if og * ig * kh * kw != words:
-                        continue
                     h, top = _fit(kh, lim.max_height)
                     w, left = _fit(kw, lim.max_width)
                     case = Case(min(ig * lim.simd, lim.max_channels),
                                 min(og * lim.pe, lim.max_channels), h, w, k=(kh, kw),
                                 pads=(top, left, 0, 0))
+                    if weight_words(case, lim) != words:
+                        continue
                     if span_words(case, lim) <= lim.line_buffer_depth:
                         return case
     return None
@@ -183,12 +193,14 @@ def _line_buffer_case(lim, span):
                     for dw in range(1, lim.max_dilation + 1):
                         keh, kew = _keff(kh, dh), _keff(kw, dw)
                         for w in range(1, lim.max_width + 1):
-                            if ((keh - 1) * w + kew) * g != span or kh * kw * g > lim.weight_depth:
+                            if kh * kw * g > lim.weight_depth:
                                 continue
                             h, top = _fit(keh, lim.max_height)
                             left = max(kew - w, 0)
                             case = Case(min(g * lim.simd, lim.max_channels), 1, h, w,
                                         k=(kh, kw), dilation=(dh, dw), pads=(top, left, 0, 0))
+                            if span_words(case, lim) != span:
+                                continue
                             cost = (w + left - kew + 1) * kh * kw * g
                             if best is None or cost < best[0]:
                                 best = (cost, case)
@@ -248,6 +260,18 @@ def conv_boundaries(lim):
     out.append(Boundary("NO_OUTPUT both axes", legal, [
         Refusal("NO_OUTPUT", {f"pad_{side}": pad - 1})
         for side, pad in zip(("top", "left", "bottom", "right"), pads) if pad > 0]))
+    # The base addresses: a layer of two groups each way reads the last words of both
+    # memories; one word further is refused, and so is the largest base.
+    case = Case(min(lim.simd + 1, lim.max_channels), min(lim.pe + 1, lim.max_channels), 3, 3,
+                k=(2, 2), pads=(0, 0, 1, 1))
+    words, groups = weight_words(case, lim), -(-case.cout // lim.pe)
+    out.append(Boundary("WEIGHTS CONSTANTS bases", case, [
+        Refusal("WEIGHTS", {"weight_base": lim.weight_depth - words + 1}),
+        Refusal("WEIGHTS", {"weight_base": (1 << 32) - 1}),
+        Refusal("CONSTANTS", {"chan_base": lim.channel_depth - groups + 1}),
+        Refusal("CONSTANTS", {"chan_base": (1 << 32) - 1})],
+        fields={"weight_base": lim.weight_depth - words,
+                "chan_base": lim.channel_depth - groups}))
     for code, find, size in (("WEIGHTS", _weights_case, lim.weight_depth),
                              ("LINE_BUFFER", _line_buffer_case, lim.line_buffer_depth)):
         legal, over = find(lim, size), find(lim, size + 1)
@@ -433,7 +457,7 @@ def expected_code(case, lim, fields=None):
     v = dict(kernel_h=case.k[0], kernel_w=case.k[1], dilation_h=case.dilation[0],
              dilation_w=case.dilation[1], stride_h=case.stride[0], stride_w=case.stride[1],
              in_height=case.h, in_width=case.w, in_channels=case.cin, out_channels=case.cout,
-             raw_output=int(case.out == "int32"),
+             raw_output=int(case.out == "int32"), weight_base=0, chan_base=0,
              pool_mode=PoolMode.ALONE if case.alone else PoolMode.FUSED if pool else PoolMode.OFF,
              **dict(zip(("pad_top", "pad_left", "pad_bottom", "pad_right"), case.pads)))
     if pool is not None:
@@ -474,9 +498,12 @@ def expected_code(case, lim, fields=None):
         ("PACK_ALIGN", lambda: conv and pack and (
             pitch < v["in_width"] * v["in_channels"]
             or (v["dilation_h"] * pitch - v["kernel_w"] * v["in_channels"]) % lim.simd != 0)),
-        ("WEIGHTS", lambda: conv and -(-v["out_channels"] // lim.pe) * ops > lim.weight_depth),
+        ("WEIGHTS", lambda: conv and v["weight_base"] + -(-v["out_channels"] // lim.pe) * ops
+         > lim.weight_depth),
         ("LINE_BUFFER", lambda: conv and -(-((keh - 1) * row + kew * cp) // lim.simd) + pack
          > lim.line_buffer_depth),
+        ("CONSTANTS", lambda: conv and v["chan_base"] + -(-v["out_channels"] // lim.pe)
+         > lim.channel_depth),
     ]
     for code, bad in checks:
         if bad():
@@ -567,8 +594,10 @@ class TB:
             await self.drv.regs.modify_fields(reg, **values)
 
     async def send_packet(self, beats):
-        """One parameter packet of 32-bit beats (``tlast`` on the last one)."""
-        await self.drv.param.send(np.asarray(beats, np.uint32).astype("<u4").tobytes())
+        """One parameter packet of ``param_width``-bit beats (``tlast`` on the last one),
+        behind the driver's account of what is resident (which forgets it all)."""
+        self.drv.forget()
+        await self.drv.param.send(param_bytes(beats, self.lim.param_width))
         await self.drv.param.wait()
 
     async def load_error(self):
@@ -592,20 +621,26 @@ class TB:
         dut.s_axis_tvalid.value = 0
         dut.s_axis_tlast.value = 0
 
-    async def run(self, case, *, layer=None, x=None, fields=None, lasts=None, load=True):
+    async def run(self, case, *, layer=None, x=None, fields=None, lasts=None, load=True,
+                  at=None):
         """Run a legal layer (``case``, or ``layer`` on ``x``), with ``fields`` written over its
-        registers and the input's ``tlast`` on the words in ``lasts`` (default: the last);
-        check it bit-exact and return STATUS at done."""
-        return await with_timeout(self._run(case, layer, x, fields, lasts, load),
+        registers and the input's ``tlast`` on the words in ``lasts`` (default: the last),
+        its parameters loaded at ``at = (weight_base, chan_base)`` (default: the base fields
+        among ``fields``, else where the driver places them); check it bit-exact and return
+        STATUS at done."""
+        return await with_timeout(self._run(case, layer, x, fields, lasts, load, at),
                                   LAYER_TIMEOUT_NS, "ns")
 
-    async def _run(self, case, layer, x, fields, lasts, load):
+    async def _run(self, case, layer, x, fields, lasts, load, at):
         if layer is None:
             layer, x = self.make(case)
         label = f"{layer.name} ({case.label()}{', ' + str(fields) if fields else ''})"
         drv = self.drv
         if load:
-            await drv.load(layer)
+            # Base addresses among the fields: the parameters go there.
+            if at is None and {"weight_base", "chan_base"} & set(fields or {}):
+                at = (fields.get("weight_base", 0), fields.get("chan_base", 0))
+            await drv.load(layer, at=at)
             assert not await self.load_error(), f"{label}: load_error after a legal load"
         await drv.configure(layer)
         await self.write_fields(fields or {})
@@ -751,14 +786,15 @@ async def load_errors(dut):
     reruns bit-exact without a reload), the flag holds until the next start clears it."""
     tb = await TB.create(dut, SEED + 3)
     lim, log = tb.lim, dut._log
-    weight_beats = -(-lim.pe * lim.simd // (BEAT_WIDTH // 8))
-    channel_beats = CHANNEL_BEATS * lim.pe
+    weight_beats = word_beats(8 * lim.pe * lim.simd, lim.param_width)
+    channel_beats = word_beats(CHANNEL_BEATS * CHANNEL_VALUE_WIDTH * lim.pe, lim.param_width)
 
     def header(kind, addr):
         return (kind << HEADER_KIND_SHIFT) | addr
 
     def garbage(beats):
-        return [int(b) for b in tb.rng.integers(0, 1 << BEAT_WIDTH, beats, dtype=np.uint64)]
+        return [int.from_bytes(tb.rng.bytes(lim.param_width // 8), "little")
+                for _ in range(beats)]
 
     async def refused_packet(what, beats, case, layer, x, *, then=()):
         """``beats`` set load_error (still set after the packets ``then``); ``layer`` then
@@ -774,7 +810,7 @@ async def load_errors(dut):
     # Weights: a layer needing every word; its packet's last word is at weight_depth - 1.
     case_w = _weights_case(lim, lim.weight_depth)
     layer_w, x_w = tb.make(case_w)
-    packet_w = pack_weights(layer_w, lim.pe, lim.simd)
+    packet_w = pack_weights(layer_w, lim.pe, lim.simd, lim.param_width)
     assert len(packet_w) == 1 + lim.weight_depth * weight_beats
     await tb.run(case_w, layer=layer_w, x=x_w)
     last_word = packet_w[1 + (lim.weight_depth - 1) * weight_beats:]
@@ -789,26 +825,28 @@ async def load_errors(dut):
                          [header(KIND_WEIGHTS, 1), *packet_w[1:]], case_w, layer_w, x_w,
                          then=[packet_w])
     first_word = packet_w[1:1 + weight_beats]
-    for beats in sorted({1, weight_beats - 1} - {0}):
+    for beats in sorted({1, weight_beats - 1} - {0, weight_beats}):
         await refused_packet(f"a weight packet ending {beats} beat(s) into a word",
                              [header(KIND_WEIGHTS, 0), *garbage(beats)], case_w, layer_w, x_w)
         await refused_packet(f"a whole weight word, then {beats} beat(s)",
                              [header(KIND_WEIGHTS, 0), *first_word, *garbage(beats)],
                              case_w, layer_w, x_w)
-    # Channel constants: a layer with every output channel group.
+    # Channel constants: a layer with every output channel group, at word 0; its last word
+    # again at the last word of the memory (past the layer's), then one word further.
     case_c = Case(2, lim.max_channels, 2, 3, k=(1, 1))
     layer_c, x_c = tb.make(case_c)
-    packet_c = pack_channels(layer_c, lim.pe)
+    packet_c = pack_channels(layer_c, lim.pe, lim.param_width)
     assert len(packet_c) == 1 + lim.cout_groups * channel_beats
-    await tb.run(case_c, layer=layer_c, x=x_c)
-    await tb.send_packet([header(KIND_CHANNELS, lim.cout_groups - 1),
+    assert lim.channel_depth > lim.cout_groups
+    await tb.run(case_c, layer=layer_c, x=x_c, at=(0, 0))
+    await tb.send_packet([header(KIND_CHANNELS, lim.channel_depth - 1),
                           *packet_c[1 + (lim.cout_groups - 1) * channel_beats:]])
-    assert not await tb.load_error(), "the last channel group alone: load_error"
-    await refused_packet("a channel group at cout_groups",
-                         [header(KIND_CHANNELS, lim.cout_groups), *garbage(channel_beats)],
+    assert not await tb.load_error(), "the last channel word alone: load_error"
+    await refused_packet("a channel word at channel_depth",
+                         [header(KIND_CHANNELS, lim.channel_depth), *garbage(channel_beats)],
                          case_c, layer_c, x_c)
-    for beats in sorted({1, CHANNEL_BEATS - 1, CHANNEL_BEATS, channel_beats - 1}
-                        - {0, channel_beats}):
+    for beats in sorted(b for b in {1, CHANNEL_BEATS - 1, CHANNEL_BEATS, channel_beats - 1}
+                        if 0 < b < channel_beats):
         await refused_packet(f"a channel packet ending {beats} beat(s) into a group",
                              [header(KIND_CHANNELS, 0), *garbage(beats)], case_c, layer_c, x_c)
     # Kinds next to the two legal ones, and the largest; a whole word of either kind follows.
