@@ -96,17 +96,17 @@ def _fmt(value, spec="", none="-"):
 
 def print_records(records, total, backend_name) -> None:
     """The per-layer table: where each layer ran, MACs, cycles, utilization."""
-    header = ("layer", "op", "ran on", "MACs", "cycles", "ideal cycles", "MAC util")
+    header = ("layer", "op", "ran on", "MACs", "cycles", "ideal cycles", "MAC util", "ceiling")
     rows = [header]
     for r in records:
         rows.append((r["name"], r["op"], r["ran_on"], f"{r['macs']:,}",
                      _fmt(r.get("cycles"), ","), _fmt(r.get("ideal_cycles"), ",.0f"),
-                     _fmt(r.get("mac_utilization"), ".1%")))
+                     _fmt(r.get("mac_utilization"), ".1%"), _fmt(r.get("ceiling"), ".1%")))
     rows.append(("total", f"{total['layers']} layers", backend_name, f"{total['macs']:,}",
                  _fmt(total.get("cycles"), ","), _fmt(total.get("ideal_cycles"), ",.0f"),
-                 _fmt(total.get("mac_utilization"), ".1%")))
+                 _fmt(total.get("mac_utilization"), ".1%"), ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {3, 4, 5, 6}
+    right = {3, 4, 5, 6, 7}
     for i, row in enumerate(rows):
         if i == len(rows) - 1 or i == 1:
             print("  ".join("-" * w for w in widths))
@@ -115,6 +115,10 @@ def print_records(records, total, backend_name) -> None:
     for r in records:
         if r.get("note"):
             print(f"note: {r['name']}: {r['note']}")
+    if total.get("cycles") is not None:
+        print("cycles: all a layer took in the simulation (parameters not loaded during the "
+              "layer before, register writes, setup, fill and drain included); ceiling: the "
+              "utilization the array's shape allows")
 
 
 def _totals(records, batch, backend) -> dict:

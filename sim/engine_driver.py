@@ -44,7 +44,7 @@ from rtl.weights import (CHANNEL_BEATS, CHANNEL_VALUE_WIDTH, HEADER_KIND_SHIFT, 
 
 __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pack_input",
            "pack_weights", "pack_channels", "pack_acc", "row_pitch", "pixel_bytes",
-           "window_ops", "input_words", "layer_fields", "register_fields",
+           "window_ops", "input_words", "array_ceiling", "layer_fields", "register_fields",
            "pool_fields", "unpack_output",
            "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits",
            "weight_words", "channel_words", "param_bytes", "ParamMemory", "Placement"]
@@ -134,6 +134,19 @@ def window_ops(layer, simd):
     ``ceil(Kh * Kw * Cp / SIMD)`` (:func:`pixel_bytes`)."""
     kh, kw = layer.kernel
     return _groups(kh * kw * pixel_bytes(layer, simd), simd)
+
+
+def array_ceiling(layer, pe, simd):
+    """The MAC utilization the PE x SIMD array's shape allows a ConvLayer or DenseLayer (None
+    for a PoolLayer): its ``Kh * Kw * Cin`` products packed into SIMD lanes, times its output
+    channels over PE rows, ``K / (SIMD * ceil(K / SIMD)) * Cout / (PE * ceil(Cout / PE))``."""
+    if isinstance(layer, DenseLayer):
+        layer = dense_as_conv(layer)
+    if not isinstance(layer, ConvLayer):
+        return None
+    cout, cin, kh, kw = layer.weight.shape
+    k = kh * kw * cin
+    return k / (simd * _groups(k, simd)) * cout / (pe * _groups(cout, pe))
 
 
 def input_words(layer, simd):
@@ -511,6 +524,8 @@ class EngineDriver:
         self._placed = {}           # layer keys -> the Placement last made for them
         self._preloading = []       # tasks of preloads under way
         self._layer_name = "?"
+        #: Counter values when a layer handed over to one queued behind it (sim.run_layers).
+        self.counter_base = None
         #: Parameter words sent and packets skipped because resident (for tests and logs).
         self.stats = {"weight_words": 0, "chan_words": 0, "resident": 0}
 
@@ -647,6 +662,17 @@ class EngineDriver:
         while True:
             st = await self.status()
             if st["running"] or st["done"]:
+                break
+        if st["error"] != EngineError.NONE:
+            raise EngineRefused(name or self._layer_name, st["error"])
+        return st
+
+    async def started(self, name=None):
+        """Wait until a layer whose start was queued runs or is refused (EngineRefused naming
+        layer ``name``): it starts when the layer before it ends."""
+        while True:
+            st = await self.status()
+            if st["done"] or (st["running"] and not st["queued"]):
                 break
         if st["error"] != EngineError.NONE:
             raise EngineRefused(name or self._layer_name, st["error"])

@@ -67,7 +67,7 @@ from rtl.limits import refusal_message
 from rtl.streams import connect_flat
 from sim import toolchain
 from sim.compiler import CompileError, Schedule, compile_layer
-from sim.engine_driver import dense_as_conv, engine_fits, register_fields
+from sim.engine_driver import array_ceiling, dense_as_conv, engine_fits, register_fields
 from sim.errors import CliError
 
 __all__ = ["HardwareBackend", "EngineHarness", "resolve_config", "dense_as_conv",
@@ -425,8 +425,12 @@ class HardwareBackend:
                 for layer, x, entry in zip(layers, inputs, result["layers"])]
 
     def _info(self, entry, hw_layer, batch):
+        """A layer's figures. ``cycles``: every cycle the layer took in the simulation, its
+        parameters' loading (what was not sent while the layer before ran), register writes,
+        setup, fill and drain included (``cycles_per_sample`` splits them by image);
+        ``engine_cycles``: the engine's CYCLES counter (busy cycles only)."""
         counters = entry["counters"]
-        cycles = int(counters["cycles"])
+        cycles = int(sum(entry["image_cycles"]))
         pe, simd = self.hw["pe"], self.hw["simd"]
         macs = layer_macs(_model_layer(hw_layer)) * batch
         return {
@@ -436,6 +440,9 @@ class HardwareBackend:
             "ideal_cycles": macs / (pe * simd),
             "mac_utilization": round(macs / (cycles * pe * simd), 4) if cycles and macs
             else None,
+            "ceiling": round(array_ceiling(_model_layer(hw_layer), pe, simd), 4)
+            if array_ceiling(_model_layer(hw_layer), pe, simd) is not None else None,
+            "engine_cycles": int(counters["cycles"]),
             "mac_cycles": int(counters["mac_cycles"]),
             "starved_cycles": int(counters["starved_cycles"]),
             "stalled_cycles": int(counters["stalled_cycles"]),

@@ -24,7 +24,7 @@ next starts as soon as this one ends; parameters still resident are not sent aga
 the watchdog fire (tests use it).
 
 Result: ``{"layers": [{"output": array, "counters": {name: total over the batch},
-"image_cycles": [CYCLES per image], "sim_cycles": simulated cycles of the layer (loading and
+"image_cycles": [cycles per image, see run_layer], "sim_cycles": simulated cycles of the layer (loading and
 register accesses included), "wall_seconds": its simulation time} or, for a golden layer,
 {"output": array, "golden": True}], "error": str or None, "refused": EngineError name or
 None, "failed_layer": name or None, "sim_cycles": int, "wall_seconds": float}``. An error
@@ -190,7 +190,7 @@ async def _pending(drv, dut, layer, image, pe, simd):
             f"{received} of {out_words}; {engine}")
 
 
-async def run_layer(drv, dut, layer, x, hw, psum=None, after=None):
+async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False, then=None):
     """The whole batch ``x`` (N, C, H, W) through ``layer`` (adding the partial sums ``psum``,
     N x CHW int32, if given), the parameters of the engine layer ``after`` it sent while the
     images run; dict for the result file.
@@ -199,30 +199,48 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None):
     once), each next start is queued while the image before it runs (``STATUS.queued``), so
     that the engine sets it up meanwhile and starts it the cycle the running one ends; the
     inputs stream back to back. ``image_cycles`` are the cycles from the previous image's last
-    output word (the first: from the first start) to the image's last output word."""
-    try:
-        await drv.load(layer)
-    except ValueError as exc:       # constants out of the engine's range (pack_channels)
-        raise LayerFailed(str(exc)) from None
-    await drv.configure(layer, acc_in=psum is not None)
+    output word to the image's last output word, the first image's counted from the call (its
+    parameters' loading, the register writes, the setup) and the last one's to the return (the
+    final status and counter reads): together every cycle the layer took.
+
+    ``started``: the layer's parameters are in place, its registers written and its first
+    start queued already (by the call for the layer before, as ``then``). ``then``: a layer
+    (without partial sums) to set up behind this one: once this layer's last image has
+    started, its parameters are awaited, its registers written and its first start queued,
+    so that the engine starts it the cycle this one ends; ``"then_started"`` in the result
+    says whether that was done."""
+    cycle0 = get_sim_time("ns") // CLOCK_PERIOD_NS
     drv._layer_name = layer.name
+    if not started:
+        try:
+            await drv.load(layer)
+        except ValueError as exc:       # constants out of the engine's range (pack_channels)
+            raise LayerFailed(str(exc)) from None
+        await drv.configure(layer, acc_in=psum is not None)
     n = x.shape[0]
     budget_ns = watchdog_cycles(layer, hw.pe, hw.simd) * CLOCK_PERIOD_NS
     pitch = row_pitch(layer, hw.simd)
-    cycle0 = get_sim_time("ns") // CLOCK_PERIOD_NS
     try:
-        await drv.start()
+        await (drv.started(layer.name) if started else drv.start())
     except EngineRefused as refused:
         raise LayerFailed(str(refused), refused=refused.code.name) from None
     drv.preload(after, drv.placement_of(layer))
+    then_started = False
 
     async def feed():
+        nonlocal then_started
         for image in range(n):
             if image:
                 await drv.queue()
             if psum is not None:
                 await drv.acc.send(pack_acc(psum[image], hw.pe))
             await drv.source.send(pack_input(x[image], hw.simd, pitch))
+        if then is not None and (isinstance(then, PoolLayer)
+                                 or drv.placement_of(then) is not None):
+            await drv.settle()              # its parameters are in the memories
+            await drv.configure(then)
+            await drv.queue()
+            then_started = True
 
     feeder = cocotb.start_soon(feed())
     outputs, image_cycles = [], []
@@ -241,17 +259,29 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None):
         outputs.append(unpack_output(frame.tdata, layer))
     await feeder
     st = await drv.status()
-    while st["busy"]:
-        st = await drv.status()
-    if st["error"] != EngineError.NONE:
-        raise LayerFailed(f"layer '{layer.name}': the engine refused a queued image "
-                          f"({EngineError(st['error']).name})",
-                          refused=EngineError(st["error"]).name)
+    if then_started:
+        # Ended once the next layer runs, or its refusal shows (that one's call reports it).
+        while not (st["done"] or (st["running"] and not st["queued"])):
+            st = await drv.status()
+    else:
+        while st["busy"]:
+            st = await drv.status()
+        if st["error"] != EngineError.NONE:
+            raise LayerFailed(f"layer '{layer.name}': the engine refused a queued image "
+                              f"({EngineError(st['error']).name})",
+                              refused=EngineError(st["error"]).name)
     if st["tlast_error"] or st["load_error"]:
         raise LayerFailed(f"layer '{layer.name}': engine status tlast_error "
                           f"{st['tlast_error']}, load_error {st['load_error']}")
-    totals = {name: int(value) for name, value in (await drv.counters()).items()}
-    return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles}
+    # The counters run on from a queued start: this layer's are the difference from where
+    # they stood when the layer before it handed over.
+    counters = {name: int(value) for name, value in (await drv.counters()).items()}
+    base = drv.counter_base if started and drv.counter_base else dict.fromkeys(counters, 0)
+    totals = {name: value - base[name] for name, value in counters.items()}
+    drv.counter_base = counters if then_started else None
+    image_cycles[-1] += int(get_sim_time("ns") // CLOCK_PERIOD_NS - last)
+    return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles,
+            "then_started": then_started}
 
 
 async def run_schedule(drv, dut, schedule, x, hw, after=None):
@@ -302,6 +332,7 @@ async def run_job(dut):
     engine = [index for index, layer in enumerate(job["layers"])
               if not (isinstance(layer, DenseLayer) or index in golden)]
     next_engine = dict(zip(engine, engine[1:]))
+    started = False                 # the layer's first start was queued behind the last one
     for index, layer in enumerate(job["layers"]):
         if inputs is not None:
             x = np.asarray(inputs[index])
@@ -314,11 +345,16 @@ async def run_job(dut):
         cycle0, wall0 = get_sim_time("ns") // CLOCK_PERIOD_NS, time.perf_counter()
         after = (_first_pass(job["layers"][next_engine[index]]) if index in next_engine
                  else None)
+        then = job["layers"][next_engine[index]] if index in next_engine else None
+        if isinstance(then, Schedule) or isinstance(layer, Schedule):
+            then = None
         try:
             if isinstance(layer, Schedule):
                 entry = await run_schedule(drv, dut, layer, x, hw, after)
             else:
-                entry = await run_layer(drv, dut, layer, x, hw, after=after)
+                entry = await run_layer(drv, dut, layer, x, hw, after=after, started=started,
+                                        then=then)
+            started = entry.pop("then_started", False)
         except LayerFailed as exc:
             result["error"] = str(exc)
             result["refused"] = exc.refused
