@@ -336,7 +336,11 @@ class ConvEngine(wiring.Component):
         # A start from idle clears the status and the counters; a queued start (while a layer
         # runs) keeps them, so a batch of layers run back to back is counted as a whole.
         fresh = latch & run_idle
-        with m.If(tlast_error):
+        # The sources of tlast_error hold it until their layer's restart: the status keeps
+        # their rising edges, so that a start from idle (a refused one too) clears it.
+        tlast_seen = Signal()
+        m.d.sync += tlast_seen.eq(tlast_error)
+        with m.If(tlast_error & ~tlast_seen):
             m.d.sync += tlast_sticky.eq(1)
         with m.If(fresh):
             m.d.sync += tlast_sticky.eq(0)

@@ -45,11 +45,18 @@ from sim.engine_driver import (conv_shape, dense_as_conv, input_words, register_
                                window_ops)
 
 __all__ = ["CompileError", "Region", "Pass", "Schedule", "compile_layer", "execute", "steps",
-           "run_on_model", "pass_cycles"]
+           "run_on_model", "pass_cycles", "param_beats", "schedule_cycles"]
 
-#: Cycles a pass costs beyond its data: start, checks, setup and pipeline drain (measured
-#: on the engine: 30 to 60 cycles of setup, a few tens of pipeline latency).
-PASS_OVERHEAD_CYCLES = 100
+#: Cycles a pass (one image) costs beyond its data, the layer before it still running when
+#: its setup ran (a queued start): the window generator's setup, the MAC, requantization and
+#: pool pipelines' fill and drain, the host's hand-over (the output frame turned into the next
+#: input) and its status and counter reads. Measured on Verilator (default configuration):
+#: 46 to 89 cycles over the digits CNN's and the CIFAR-10 net's layers after the first.
+PASS_OVERHEAD_CYCLES = 54
+#: What a pass that nothing ran before costs on top of its parameter beats: the register
+#: writes, the checks and derived constants (the setup) and the host's start; measured on the
+#: first layers of the two nets.
+COLD_START_CYCLES = 140
 
 
 class CompileError(ValueError):
@@ -165,19 +172,52 @@ def run_on_model(layer, x, psum):
     return run_layer(layer, x, psum)
 
 
-def pass_cycles(p: Pass, hw: dict) -> int:
-    """Estimated engine cycles of one pass on one sample: the largest of its MAC operations,
-    input words and output words (the engine overlaps them), plus the per-pass overhead."""
+def param_beats(layer, hw: dict) -> int:
+    """Beats of ``s_axis_param`` that load a ConvLayer's parameters (0 for a PoolLayer): its
+    weight words and channel-constant words at ``param_width`` bits a beat, and two headers."""
+    if isinstance(layer, PoolLayer):
+        return 0
+    pe, simd, width = hw["pe"], hw["simd"], hw["param_width"]
+    cout, oh, ow = conv_shape(layer)
+    groups = -(-cout // pe)
+    weight_beats = -(-8 * pe * simd // width)
+    channel_beats = -(-96 * pe // width)
+    return groups * (window_ops(layer, simd) * weight_beats + channel_beats) + 2
+
+
+def pass_cycles(p: Pass, hw: dict, cold=False, before=None) -> int:
+    """Estimated cycles of one pass on one sample, as ``convcore run`` counts them (every
+    cycle, loading and setup included): the largest of its MAC operations, input words and
+    output words (the engine overlaps them) plus :data:`PASS_OVERHEAD_CYCLES`. ``cold``:
+    nothing ran before it, so its parameters, register writes and setup are all exposed
+    (:data:`COLD_START_CYCLES`); else its parameters load while the pass ``before`` runs (its
+    estimate, if given), and only what does not fit in that time is added."""
     pe, simd = hw["pe"], hw["simd"]
     layer = p.layer
     in_words = input_words(layer, simd)
+    beats = param_beats(layer, hw)
     if isinstance(layer, PoolLayer):
         c, oh, ow = layer.out_shape
-        return max(in_words, oh * ow * -(-c // pe)) + PASS_OVERHEAD_CYCLES
-    cout, oh, ow = conv_shape(layer)
-    ops = oh * ow * -(-cout // pe) * window_ops(layer, simd)
-    out_words = oh * ow * -(-cout // pe)
-    return max(ops, in_words, out_words) + PASS_OVERHEAD_CYCLES
+        work = max(in_words, oh * ow * -(-c // pe))
+    else:
+        cout, oh, ow = conv_shape(layer)
+        ops = oh * ow * -(-cout // pe) * window_ops(layer, simd)
+        work = max(ops, in_words, oh * ow * -(-cout // pe))
+    if cold:
+        exposed = beats + COLD_START_CYCLES
+    else:
+        exposed = max(0, beats - before) if before is not None else 0
+    return work + PASS_OVERHEAD_CYCLES + exposed
+
+
+def schedule_cycles(passes, hw: dict) -> int:
+    """Estimated cycles of a layer's passes run one after the other on one sample, the first
+    from a cold start, each next one's parameters loaded while the one before runs."""
+    total, before = 0, None
+    for p in passes:
+        before = pass_cycles(p, hw, cold=before is None, before=before)
+        total += before
+    return total
 
 
 # --- helpers ------------------------------------------------------------------------------------

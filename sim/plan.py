@@ -96,6 +96,7 @@ def plan_layers(net: Network, hw: dict | None = None) -> list[LayerPlan]:
     """The plan of every layer of ``net``; with ``hw`` (the engine's resolved parameters,
     :func:`rtl.limits.engine_params`) each row says whether the engine takes the layer."""
     rows = []
+    state = {"before": None}
     for layer in net.layers:
         if isinstance(layer, ConvLayer):
             c, h, w = layer.in_shape
@@ -130,11 +131,13 @@ def plan_layers(net: Network, hw: dict | None = None) -> list[LayerPlan]:
         else:
             raise TypeError(f"not a layer: {layer!r}")
         if hw is not None:
-            _plan_engine(rows[-1], layer, hw)
+            _plan_engine(rows[-1], layer, hw, state)
     return rows
 
 
-def _pass_dict(p, hw) -> dict:
+def _pass_dict(p, hw, before=None) -> dict:
+    """A pass's plan; ``before``: the estimated cycles of the engine pass before it (None: it
+    is the first, a cold start)."""
     layer = p.layer
     words = {"weight_words": 0, "line_buffer_words": 0}
     if isinstance(layer, ConvLayer):
@@ -145,11 +148,12 @@ def _pass_dict(p, hw) -> dict:
             "in_shape": tuple(layer.in_shape), "out_shape": tuple(layer.out_shape),
             "kernel": tuple(layer.kernel) if isinstance(layer, ConvLayer)
             else tuple(layer.pool.kernel),
-            "est_cycles": pass_cycles(p, hw), **words}
+            "est_cycles": pass_cycles(p, hw, cold=before is None, before=before), **words}
 
 
-def _plan_engine(row: LayerPlan, layer, hw):
-    """Where ``layer`` runs on the engine of ``hw``, and its passes."""
+def _plan_engine(row: LayerPlan, layer, hw, state):
+    """Where ``layer`` runs on the engine of ``hw``, and its passes; ``state["before"]`` is
+    the estimate of the last engine pass so far (None before the first)."""
     try:
         runs, note = engine_layer(layer, hw)
     except CliError as exc:
@@ -161,7 +165,10 @@ def _plan_engine(row: LayerPlan, layer, hw):
         return
     schedule = runs if isinstance(runs, Schedule) else \
         Schedule(runs, runs.in_shape, [Pass(runs, None, None, what="whole layer")])
-    row.passes = [_pass_dict(p, hw) for p in schedule.passes]
+    row.passes = []
+    for p in schedule.passes:
+        row.passes.append(_pass_dict(p, hw, state["before"]))
+        state["before"] = row.passes[-1]["est_cycles"]
     row.est_cycles = sum(p["est_cycles"] for p in row.passes)
     row.runs_on = "engine+model" if note and "golden model" in note else "engine"
 

@@ -634,7 +634,7 @@ async def engine_loads_while_running(dut):
         await drv.start(layer.name)
         running["on"] = True
         pre = drv.preload(after, placement)
-        await drv.source.send(pack_input(x, hw.simd))
+        await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
         frame = await with_timeout(drv.sink.recv(), watchdog_ns(Case(8, 8, 12, 12)), "ns")
         while (await drv.status())["busy"]:
             pass
