@@ -50,6 +50,9 @@ __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pa
            "weight_words", "channel_words", "param_bytes", "ParamMemory", "Placement"]
 
 WZP_MASK = (1 << 9) - 1
+#: Cycles between two reads of STATUS.queued while a start waits to be queued: short against
+#: a layer's setup hidden behind the running one, long against a register read.
+QUEUE_POLL_CYCLES = 16
 #: Performance counters read after every layer, by register name.
 COUNTERS = ("CYCLES", "MAC_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES")
 
@@ -678,12 +681,15 @@ class EngineDriver:
             raise EngineRefused(name or self._layer_name, st["error"])
         return st
 
-    async def queue(self):
-        """Pulse start as soon as no started layer is waiting (``STATUS.queued`` low): the
-        layer starts at once from idle, or the cycle the running one ends, its setup done
-        meanwhile. Errors show in STATUS once the running layer has ended."""
+    async def queue(self, interval=QUEUE_POLL_CYCLES):
+        """Pulse start as soon as no started layer is waiting (``STATUS.queued`` low, read every
+        ``interval`` cycles: the simulation is not slowed by a register read every few
+        cycles): the layer starts at once from idle, or the cycle the running one ends, its
+        setup done meanwhile. Errors show in STATUS once the running layer has ended."""
+        from cocotb.triggers import ClockCycles
+
         while (await self.status())["queued"]:
-            pass
+            await ClockCycles(self.dut.clk, interval)
         await self.regs.pulse("start")
 
     async def counters(self):
