@@ -226,6 +226,7 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
         raise LayerFailed(str(refused), refused=refused.code.name) from None
     drv.preload(after, drv.placement_of(layer))
     then_started = False
+    handover = {}
 
     async def feed():
         nonlocal then_started
@@ -239,7 +240,12 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
                                  or drv.placement_of(then) is not None):
             await drv.settle()              # its parameters are in the memories
             await drv.configure(then)
+            # The counters run on from a queued start and clear at a start from idle: if this
+            # layer ends before the pulse, they clear, so they are read first.
+            before = {name: int(v) for name, v in (await drv.counters()).items()}
             await drv.queue()
+            if await drv.regs.read("CYCLES") < before["cycles"]:
+                handover["fresh"] = before
             then_started = True
 
     feeder = cocotb.start_soon(feed())
@@ -275,10 +281,13 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
                           f"{st['tlast_error']}, load_error {st['load_error']}")
     # The counters run on from a queued start: this layer's are the difference from where
     # they stood when the layer before it handed over.
-    counters = {name: int(value) for name, value in (await drv.counters()).items()}
+    if "fresh" in handover:     # this layer ended before the next one's start: they cleared
+        counters = handover["fresh"]
+    else:
+        counters = {name: int(value) for name, value in (await drv.counters()).items()}
     base = drv.counter_base if started and drv.counter_base else dict.fromkeys(counters, 0)
     totals = {name: value - base[name] for name, value in counters.items()}
-    drv.counter_base = counters if then_started else None
+    drv.counter_base = counters if then_started and "fresh" not in handover else None
     image_cycles[-1] += int(get_sim_time("ns") // CLOCK_PERIOD_NS - last)
     return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles,
             "then_started": then_started}
