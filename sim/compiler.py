@@ -44,7 +44,7 @@ from rtl.limits import check_layer
 from sim.engine_driver import (conv_shape, dense_as_conv, input_words, register_fields,
                                window_ops)
 
-__all__ = ["CompileError", "Region", "Pass", "Schedule", "compile_layer", "execute", "steps",
+__all__ = ["CompileError", "Region", "Pass", "Schedule", "Folded", "compile_layer", "execute", "steps",
            "run_on_model", "pass_cycles", "param_beats", "schedule_cycles"]
 
 #: Cycles a pass (one image) costs beyond its data, the layer before it still running when
@@ -57,6 +57,57 @@ PASS_OVERHEAD_CYCLES = 54
 #: writes, the checks and derived constants (the setup) and the host's start; measured on the
 #: first layers of the two nets.
 COLD_START_CYCLES = 140
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A conv whose kernel covers its whole input (a dense layer) run on ``samples`` samples at
+    once: their maps one under the other, ``(C, samples * H, W)``, the kernel stepping ``H``
+    down (so each window's input arrives in one piece of the stream),
+    so one pass computes ``samples`` outputs and each weight word is read once for all of them
+    (batch reuse) instead of once per sample. ``layer`` is that pass, ``original`` the layer
+    for one sample; the host pads the last group of samples with zeros."""
+    layer: ConvLayer
+    original: ConvLayer
+    samples: int
+
+    @classmethod
+    def of(cls, layer, batch, hw: dict):
+        """The folded form of ``layer`` for a batch of ``batch`` samples on the engine of
+        ``hw``, or None: not a whole-input conv, a batch of one, a map width above the
+        engine's maximum stride, or a folded pass the engine would refuse."""
+        if not isinstance(layer, ConvLayer) or batch < 2 or layer.pool is not None:
+            return None
+        c, h, w = layer.in_shape
+        if tuple(layer.kernel) != (h, w) or any(layer.pads) or tuple(layer.dilation) != (1, 1) \
+                or h > hw["max_stride"]:
+            return None
+        per = min(batch, hw["max_height"] // h)
+        if per < 2:
+            return None
+        per = -(-batch // -(-batch // per))         # groups of equal size
+        cout = int(layer.weight.shape[0])
+        folded = dataclasses.replace(layer, in_shape=(c, per * h, w), stride=(h, 1),
+                                     out_shape=(cout, per, 1))
+        if check_layer(register_fields(folded, simd=hw["simd"]), hw) is not None:
+            return None
+        return cls(folded, layer, per)
+
+    def fold(self, x):
+        """``(groups, C, samples * H, W)`` of a batch ``(N, C, H, W)``, zero-padded."""
+        n, (c, h, w), per = x.shape[0], self.original.in_shape, self.samples
+        groups = -(-n // per)
+        padded = np.zeros((groups * per, c, h, w), x.dtype)
+        padded[:n] = x
+        return padded.reshape(groups, per, c, h, w).transpose(0, 2, 1, 3, 4) \
+            .reshape(groups, c, per * h, w)
+
+    def unfold(self, y, n):
+        """The ``n`` samples' outputs ``(N, Cout, 1, 1)`` of the passes' ``(groups, Cout,
+        samples, 1)``."""
+        groups, cout = y.shape[:2]
+        return y.reshape(groups, cout, self.samples).transpose(0, 2, 1) \
+            .reshape(groups * self.samples, cout, 1, 1)[:n]
 
 
 class CompileError(ValueError):

@@ -66,7 +66,7 @@ from model.network import ConvLayer, DenseLayer, PoolLayer, layer_macs, layer_op
 from rtl.limits import refusal_message
 from rtl.streams import connect_flat
 from sim import toolchain
-from sim.compiler import CompileError, Schedule, compile_layer
+from sim.compiler import CompileError, Folded, Schedule, compile_layer
 from sim.engine_driver import array_ceiling, dense_as_conv, engine_fits, register_fields
 from sim.errors import CliError
 
@@ -226,7 +226,9 @@ def engine_layer(layer, hw: dict):
 
 
 def _model_layer(job_layer):
-    """The model layer behind a job entry (a layer, or a Schedule of one)."""
+    """The model layer behind a job entry (a layer, a Schedule or a Folded pass of one)."""
+    if isinstance(job_layer, Folded):
+        return job_layer.original
     return job_layer.layer if isinstance(job_layer, Schedule) else job_layer
 
 
@@ -393,6 +395,10 @@ class HardwareBackend:
         if x.shape[0] == 0:
             raise CliError(f"backend '{self.name}': the input holds no samples (batch 0)")
         job, notes = zip(*(self.engine_layer(layer) for layer in layers))
+        # Whole-input convs (dense layers) run a batch's samples side by side in one pass.
+        job = tuple(Folded.of(layer, x.shape[0], self.hw) or layer for layer in job)
+        notes = tuple(f"{note}; {j.samples} samples a pass" if isinstance(j, Folded) else note
+                      for j, note in zip(job, notes))
         golden = [i for i, layer in enumerate(job)
                   if isinstance(layer, PoolLayer) and not self.has_pool_unit]
         if len(golden) == len(job):                                 # nothing for the engine

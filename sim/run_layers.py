@@ -53,7 +53,7 @@ from cocotbext.axi import AxiStreamFrame, AxiStreamSink
 from model.network import DenseLayer, PoolLayer
 from model.network import run_layer as run_golden
 from rtl.engine_regs import EngineError
-from sim.compiler import Schedule, steps
+from sim.compiler import Folded, Schedule, steps
 from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, input_words,
                               output_shape, pack_acc, pack_input, row_pitch, unpack_output,
                               window_ops)
@@ -319,6 +319,8 @@ async def run_schedule(drv, dut, schedule, x, hw, after=None):
 
 def _first_pass(layer):
     """What the engine runs first of a job's layer: the layer, or a Schedule's first pass."""
+    if isinstance(layer, Folded):
+        return layer.layer
     return layer.passes[0].layer if isinstance(layer, Schedule) else layer
 
 
@@ -346,6 +348,7 @@ async def run_job(dut):
         if inputs is not None:
             x = np.asarray(inputs[index])
         x = x.reshape(x.shape[0], *(layer.layer if isinstance(layer, Schedule)
+                                    else layer.original if isinstance(layer, Folded)
                                     else layer).in_shape)
         if isinstance(layer, DenseLayer) or index in golden:    # not for the engine
             x = run_golden(layer, x)
@@ -355,11 +358,22 @@ async def run_job(dut):
         after = (_first_pass(job["layers"][next_engine[index]]) if index in next_engine
                  else None)
         then = job["layers"][next_engine[index]] if index in next_engine else None
+        if isinstance(then, Folded):
+            then = then.layer
         if isinstance(then, Schedule) or isinstance(layer, Schedule):
             then = None
         try:
             if isinstance(layer, Schedule):
                 entry = await run_schedule(drv, dut, layer, x, hw, after)
+            elif isinstance(layer, Folded):
+                entry = await run_layer(drv, dut, layer.layer, layer.fold(x), hw, after=after,
+                                        started=started, then=then)
+                # Each pass's cycles shared by its samples.
+                n, per = x.shape[0], layer.samples
+                entry["output"] = layer.unfold(entry["output"], n)
+                shares = [c // per + (k < c % per) for c in entry["image_cycles"]
+                          for k in range(per)]
+                entry["image_cycles"] = shares[:n - 1] + [sum(shares[n - 1:])]
             else:
                 entry = await run_layer(drv, dut, layer, x, hw, after=after, started=started,
                                         then=then)
@@ -367,7 +381,7 @@ async def run_job(dut):
         except LayerFailed as exc:
             result["error"] = str(exc)
             result["refused"] = exc.refused
-            result["failed_layer"] = (layer.layer if isinstance(layer, Schedule)
+            result["failed_layer"] = (layer.layer if isinstance(layer, (Schedule, Folded))
                                       else layer).name
             break
         entry["sim_cycles"] = int(get_sim_time("ns") // CLOCK_PERIOD_NS - cycle0)
