@@ -28,7 +28,8 @@ DEFAULT = engine_params()
 def compiled(layer, hw, x):
     schedule = compile_layer(layer, hw)
     for p in schedule.passes:
-        assert check_layer(register_fields(p.layer, p.psum is not None), hw) is None, p.what
+        assert check_layer(register_fields(p.layer, p.psum is not None, hw["simd"]), hw) is None, \
+            p.what
     return schedule, execute(schedule, x, run_on_model)
 
 
@@ -214,3 +215,40 @@ def test_layers_of_real_networks_on_the_default_engine(args):
     assert np.array_equal(got, run_layer(layer, x[None]))
     assert check_layer(register_fields(layer), DEFAULT) is not None    # not one pass
     assert len(schedule.passes) > 1
+
+
+# --- batch reuse: dense layers with their samples stacked -------------------------------------
+
+@pytest.mark.parametrize("batch", [2, 5, 9])
+def test_folded_dense_equals_each_sample(batch):
+    """A whole-input conv run on samples stacked one under the other, then split again, equals
+    the layer run sample by sample (the last group zero-padded); the pass is one the engine
+    takes."""
+    from sim.compiler import Folded
+
+    rng = np.random.default_rng(batch)
+    layer, _ = make_layer(Case(5, 6, 3, 2, k=(3, 2), out="uint8", relu=True), rng)
+    hw = dict(SMALL, max_height=7)          # at most 2 samples of height 3 a pass
+    folded = Folded.of(layer, batch, hw)
+    assert folded is not None and folded.samples == 2
+    assert check_layer(register_fields(folded.layer, simd=hw["simd"]), hw) is None
+    x = rng.integers(-128, 128, (batch, *layer.in_shape)).astype(np.int8)
+    y = folded.unfold(run_layer(folded.layer, folded.fold(x)), batch)
+    assert np.array_equal(y, run_layer(layer, x))
+
+
+def test_folded_only_where_it_holds():
+    """Folding needs a batch, a kernel covering the input, a height within the maximum stride
+    (the last one taken, the next refused) and a stacked map the engine takes."""
+    from dataclasses import replace
+
+    from sim.compiler import Folded
+
+    rng = np.random.default_rng(1)
+    layer, _ = make_layer(Case(5, 6, 3, 2, k=(3, 2)), rng)
+    assert Folded.of(layer, 1, SMALL) is None
+    assert Folded.of(layer, 2, dict(SMALL, max_stride=3)) is not None
+    assert Folded.of(layer, 2, dict(SMALL, max_stride=2)) is None
+    padded = replace(layer, pads=(1, 0, 1, 0), out_shape=(6, 3, 1))
+    assert Folded.of(padded, 2, SMALL) is None
+    assert Folded.of(layer, 2, dict(SMALL, max_height=5)) is None     # one sample a pass
