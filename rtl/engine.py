@@ -68,10 +68,12 @@ Performance: one MAC operation (PE x SIMD multiply-accumulates) per cycle whenev
 words have arrived; a window takes ``ceil(Kh * Kw * Cp / SIMD)`` operations, so a packed layer
 with few input channels fills the SIMD lanes across taps (3 channels x 5x5: 10 operations of
 8 lanes, not 25); output groups follow each other without bubbles, the input stream is written
-while the array computes, and a layer's start costs the setup (registered range checks,
-one cycle per bit of the smaller operand of each derived product on a shift-and-add
-multiplier, final checks, the window generator's own setup: about 30 to 60 cycles) plus the
-time to receive its first window. Strided layers only visit output positions. A fused
+while the array computes. A start from idle costs the setup (registered range checks, one
+cycle per bit of the smaller operand of each derived product on a shift-and-add multiplier,
+final checks: about 30 to 60 cycles); a start queued while a layer runs (``STATUS.queued``)
+has its setup done meanwhile in a second set of configuration registers and launches the
+cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 3
+cycles, its lane walker) plus the time to receive the first window. Strided layers only visit output positions. A fused
 max-pool adds a divider computing the conv output size (``coord_width`` cycles, about 12) and
 the pool unit's setup (about 6 cycles plus the larger begin pad) to the start, and stalls the
 MAC array only when the pool unit flushes windows that end at the right or bottom edge
