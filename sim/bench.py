@@ -482,6 +482,17 @@ def bench_digits(options) -> list[Result]:
     return results
 
 
+def _network_on(backend, net, x):
+    """``backend.run_network`` of ``net``'s layers on ``x``, a simulator failure a BenchError;
+    the backend closed after."""
+    try:
+        return backend.run_network(net.layers, x)
+    except Exception as exc:
+        raise _sim_error(backend.name, exc) from None
+    finally:
+        backend.close()
+
+
 def _run_batch(net, images, hw_config="default"):
     """``images`` through ``net`` in one Verilator launch; ``{"cycles", "utilization",
     "layers": [{"name", "cycles", "utilization", "ceiling"}]}`` (every cycle counted), checked
@@ -489,13 +500,7 @@ def _run_batch(net, images, hw_config="default"):
     from model.network import quantize_input, run_network
     from sim.hw_backend import HardwareBackend
 
-    backend = HardwareBackend("verilator", hw_config)
-    try:
-        out = backend.run_network(net.layers, quantize_input(net, images))
-    except Exception as exc:
-        raise _sim_error("verilator", exc) from None
-    finally:
-        backend.close()
+    out = _network_on(HardwareBackend("verilator", hw_config), net, quantize_input(net, images))
     from model.network import finish_output
     if not np.array_equal(finish_output(net, out[-1][0]), run_network(net, images)):
         raise BenchError(f"{net.source}: the engine's output differs from the golden model")
@@ -614,12 +619,7 @@ def bench_cifar(options) -> list[Result]:
     backend, build_seconds = _verilator_default()
     pe, simd = backend.hw["pe"], backend.hw["simd"]
     start = time.perf_counter()
-    try:
-        out = backend.run_network(net.layers, quantize_input(net, images))
-    except Exception as exc:
-        raise _sim_error("verilator", exc) from None
-    finally:
-        backend.close()
+    out = _network_on(backend, net, quantize_input(net, images))
     wall = time.perf_counter() - start
     got = finish_output(net, out[-1][0])
     same = np.all(got == golden, axis=1)
