@@ -327,7 +327,7 @@ class ConvEngine(wiring.Component):
         layer_end = Signal()
         error_q = Signal(ERROR_WIDTH)
         setup_error = Signal(ERROR_WIDTH)
-        setup_idle, setup_ready, setup_refused = Signal(), Signal(), Signal()
+        setup_idle, setup_ready = Signal(), Signal()
         run_idle = Signal()
         m.d.comb += [
             f.busy.eq(busy), f.running.eq(running), f.done.eq(done), f.error.eq(error_q),
@@ -491,7 +491,7 @@ class ConvEngine(wiring.Component):
                         m.next = "IDLE"
         m.d.comb += [
             setup_idle.eq(setup_fsm.ongoing("IDLE")), setup_ready.eq(setup_fsm.ongoing("READY")),
-            setup_refused.eq(setup_fsm.ongoing("REFUSED")), run_idle.eq(run_fsm.ongoing("IDLE")),
+            run_idle.eq(run_fsm.ongoing("IDLE")),
             latch.eq(setup_idle & f.start),
             take.eq(setup_ready & (run_idle | (run_fsm.ongoing("RUN") & layer_end))),
             arm.eq(run_fsm.ongoing("ARM")),

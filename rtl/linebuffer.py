@@ -52,7 +52,7 @@ read and that nothing is read before it is written, with any input and output st
 
 from functools import reduce
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -474,7 +474,7 @@ class WindowGenerator(wiring.Component):
             "rows": data.ArrayLayout(unsigned(max(row_bits, 1)), simd), "rot": range(simd),
             "mask": simd, "need": index, "protect": index,
             "waddr": self.weight_addr.shape(), "og": og.shape(),
-            "first": 1, "last": 1, "final": 1, "any": 1,
+            "first": 1, "last": 1, "final": 1,
         })
         slots = [Signal(op_layout, name=f"op{k}") for k in range(self.QUEUE_DEPTH)]
         arrived = [Signal(name=f"arrived{k}") for k in range(self.QUEUE_DEPTH)]
@@ -495,7 +495,7 @@ class WindowGenerator(wiring.Component):
             new.rot.eq(rot), new.mask.eq(inside), new.need.eq(need_word),
             new.protect.eq((prot_top + prot_left) >> sbits), new.waddr.eq(waddr),
             new.og.eq(og), new.first.eq(first), new.last.eq(op_end),
-            new.final.eq(og_end & col_end & row_end), new.any.eq(inside.any()),
+            new.final.eq(og_end & col_end & row_end),
         ]
         for b in range(simd):
             m.d.comb += new.rows[b].eq(bank_rows[b])
