@@ -266,7 +266,8 @@ class ConvEngine(wiring.Component):
             max_channels=self.max_channels, max_stride=self.max_stride,
             max_dilation=self.max_dilation, pool_window_slots=self.pool_window_slots,
             pool_max_stride=self.pool_max_stride, weight_depth=self.weight_depth,
-            channel_depth=self.channel_depth) if self.narrow_registers else None
+            channel_depth=self.channel_depth, packing=self.packing) \
+            if self.narrow_registers else None
         m.submodules.regs = regs = AXI4LiteRegisters(REGMAP, storage=storage)
         connect_flat(m, self, regs.bus, "s_axil")
         f = regs.fields
@@ -279,12 +280,14 @@ class ConvEngine(wiring.Component):
             f.hw_pool_window_slots.eq(self.pool_window_slots),
             f.hw_pool_max_stride.eq(self.pool_max_stride),
             f.hw_param_width.eq(self.param_width), f.hw_channel_depth.eq(self.channel_depth),
+            f.hw_packing.eq(self.packing), f.hw_queued_starts.eq(self.queued_starts),
         ]
 
         # --- configuration: latched at start, set up, then copied to the running layer -------
         # A start latches the registers into the *next* set, whose checks and derived constants
         # are computed while the previous layer may still run (STATUS.queued); when that layer
-        # ends, the next set is copied into the *active* set that the datapath reads.
+        # ends, the next set is copied into the *active* set that the datapath reads. Built
+        # without queued starts there is one set: a start is taken only from idle.
         cfg_names = [fl.name for fl in REGMAP.fields if fl.access == "rw"]
         cn = {name: Signal(f[name].shape(), name=f"next_{name}") for name in cfg_names}
         latch = Signal()
@@ -297,13 +300,16 @@ class ConvEngine(wiring.Component):
         range_error, late_error = self._check(m, cn, dn, fused_n, alone_n)
 
         take = Signal()                 # the next set becomes the active one
-        c = {name: Signal(f[name].shape(), name=f"cfg_{name}") for name in cfg_names}
-        d = {}
-        for name, value in dn.items():
-            d[name] = Signal(Value.cast(value).shape(), name=f"act_{name}")
-        with m.If(take):
-            m.d.sync += [c[name].eq(cn[name]) for name in cfg_names]
-            m.d.sync += [d[name].eq(dn[name]) for name in dn]
+        if self.queued_starts:
+            c = {name: Signal(f[name].shape(), name=f"cfg_{name}") for name in cfg_names}
+            d = {}
+            for name, value in dn.items():
+                d[name] = Signal(Value.cast(value).shape(), name=f"act_{name}")
+            with m.If(take):
+                m.d.sync += [c[name].eq(cn[name]) for name in cfg_names]
+                m.d.sync += [d[name].eq(dn[name]) for name in dn]
+        else:
+            c, d = cn, dn
 
         pool_mode = c["pool_mode"]
         fused, alone = Signal(), Signal()
@@ -329,6 +335,8 @@ class ConvEngine(wiring.Component):
         setup_error = Signal(ERROR_WIDTH)
         setup_idle, setup_ready = Signal(), Signal()
         run_idle = Signal()
+        accept = Signal()               # a start is taken (one set: only from idle)
+        m.d.comb += accept.eq(f.start & (run_idle if not self.queued_starts else 1))
         m.d.comb += [
             f.busy.eq(busy), f.running.eq(running), f.done.eq(done), f.error.eq(error_q),
             f.tlast_error.eq(tlast_sticky), f.queued.eq(queued),
@@ -386,14 +394,17 @@ class ConvEngine(wiring.Component):
                 m.d.sync += [num.eq(num << 1), rem.eq(Mux(fits, trial - divisor, trial)),
                              quo.eq(Cat(fits, quo[:-1]))]
             out = Signal(div_bits + 1, name=f"conv_out_{a}")
-            with m.If(take):
-                m.d.sync += out.eq(quo + 1)
+            if self.queued_starts:
+                with m.If(take):
+                    m.d.sync += out.eq(quo + 1)
+            else:
+                m.d.comb += out.eq(quo + 1)
             conv_out[a] = out
 
         # Setup of the next layer: checks, derived constants, the fused pool's map.
         with m.FSM(name="setup") as setup_fsm:
             with m.State("IDLE"):
-                with m.If(f.start):
+                with m.If(accept):
                     m.d.sync += [done.eq(0), error_q.eq(0)]
                     m.next = "LATCHED"
             with m.State("LATCHED"):
@@ -492,7 +503,7 @@ class ConvEngine(wiring.Component):
         m.d.comb += [
             setup_idle.eq(setup_fsm.ongoing("IDLE")), setup_ready.eq(setup_fsm.ongoing("READY")),
             run_idle.eq(run_fsm.ongoing("IDLE")),
-            latch.eq(setup_idle & f.start),
+            latch.eq(setup_idle & accept),
             take.eq(setup_ready & (run_idle | (run_fsm.ongoing("RUN") & layer_end))),
             arm.eq(run_fsm.ongoing("ARM")),
         ]
@@ -521,7 +532,7 @@ class ConvEngine(wiring.Component):
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,
             depth=self.line_buffer_depth, weight_depth=self.weight_depth,
-            channel_groups=self.cout_groups)
+            channel_groups=self.cout_groups, packing=self.packing)
         for name, _field in geometry:
             m.d.comb += getattr(gen.geometry, name).eq(d[name])
         m.d.comb += [
@@ -798,7 +809,8 @@ class ConvEngine(wiring.Component):
         height, width = cfg("in_height", self.max_height), cfg("in_width", self.max_width)
         pt, pl = cfg("pad_top", pad_max), cfg("pad_left", pad_max)
         cin = cfg("in_channels", self.max_channels)
-        pack = c["pack"]
+        # Built without packing, every layer that runs is plain (a packed one is refused).
+        pack = c["pack"] if self.packing else Const(0, 1)
         # The pixel and row pitches of the input stream in bytes (rtl.linebuffer): the row
         # pitch is the product `w_cp` (W * Cp) unless packed, so no step may load it in the
         # cycle that product is written (`load` checks).

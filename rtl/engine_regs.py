@@ -176,7 +176,12 @@ REGMAP = RegisterMap("convcore_engine", [
         Field("hw_param_width", (DATA_WIDTH * MAX_ARRAY * MAX_ARRAY).bit_length(), "ro",
               doc="Bits of s_axis_param_tdata (a memory word is sent as ceil(word bits / "
                   "param_width) beats)"),
-    ], doc="Hardware configuration: parameter port"),
+        Field("hw_packing", 1, "ro", lsb=16,
+              doc="Packed reductions built in (PACKING.pack; else refused: PACK_UNSUPPORTED)"),
+        Field("hw_queued_starts", 1, "ro",
+              doc="A start while a layer runs is queued (STATUS.queued); else it is ignored "
+                  "and the host starts the next layer once the engine is idle"),
+    ], doc="Hardware configuration: parameter port and build options"),
     Register("HW_CHANNEL_DEPTH", 0x7C, [
         Field("hw_channel_depth", 32, "ro",
               doc="Channel-constant memory words (one per output-channel group)"),
@@ -196,14 +201,15 @@ REGMAP = RegisterMap("convcore_engine", [
 
 def narrow_storage(*, max_kernel, max_width, max_height, max_channels, max_stride,
                    max_dilation, pool_window_slots, pool_max_stride, weight_depth,
-                   channel_depth) -> dict:
+                   channel_depth, packing=True) -> dict:
     """Bits each size, kernel, stride, dilation and pad field keeps for an engine with these
     maxima (``rtl.axil_regs.AXI4LiteRegisters(storage=...)``, for small devices): the bits of
     its largest legal value; a larger value keeps a sticky bit and reads above the maximum, so
     the engine refuses it with the same ``STATUS.error``. Without a max-pool unit
     (``pool_window_slots`` 0) the ``POOL_*`` geometry fields keep only their reset value's
     bits (any pool is refused). The base addresses keep the bits of the last word of their
-    memory. Fields that would keep their whole width are left out."""
+    memory. Without ``packing`` the row pitch keeps no bits (a packed layer is refused).
+    Fields that would keep their whole width are left out."""
     def bits(value):
         return max(int(value), 0).bit_length()
     conv_pad = (max_kernel - 1) * max_dilation          # a legal pad is below the kernel
@@ -213,6 +219,8 @@ def narrow_storage(*, max_kernel, max_width, max_height, max_channels, max_strid
               "dilation_w": max_dilation,
               **{f"pad_{side}": conv_pad for side in ("top", "left", "bottom", "right")},
               "weight_base": weight_depth - 1, "chan_base": channel_depth - 1}
+    if not packing:
+        limits["in_row_bytes"] = 0
     pool = {"kernel": max_kernel, "stride": pool_max_stride, "dilation": max_dilation}
     if pool_window_slots == 0:
         pool = dict.fromkeys(pool, 1)                   # reset value 1, never used

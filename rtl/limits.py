@@ -64,7 +64,7 @@ BASE_WIDTH = 32
 #: Largest default ``param_width``: the parameter port is the weight word, at most this wide.
 DEFAULT_PARAM_WIDTH = 512
 #: ``STATUS.error`` of the max-pool unit's refusal ``n``: ``POOL_ERROR_BASE + n``.
-POOL_ERROR_BASE = 16
+POOL_ERROR_BASE = 32
 
 
 # --- checks that mean the same on integers and on Amaranth values ----------------------------
@@ -173,6 +173,9 @@ ENGINE_REFUSALS = (
             "input or output channels 0 or above the maximum",
             "{in_channels} input / {out_channels} output channels exceed the engine's maximum "
             "{max_channels}"),
+    Refusal("PACK_UNSUPPORTED", 16, "range", lambda v: v.pack & int(not v.packing),
+            "a packed layer on an engine built without packing (packing=False)",
+            "a packed layer needs an engine built with packing (HW_PARAMS.hw_packing)"),
     Refusal("PACK_DILATION", 12, "range", lambda v: v.pack & (v.dilation_w != 1),
             "a packed layer (PACKING.pack) with a horizontal dilation above 1",
             "a packed layer needs horizontal dilation 1, not {dilation_w}"),
@@ -344,7 +347,8 @@ ENGINE_DEFAULTS = dict(
     pe=8, simd=8, max_kernel=7, max_width=224, max_height=224, max_channels=64,
     weight_depth=None, channel_depth=None, param_width=None, line_buffer_depth=None, max_stride=4, max_dilation=4, fifo_depth=8,
     requant_lanes=None, pool_window_slots=2, pool_max_stride=None, requant_iterative=False,
-    counter_width=COUNTER_WIDTH, narrow_registers=False, no_rw_check=False, dsp="generic")
+    counter_width=COUNTER_WIDTH, narrow_registers=False, no_rw_check=False, dsp="generic",
+    packing=True, queued_starts=True)
 
 
 def _check_int(name, value, lo, hi=None):
@@ -411,7 +415,8 @@ def engine_params(**params) -> dict:
     if not _is_pow2(p["line_buffer_depth"]) or p["line_buffer_depth"] < 2:
         raise ValueError(f"line_buffer_depth must be a power of two of at least 2, "
                          f"not {p['line_buffer_depth']!r}")
-    for name in ("requant_iterative", "narrow_registers", "no_rw_check"):
+    for name in ("requant_iterative", "narrow_registers", "no_rw_check", "packing",
+                 "queued_starts"):
         if not isinstance(p[name], bool):
             raise ValueError(f"{name} must be a bool, not {p[name]!r}")
     _check_int("counter_width", p["counter_width"], 1, COUNTER_WIDTH)

@@ -232,6 +232,11 @@ class WindowGenerator(wiring.Component):
     from ``written`` every cycle, so the issue decision is a few gates on registers. A word
     that arrives is seen one cycle after ``written`` counts it.
 
+    Without packing (``packing=False``, for small devices) only the plain format is
+    generated: an operation is ``SIMD`` channels of one tap, so lane ``j`` is lane 0 one
+    channel on, every lane reads the same word (``rot`` is 0) and only lane 0's position is
+    kept; there is no walker. The engine refuses packed layers on such a build.
+
     Parameters
     ----------
     geometry : data.StructLayout
@@ -244,6 +249,8 @@ class WindowGenerator(wiring.Component):
         Rows of the line buffer.
     weight_depth, channel_groups : int
         Sizes of the weight memory and of the channel-constant memories.
+    packing : bool
+        Generate packed reductions (else the plain format only).
 
     Members
     -------
@@ -276,14 +283,18 @@ class WindowGenerator(wiring.Component):
     #: Operations generated ahead of the issue.
     QUEUE_DEPTH = 2
 
-    def __init__(self, *, geometry, index_width, simd, depth, weight_depth, channel_groups):
+    def __init__(self, *, geometry, index_width, simd, depth, weight_depth, channel_groups,
+                 packing=True):
+        if not isinstance(packing, bool):
+            raise TypeError(f"packing must be a bool, not {packing!r}")
         self.layout = geometry
         self.index_width = index_width
         self.simd = simd
         self.depth = depth
+        self.packing = packing
         #: Cycles from ``start`` to the first generated operation: the walker's SIMD steps,
-        #: and registered per-layer constants before it.
-        self.SETUP_CYCLES = simd + 3
+        #: and registered per-layer constants before it (without packing: no walker).
+        self.SETUP_CYCLES = simd + 3 if packing else 3
         super().__init__({
             "geometry": In(geometry), "start": In(1),
             "written": In(unsigned(index_width)), "credit": In(1),
@@ -331,34 +342,43 @@ class WindowGenerator(wiring.Component):
         kw_dw = reg("kw_dw", g.keff_w - 1 + g.dil_w, coord)
 
         # --- the walker: the first SIMD positions of a window, one a cycle -----------------
-        lane_layout = data.StructLayout({"c": index, "kx": count, "ky": unsigned(index.width),
+        # A lane past the window's last position has ky up to Kh + SIMD.
+        lane_layout = data.StructLayout({"c": index, "kx": count,
+                                         "ky": unsigned(count.width + sbits + 1),
                                          "off": index, "yo": coord, "xo": coord})
-        walk = Signal(lane_layout)
-        init = [Signal(lane_layout, name=f"lane_init{j}") for j in range(simd)]
+        nlanes = simd if self.packing else 1
+        init = [Signal(lane_layout, name=f"lane_init{j}") for j in range(nlanes)]
         step = Signal(lane_layout)           # the walker after SIMD positions: a lane's step
         setup = Signal(range(self.SETUP_CYCLES + 1))
-        walk_k = Signal(range(simd + 1))
         with m.If(setup != 0):
             m.d.sync += setup.eq(setup - 1)
-        walking = (setup != 0) & (setup <= simd + 1)
-        with m.If(walking):
-            for j in range(simd):
-                with m.If(walk_k == j):
-                    m.d.sync += init[j].eq(walk)
-            with m.If(walk_k == simd):
-                m.d.sync += step.eq(walk)
-            m.d.sync += walk_k.eq(walk_k + 1)
-            c_wrap = walk.c + 1 == g.pixel_bytes
-            k_wrap = walk.kx + 1 == g.kw
-            with m.If(~c_wrap):
-                m.d.sync += [walk.c.eq(walk.c + 1), walk.off.eq(walk.off + 1)]
-            with m.Elif(~k_wrap):
-                m.d.sync += [walk.c.eq(0), walk.kx.eq(walk.kx + 1),
-                             walk.off.eq(walk.off + adj_c + 1), walk.xo.eq(walk.xo + g.dil_w)]
-            with m.Else():
-                m.d.sync += [walk.c.eq(0), walk.kx.eq(0), walk.ky.eq(walk.ky + 1),
-                             walk.off.eq(walk.off + adj_c + adj_k + 1), walk.xo.eq(0),
-                             walk.yo.eq(walk.yo + g.dil_h)]
+        if self.packing:
+            walk = Signal(lane_layout)
+            walk_k = Signal(range(simd + 1))
+            walking = (setup != 0) & (setup <= simd + 1)
+            with m.If(walking):
+                for j in range(simd):
+                    with m.If(walk_k == j):
+                        m.d.sync += init[j].eq(walk)
+                with m.If(walk_k == simd):
+                    m.d.sync += step.eq(walk)
+                m.d.sync += walk_k.eq(walk_k + 1)
+                c_wrap = walk.c + 1 == g.pixel_bytes
+                k_wrap = walk.kx + 1 == g.kw
+                with m.If(~c_wrap):
+                    m.d.sync += [walk.c.eq(walk.c + 1), walk.off.eq(walk.off + 1)]
+                with m.Elif(~k_wrap):
+                    m.d.sync += [walk.c.eq(0), walk.kx.eq(walk.kx + 1),
+                                 walk.off.eq(walk.off + adj_c + 1),
+                                 walk.xo.eq(walk.xo + g.dil_w)]
+                with m.Else():
+                    m.d.sync += [walk.c.eq(0), walk.kx.eq(0), walk.ky.eq(walk.ky + 1),
+                                 walk.off.eq(walk.off + adj_c + adj_k + 1), walk.xo.eq(0),
+                                 walk.yo.eq(walk.yo + g.dil_h)]
+        else:
+            # Plain format: lane 0 starts at the window's first position and steps SIMD
+            # channels (a carry into the next tap when the pixel's words are done).
+            m.d.comb += [step.c.eq(simd), step.off.eq(simd)]
         init_now = Signal()                 # registered: the last setup cycle
         m.d.sync += init_now.eq((setup == 2) & ~self.start)
 
@@ -368,7 +388,7 @@ class WindowGenerator(wiring.Component):
         adv = Signal()
         m.d.comb += adv.eq(gen_busy & (occupancy != self.QUEUE_DEPTH))
 
-        lanes = [Signal(lane_layout, name=f"lane{j}") for j in range(simd)]
+        lanes = [Signal(lane_layout, name=f"lane{j}") for j in range(nlanes)]
         op_rem = Signal(g.ops.shape())
         op_end = Signal()
         og_rem = Signal(count)
@@ -386,7 +406,7 @@ class WindowGenerator(wiring.Component):
         clamp = lambda v: Mux(v < 0, 0, v)
 
         def reset_lanes():
-            m.d.sync += [lanes[j].eq(init[j]) for j in range(simd)]
+            m.d.sync += [lane.eq(lane_init) for lane, lane_init in zip(lanes, init)]
 
         with m.If(adv):
             m.d.sync += [waddr.eq(waddr + 1), first.eq(0)]
@@ -449,25 +469,45 @@ class WindowGenerator(wiring.Component):
             reset_lanes()
 
         # --- the operation the counters point at ---------------------------------------------
-        addrs = [Signal(index, name=f"addr{j}") for j in range(simd)]
         inside = Signal(simd)
-        for j, lane in enumerate(lanes):
-            iy, ix = by + lane.yo, bx + lane.xo
-            m.d.comb += [
-                addrs[j].eq(win + lane.off),
-                inside[j].eq((lane.ky < g.kh) & (lane.c < g.in_channels)
-                             & (iy >= 0) & (iy < g.height) & (ix >= 0) & (ix < g.width)),
-            ]
-        # The word the operation waits for: that of its last unmasked byte (the bytes of the
-        # unmasked lanes grow with the lane).
-        need = reduce(lambda acc, j: Mux(inside[j], addrs[j], acc), range(simd), addrs[0])
-        # Lane j reads bank (rot + j) mod SIMD, so bank b serves lane (b - rot) mod SIMD.
-        lane_rows = [a[sbits:sbits + row_bits] for a in addrs]
-        if sbits:
-            rot = addrs[0][:sbits]
-            bank_rows = rotate(lane_rows, (-rot)[:sbits])
+        if self.packing:
+            addrs = [Signal(index, name=f"addr{j}") for j in range(simd)]
+            for j, lane in enumerate(lanes):
+                iy, ix = by + lane.yo, bx + lane.xo
+                m.d.comb += [
+                    addrs[j].eq(win + lane.off),
+                    inside[j].eq((lane.ky < g.kh) & (lane.c < g.in_channels)
+                                 & (iy >= 0) & (iy < g.height) & (ix >= 0) & (ix < g.width)),
+                ]
+            # The word the operation waits for: that of its last unmasked byte (the bytes of
+            # the unmasked lanes grow with the lane).
+            need = reduce(lambda acc, j: Mux(inside[j], addrs[j], acc), range(simd), addrs[0])
+            # Lane j reads bank (rot + j) mod SIMD, so bank b serves lane (b - rot) mod SIMD.
+            lane_rows = [a[sbits:sbits + row_bits] for a in addrs]
+            if sbits:
+                rot = addrs[0][:sbits]
+                bank_rows = rotate(lane_rows, (-rot)[:sbits])
+            else:
+                rot, bank_rows = Const(0, 1), lane_rows
         else:
-            rot, bank_rows = Const(0, 1), lane_rows
+            # One word per operation, channels c .. c + SIMD - 1 of one tap.
+            lane = lanes[0]
+            addr = Signal(index, name="addr0")
+            iy, ix = by + lane.yo, bx + lane.xo
+            tap = Signal()
+            m.d.comb += [
+                addr.eq(win + lane.off),
+                tap.eq((lane.ky < g.kh) & (iy >= 0) & (iy < g.height)
+                       & (ix >= 0) & (ix < g.width)),
+            ]
+            # Lane j is inside iff c + j < Cin: j below the channels left from c.
+            left = Signal(index, name="channels_left")
+            m.d.comb += left.eq(g.in_channels - lane.c)
+            for j in range(simd):
+                m.d.comb += inside[j].eq(tap & (left > j))
+            need = addr
+            rot = Const(0, 1)
+            bank_rows = [addr[sbits:sbits + row_bits]] * simd
 
         # --- queue of generated operations ----------------------------------------------------
         op_layout = data.StructLayout({
@@ -531,5 +571,7 @@ class WindowGenerator(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [setup.eq(self.SETUP_CYCLES), gen_busy.eq(0), occupancy.eq(0),
-                         wp.eq(0), rp.eq(0), self.protect.eq(0), walk.eq(0), walk_k.eq(0)]
+                         wp.eq(0), rp.eq(0), self.protect.eq(0)]
+            if self.packing:
+                m.d.sync += [walk.eq(0), walk_k.eq(0)]
         return m

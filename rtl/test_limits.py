@@ -28,7 +28,7 @@ def test_codes_come_from_the_tables():
         assert EngineError[r.name] == r.code < POOL_ERROR_BASE
     for r in POOL_REFUSALS:
         assert EngineError[f"POOL_{r.name}"] == POOL_ERROR_BASE + PoolError[r.name]
-    assert ERROR_WIDTH == max(EngineError).bit_length() == 5
+    assert ERROR_WIDTH == max(EngineError).bit_length() == 6
     assert REGMAP.field("error").width == ERROR_WIDTH
     assert REGMAP.field("error").enum == {m.name: int(m) for m in EngineError}
     assert REGMAP.field("error").enum_docs["POOL_WINDOW_SLOTS"] == refusal(

@@ -89,7 +89,8 @@ class Folded:
         cout = int(layer.weight.shape[0])
         folded = dataclasses.replace(layer, in_shape=(c, per * h, w), stride=(h, 1),
                                      out_shape=(cout, per, 1))
-        if check_layer(register_fields(folded, simd=hw["simd"]), hw) is not None:
+        if check_layer(register_fields(folded, simd=hw["simd"], packing=hw["packing"]),
+                       hw) is not None:
             return None
         return cls(folded, layer, per)
 
@@ -233,7 +234,7 @@ def param_beats(layer, hw: dict) -> int:
     groups = -(-cout // pe)
     weight_beats = -(-8 * pe * simd // width)
     channel_beats = -(-96 * pe // width)
-    return groups * (window_ops(layer, simd) * weight_beats + channel_beats) + 2
+    return groups * (window_ops(layer, simd, hw["packing"]) * weight_beats + channel_beats) + 2
 
 
 def pass_cycles(p: Pass, hw: dict, cold=False, before=None) -> int:
@@ -245,14 +246,14 @@ def pass_cycles(p: Pass, hw: dict, cold=False, before=None) -> int:
     estimate, if given), and only what does not fit in that time is added."""
     pe, simd = hw["pe"], hw["simd"]
     layer = p.layer
-    in_words = input_words(layer, simd)
+    in_words = input_words(layer, simd, hw["packing"])
     beats = param_beats(layer, hw)
     if isinstance(layer, PoolLayer):
         c, oh, ow = layer.out_shape
         work = max(in_words, oh * ow * -(-c // pe))
     else:
         cout, oh, ow = conv_shape(layer)
-        ops = oh * ow * -(-cout // pe) * window_ops(layer, simd)
+        ops = oh * ow * -(-cout // pe) * window_ops(layer, simd, hw["packing"])
         work = max(ops, in_words, oh * ow * -(-cout // pe))
     if cold:
         exposed = beats + COLD_START_CYCLES
@@ -282,7 +283,7 @@ def _chunks(n, size):
 
 def _refusal(layer, hw, acc_in=False):
     """None when the engine runs ``layer`` in one pass, else ``(code, message)``."""
-    found = check_layer(register_fields(layer, acc_in, hw["simd"]), hw)
+    found = check_layer(register_fields(layer, acc_in, hw["simd"], hw["packing"]), hw)
     if found is None:
         return None
     refusal, values = found

@@ -38,13 +38,14 @@ ENGINE_DEFAULT = {}
 #: backends run them on the golden model). To fit the logic cells: configuration registers
 #: kept in the bits their maxima need (``narrow_registers``), parameter memories without
 #: read-during-write emulation (``no_rw_check``), a 2-group accumulator FIFO and 24-bit
-#: counters (a layer within these limits takes at most 6.6 M MAC cycles).
+#: counters (a layer within these limits takes at most 6.6 M MAC cycles), a window generator
+#: without packing (the plain format only) and one configuration set (no queued starts).
 ENGINE_ICE40 = {"pe": 1, "simd": 4, "max_kernel": 5, "max_width": 32, "max_height": 32,
                 "max_channels": 32, "weight_depth": 1152, "line_buffer_depth": 1024,
                 "max_stride": 2, "max_dilation": 2, "pool_max_stride": 2,
                 "pool_window_slots": 0, "requant_lanes": 1, "requant_iterative": True,
                 "fifo_depth": 2, "counter_width": 24, "narrow_registers": True,
-                "no_rw_check": True}
+                "no_rw_check": True, "packing": False, "queued_starts": False}
 
 
 def _macs(params: dict) -> int | None:

@@ -66,6 +66,10 @@ class HardwareConfig:
     param_width: int
     weight_depth: int
     channel_depth: int
+    #: Packed reductions built in (else every layer runs in the plain format).
+    packing: bool = True
+    #: A start while a layer runs is queued (else the host waits for the engine to be idle).
+    queued_starts: bool = True
 
 
 def _groups(n, size):
@@ -102,14 +106,15 @@ def conv_shape(layer):
     return (int(layer.weight.shape[0]), oh, ow)
 
 
-def row_pitch(layer, simd):
+def row_pitch(layer, simd, packing=True):
     """The row pitch in bytes of ``layer``'s packed input stream, or None when it runs in the
     plain format: a conv is packed when that takes fewer MAC operations per window
     (``ceil(Kh * Kw * Cin / SIMD) < Kh * Kw * ceil(Cin / SIMD)``: Cin not a multiple of SIMD),
     its horizontal dilation is 1, and a pitch of ``W * Cin`` plus fewer than SIMD bytes meets
     the engine's bank rule ``dilation_h * pitch = Kw * Cin (mod SIMD)`` (the smallest such
-    pitch). ``simd`` None: the plain format."""
-    if simd is None or not isinstance(layer, ConvLayer):
+    pitch). ``simd`` None, or ``packing`` False (an engine built without packing): the plain
+    format."""
+    if simd is None or not packing or not isinstance(layer, ConvLayer):
         return None
     c, _, w = layer.in_shape
     kh, kw = layer.kernel
@@ -126,18 +131,18 @@ def row_pitch(layer, simd):
     return pitch
 
 
-def pixel_bytes(layer, simd):
+def pixel_bytes(layer, simd, packing=True):
     """Bytes per input pixel in the engine's input stream: ``Cin`` packed, else
-    ``ceil(Cin / SIMD) * SIMD``."""
+    ``ceil(Cin / SIMD) * SIMD`` (``packing``: the engine's, see :func:`row_pitch`)."""
     c = layer.in_shape[0]
-    return c if row_pitch(layer, simd) is not None else _groups(c, simd) * simd
+    return c if row_pitch(layer, simd, packing) is not None else _groups(c, simd) * simd
 
 
-def window_ops(layer, simd):
+def window_ops(layer, simd, packing=True):
     """MAC-array operations per output position and output-channel group of a ConvLayer:
     ``ceil(Kh * Kw * Cp / SIMD)`` (:func:`pixel_bytes`)."""
     kh, kw = layer.kernel
-    return _groups(kh * kw * pixel_bytes(layer, simd), simd)
+    return _groups(kh * kw * pixel_bytes(layer, simd, packing), simd)
 
 
 def array_ceiling(layer, pe, simd):
@@ -153,10 +158,10 @@ def array_ceiling(layer, pe, simd):
     return k / (simd * _groups(k, simd)) * cout / (pe * _groups(cout, pe))
 
 
-def input_words(layer, simd):
+def input_words(layer, simd, packing=True):
     """Words of the input stream of one sample of ``layer`` (packed or plain)."""
     c, h, w = layer.in_shape
-    pitch = row_pitch(layer, simd)
+    pitch = row_pitch(layer, simd, packing)
     return h * w * _groups(c, simd) if pitch is None else _groups(h * pitch, simd)
 
 
@@ -198,15 +203,16 @@ def param_bytes(beats, param_width) -> bytes:
     return b"".join(int(beat).to_bytes(size, "little") for beat in beats)
 
 
-def weight_words(layer, pe, simd, packed=None):
+def weight_words(layer, pe, simd, packed=None, packing=True):
     """Weight memory words of a ConvLayer, ``(words, pe * simd)`` bytes (rtl.weights): per
     output-channel group ``og``, the window's positions ``t = (ky * Kw + kx) * Cp + c`` in
     words of SIMD, byte ``p * SIMD + j`` of word ``k`` the weight of channel ``og * PE + p`` at
     position ``k * SIMD + j`` (0 past the window and for ``c >= Cin``); ``Cp`` is Cin when
     ``packed``, else ``ceil(Cin/SIMD) * SIMD`` (then word ``((og*Kh + ky)*Kw + kx)*G + ig``
-    holds one tap's input-channel group). ``packed`` None: as :func:`row_pitch` decides."""
+    holds one tap's input-channel group). ``packed`` None: as :func:`row_pitch` decides (for
+    an engine with ``packing`` or without)."""
     if packed is None:
-        packed = row_pitch(layer, simd) is not None
+        packed = row_pitch(layer, simd, packing) is not None
     w = _u8(layer.weight)
     cout, cin, kh, kw = w.shape
     og = _groups(cout, pe)
@@ -282,10 +288,11 @@ def pool_fields(pool, mode):
     }
 
 
-def layer_fields(layer, acc_in=False, simd=None):
+def layer_fields(layer, acc_in=False, simd=None, packing=True):
     """Register name -> {field: value} for every register the layer uses; ``acc_in``: the
     engine adds partial sums from ``s_axis_acc``; ``simd``: the engine's SIMD, for packing
-    (:func:`row_pitch`; None: the plain format). A PoolLayer leaves the conv registers alone
+    (:func:`row_pitch`; None: the plain format), ``packing`` False for an engine built
+    without it. A PoolLayer leaves the conv registers alone
     (the engine ignores them in pool-alone mode)."""
     if isinstance(layer, PoolLayer):
         c, h, w = layer.in_shape
@@ -301,7 +308,7 @@ def layer_fields(layer, acc_in=False, simd=None):
     kh, kw = layer.kernel
     t, l, b, r = layer.pads
     raw = layer.raw
-    pitch = row_pitch(layer, simd)
+    pitch = row_pitch(layer, simd, packing)
     return {
         "IN_SIZE": dict(in_height=h, in_width=w),
         "CHANNELS": dict(in_channels=c, out_channels=int(layer.weight.shape[0])),
@@ -323,12 +330,12 @@ def layer_fields(layer, acc_in=False, simd=None):
     }
 
 
-def register_fields(layer, acc_in=False, simd=None) -> dict:
+def register_fields(layer, acc_in=False, simd=None, packing=True) -> dict:
     """``{field: value}`` of every configuration field as the engine sees ``layer``: the
     layer's (:func:`layer_fields`), the others at their reset value. What
     :func:`rtl.limits.check_layer` checks."""
     fields = REGMAP.resets()
-    for values in layer_fields(layer, acc_in, simd).values():
+    for values in layer_fields(layer, acc_in, simd, packing).values():
         fields.update(values)
     return fields
 
@@ -351,7 +358,7 @@ def engine_fits(layer, hw: dict) -> str | None:
     """None when the engine of ``hw`` (:func:`rtl.limits.engine_params`) accepts ``layer``
     (a ConvLayer or PoolLayer), else the reason, ``"CODE: message"``: the checks of
     :mod:`rtl.limits`, which the hardware runs too."""
-    found = check_layer(register_fields(layer, simd=hw["simd"]), hw)
+    found = check_layer(register_fields(layer, simd=hw["simd"], packing=hw["packing"]), hw)
     if found is None:
         return None
     refusal, values = found
@@ -548,14 +555,17 @@ class EngineDriver:
             self.hw = HardwareConfig(pe=fields["hw_pe"], simd=fields["hw_simd"],
                                      param_width=fields["hw_param_width"],
                                      weight_depth=fields["hw_weight_depth"],
-                                     channel_depth=fields["hw_channel_depth"])
+                                     channel_depth=fields["hw_channel_depth"],
+                                     packing=bool(fields["hw_packing"]),
+                                     queued_starts=bool(fields["hw_queued_starts"]))
             self.weights = ParamMemory(self.hw.weight_depth)
             self.channels = ParamMemory(self.hw.channel_depth)
         return self.hw
 
     def _words(self, layer):
         hw = self.hw
-        w, c = weight_words(layer, hw.pe, hw.simd), channel_words(layer, hw.pe)
+        w = weight_words(layer, hw.pe, hw.simd, packing=hw.packing)
+        c = channel_words(layer, hw.pe)
         return (_key(KIND_WEIGHTS, w), w), (_key(KIND_CHANNELS, c), c)
 
     def place(self, layer, keep=None, at=None):
@@ -651,7 +661,7 @@ class EngineDriver:
         0 for a layer never placed, or a PoolLayer)."""
         hw = await self.hardware()
         placement = self.placement_of(layer) or Placement()
-        for reg, fields in layer_fields(layer, acc_in, hw.simd).items():
+        for reg, fields in layer_fields(layer, acc_in, hw.simd, hw.packing).items():
             await self.regs.write_fields(reg, **fields)
         await self.regs.write_fields("WEIGHT_BASE", weight_base=placement.weight_base)
         await self.regs.write_fields("CHAN_BASE", chan_base=placement.chan_base)
@@ -686,12 +696,23 @@ class EngineDriver:
         """Pulse start as soon as no started layer is waiting (``STATUS.queued`` low, read every
         ``interval`` cycles: the simulation is not slowed by a register read every few
         cycles): the layer starts at once from idle, or the cycle the running one ends, its
-        setup done meanwhile. Errors show in STATUS once the running layer has ended."""
+        setup done meanwhile. Errors show in STATUS once the running layer has ended. On an
+        engine without queued starts, once it is idle (a start from idle: the counters
+        clear)."""
         from cocotb.triggers import ClockCycles
 
-        while (await self.status())["queued"]:
+        hw = await self.hardware()
+        while (await self.status())["busy" if not hw.queued_starts else "queued"]:
             await ClockCycles(self.dut.clk, interval)
         await self.regs.pulse("start")
+
+    async def idle(self, interval=QUEUE_POLL_CYCLES):
+        """Wait until the engine is idle (``STATUS.busy`` low, read every ``interval``
+        cycles)."""
+        from cocotb.triggers import ClockCycles
+
+        while (await self.status())["busy"]:
+            await ClockCycles(self.dut.clk, interval)
 
     async def counters(self):
         return {reg.lower(): await self.regs.read(reg) for reg in COUNTERS}
@@ -711,7 +732,7 @@ class EngineDriver:
         self.preload(after, self.placement_of(layer))
         if psum is not None:
             await self.acc.send(pack_acc(psum, hw.pe))
-        await self.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
+        await self.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd, hw.packing)))
         frame = await self.sink.recv()
         while (await self.status())["busy"]:
             pass

@@ -193,7 +193,8 @@ NO_POOL_UNIT_NOTE = "max-pool on the golden model: the engine has no max-pool un
 def refusal_text(code: str, layer, hw: dict) -> str:
     """Why the engine refused ``layer`` with EngineError ``code``, with the values involved
     (:func:`rtl.limits.refusal_message`)."""
-    return refusal_message(code, register_fields(layer, simd=hw["simd"]), hw)
+    return refusal_message(code, register_fields(layer, simd=hw["simd"],
+                                                 packing=hw["packing"]), hw)
 
 
 def engine_layer(layer, hw: dict):

@@ -141,7 +141,8 @@ def _pass_dict(p, hw, before=None) -> dict:
     layer = p.layer
     words = {"weight_words": 0, "line_buffer_words": 0}
     if isinstance(layer, ConvLayer):
-        values = layer_values(register_fields(layer, p.psum is not None, hw["simd"]), hw)
+        values = layer_values(register_fields(layer, p.psum is not None, hw["simd"],
+                                              hw["packing"]), hw)
         words["weight_words"] = values.weight_words
         words["line_buffer_words"] = values.span
     return {"name": layer.name, "kind": p.kind, "what": p.what,

@@ -86,21 +86,22 @@ def _groups(n, size):
     return -(-n // size)
 
 
-def layer_work(layer, pe, simd):
+def layer_work(layer, pe, simd, packing=True):
     """(MAC-array operations, input words, output words) of one image of ``layer`` (a
-    ConvLayer, its fused pool included, or a PoolLayer)."""
+    ConvLayer, its fused pool included, or a PoolLayer) on an engine with ``packing`` or
+    without."""
     cout, oh, ow = output_shape(layer)
     if isinstance(layer, PoolLayer):
         ops = 0
     else:
         ccout, ch, cw = conv_shape(layer)
-        ops = ch * cw * _groups(ccout, pe) * window_ops(layer, simd)
-    return ops, input_words(layer, simd), oh * ow * _groups(cout, pe)
+        ops = ch * cw * _groups(ccout, pe) * window_ops(layer, simd, packing)
+    return ops, input_words(layer, simd, packing), oh * ow * _groups(cout, pe)
 
 
-def watchdog_cycles(layer, pe, simd):
+def watchdog_cycles(layer, pe, simd, packing=True):
     """Cycle budget of one image of ``layer`` (module docstring)."""
-    return WATCHDOG_FACTOR * sum(layer_work(layer, pe, simd)) + WATCHDOG_BASE_CYCLES
+    return WATCHDOG_FACTOR * sum(layer_work(layer, pe, simd, packing)) + WATCHDOG_BASE_CYCLES
 
 
 class FastAxiStreamSink(AxiStreamSink):
@@ -175,9 +176,9 @@ async def reset(dut):
     await ClockCycles(dut.clk, RESET_CYCLES)
 
 
-async def _pending(drv, dut, layer, image, pe, simd):
+async def _pending(drv, dut, layer, image, hw):
     """What a hung image was waiting for, as one line."""
-    ops, in_words, out_words = layer_work(layer, pe, simd)
+    ops, in_words, out_words = layer_work(layer, hw.pe, hw.simd, hw.packing)
     sent, received = int(dut.in_beats.value), int(dut.out_beats.value)
     try:
         st = await with_timeout(drv.status(), 1000 * CLOCK_PERIOD_NS, "ns")
@@ -218,8 +219,8 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
             raise LayerFailed(str(exc)) from None
         await drv.configure(layer, acc_in=psum is not None)
     n = x.shape[0]
-    budget_ns = watchdog_cycles(layer, hw.pe, hw.simd) * CLOCK_PERIOD_NS
-    pitch = row_pitch(layer, hw.simd)
+    budget_ns = watchdog_cycles(layer, hw.pe, hw.simd, hw.packing) * CLOCK_PERIOD_NS
+    pitch = row_pitch(layer, hw.simd, hw.packing)
     try:
         await (drv.started(layer.name) if started else drv.start())
     except EngineRefused as refused:
@@ -227,11 +228,17 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
     drv.preload(after, drv.placement_of(layer))
     then_started = False
     handover = {}
+    # Without queued starts each image starts from idle, which clears the counters: the
+    # images' counters before each restart.
+    spent = []
 
     async def feed():
         nonlocal then_started
         for image in range(n):
             if image:
+                if not hw.queued_starts:
+                    await drv.idle()
+                    spent.append({name: int(v) for name, v in (await drv.counters()).items()})
                 await drv.queue()
             if psum is not None:
                 await drv.acc.send(pack_acc(psum[image], hw.pe))
@@ -240,6 +247,8 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
                                  or drv.placement_of(then) is not None):
             await drv.settle()              # its parameters are in the memories
             await drv.configure(then)
+            if not hw.queued_starts:
+                await drv.idle()
             # The counters run on from a queued start and clear at a start from idle: if this
             # layer ends before the pulse, they clear, so they are read first.
             before = {name: int(v) for name, v in (await drv.counters()).items()}
@@ -256,7 +265,7 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
             frame = await with_timeout(drv.sink.recv(), budget_ns, "ns")
         except TimeoutError:
             feeder.cancel()
-            pending = await _pending(drv, dut, layer, image, hw.pe, hw.simd)
+            pending = await _pending(drv, dut, layer, image, hw)
             raise LayerFailed(f"layer '{layer.name}': watchdog: no result within "
                               f"{budget_ns // CLOCK_PERIOD_NS} cycles; {pending}") from None
         now = get_sim_time("ns") // CLOCK_PERIOD_NS
@@ -286,7 +295,8 @@ async def run_layer(drv, dut, layer, x, hw, psum=None, after=None, started=False
     else:
         counters = {name: int(value) for name, value in (await drv.counters()).items()}
     base = drv.counter_base if started and drv.counter_base else dict.fromkeys(counters, 0)
-    totals = {name: value - base[name] for name, value in counters.items()}
+    totals = {name: value - base[name] + sum(s[name] for s in spent)
+              for name, value in counters.items()}
     drv.counter_base = counters if then_started and "fresh" not in handover else None
     image_cycles[-1] += int(get_sim_time("ns") // CLOCK_PERIOD_NS - last)
     return {"output": np.stack(outputs), "counters": totals, "image_cycles": image_cycles,

@@ -65,7 +65,7 @@ def waves_file(sim: str, toplevel: str, test_module: str) -> Path:
 
 
 def run_cocotb(sim: str, *, sources: list[Path], toplevel: str, key: str, test_module: str,
-               testcase: str | None = None, extra_env: dict | None = None,
+               testcase: str | list[str] | None = None, extra_env: dict | None = None,
                timing: bool = False, seed: int | None = None,
                ports_only: bool = False, waves: bool | None = None) -> tuple[int, int]:
     """Compile ``sources`` for ``sim`` and run the cocotb tests in ``test_module``.

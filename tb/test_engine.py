@@ -427,7 +427,7 @@ async def check_case(drv, case, index, rng, prng, log):
     cout, oh, ow = conv_shape(layer)
     # Packed layers take ceil(Kh * Kw * Cin / SIMD) operations per window, plain ones
     # Kh * Kw * ceil(Cin / SIMD).
-    if row_pitch(layer, hw.simd) is not None:
+    if row_pitch(layer, hw.simd, hw.packing) is not None:
         window_ops = -(-kh * kw * case.cin // hw.simd)
         assert window_ops < kh * kw * -(-case.cin // hw.simd)
     else:
@@ -529,7 +529,8 @@ async def engine_queued_layers(dut):
     def ops(layer):
         cout, oh, ow = conv_shape(layer)
         kh, kw = layer.kernel
-        cp = 3 if row_pitch(layer, hw.simd) is not None else -(-3 // hw.simd) * hw.simd
+        packed = row_pitch(layer, hw.simd, hw.packing) is not None
+        cp = 3 if packed else -(-3 // hw.simd) * hw.simd
         return oh * ow * -(-cout // hw.pe) * -(-kh * kw * cp // hw.simd)
 
     await drv.load(a)
@@ -538,10 +539,31 @@ async def engine_queued_layers(dut):
     await drv.configure(b)                      # while `a` runs
     await drv.regs.pulse("start")               # queued
     st = await drv.status()
+    if not hw.queued_starts:
+        # One configuration set: the start was ignored; the host starts `b` once the engine
+        # is idle (EngineDriver.queue), a start from idle that clears the counters.
+        assert st["running"] and not st["queued"] and not st["done"], st
+        got = []
+        for layer, x in ((a, xa), (b, xb)):
+            if layer is b:
+                await drv.queue()
+            await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd, hw.packing)))
+            got.append(unpack_output((await with_timeout(drv.sink.recv(), budget, "ns")).tdata,
+                                     layer))
+        await drv.idle()
+        await ClockCycles(dut.clk, 200)
+        st = await drv.status()
+        assert st["done"] and not st["busy"] and st["error"] == EngineError.NONE, st
+        assert drv.sink.empty(), "a layer ran twice: the ignored start was taken"
+        for layer, x, y in ((a, xa, got[0]), (b, xb, got[1])):
+            want = run_layer(layer, x[None])[0]
+            assert np.array_equal(y, want), f"{layer.name}: {first_mismatch(y, want)}"
+        assert (await drv.counters())["mac_cycles"] == ops(b)
+        return
     assert st["running"] and st["queued"] and not st["done"], st
     await drv.regs.pulse("start")               # ignored: `b` is queued
     for layer, x in ((a, xa), (b, xb)):
-        await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
+        await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd, hw.packing)))
     got = [unpack_output((await with_timeout(drv.sink.recv(), budget, "ns")).tdata, layer)
            for layer in (a, b)]
     while (await drv.status())["busy"]:
@@ -562,7 +584,7 @@ async def engine_queued_layers(dut):
     max_kernel = (await drv.regs.read_fields("HW_ARRAY"))["hw_max_kernel"]
     await drv.regs.write_fields("KERNEL", kernel_h=max_kernel + 1, kernel_w=3)
     await drv.regs.pulse("start")
-    await drv.source.send(pack_input(xa, hw.simd, row_pitch(a, hw.simd)))
+    await drv.source.send(pack_input(xa, hw.simd, row_pitch(a, hw.simd, hw.packing)))
     y = unpack_output((await with_timeout(drv.sink.recv(), budget, "ns")).tdata, a)
     while (await drv.status())["busy"]:
         pass
@@ -634,7 +656,7 @@ async def engine_loads_while_running(dut):
         await drv.start(layer.name)
         running["on"] = True
         pre = drv.preload(after, placement)
-        await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd)))
+        await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd, hw.packing)))
         frame = await with_timeout(drv.sink.recv(), watchdog_ns(Case(8, 8, 12, 12)), "ns")
         while (await drv.status())["busy"]:
             pass
@@ -658,7 +680,8 @@ async def engine_loads_while_running(dut):
 
     def beats_of(layer):
         from sim.engine_driver import pack_channels, pack_weights
-        return len(pack_weights(layer, hw.pe, hw.simd, hw.param_width)) \
+        packed = row_pitch(layer, hw.simd, hw.packing) is not None
+        return len(pack_weights(layer, hw.pe, hw.simd, hw.param_width, packed=packed)) \
             + len(pack_channels(layer, hw.pe, hw.param_width))
 
     await run(first, x1, after=second, expect_beats=beats_of(second))

@@ -88,6 +88,8 @@ class Limits:
     pool_max_stride: int
     param_width: int
     channel_depth: int
+    packing: int = 1
+    queued_starts: int = 1
 
     @property
     def cin_groups(self):
@@ -423,21 +425,36 @@ def no_unit_boundaries(lim):
         Refusal("POOL_RAW", {"pool_mode": PoolMode.FUSED, "raw_output": 1})])]
 
 
+def option_boundaries(lim):
+    """The build options' refusals: on an engine built without packing a layer that another
+    engine would pack runs plain (``pack`` 0) and is refused packed (``PACK_UNSUPPORTED``, with
+    a pitch a packing engine would take); none on an engine with packing."""
+    if lim.packing:
+        return []
+    legal = Case(lim.simd - 1, 2, 5, 4, k=(3, 3), pads=(1, 1, 1, 1))
+    packed = packing(legal, lim.simd)
+    assert packed["pack"], legal.label()
+    return [Boundary("PACK_UNSUPPORTED", legal, [Refusal("PACK_UNSUPPORTED", packed)],
+                     fields=dict(pack=0, in_row_bytes=0))]
+
+
 def host_code(layer, fields, lim):
     """The code the host's pre-check (:func:`rtl.limits.check_layer`, the definition the
     hardware's checks are built from) gives ``layer`` with ``fields`` written over its
     registers on an engine with the limits ``lim``."""
-    found = first_refusal({**register_fields(layer, simd=lim.simd), **fields}, asdict(lim))
+    found = first_refusal({**register_fields(layer, simd=lim.simd, packing=bool(lim.packing)),
+                           **fields}, asdict(lim))
     return "NONE" if found is None else found.name
 
 
-def packing(case, simd):
-    """The PACKING fields the host gives a conv case: packed when that takes fewer operations
-    per window, the horizontal dilation is 1 and a row pitch of ``W * Cin`` plus fewer than
-    SIMD bytes has ``dilation_h * pitch = Kw * Cin (mod SIMD)`` (the smallest one), and the
-    packed window needs no more line-buffer words than the plain one."""
+def packing(case, simd, built=True):
+    """The PACKING fields the host gives a conv case: packed when the engine is ``built`` with
+    packing, that takes fewer operations per window, the horizontal dilation is 1 and a row
+    pitch of ``W * Cin`` plus fewer than SIMD bytes has ``dilation_h * pitch = Kw * Cin (mod
+    SIMD)`` (the smallest one), and the packed window needs no more line-buffer words than the
+    plain one."""
     (kh, kw), (dh, dw), c = case.k, case.dilation, case.cin
-    if case.alone or dw != 1 or -(-kh * kw * c // simd) >= kh * kw * -(-c // simd):
+    if not built or case.alone or dw != 1 or -(-kh * kw * c // simd) >= kh * kw * -(-c // simd):
         return dict(pack=0, in_row_bytes=0)
     for pitch in range(case.w * c, case.w * c + simd):
         if (dh * pitch - kw * c) % simd == 0:
@@ -466,7 +483,7 @@ def expected_code(case, lim, fields=None):
         v.update(zip(("pool_dilation_h", "pool_dilation_w"), pool.dilation))
         v.update(zip(("pool_pad_top", "pool_pad_left", "pool_pad_bottom", "pool_pad_right"),
                      pool.pads))
-    v.update(packing(case, lim.simd))
+    v.update(packing(case, lim.simd, lim.packing))
     v.update(fields or {})
     conv = v["pool_mode"] != PoolMode.ALONE
 
@@ -489,6 +506,7 @@ def expected_code(case, lim, fields=None):
         ("SIZE", lambda: conv and (outside(("in_height",), lim.max_height)
                                    or outside(("in_width",), lim.max_width))),
         ("CHANNELS", lambda: conv and outside(("in_channels", "out_channels"), lim.max_channels)),
+        ("PACK_UNSUPPORTED", lambda: conv and pack and not lim.packing),
         ("PACK_DILATION", lambda: conv and pack and v["dilation_w"] != 1),
         ("PACK_PITCH", lambda: conv and pack and pitch > widest_row),
         ("PAD", lambda: conv and (max(v["pad_top"], v["pad_bottom"]) >= keh
@@ -649,7 +667,7 @@ class TB:
         st = await drv.start(label)
         assert not st["load_error"], f"{label}: load_error not cleared by start"
         fields = fields or {}
-        pitch = row_pitch(layer, self.lim.simd) if "pack" not in fields else \
+        pitch = row_pitch(layer, self.lim.simd, self.lim.packing) if "pack" not in fields else \
             fields["in_row_bytes"] if fields["pack"] else None
         data = pack_input(x, self.lim.simd, pitch)
         if lasts is None:
@@ -738,6 +756,16 @@ async def pool_refusals(dut):
         boundaries[1].fields = {"kernel_h": 1, "kernel_w": 1, "pad_top": 1}
         assert boundaries[0].legal.alone and boundaries[1].legal.alone
     for boundary in boundaries:
+        await tb.check(boundary)
+    await tb.run(AFTER)
+
+
+@cocotb.test()
+async def option_refusals(dut):
+    """The build options' refusals at their boundaries (:func:`option_boundaries`); then a
+    legal layer."""
+    tb = await TB.create(dut, SEED + 4)
+    for boundary in option_boundaries(tb.lim):
         await tb.check(boundary)
     await tb.run(AFTER)
 
@@ -875,7 +903,7 @@ def test_boundaries_cover_every_code():
     for config in (LIMITS_CONFIG, LIMITS_CONFIG_NARROW, ENGINE_ICE40):
         lim = _limits(config)
         boundaries = (conv_boundaries(lim) + pool_boundaries(lim) if lim.pool_window_slots
-                      else no_unit_boundaries(lim))
+                      else no_unit_boundaries(lim)) + option_boundaries(lim)
         if lim.pool_window_slots:
             for case in (AFTER, *_tlast_cases(lim).values()):
                 assert expected_code(case, lim) == "NONE", f"{case.label()}: not legal"
@@ -893,7 +921,9 @@ def test_boundaries_cover_every_code():
                 assert host == r.code, f"{b.name}: {r.label()}: the host's check gives {host}"
                 codes.add(r.code)
         wanted = {"POOL_NO_UNIT", "POOL_MODE", "POOL_RAW"} if not lim.pool_window_slots else \
-            {e.name for e in EngineError} - {"NONE", "POOL_NO_UNIT"}
+            {e.name for e in EngineError} - {"NONE", "POOL_NO_UNIT", "PACK_UNSUPPORTED"}
+        if not lim.packing:
+            wanted.add("PACK_UNSUPPORTED")
         assert codes == wanted, f"{config}: missing {wanted - codes}, extra {codes - wanted}"
         if lim.pool_window_slots:
             by_name = {b.name: b for b in boundaries}
@@ -921,7 +951,8 @@ def test_limits_verilator():
     _run("verilator", LIMITS_CONFIG_NARROW)
 
 
-def test_no_pool_unit_icarus():
-    """The iCE40 configuration has no max-pool unit: every pool setting is refused."""
+def test_ice40_refusals_icarus():
+    """The iCE40 configuration has no max-pool unit (every pool setting is refused) and no
+    packing (a packed layer is refused)."""
     from sim.configs import ENGINE_ICE40
-    _run("icarus", ENGINE_ICE40, testcase="pool_refusals")
+    _run("icarus", ENGINE_ICE40, testcase=["pool_refusals", "option_refusals"])

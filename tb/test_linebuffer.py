@@ -100,8 +100,14 @@ LAYERS = [
 
 
 @pytest.mark.parametrize("mode", ["free", "trickle", "credit"])
-@pytest.mark.parametrize("layer", range(len(LAYERS)))
-def test_window_generator_issues_the_loop_nest(layer, mode):
+@pytest.mark.parametrize("layer,packing", [
+    pytest.param(k, packing, id=f"{k}-{'packing' if packing else 'plain-only'}")
+    for packing in (True, False) for k, layer in enumerate(LAYERS)
+    if packing or not layer["packed"]])
+def test_window_generator_issues_the_loop_nest(layer, mode, packing):
+    """Every operation, lane address, mask and flag against the reference walk; a build
+    without packing generates the plain layers the same way (packed ones never reach it: the
+    engine refuses them, ``PACK_UNSUPPORTED``)."""
     simd = 4
     g, pitch = geometry(**LAYERS[layer], simd=simd)
     want = reference(g, pitch, simd)
@@ -109,7 +115,7 @@ def test_window_generator_issues_the_loop_nest(layer, mode):
     layout = geometry_layout(coord_width=COORD_WIDTH, index_width=INDEX_WIDTH,
                              count_width=COUNT_WIDTH, simd=simd)
     dut = WindowGenerator(geometry=layout, index_width=INDEX_WIDTH, simd=simd, depth=DEPTH,
-                          weight_depth=1024, channel_groups=8)
+                          weight_depth=1024, channel_groups=8, packing=packing)
     rng = random.Random(layer * 7 + len(mode))
     got = []
 
