@@ -527,8 +527,11 @@ class ConvEngine(wiring.Component):
         count_width = self.index_width - 1
         m.submodules.lb = lb = LineBuffer(simd=simd, depth=self.line_buffer_depth,
                                           count_width=count_width, read_register=True)
-        geometry = geometry_layout(coord_width=self.coord_width, index_width=self.index_width,
-                                   count_width=self.count_width, simd=simd)
+        geometry = geometry_layout(
+            coord_width=self.coord_width, index_width=self.index_width,
+            count_width=self.count_width, simd=simd,
+            channel_width=(self.cin_groups * simd).bit_length(),
+            ops_width=(self.max_kernel ** 2 * self.cin_groups).bit_length())
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,
             depth=self.line_buffer_depth, weight_depth=self.weight_depth,
@@ -861,9 +864,17 @@ class ConvEngine(wiring.Component):
         v = SimpleNamespace(**{**self.params, **c, **d}, fused=fused, alone=alone,
                             max_pool_mode=max(PoolMode))
         conv = ~alone
+        # Built without packing, a packed layer is refused (PACK_UNSUPPORTED) before any other
+        # packing check could fire: those checks see the plain format, and no logic.
+        plain = SimpleNamespace(**{**vars(v), "pack": Const(0, 1)})
+        unsupported = EngineError.PACK_UNSUPPORTED
 
         def first(stage):
             checks = stage_checks(ENGINE_REFUSALS, stage, v, gate=conv)
+            if not self.packing:
+                checks = [(code, bad if code == unsupported else other)
+                          for (code, bad), (_, other)
+                          in zip(checks, stage_checks(ENGINE_REFUSALS, stage, plain, gate=conv))]
             code = Const(EngineError.NONE, ERROR_WIDTH)
             for value, bad in reversed(checks):
                 code = Mux(bad, value, code)

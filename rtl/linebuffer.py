@@ -89,21 +89,25 @@ def line_buffer_depth(max_kernel, max_width, max_channels, simd):
     return max(2, 1 << (span - 1).bit_length())
 
 
-def geometry_layout(*, coord_width, index_width, count_width, simd):
+def geometry_layout(*, coord_width, index_width, count_width, simd, channel_width=None,
+                    ops_width=None):
     """Per-layer constants of the window generator, computed by the engine at start.
 
     Coordinates are in pixels, ``*_bytes`` values and ``pixel_bytes`` (``Cp``),
     ``col_step`` (``dil_w * Cp``), ``row_step`` (``dil_h * P``) and ``kw_col_step``
     (``Kw * dil_w * Cp``) in bytes of the input stream (module docstring). ``ops``: operations
-    per window, ``ceil(Kh * Kw * Cp / SIMD)``.
+    per window, ``ceil(Kh * Kw * Cp / SIMD)``. ``channel_width`` and ``ops_width`` (default
+    ``index_width``): bits of the largest ``Cp`` and ``ops``.
     """
     coord = signed(coord_width)
     index = signed(index_width)
     count = unsigned(count_width)
+    channels = channel_width if channel_width is not None else index_width
+    ops = ops_width if ops_width is not None else index_width
     return data.StructLayout({
         "height": coord, "width": coord,
-        "cout_groups": count, "kh": count, "kw": count, "ops": unsigned(index_width),
-        "in_channels": unsigned(index_width), "pixel_bytes": unsigned(index_width),
+        "cout_groups": count, "kh": count, "kw": count, "ops": unsigned(ops),
+        "in_channels": unsigned(channels), "pixel_bytes": unsigned(channels),
         "stride_h": coord, "stride_w": coord, "dil_h": coord, "dil_w": coord,
         "keff_w": coord,
         "x_start": coord, "y_start": coord,       # -pad_left, -pad_top
@@ -343,7 +347,7 @@ class WindowGenerator(wiring.Component):
 
         # --- the walker: the first SIMD positions of a window, one a cycle -----------------
         # A lane past the window's last position has ky up to Kh + SIMD.
-        lane_layout = data.StructLayout({"c": index, "kx": count,
+        lane_layout = data.StructLayout({"c": g.pixel_bytes.shape(), "kx": count,
                                          "ky": unsigned(count.width + sbits + 1),
                                          "off": index, "yo": coord, "xo": coord})
         nlanes = simd if self.packing else 1
