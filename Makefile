@@ -7,7 +7,7 @@ SIM      ?= verilator
 JOBS     ?= auto
 BUILD    := build
 
-.PHONY: all sim test bench verilog synth clean distclean toolchain
+.PHONY: all sim test bench verilog synth synth-blocks clean distclean toolchain
 
 all: test
 
@@ -51,9 +51,13 @@ CONFIG   ?= default
 verilog: $(STAMP)
 	$(PY) -m sim.verilog_export --config $(CONFIG)
 
-# Yosys + nextpnr: the default configuration on ECP5, the ice40 configuration on iCE40.
+# Yosys + nextpnr: the default configuration on ECP5, the ice40 configuration on iCE40, each
+# placed with 3 seeds (the worst is reported); synth-blocks: each block on its own, quickly.
 synth: $(STAMP)
 	$(PY) -m sim.synth --all
+
+synth-blocks: $(STAMP)
+	$(PY) -m sim.synth --blocks
 
 clean:
 	rm -rf $(BUILD)

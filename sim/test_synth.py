@@ -176,3 +176,49 @@ def test_mapped_cells_are_counted_by_submodule(tmp_path):
     assert synth._culprits(over, found, {}, device) == (
         "; SB_MAC16 by module: mac 1, rq0 1; largest modules (LUTs/FFs): mac 1/0, rq0 0/1, "
         "convcore 1/0, lb 0/0")
+
+
+def test_seeds_report_the_worst(tmp_path):
+    """Several placement seeds: each one's Fmax is kept and the report is the slowest's."""
+    report = synth.synthesize(DotProduct(1, 2), config="dot1x2", device="ice40",
+                              toplevel="dot_product", freq_mhz=20, macs_per_cycle=2,
+                              out_dir=tmp_path, seed=4, seeds=2)
+    assert set(report["seeds"]) == {"4", "5"}
+    assert report["fmax_mhz"] == min(report["seeds"].values())
+    assert report["seeds"][str(report["seed"])] == report["fmax_mhz"]
+    assert all((tmp_path / f"nextpnr_report-seed{s}.json").exists() for s in (4, 5))
+    assert "worst of 2 seeds" in (tmp_path / "report.md").read_text()
+    with pytest.raises(synth.SynthError, match=r"^seeds must be a positive integer, not 0$"):
+        synth.synthesize(DotProduct(1, 2), config="dot1x2", device="ice40",
+                         toplevel="dot_product", freq_mhz=20, out_dir=tmp_path, seeds=0)
+
+
+def test_cli_refuses_zero_seeds(capsys):
+    with pytest.raises(SystemExit) as exc:
+        synth.main(["--config", "mac-ice40", "--device", "ice40", "--seeds", "0"])
+    assert exc.value.code == 2
+    assert "--seeds must be at least 1, not 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config, device", synth.BLOCK_RUNS)
+def test_every_block_builds_and_converts(config, device):
+    """``make synth-blocks``: each block is a registered configuration that elaborates."""
+    from amaranth.back import rtlil
+
+    cfg = configs.get(config)
+    text = rtlil.convert(cfg.build(device), name=cfg.toplevel, emit_src=False)
+    assert synth.rtlil_ports(text, cfg.toplevel)
+
+
+def test_window_block_sizes_like_its_engine():
+    from rtl.engine import ConvEngine
+    from sim.blocks import WindowBlock
+
+    for params in (configs.ENGINE_DEFAULT, configs.ENGINE_ICE40):
+        engine = ConvEngine(**params)
+        engine._MustUse__silence = True
+        block = WindowBlock(**params)
+        block._MustUse__silence = True
+        assert block.layout == engine.geometry_layout()
+        assert (block.depth, block.weight_depth, block.packing) == \
+            (engine.line_buffer_depth, engine.weight_depth, engine.packing)
