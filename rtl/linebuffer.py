@@ -344,6 +344,12 @@ class WindowGenerator(wiring.Component):
         adj_c = reg("adj_c", g.col_step - g.pixel_bytes, index)
         adj_k = reg("adj_k", g.row_step - g.kw_col_step, index)
         kw_dw = reg("kw_dw", g.keff_w - 1 + g.dil_w, coord)
+        if not self.packing:
+            c_last = reg("c_last", g.pixel_bytes - simd, g.pixel_bytes.shape())
+            kw_last = reg("kw_last", g.kw - 1, count)
+            inc_tap = reg("inc_tap", g.col_step - g.pixel_bytes + simd, index)
+            inc_tap_row = reg("inc_tap_row", g.col_step - g.pixel_bytes + g.row_step
+                              - g.kw_col_step + simd, index)
 
         # --- the walker: the first SIMD positions of a window, one a cycle -----------------
         # A lane past the window's last position has ky up to Kh + SIMD.
@@ -416,18 +422,36 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [waddr.eq(waddr + 1), first.eq(0)]
             with m.If(~op_end):
                 m.d.sync += [op_rem.eq(op_rem - 1), op_end.eq(op_rem == 2)]
-                for lane in lanes:
-                    c_next = lane.c + step.c
-                    cc = c_next >= g.pixel_bytes
-                    kx_next = lane.kx + step.kx + cc
-                    kc = kx_next >= g.kw
+                if self.packing:
+                    for lane in lanes:
+                        c_next = lane.c + step.c
+                        cc = c_next >= g.pixel_bytes
+                        kx_next = lane.kx + step.kx + cc
+                        kc = kx_next >= g.kw
+                        m.d.sync += [
+                            lane.c.eq(c_next - Mux(cc, g.pixel_bytes, 0)),
+                            lane.kx.eq(kx_next - Mux(kc, g.kw, 0)),
+                            lane.ky.eq(lane.ky + step.ky + kc),
+                            lane.off.eq(lane.off + step.off + Mux(cc, adj_c, 0)
+                                        + Mux(kc, adj_k, 0)),
+                            lane.yo.eq(lane.yo + step.yo + Mux(kc, g.dil_h, 0)),
+                            lane.xo.eq(lane.xo + step.xo + Mux(cc, g.dil_w, 0)
+                                       - Mux(kc, kw_dw, 0)),
+                        ]
+                else:
+                    # Plain format: the same steps with the carries as equalities on
+                    # registers (the last word of a pixel, the last tap of a row) and the
+                    # byte offset's three possible increments precomputed: one adder deep.
+                    lane = lanes[0]
+                    cc = lane.c == c_last
+                    kc = cc & (lane.kx == kw_last)
                     m.d.sync += [
-                        lane.c.eq(c_next - Mux(cc, g.pixel_bytes, 0)),
-                        lane.kx.eq(kx_next - Mux(kc, g.kw, 0)),
-                        lane.ky.eq(lane.ky + step.ky + kc),
-                        lane.off.eq(lane.off + step.off + Mux(cc, adj_c, 0) + Mux(kc, adj_k, 0)),
-                        lane.yo.eq(lane.yo + step.yo + Mux(kc, g.dil_h, 0)),
-                        lane.xo.eq(lane.xo + step.xo + Mux(cc, g.dil_w, 0) - Mux(kc, kw_dw, 0)),
+                        lane.c.eq(Mux(cc, 0, lane.c + simd)),
+                        lane.kx.eq(Mux(kc, 0, lane.kx + cc)),
+                        lane.ky.eq(lane.ky + kc),
+                        lane.off.eq(lane.off + Mux(kc, inc_tap_row, Mux(cc, inc_tap, simd))),
+                        lane.yo.eq(lane.yo + Mux(kc, g.dil_h, 0)),
+                        lane.xo.eq(Mux(kc, 0, lane.xo + Mux(cc, g.dil_w, 0))),
                     ]
             with m.Else():
                 m.d.sync += [op_rem.eq(g.ops), op_end.eq(g.ops == 1), first.eq(1)]
