@@ -737,10 +737,11 @@ def _missed(r) -> list[str]:
             for n, c in r["clocks"].items() if not c["met"]]
 
 
-def run_all(seed: int = SEED, require_timing: bool = False, runs=STANDARD_RUNS,
+def run_all(seed: int = SEED, require_timing: bool = False, runs=None,
             seeds: int = 1, summary: str = "summary.md") -> int:
     """``runs`` (default :data:`STANDARD_RUNS`), each worst of ``seeds``, continuing past
     failures; writes build/synth/``summary``."""
+    runs = STANDARD_RUNS if runs is None else runs
     reports, failed = [], []
     for config, device in runs:
         try:

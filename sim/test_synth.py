@@ -222,3 +222,13 @@ def test_window_block_sizes_like_its_engine():
         assert block.layout == engine.geometry_layout()
         assert (block.depth, block.weight_depth, block.packing) == \
             (engine.line_buffer_depth, engine.weight_depth, engine.packing)
+
+
+def test_blocks_run_continue_past_a_failure_and_exit_non_zero(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(synth.toolchain, "BUILD", tmp_path)
+    monkeypatch.setitem(configs.CONFIGS, "later", configs.Config(
+        name="later", summary="not written yet", module="rtl.not_written_yet", cls="Later"))
+    monkeypatch.setattr(synth, "BLOCK_RUNS", (("later", "ice40"),))
+    assert synth.main(["--blocks"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "error: synthesis failed for later/ice40"
+    assert (tmp_path / "synth" / "blocks.md").read_text() == synth.summary_table([])
