@@ -533,6 +533,17 @@ async def engine_queued_layers(dut):
         cp = 3 if packed else -(-3 // hw.simd) * hw.simd
         return oh * ow * -(-cout // hw.pe) * -(-kh * kw * cp // hw.simd)
 
+    async def both_done(got, twice):
+        """The engine idle and done without error, nothing more output, both bit-exact."""
+        await drv.idle()
+        await ClockCycles(dut.clk, 200)
+        st = await drv.status()
+        assert st["done"] and not st["busy"] and st["error"] == EngineError.NONE, st
+        assert drv.sink.empty(), twice
+        for layer, x, y in ((a, xa, got[0]), (b, xb, got[1])):
+            want = run_layer(layer, x[None])[0]
+            assert np.array_equal(y, want), f"{layer.name}: {first_mismatch(y, want)}"
+
     await drv.load(a)
     await drv.configure(a)
     await drv.start("a")
@@ -550,14 +561,7 @@ async def engine_queued_layers(dut):
             await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd, hw.packing)))
             got.append(unpack_output((await with_timeout(drv.sink.recv(), budget, "ns")).tdata,
                                      layer))
-        await drv.idle()
-        await ClockCycles(dut.clk, 200)
-        st = await drv.status()
-        assert st["done"] and not st["busy"] and st["error"] == EngineError.NONE, st
-        assert drv.sink.empty(), "a layer ran twice: the ignored start was taken"
-        for layer, x, y in ((a, xa, got[0]), (b, xb, got[1])):
-            want = run_layer(layer, x[None])[0]
-            assert np.array_equal(y, want), f"{layer.name}: {first_mismatch(y, want)}"
+        await both_done(got, "a layer ran twice: the ignored start was taken")
         assert (await drv.counters())["mac_cycles"] == ops(b)
         return
     assert st["running"] and st["queued"] and not st["done"], st
@@ -566,15 +570,7 @@ async def engine_queued_layers(dut):
         await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd, hw.packing)))
     got = [unpack_output((await with_timeout(drv.sink.recv(), budget, "ns")).tdata, layer)
            for layer in (a, b)]
-    while (await drv.status())["busy"]:
-        pass
-    await ClockCycles(dut.clk, 200)
-    st = await drv.status()
-    assert st["done"] and not st["queued"] and st["error"] == EngineError.NONE, st
-    assert drv.sink.empty(), "a third layer ran: the start while one was queued was taken"
-    for layer, x, y in ((a, xa, got[0]), (b, xb, got[1])):
-        want = run_layer(layer, x[None])[0]
-        assert np.array_equal(y, want), f"{layer.name}: {first_mismatch(y, want)}"
+    await both_done(got, "a third layer ran: the start while one was queued was taken")
     counters = await drv.counters()
     assert counters["mac_cycles"] == ops(a) + ops(b), counters
 
