@@ -341,15 +341,19 @@ class WindowGenerator(wiring.Component):
         first_row_end = reg("first_row_end", ys_sh > g.y_limit)
         first_row_flag = reg("first_row_flag", ys_sh > 0)
         # Lane step corrections: a carry out of the channel (column) position.
-        adj_c = reg("adj_c", g.col_step - g.pixel_bytes, index)
-        adj_k = reg("adj_k", g.row_step - g.kw_col_step, index)
-        kw_dw = reg("kw_dw", g.keff_w - 1 + g.dil_w, coord)
-        if not self.packing:
+        carry_c = g.col_step - g.pixel_bytes
+        carry_k = g.row_step - g.kw_col_step
+        if self.packing:
+            adj_c = reg("adj_c", carry_c, index)
+            adj_k = reg("adj_k", carry_k, index)
+            kw_dw = reg("kw_dw", g.keff_w - 1 + g.dil_w, coord)
+        else:
+            # Plain format: the last word of a pixel, the last tap of a row, and the byte
+            # offset's increments to the next word, the next tap and the next row of taps.
             c_last = reg("c_last", g.pixel_bytes - simd, g.pixel_bytes.shape())
             kw_last = reg("kw_last", g.kw - 1, count)
-            inc_tap = reg("inc_tap", g.col_step - g.pixel_bytes + simd, index)
-            inc_tap_row = reg("inc_tap_row", g.col_step - g.pixel_bytes + g.row_step
-                              - g.kw_col_step + simd, index)
+            inc_tap = reg("inc_tap", carry_c + simd, index)
+            inc_tap_row = reg("inc_tap_row", carry_c + carry_k + simd, index)
 
         # --- the walker: the first SIMD positions of a window, one a cycle -----------------
         # A lane past the window's last position has ky up to Kh + SIMD.
@@ -357,12 +361,12 @@ class WindowGenerator(wiring.Component):
                                          "ky": unsigned(count.width + sbits + 1),
                                          "off": index, "yo": coord, "xo": coord})
         nlanes = simd if self.packing else 1
-        init = [Signal(lane_layout, name=f"lane_init{j}") for j in range(nlanes)]
-        step = Signal(lane_layout)           # the walker after SIMD positions: a lane's step
         setup = Signal(range(self.SETUP_CYCLES + 1))
         with m.If(setup != 0):
             m.d.sync += setup.eq(setup - 1)
         if self.packing:
+            init = [Signal(lane_layout, name=f"lane_init{j}") for j in range(simd)]
+            step = Signal(lane_layout)       # the walker after SIMD positions: a lane's step
             walk = Signal(lane_layout)
             walk_k = Signal(range(simd + 1))
             walking = (setup != 0) & (setup <= simd + 1)
@@ -385,10 +389,6 @@ class WindowGenerator(wiring.Component):
                     m.d.sync += [walk.c.eq(0), walk.kx.eq(0), walk.ky.eq(walk.ky + 1),
                                  walk.off.eq(walk.off + adj_c + adj_k + 1), walk.xo.eq(0),
                                  walk.yo.eq(walk.yo + g.dil_h)]
-        else:
-            # Plain format: lane 0 starts at the window's first position and steps SIMD
-            # channels (a carry into the next tap when the pixel's words are done).
-            m.d.comb += [step.c.eq(simd), step.off.eq(simd)]
         init_now = Signal()                 # registered: the last setup cycle
         m.d.sync += init_now.eq((setup == 2) & ~self.start)
 
@@ -416,7 +416,10 @@ class WindowGenerator(wiring.Component):
         clamp = lambda v: Mux(v < 0, 0, v)
 
         def reset_lanes():
-            m.d.sync += [lane.eq(lane_init) for lane, lane_init in zip(lanes, init)]
+            if self.packing:
+                m.d.sync += [lane.eq(lane_init) for lane, lane_init in zip(lanes, init)]
+            else:       # plain format: lane 0 at the window's first position, all zero
+                m.d.sync += lanes[0].eq(0)
 
         with m.If(adv):
             m.d.sync += [waddr.eq(waddr + 1), first.eq(0)]

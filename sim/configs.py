@@ -225,6 +225,7 @@ for _name, _params in (("default", ENGINE_DEFAULT), ("ice40", ENGINE_ICE40)):
             name=f"maxpool-{_name}", summary=f"max-pool unit of '{_name}'",
             module="rtl.maxpool", cls="MaxPool", params=engine_pool_params(_p),
             toplevel="convcore_maxpool"))
+del _name, _params, _p
 
 
 def names() -> list[str]:

@@ -699,19 +699,19 @@ class EngineDriver:
         setup done meanwhile. Errors show in STATUS once the running layer has ended. On an
         engine without queued starts, once it is idle (a start from idle: the counters
         clear)."""
-        from cocotb.triggers import ClockCycles
-
         hw = await self.hardware()
-        while (await self.status())["busy" if not hw.queued_starts else "queued"]:
-            await ClockCycles(self.dut.clk, interval)
+        await self._until_low("queued" if hw.queued_starts else "busy", interval)
         await self.regs.pulse("start")
 
     async def idle(self, interval=QUEUE_POLL_CYCLES):
         """Wait until the engine is idle (``STATUS.busy`` low, read every ``interval``
         cycles)."""
+        await self._until_low("busy", interval)
+
+    async def _until_low(self, field, interval):
         from cocotb.triggers import ClockCycles
 
-        while (await self.status())["busy"]:
+        while (await self.status())[field]:
             await ClockCycles(self.dut.clk, interval)
 
     async def counters(self):

@@ -568,6 +568,7 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
     workers = max(1, min(len(runs), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         placed = list(pool.map(lambda s: _place(folder, dev, freq, s, len(runs) > 1), runs))
+    stat, cost = _yosys_stat(folder / "yosys_stat.json"), harness_cost(ports)
     parsed = {}
     for s, (rc, text, report_path, log) in zip(runs, placed):
         if rc or not report_path.exists():
@@ -580,9 +581,8 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
                                  f"{_culprits(over, by_module, units, dev)}")
             raise SynthError(f"{config} on {device}: {dev.nextpnr} failed (seed {s}): "
                              f"{_first_error(text) or f'exit {rc}'} (log {log})")
-        parsed[s] = _parse(json.loads(report_path.read_text()),
-                           _yosys_stat(folder / "yosys_stat.json"), dev, macs_per_cycle, target,
-                           harness_cost(ports), units, by_module)
+        parsed[s] = _parse(json.loads(report_path.read_text()), stat, dev, macs_per_cycle,
+                           target, cost, units, by_module)
     worst = min(runs, key=lambda s: parsed[s]["fmax_mhz"] or 0.0)
     result = {"config": config, "device": device, "part": dev.part, "toplevel": toplevel,
               "component": component_name, "parameters": params or {},

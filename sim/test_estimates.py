@@ -7,12 +7,13 @@ fill, drain) must be within :data:`TOLERANCE` of the plan's estimate, which is m
 engine's parameters alone, before any simulation.
 """
 
+import numpy as np
 import pytest
 
 from examples.cifar import random_images
 from examples.digits import MODEL_PATH as DIGITS_PATH
 from examples.digits import load_test_set
-from model.network import quantize_input
+from model.network import finish_output, quantize_input, run_network
 from rtl.limits import engine_params
 from sim.bench import cifar_net
 from sim.hw_backend import HardwareBackend
@@ -40,6 +41,9 @@ def test_plan_estimates_every_layer_within_tolerance(name):
         out = backend.run_network(net.layers, quantize_input(net, images))
     finally:
         backend.close()
+    assert len(out) == len(rows) == len(net.layers)
+    assert np.array_equal(finish_output(net, out[-1][0]), run_network(net, images)), \
+        f"{name}: the simulated output differs from the golden model"
     for row, (_, info) in zip(rows, out):
         assert info["ran_on"] == "verilator", (row.name, info)
         est, got = row.est_cycles, info["cycles"]
