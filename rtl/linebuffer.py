@@ -50,9 +50,8 @@ word and are issued at once. Together these guarantee that nothing is overwritte
 read and that nothing is read before it is written, with any input and output stalls.
 """
 
-from functools import reduce
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -146,7 +145,8 @@ class LineBuffer(wiring.Component):
         Words in the feature map (sampled at ``restart``); no more are accepted.
     protect : ``In(signed(count_width + 1))``, ``protect_off`` : ``In(1)``
         Oldest word still to be read; ``protect_off`` once nothing more will be read. Used
-        one cycle late (registered ``protect + depth``), which only holds the writer back.
+        two cycles late (registered ``protect + depth``, then the registered room), which
+        only holds the writer back.
     written : ``Out(count_width)``
         Words accepted so far in this layer. A word is written into the memory in the cycle
         after it is accepted: read it no earlier than one cycle after ``written`` counts it
@@ -200,10 +200,15 @@ class LineBuffer(wiring.Component):
             m.d.comb += [rd.addr.eq(self.read_addr[i]), wr.addr.eq(wr_addr),
                          wr.data.eq(wr_data.word_select(i, DATA_WIDTH)), wr.en.eq(wr_en)]
             read_domain += self.read_data[i].eq(rd.data)
-        m.d.sync += limit.eq(self.protect + self.depth)
+        # `ready` is an AND of registers: `room` is computed a cycle ahead with room for the
+        # word this cycle may take (`written + 1`; `limit` only grows while a layer runs, so
+        # this holds the writer back by at most a word), `more` from the next `remaining`.
+        more = Signal()
+        m.d.sync += [limit.eq(self.protect + self.depth),
+                     room.eq(self.protect_off | (self.written + 1 < limit)),
+                     more.eq(Mux(take, remaining != 1, remaining != 0))]
         m.d.comb += [
-            room.eq(self.protect_off | (self.written < limit)),
-            self.s.ready.eq(self.enable & (remaining != 0) & room),
+            self.s.ready.eq(self.enable & more & room),
             take.eq(self.s.valid & self.s.ready),
         ]
         with m.If(take):
@@ -211,7 +216,8 @@ class LineBuffer(wiring.Component):
             with m.If(self.s.payload.last != (remaining == 1)):
                 m.d.sync += self.tlast_error.eq(1)
         with m.If(self.restart):
-            m.d.sync += [self.written.eq(0), self.tlast_error.eq(0), remaining.eq(self.total)]
+            m.d.sync += [self.written.eq(0), self.tlast_error.eq(0), remaining.eq(self.total),
+                         more.eq(self.total != 0), room.eq(0)]
         return m
 
 
@@ -231,10 +237,12 @@ class WindowGenerator(wiring.Component):
     counts through the first ``SIMD`` positions at the start of a layer (:attr:`SETUP_CYCLES`).
 
     Pipelined for the clock rate: the counters run up to :data:`QUEUE_DEPTH` operations ahead
-    of the issue; every queued operation carries its banks' rows, the rotation of its lanes,
-    its lane mask, the word it waits for, registered outputs and an "arrived" flag refreshed
-    from ``written`` every cycle, so the issue decision is a few gates on registers. A word
-    that arrives is seen one cycle after ``written`` counts it.
+    of the issue. A generated operation's lane addresses, image positions and in-window tests
+    are registered first (stage 1); from those, the queue slot takes its banks' rows, the
+    rotation of its lanes, its lane mask and the word it waits for (the last unmasked lane's,
+    a priority tree). Each slot's "arrived" flag is refreshed from ``written`` every cycle, so
+    the issue decision is a few gates on registers. A word that arrives is seen one cycle
+    after ``written`` counts it.
 
     Without packing (``packing=False``, for small devices) only the plain format is
     generated: an operation is ``SIMD`` channels of one tap, so lane ``j`` is lane 0 one
@@ -284,8 +292,6 @@ class WindowGenerator(wiring.Component):
         Word of the oldest byte that may still be read (see :class:`LineBuffer`), registered.
     """
 
-    #: Operations generated ahead of the issue.
-    QUEUE_DEPTH = 2
 
     def __init__(self, *, geometry, index_width, simd, depth, weight_depth, channel_groups,
                  packing=True):
@@ -296,9 +302,15 @@ class WindowGenerator(wiring.Component):
         self.simd = simd
         self.depth = depth
         self.packing = packing
-        #: Cycles from ``start`` to the first generated operation: the walker's SIMD steps,
-        #: and registered per-layer constants before it (without packing: no walker).
-        self.SETUP_CYCLES = simd + 3 if packing else 3
+        #: Operations generated ahead of the issue: the loop from a generated operation to
+        #: its issue (the stage-1 registers, with packing the stage-2 registers, the queue
+        #: slot, the refreshed ``arrived`` flag, the occupancy count) is four cycles long
+        #: (five with packing), so as many slots keep one operation a cycle.
+        self.QUEUE_DEPTH = 5 if packing else 4
+        #: Cycles from ``start`` to the first generated operation: the walker's SIMD + 1
+        #: steps from the cycle after ``start``, then the lane increments and carries in
+        #: registers (without packing: no walker, the per-layer registers only).
+        self.SETUP_CYCLES = simd + 4 if packing else 3
         super().__init__({
             "geometry": In(geometry), "start": In(1),
             "written": In(unsigned(index_width)), "credit": In(1),
@@ -369,7 +381,9 @@ class WindowGenerator(wiring.Component):
             step = Signal(lane_layout)       # the walker after SIMD positions: a lane's step
             walk = Signal(lane_layout)
             walk_k = Signal(range(simd + 1))
-            walking = (setup != 0) & (setup <= simd + 1)
+            c_max = reg("c_max", g.pixel_bytes - 1, g.pixel_bytes.shape())
+            kx_max = reg("kx_max", g.kw - 1, count)
+            walking = setup > 3             # from the cycle after start: SIMD + 1 steps
             with m.If(walking):
                 for j in range(simd):
                     with m.If(walk_k == j):
@@ -377,8 +391,8 @@ class WindowGenerator(wiring.Component):
                 with m.If(walk_k == simd):
                     m.d.sync += step.eq(walk)
                 m.d.sync += walk_k.eq(walk_k + 1)
-                c_wrap = walk.c + 1 == g.pixel_bytes
-                k_wrap = walk.kx + 1 == g.kw
+                c_wrap = walk.c == c_max
+                k_wrap = walk.kx == kx_max
                 with m.If(~c_wrap):
                     m.d.sync += [walk.c.eq(walk.c + 1), walk.off.eq(walk.off + 1)]
                 with m.Elif(~k_wrap):
@@ -389,16 +403,56 @@ class WindowGenerator(wiring.Component):
                     m.d.sync += [walk.c.eq(0), walk.kx.eq(0), walk.ky.eq(walk.ky + 1),
                                  walk.off.eq(walk.off + adj_c + adj_k + 1), walk.xo.eq(0),
                                  walk.yo.eq(walk.yo + g.dil_h)]
+        if self.packing:
+            # From the walker's step, registered (settled one cycle after the step): where a
+            # lane's channel (column) position carries, and each field's increment for each
+            # pair of carries (index cc * 2 + kc; cc: out of the channel, kc: out of the row
+            # of taps). A lane keeps the carries of its next step in registers (look-ahead):
+            # after a step with carries k, its next carries are comparisons of its present
+            # channel and column with thresholds that take k's increments into account.
+            cbits, kbits = g.pixel_bytes.shape(), count
+            c_thr = reg("c_thr", g.pixel_bytes - step.c, cbits)
+            kx_thr0 = reg("kx_thr0", g.kw - step.kx, kbits)
+            kx_thr1 = reg("kx_thr1", g.kw - step.kx - 1, kbits)
+            c_inc = [reg(f"c_inc{cc}", step.c - (g.pixel_bytes if cc else 0),
+                         signed(cbits.width + 1)) for cc in (0, 1)]
+            kx_inc = [reg(f"kx_inc{k}", step.kx + (k >> 1) - (g.kw if k & 1 else 0),
+                          signed(kbits.width + 1)) for k in range(4)]
+            ky_inc = [reg(f"ky_inc{kc}", step.ky + kc, step.ky.shape()) for kc in (0, 1)]
+            off_inc = [reg(f"off_inc{k}", step.off + (adj_c if k >> 1 else 0)
+                           + (adj_k if k & 1 else 0), index) for k in range(4)]
+            yo_inc = [reg(f"yo_inc{kc}", step.yo + (g.dil_h if kc else 0), coord)
+                      for kc in (0, 1)]
+            xo_inc = [reg(f"xo_inc{k}", step.xo + (g.dil_w if k >> 1 else 0)
+                          - (kw_dw if k & 1 else 0), coord) for k in range(4)]
+            sc, sk = signed(cbits.width + 2), signed(kbits.width + 2)
+            # cc' = c + c_inc[cc] >= c_thr; kc' = kx + kx_inc[k] >= (kx_thr1 if cc' else
+            # kx_thr0).
+            c_next_thr = [reg(f"c_next_thr{cc}", c_thr - c_inc[cc], sc) for cc in (0, 1)]
+            kx_next_thr = [[reg(f"kx_next_thr{k}_{n}", (kx_thr1 if n else kx_thr0) - kx_inc[k],
+                                sk) for n in (0, 1)] for k in range(4)]
+            # The carries of each lane's first step in a window.
+            init_cc = [reg(f"init_cc{j}", init[j].c + step.c >= g.pixel_bytes)
+                       for j in range(simd)]
+            init_kc = [reg(f"init_kc{j}", Mux(init_cc[j], init[j].kx >= kx_thr1,
+                                              init[j].kx >= kx_thr0)) for j in range(simd)]
         init_now = Signal()                 # registered: the last setup cycle
         m.d.sync += init_now.eq((setup == 2) & ~self.start)
 
         # --- loop counters: generate one operation per `adv` --------------------------------
         gen_busy = Signal()                 # operations remain to be generated
-        occupancy = Signal(range(self.QUEUE_DEPTH + 1))
+        occupancy = Signal(range(self.QUEUE_DEPTH + 1))    # generated, not yet issued
+        filled = Signal(range(self.QUEUE_DEPTH + 1))       # of those, in the queue
+        # `adv`: generate an operation this cycle, a register (it enables most of the
+        # generator's registers), computed a cycle ahead from the next `gen_busy` and
+        # `occupancy`.
         adv = Signal()
-        m.d.comb += adv.eq(gen_busy & (occupancy != self.QUEUE_DEPTH))
+        layer_done = Signal()               # `adv` on the layer's last operation
 
         lanes = [Signal(lane_layout, name=f"lane{j}") for j in range(nlanes)]
+        if self.packing:        # the carries of each lane's next step (see above)
+            lane_cc = [Signal(name=f"lane{j}_cc") for j in range(simd)]
+            lane_kc = [Signal(name=f"lane{j}_kc") for j in range(simd)]
         op_rem = Signal(g.ops.shape())
         op_end = Signal()
         og_rem = Signal(count)
@@ -418,78 +472,92 @@ class WindowGenerator(wiring.Component):
         def reset_lanes():
             if self.packing:
                 m.d.sync += [lane.eq(lane_init) for lane, lane_init in zip(lanes, init)]
+                m.d.sync += [lane_cc[j].eq(init_cc[j]) for j in range(simd)]
+                m.d.sync += [lane_kc[j].eq(init_kc[j]) for j in range(simd)]
             else:       # plain format: lane 0 at the window's first position, all zero
                 m.d.sync += lanes[0].eq(0)
 
+        # The loop levels that move on with this operation, each one AND of registers (flat
+        # enables, not a chain of nested conditions).
+        step_op = adv & ~op_end                             # the next operation of a window
+        new_window = adv & op_end                           # the window's last: a new group
+        next_og = new_window & ~og_end
+        new_pixel = new_window & og_end                     # its last group: a new position
+        next_col = new_pixel & ~col_end
+        new_row = new_pixel & col_end
+        next_row = new_row & ~row_end
+        m.d.comb += layer_done.eq(new_row & row_end)
         with m.If(adv):
             m.d.sync += [waddr.eq(waddr + 1), first.eq(0)]
-            with m.If(~op_end):
-                m.d.sync += [op_rem.eq(op_rem - 1), op_end.eq(op_rem == 2)]
-                if self.packing:
-                    for lane in lanes:
-                        c_next = lane.c + step.c
-                        cc = c_next >= g.pixel_bytes
-                        kx_next = lane.kx + step.kx + cc
-                        kc = kx_next >= g.kw
-                        m.d.sync += [
-                            lane.c.eq(c_next - Mux(cc, g.pixel_bytes, 0)),
-                            lane.kx.eq(kx_next - Mux(kc, g.kw, 0)),
-                            lane.ky.eq(lane.ky + step.ky + kc),
-                            lane.off.eq(lane.off + step.off + Mux(cc, adj_c, 0)
-                                        + Mux(kc, adj_k, 0)),
-                            lane.yo.eq(lane.yo + step.yo + Mux(kc, g.dil_h, 0)),
-                            lane.xo.eq(lane.xo + step.xo + Mux(cc, g.dil_w, 0)
-                                       - Mux(kc, kw_dw, 0)),
-                        ]
-                else:
-                    # Plain format: the same steps with the carries as equalities on
-                    # registers (the last word of a pixel, the last tap of a row) and the
-                    # byte offset's three possible increments precomputed: one adder deep.
-                    lane = lanes[0]
-                    cc = lane.c == c_last
-                    kc = cc & (lane.kx == kw_last)
-                    m.d.sync += [
-                        lane.c.eq(Mux(cc, 0, lane.c + simd)),
-                        lane.kx.eq(Mux(kc, 0, lane.kx + cc)),
-                        lane.ky.eq(lane.ky + kc),
-                        lane.off.eq(lane.off + Mux(kc, inc_tap_row, Mux(cc, inc_tap, simd))),
-                        lane.yo.eq(lane.yo + Mux(kc, g.dil_h, 0)),
-                        lane.xo.eq(Mux(kc, 0, lane.xo + Mux(cc, g.dil_w, 0))),
+        with m.If(step_op):
+            m.d.sync += [op_rem.eq(op_rem - 1), op_end.eq(op_rem == 2)]
+            if self.packing:
+                # A lane's carries out of the channel and the column position, as
+                # comparisons of its own registers with per-layer thresholds, and its
+                # fields' increments, precomputed for each pair of carries: a comparison,
+                # a multiplexer and one adder deep.
+                for lane, cc, kc in zip(lanes, lane_cc, lane_kc):
+                    sel = Cat(kc, cc)
+                    choose = lambda incs: Mux(sel[1], Mux(sel[0], incs[3], incs[2]),
+                                              Mux(sel[0], incs[1], incs[0]))
+                    cc_next = Mux(cc, lane.c >= c_next_thr[1], lane.c >= c_next_thr[0])
+                    kc_next = Mux(cc_next, choose([lane.kx >= t[1] for t in kx_next_thr]),
+                                  choose([lane.kx >= t[0] for t in kx_next_thr]))
+                    m.d.sync += [cc.eq(cc_next), kc.eq(kc_next),
+                        lane.c.eq(lane.c + Mux(cc, c_inc[1], c_inc[0])),
+                        lane.kx.eq(lane.kx + choose(kx_inc)),
+                        lane.ky.eq(lane.ky + Mux(kc, ky_inc[1], ky_inc[0])),
+                        lane.off.eq(lane.off + choose(off_inc)),
+                        lane.yo.eq(lane.yo + Mux(kc, yo_inc[1], yo_inc[0])),
+                        lane.xo.eq(lane.xo + choose(xo_inc)),
                     ]
-            with m.Else():
-                m.d.sync += [op_rem.eq(g.ops), op_end.eq(g.ops == 1), first.eq(1)]
-                reset_lanes()
-                with m.If(~og_end):
-                    m.d.sync += [og_rem.eq(og_rem - 1), og_end.eq(og_rem == 2), og.eq(og + 1)]
-                with m.Else():
-                    m.d.sync += [og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1),
-                                 og.eq(0), waddr.eq(0)]
-                    with m.If(~col_end):
-                        nxt = win + g.stride_w_bytes
-                        nxt_bx_b = bx_b + g.stride_w_bytes
-                        m.d.sync += [
-                            win.eq(nxt), bx.eq(bx + g.stride_w),
-                            bx_b.eq(nxt_bx_b), col_end.eq(bx > x_last),
-                            prot_left.eq(Mux(row_flag, clamp(nxt_bx_b), 0)),
-                        ]
-                    with m.Else():
-                        m.d.sync += [bx.eq(x_start), bx_b.eq(x_start_bytes),
-                                     col_end.eq(first_col_end), prot_left.eq(0)]
-                        with m.If(~row_end):
-                            nxt = wrow + g.stride_h_bytes
-                            nxt_by_b = by_b + g.stride_h_bytes
-                            m.d.sync += [
-                                wrow.eq(nxt), win.eq(nxt),
-                                by.eq(by + g.stride_h), by_b.eq(nxt_by_b),
-                                row_end.eq(by > y_last), row_flag.eq(by > y_top),
-                                prot_top.eq(clamp(nxt_by_b)),
-                            ]
-                        with m.Else():
-                            m.d.sync += gen_busy.eq(0)
+            else:
+                # Plain format: the same steps with the carries as equalities on
+                # registers (the last word of a pixel, the last tap of a row) and the
+                # byte offset's three possible increments precomputed: one adder deep.
+                lane = lanes[0]
+                cc = lane.c == c_last
+                kc = cc & (lane.kx == kw_last)
+                m.d.sync += [
+                    lane.c.eq(Mux(cc, 0, lane.c + simd)),
+                    lane.kx.eq(Mux(kc, 0, lane.kx + cc)),
+                    lane.ky.eq(lane.ky + kc),
+                    lane.off.eq(lane.off + Mux(kc, inc_tap_row, Mux(cc, inc_tap, simd))),
+                    lane.yo.eq(lane.yo + Mux(kc, g.dil_h, 0)),
+                    lane.xo.eq(Mux(kc, 0, lane.xo + Mux(cc, g.dil_w, 0))),
+                ]
+        with m.If(new_window):
+            m.d.sync += [op_rem.eq(g.ops), op_end.eq(g.ops == 1), first.eq(1)]
+            reset_lanes()
+        with m.If(next_og):
+            m.d.sync += [og_rem.eq(og_rem - 1), og_end.eq(og_rem == 2), og.eq(og + 1)]
+        with m.If(new_pixel):
+            m.d.sync += [og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1),
+                         og.eq(0), waddr.eq(0)]
+        with m.If(next_col):
+            nxt = win + g.stride_w_bytes
+            nxt_bx_b = bx_b + g.stride_w_bytes
+            m.d.sync += [
+                win.eq(nxt), bx.eq(bx + g.stride_w),
+                bx_b.eq(nxt_bx_b), col_end.eq(bx > x_last),
+                prot_left.eq(Mux(row_flag, clamp(nxt_bx_b), 0)),
+            ]
+        with m.If(new_row):
+            m.d.sync += [bx.eq(x_start), bx_b.eq(x_start_bytes),
+                         col_end.eq(first_col_end), prot_left.eq(0)]
+        with m.If(next_row):
+            nxt = wrow + g.stride_h_bytes
+            nxt_by_b = by_b + g.stride_h_bytes
+            m.d.sync += [
+                wrow.eq(nxt), win.eq(nxt),
+                by.eq(by + g.stride_h), by_b.eq(nxt_by_b),
+                row_end.eq(by > y_last), row_flag.eq(by > y_top),
+                prot_top.eq(clamp(nxt_by_b)),
+            ]
 
         with m.If(init_now):
             m.d.sync += [
-                og.eq(0), first.eq(1), waddr.eq(0), gen_busy.eq(1),
+                og.eq(0), first.eq(1), waddr.eq(0),
                 op_rem.eq(g.ops), op_end.eq(g.ops == 1),
                 og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1),
                 bx.eq(x_start), by.eq(y_start), bx_b.eq(x_start_bytes), by_b.eq(y_start_bytes),
@@ -499,54 +567,72 @@ class WindowGenerator(wiring.Component):
             ]
             reset_lanes()
 
-        # --- the operation the counters point at ---------------------------------------------
-        inside = Signal(simd)
-        if self.packing:
-            addrs = [Signal(index, name=f"addr{j}") for j in range(simd)]
-            for j, lane in enumerate(lanes):
-                iy, ix = by + lane.yo, bx + lane.xo
-                m.d.comb += [
-                    addrs[j].eq(win + lane.off),
-                    inside[j].eq((lane.ky < g.kh) & (lane.c < g.in_channels)
-                                 & (iy >= 0) & (iy < g.height) & (ix >= 0) & (ix < g.width)),
-                ]
-            # The word the operation waits for: that of its last unmasked byte (the bytes of
-            # the unmasked lanes grow with the lane).
-            need = reduce(lambda acc, j: Mux(inside[j], addrs[j], acc), range(simd), addrs[0])
-            # Lane j reads bank (rot + j) mod SIMD, so bank b serves lane (b - rot) mod SIMD.
-            lane_rows = [a[sbits:sbits + row_bits] for a in addrs]
-            if sbits:
-                rot = addrs[0][:sbits]
-                bank_rows = rotate(lane_rows, (-rot)[:sbits])
-            else:
-                rot, bank_rows = Const(0, 1), lane_rows
-        else:
-            # One word per operation, channels c .. c + SIMD - 1 of one tap.
-            lane = lanes[0]
-            addr = Signal(index, name="addr0")
-            iy, ix = by + lane.yo, bx + lane.xo
-            tap = Signal()
-            m.d.comb += [
-                addr.eq(win + lane.off),
-                tap.eq((lane.ky < g.kh) & (iy >= 0) & (iy < g.height)
-                       & (ix >= 0) & (ix < g.width)),
-            ]
-            # Lane j is inside iff c + j < Cin: j below the channels left from c.
-            left = Signal(index, name="channels_left")
-            m.d.comb += left.eq(g.in_channels - lane.c)
-            for j in range(simd):
-                m.d.comb += inside[j].eq(tap & (left > j))
-            need = addr
-            rot = Const(0, 1)
-            bank_rows = [addr[sbits:sbits + row_bits]] * simd
-
-        # --- queue of generated operations ----------------------------------------------------
+        # --- stage 1: the operation the counters point at, registered -----------------------
+        # Each lane's byte address, image position and in-window test, and the operation's
+        # fields, one cycle after `adv`: the queue's inputs start from registers.
         op_layout = data.StructLayout({
             "rows": data.ArrayLayout(unsigned(max(row_bits, 1)), simd), "rot": range(simd),
             "mask": simd, "need": index, "protect": index,
             "waddr": self.weight_addr.shape(), "og": og.shape(),
             "first": 1, "last": 1, "final": 1,
         })
+        s1_valid = Signal()
+        s1 = Signal(op_layout, name="s1")   # the fields below; rows, rot, mask, need later
+        m.d.sync += [
+            s1_valid.eq(adv),
+            s1.protect.eq((prot_top + prot_left) >> sbits), s1.waddr.eq(waddr), s1.og.eq(og),
+            s1.first.eq(first), s1.last.eq(op_end), s1.final.eq(og_end & col_end & row_end),
+        ]
+        a1 = [Signal(index, name=f"addr{j}") for j in range(nlanes)]
+        iy1 = [Signal(coord, name=f"iy{j}") for j in range(nlanes)]
+        ix1 = [Signal(coord, name=f"ix{j}") for j in range(nlanes)]
+        kin1 = Signal(nlanes)               # the lane's tap and channel are in the window
+        for j, lane in enumerate(lanes):
+            in_kernel = lane.ky < g.kh
+            if self.packing:
+                in_kernel &= lane.c < g.in_channels
+            m.d.sync += [a1[j].eq(win + lane.off), iy1[j].eq(by + lane.yo),
+                         ix1[j].eq(bx + lane.xo), kin1[j].eq(in_kernel)]
+        lane_in = [kin1[j] & (iy1[j] >= 0) & (iy1[j] < g.height) & (ix1[j] >= 0)
+                   & (ix1[j] < g.width) for j in range(nlanes)]
+
+        inside = Signal(simd)
+        if self.packing:
+            # Stage 2: the lanes' in-window tests, registered with the addresses.
+            q_valid, q_op = Signal(), Signal(op_layout, name="s2")
+            a2 = [Signal(index, name=f"addr2_{j}") for j in range(simd)]
+            m.d.sync += [q_valid.eq(s1_valid), q_op.eq(s1), inside.eq(Cat(*lane_in))]
+            m.d.sync += [a2[j].eq(a1[j]) for j in range(simd)]
+            # The word the operation waits for: that of its last unmasked byte (the bytes of
+            # the unmasked lanes grow with the lane), a balanced priority tree.
+            def last_inside(lo, hi):
+                if hi - lo == 1:
+                    return inside[lo], a2[lo]
+                mid = (lo + hi) // 2
+                any_lo, a_lo = last_inside(lo, mid)
+                any_hi, a_hi = last_inside(mid, hi)
+                return any_lo | any_hi, Mux(any_hi, a_hi, a_lo)
+            need = last_inside(0, simd)[1]
+            # Lane j reads bank (rot + j) mod SIMD, so bank b serves lane (b - rot) mod SIMD.
+            lane_rows = [a[sbits:sbits + row_bits] for a in a2]
+            if sbits:
+                rot = a2[0][:sbits]
+                bank_rows = rotate(lane_rows, (-rot)[:sbits])
+            else:
+                rot, bank_rows = Const(0, 1), lane_rows
+        else:
+            q_valid, q_op = s1_valid, s1
+            # One word per operation, channels c .. c + SIMD - 1 of one tap: lane j is inside
+            # iy its tap is and c + j < Cin, j below the channels left from c (registered).
+            left = Signal(index, name="channels_left")
+            m.d.sync += left.eq(g.in_channels - lanes[0].c)
+            for j in range(simd):
+                m.d.comb += inside[j].eq(lane_in[0] & (left > j))
+            need = a1[0]
+            rot = Const(0, 1)
+            bank_rows = [a1[0][sbits:sbits + row_bits]] * simd
+
+        # --- queue of generated operations ----------------------------------------------------
         slots = [Signal(op_layout, name=f"op{k}") for k in range(self.QUEUE_DEPTH)]
         arrived = [Signal(name=f"arrived{k}") for k in range(self.QUEUE_DEPTH)]
         wp = Signal(range(self.QUEUE_DEPTH))
@@ -555,54 +641,65 @@ class WindowGenerator(wiring.Component):
         head_arrived = Signal()
         # Plain multiplexers, not a switch process: Icarus would leave its outputs undefined
         # until the first change of a process input.
-        pick = lambda values: reduce(lambda acc, k: Mux(rp == k, values[k], acc),
-                                     range(1, len(values)), values[0])
+        def pick(values):           # a tree on the read pointer's bits
+            values = values + values[-1:] * ((1 << len(rp)) - len(values))
+            for bit in range(len(rp)):
+                values = [Mux(rp[bit], hi, lo) for lo, hi in zip(values[::2], values[1::2])]
+            return values[0]
         m.d.comb += [head.eq(pick(slots)), head_arrived.eq(pick(arrived))]
         bump = lambda p: Mux(p == self.QUEUE_DEPTH - 1, 0, p + 1)
 
         new = Signal(op_layout)
-        need_word = need >> sbits
         m.d.comb += [
-            new.rot.eq(rot), new.mask.eq(inside), new.need.eq(need_word),
-            new.protect.eq((prot_top + prot_left) >> sbits), new.waddr.eq(waddr),
-            new.og.eq(og), new.first.eq(first), new.last.eq(op_end),
-            new.final.eq(og_end & col_end & row_end),
+            new.eq(q_op), new.rot.eq(rot), new.mask.eq(inside), new.need.eq(need >> sbits),
         ]
         for b in range(simd):
             m.d.comb += new.rows[b].eq(bank_rows[b])
+        # An operation that reads a word enters the queue not arrived; `arrived` is then
+        # refreshed from `written` every cycle (one comparison on registers).
         for k in range(self.QUEUE_DEPTH):
-            with m.If(adv & (wp == k)):
-                m.d.sync += [slots[k].eq(new),
-                             arrived[k].eq(~inside.any() | (need_word < self.written))]
+            with m.If(q_valid & (wp == k)):
+                m.d.sync += [slots[k].eq(new), arrived[k].eq(~inside.any())]
             with m.Else():
                 m.d.sync += arrived[k].eq(arrived[k] | (slots[k].need < self.written))
-        with m.If(adv):
+        with m.If(q_valid):
             m.d.sync += wp.eq(bump(wp))
 
         # --- issue -------------------------------------------------------------------------
-        queued = Signal()
+        queued = Signal()                   # operations in the queue
         m.d.comb += [
-            queued.eq(occupancy != 0),
+            queued.eq(filled != 0),
             self.valid.eq(queued & head_arrived & (~head.first | self.credit)),
             self.waiting.eq(queued & ~head_arrived),
             self.first.eq(head.first), self.last.eq(head.last), self.final.eq(head.final),
             self.mask.eq(head.mask), self.rot.eq(head.rot),
             self.weight_addr.eq(head.waddr), self.og.eq(head.og),
-            self.busy.eq((setup != 0) | gen_busy | queued),
+            self.busy.eq((setup != 0) | gen_busy | (occupancy != 0)),
         ]
         for b in range(simd):
             m.d.comb += self.rows[b].eq(head.rows[b])
         with m.If(self.valid):
             m.d.sync += rp.eq(bump(rp))
-        m.d.sync += occupancy.eq(occupancy + adv - self.valid)
+        busy_next = Mux(self.start, 0, init_now | (gen_busy & ~layer_done))
+        occupancy_next = occupancy + adv - self.valid
+        m.d.sync += [gen_busy.eq(busy_next),
+                     adv.eq(busy_next & (occupancy_next != self.QUEUE_DEPTH)),
+                     occupancy.eq(occupancy_next),
+                     filled.eq(filled + q_valid - self.valid)]
+        # The oldest operation not issued yet: in the queue, in stage 2, in stage 1, or the
+        # counters' next.
         with m.If(queued):
             m.d.sync += self.protect.eq(head.protect)
+        if self.packing:
+            with m.Elif(q_valid):
+                m.d.sync += self.protect.eq(q_op.protect)
+        with m.Elif(s1_valid):
+            m.d.sync += self.protect.eq(s1.protect)
         with m.Elif(gen_busy):
             m.d.sync += self.protect.eq((prot_top + prot_left) >> sbits)
 
         with m.If(self.start):
-            m.d.sync += [setup.eq(self.SETUP_CYCLES), gen_busy.eq(0), occupancy.eq(0),
-                         wp.eq(0), rp.eq(0), self.protect.eq(0)]
+            m.d.sync += [setup.eq(self.SETUP_CYCLES), occupancy.eq(0), filled.eq(0), s1_valid.eq(0), wp.eq(0), rp.eq(0), self.protect.eq(0)]
             if self.packing:
-                m.d.sync += [walk.eq(0), walk_k.eq(0)]
+                m.d.sync += [walk.eq(0), walk_k.eq(0), q_valid.eq(0)]
         return m
