@@ -623,11 +623,10 @@ class WindowGenerator(wiring.Component):
         else:
             q_valid, q_op = s1_valid, s1
             # One word per operation, channels c .. c + SIMD - 1 of one tap: lane j is inside
-            # iy its tap is and c + j < Cin, j below the channels left from c (registered).
-            left = Signal(index, name="channels_left")
-            m.d.sync += left.eq(g.in_channels - lanes[0].c)
-            for j in range(simd):
-                m.d.comb += inside[j].eq(lane_in[0] & (left > j))
+            # if its tap is and c + j < Cin, j below the channels left from c (registered).
+            chans = Signal(simd, name="chans1")
+            m.d.sync += [chans[j].eq(g.in_channels - lanes[0].c > j) for j in range(simd)]
+            m.d.comb += inside.eq(Mux(lane_in[0], chans, 0))
             need = a1[0]
             rot = Const(0, 1)
             bank_rows = [a1[0][sbits:sbits + row_bits]] * simd
@@ -681,10 +680,12 @@ class WindowGenerator(wiring.Component):
         with m.If(self.valid):
             m.d.sync += rp.eq(bump(rp))
         busy_next = Mux(self.start, 0, init_now | (gen_busy & ~layer_done))
-        occupancy_next = occupancy + adv - self.valid
-        m.d.sync += [gen_busy.eq(busy_next),
-                     adv.eq(busy_next & (occupancy_next != self.QUEUE_DEPTH)),
-                     occupancy.eq(occupancy_next),
+        # Room next cycle: an issue makes room (`adv` implies occupancy < QUEUE_DEPTH), else
+        # comparisons of the register with constants; `valid` enters last.
+        room_next = self.valid | Mux(adv, occupancy != self.QUEUE_DEPTH - 1,
+                                     occupancy != self.QUEUE_DEPTH)
+        m.d.sync += [gen_busy.eq(busy_next), adv.eq(busy_next & room_next),
+                     occupancy.eq(occupancy + adv - self.valid),
                      filled.eq(filled + q_valid - self.valid)]
         # The oldest operation not issued yet: in the queue, in stage 2, in stage 1, or the
         # counters' next.
