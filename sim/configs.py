@@ -47,6 +47,16 @@ ENGINE_ICE40 = {"pe": 1, "simd": 4, "max_kernel": 5, "max_width": 32, "max_heigh
                 "fifo_depth": 2, "counter_width": 24, "narrow_registers": True,
                 "no_rw_check": True, "packing": False, "queued_starts": False}
 
+#: The large configuration that fills an ECP5 LFE5U-85F: 128 MACs as SIMD 16 x PE 8 (16-byte
+#: input words, 8 output channels per group: channel counts such as 20 leave fewer PE rows
+#: idle than with PE 16), one MULT18X18D per MAC. The 156 DSPs leave 28 for requantization,
+#: so four requantize units (16 DSPs) are shared by the eight PE lanes: a group of outputs
+#: takes two cycles there, hidden behind any window of two or more MAC operations (every
+#: layer with more than 16 products per output). The other limits are the default's; the
+#: memories keep the default's bits (a 16-byte word, half the line-buffer rows and weight
+#: words).
+ENGINE_LARGE = {"pe": 8, "simd": 16, "requant_lanes": 4}
+
 
 def _macs(params: dict) -> int | None:
     pe, simd = params.get("pe"), params.get("simd")
@@ -187,6 +197,10 @@ register(_engine("default", "conv engine, default configuration (ECP5 LFE5U-85F 
                  device_params={"ecp5": {"dsp": "ecp5"}}))
 register(_engine("ice40", "conv engine, small configuration for an iCE40 UP5K (8 DSPs at most)",
                  ENGINE_ICE40, {"ecp5": 150.0, "ice40": 40.0}))
+register(_engine("large", "conv engine, 128 MACs (SIMD 16 x PE 8) for an ECP5 LFE5U-85F; "
+                          "on ECP5 the MAC products are registered inside the MULT18X18D",
+                 ENGINE_LARGE, {"ecp5": 150.0, "ice40": 40.0},
+                 device_params={"ecp5": {"dsp": "ecp5"}}))
 register(Config(
     name="requantize", summary="requantize unit (int32 -> int8/uint8) with AXI-Stream ports",
     module="rtl.requantize", cls="RequantizeAxis", toplevel="convcore_requantize",

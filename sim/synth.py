@@ -708,7 +708,7 @@ def markdown(r) -> str:
 
 
 #: What ``make synth`` (``--all``) builds: the default configuration on ECP5, the small one on iCE40.
-STANDARD_RUNS = (("default", "ecp5"), ("ice40", "ice40"))
+STANDARD_RUNS = (("default", "ecp5"), ("large", "ecp5"), ("ice40", "ice40"))
 #: Placement seeds of ``make synth``: the reported Fmax is the worst of them.
 STANDARD_SEEDS = 3
 #: What ``make synth-blocks`` (``--blocks``) builds: each block of the standard configurations on

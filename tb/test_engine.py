@@ -334,6 +334,15 @@ SWEEPS = {"small": lambda seed: small_sweep() + illegal_cases() + [Case(3, 3, 5,
                                  Case(16, 16, 12, 12, k=(3, 3), pads=(1, 1, 1, 1), relu=True,
                                       pool=MaxPool(2, 2)),
                                  Case(64, 0, 9, 9, alone=True, pool=MaxPool(3, 2), stalls=True)],
+          # The large configuration (SIMD 16 x PE 8, four requantize units for the eight PE
+          # lanes): the smoke cases, a packed first layer, 20 output channels (a last group
+          # of four), a 1x1 layer whose groups outrun the shared requantizers, a full-rate
+          # 64 -> 64 layer.
+          "large-config": lambda seed: SWEEPS["smoke"](seed) + [
+              Case(3, 16, 32, 32, k=(5, 5), pads=(2, 2, 2, 2), relu=True),
+              Case(16, 20, 16, 16, k=(5, 5), pads=(2, 2, 2, 2), relu=True, stalls=True),
+              Case(16, 24, 9, 7, k=(1, 1), out="uint8", stalls=True),
+              Case(64, 64, 16, 16, k=(3, 3), pads=(1, 1, 1, 1), perf=True)],
           # Not run by pytest: the lecture's layers and the ConvNetJS CIFAR-10 convs on the
           # default configuration (utilization figures; see the log).
           "lecture": lambda seed: [
@@ -607,7 +616,7 @@ async def engine_config_latched(dut):
         if configure:
             await drv.configure(layer)
         await drv.start(layer.name)
-        await drv.source.send(pack_input(x, hw.simd))
+        await drv.source.send(pack_input(x, hw.simd, row_pitch(layer, hw.simd, hw.packing)))
         if configure:
             await drv.configure(second)          # while `first` runs
         frame = await with_timeout(drv.sink.recv(), watchdog_ns(Case(8, 8, 6, 6)), "ns")
@@ -781,6 +790,12 @@ def test_engine_ice40_config_icarus():
 
 def test_engine_default_config_verilator():
     _run("verilator", {}, "smoke")
+
+
+def test_engine_large_config_verilator():
+    """The large ECP5 configuration of ``make synth`` (:data:`sim.configs.ENGINE_LARGE`)."""
+    from sim.configs import ENGINE_LARGE
+    _run("verilator", ENGINE_LARGE, "large-config")
 
 
 def test_engine_with_ecp5_multipliers():
