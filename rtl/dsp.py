@@ -18,7 +18,12 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Ecp5Multiplier", "MULT_WIDTH", "STAGES"]
+__all__ = ["Ecp5Multiplier", "DSPS", "MULT_WIDTH", "STAGES"]
+
+#: How a unit builds its multipliers: ``"generic"`` (a ``$mul`` between fabric registers; the
+#: synthesis tool picks the DSP block) or ``"ecp5"`` (:class:`Ecp5Multiplier`, registered
+#: inside the DSP block).
+DSPS = ("generic", "ecp5")
 
 #: Operand width of the ECP5 sysDSP multiplier.
 MULT_WIDTH = 18
@@ -40,6 +45,10 @@ class Ecp5Multiplier(wiring.Component):
     ----------
     a_width, b_width : int
         Operand widths, 1 to 18 bits each (two's complement, sign-extended to 18 bits).
+    enable : bool
+        Give the registers a clock enable, the ``en`` member (``CE0``): they load only
+        when it is high, as the registers of a pipeline that can stall. Without it they load
+        every cycle.
     stages : tuple of str
         Registers used in the DSP block: ``"input"`` and any of ``"pipeline"`` and
         ``"output"``.
@@ -51,12 +60,14 @@ class Ecp5Multiplier(wiring.Component):
 
     Members
     -------
+    en : ``In(1)``
+        Only with ``enable``: the registers' clock enable.
     a : ``In(signed(a_width))``
     b : ``In(signed(b_width))``
     p : ``Out(signed(a_width + b_width))``
     """
 
-    def __init__(self, a_width, b_width, stages=STAGES):
+    def __init__(self, a_width, b_width, stages=STAGES, enable=False):
         for name, value in (("a_width", a_width), ("b_width", b_width)):
             if (not isinstance(value, int) or isinstance(value, bool)
                     or not 1 <= value <= MULT_WIDTH):
@@ -67,13 +78,19 @@ class Ecp5Multiplier(wiring.Component):
                 or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages)):
             raise ValueError(f"stages must hold 'input' and any of 'pipeline' and 'output', "
                              f"each once, not {stages!r}")
+        if not isinstance(enable, bool):
+            raise TypeError(f"enable must be a bool, not {enable!r}")
         self.a_width, self.b_width = a_width, b_width
         self.stages = tuple(s for s in STAGES if s in stages)
         self.latency = len(self.stages)
-        super().__init__({
+        self.enable = enable
+        members = {
             "a": In(signed(a_width)), "b": In(signed(b_width)),
             "p": Out(signed(a_width + b_width)),
-        })
+        }
+        if enable:
+            members["en"] = In(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -86,7 +103,8 @@ class Ecp5Multiplier(wiring.Component):
             "p_MULT_BYPASS": "DISABLED", "p_GSR": "DISABLED", "p_RESETMODE": "SYNC",
             "i_SIGNEDA": Const(1), "i_SIGNEDB": Const(1),
             "i_SOURCEA": Const(0), "i_SOURCEB": Const(0),
-            "i_CLK0": ClockSignal(), "i_CE0": Const(1), "i_RST0": Const(0),
+            "i_CLK0": ClockSignal(), "i_CE0": self.en if self.enable else Const(1),
+            "i_RST0": Const(0),
         }
         for k in range(MULT_WIDTH):  # sign extension to 18 bits: repeat the top bit
             ports[f"i_A{k}"] = a[min(k, self.a_width - 1)]

@@ -646,7 +646,8 @@ class ConvEngine(wiring.Component):
         rqs = []
         for r in range(lanes_r):
             rq = Requantize(acc_width=ACC_WIDTH, mult_width=MULT_WIDTH, shift_width=SHIFT_WIDTH,
-                            out_width=DATA_WIDTH, iterative=self.requant_iterative)
+                            out_width=DATA_WIDTH, iterative=self.requant_iterative,
+                            dsp=self.dsp)
             m.submodules[f"rq{r}"] = rq
             rqs.append(rq)
             lanes = [j * lanes_r + r for j in range(passes)]

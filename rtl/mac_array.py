@@ -16,7 +16,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.dsp import STAGES, Ecp5Multiplier
+from rtl.dsp import DSPS, STAGES, Ecp5Multiplier
 from rtl.streams import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH
 
 __all__ = ["MacArray", "tree_depth", "DSPS", "ECP5_STAGES", "OPERAND_WIDTH", "ACC_WIDTH",
@@ -24,9 +24,6 @@ __all__ = ["MacArray", "tree_depth", "DSPS", "ECP5_STAGES", "OPERAND_WIDTH", "AC
 
 #: Width of an operand after the zero-point subtraction: -255..255.
 OPERAND_WIDTH = DATA_WIDTH + 1
-#: How the multipliers are built: ``"generic"`` (a ``$mul`` between two fabric registers; the
-#: synthesis tool picks the DSP block) or ``"ecp5"`` (a :class:`rtl.dsp.Ecp5Multiplier`).
-DSPS = ("generic", "ecp5")
 #: Registers of the ECP5 DSP blocks that the ``"ecp5"`` multipliers use.
 ECP5_STAGES = STAGES
 

@@ -19,6 +19,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.dsp import DSPS, Ecp5Multiplier
 from rtl.streams import axis_members, connect_axis, payload_layout, tdata_layout
 
 __all__ = ["Requantize", "RequantizeAxis", "input_layout", "output_layout", "axis_tdata_layout"]
@@ -163,6 +164,12 @@ class Requantize(wiring.Component):
     iterative : bool
         Multiply over several cycles on one ``16 x 16`` multiplier (see above) instead of
         the pipelined partial products (default False: one sample per cycle).
+    dsp : str
+        How the pipelined variant's partial products are built (:data:`rtl.dsp.DSPS`):
+        ``"generic"`` multiplies between the stage-1 and stage-2 fabric registers; ``"ecp5"``
+        in MULT18X18D primitives whose input and output registers are those stages (enabled
+        with the pipeline; a vendor primitive, for ECP5 synthesis). The iterative variant
+        ignores it.
 
     Attributes
     ----------
@@ -198,9 +205,14 @@ class Requantize(wiring.Component):
     #: Latency of the pipelined variant, its number of stages; see the class docstring.
     latency = PIPELINE_STAGES
 
-    def __init__(self, acc_width=32, mult_width=31, shift_width=6, out_width=8, iterative=False):
+    def __init__(self, acc_width=32, mult_width=31, shift_width=6, out_width=8, iterative=False,
+                 dsp="generic"):
         if not isinstance(iterative, bool):
             raise TypeError(f"iterative must be a bool, not {iterative!r}")
+        if dsp not in DSPS:
+            raise ValueError(f"dsp must be one of {', '.join(map(repr, DSPS))}, "
+                             f"not {dsp!r}")
+        self.dsp = dsp
         _check_int("acc_width", acc_width, 2)
         _check_int("mult_width", mult_width, 1)
         _check_int("shift_width", shift_width, 1)
@@ -269,11 +281,11 @@ class Requantize(wiring.Component):
             s7 = self._iterative_product(m, advance, feed, side)
         else:
             m.d.comb += [self.i.ready.eq(advance), feed.eq(self.i.valid)]
-            s7 = self._shift(m, stage, self._pipelined_product(m, stage, side))
+            s7 = self._shift(m, stage, self._pipelined_product(m, stage, side, advance))
         self._clamp(m, stage, s7)
         return m
 
-    def _pipelined_product(self, m, stage, side):
+    def _pipelined_product(self, m, stage, side, advance):
         """Stages 1 to 5: the product of four partial products in a pipeline."""
         aw, mw = self.acc_width, self.mult_width
         prod_width = aw + mw
@@ -290,11 +302,34 @@ class Requantize(wiring.Component):
         i = s1.payload
         acc_lo, acc_hi = i.acc.as_unsigned()[:a_lo], i.acc.as_unsigned()[a_lo:]
         mult_lo, mult_hi = i.multiplier[:m_lo], i.multiplier[m_lo:]
-        products = {"ll": acc_lo * mult_lo, "hl": acc_hi * mult_lo}
+        pairs = {"ll": (acc_lo, mult_lo), "hl": (acc_hi, mult_lo)}
         if m_hi:
-            products.update(lh=acc_lo * mult_hi, hh=acc_hi * mult_hi)
-        s2 = stage(2, **products, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
-                   side=(side, _side_bits(i)))
+            pairs.update(lh=(acc_lo, mult_hi), hh=(acc_hi, mult_hi))
+        if self.dsp == "ecp5":
+            # Each partial product in a MULT18X18D whose input registers load what stage 1
+            # loads (the input sample's operand bits) and whose output register is stage 2,
+            # both enabled by `advance`: the multiply runs between DSP registers.
+            new = self.i.payload
+            n_acc, n_mult = new.acc.as_unsigned(), new.multiplier
+            sources = {"ll": (n_acc[:a_lo], n_mult[:m_lo]), "hl": (n_acc[a_lo:], n_mult[:m_lo]),
+                       "lh": (n_acc[:a_lo], n_mult[m_lo:]), "hh": (n_acc[a_lo:], n_mult[m_lo:])}
+            products = {}
+            for name, (a, b) in pairs.items():
+                dsp = Ecp5Multiplier(len(a) + 1, len(b) + 1, stages=("input", "output"),
+                                     enable=True)
+                m.submodules[f"mul_{name}"] = dsp
+                na, nb = sources[name]
+                m.d.comb += [dsp.a.eq(na.as_unsigned()), dsp.b.eq(nb.as_unsigned()),
+                             dsp.en.eq(advance)]
+                products[name] = (unsigned(len(a) + len(b)), dsp.p[:len(a) + len(b)])
+            s2 = stage(2, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
+                       side=(side, _side_bits(i)))
+            for name, (shape, value) in products.items():
+                setattr(s2, name, value)
+        else:
+            products = {name: a * b for name, (a, b) in pairs.items()}
+            s2 = stage(2, **products, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
+                       side=(side, _side_bits(i)))
 
         # Stage 3: the low and the high half of the unsigned product |acc| * multiplier pattern.
         if m_hi:

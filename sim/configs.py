@@ -204,7 +204,8 @@ register(_engine("large", "conv engine, 128 MACs (SIMD 16 x PE 8) for an ECP5 LF
 register(Config(
     name="requantize", summary="requantize unit (int32 -> int8/uint8) with AXI-Stream ports",
     module="rtl.requantize", cls="RequantizeAxis", toplevel="convcore_requantize",
-    params={"acc_width": 32, "mult_width": 31, "shift_width": 6, "out_width": 8}))
+    params={"acc_width": 32, "mult_width": 31, "shift_width": 6, "out_width": 8},
+    device_params={"ecp5": {"dsp": "ecp5"}}))
 register(Config(
     name="mac-default", summary="PE x SIMD MAC array alone, PE and SIMD of 'default' "
                                 "(on ECP5: products registered inside the MULT18X18D)",

@@ -34,6 +34,7 @@ from rtl.requantize import (Requantize, RequantizeAxis, axis_tdata_layout, input
                              output_layout)
 from sim import toolchain
 from tb.axis import HandshakeMonitor, random_pause, split_frames
+from tb.testing import MULT18X18D_MODEL
 
 # Several tests build components only to inspect them or to see their constructor fail.
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -54,7 +55,10 @@ SCALE_OCTAVES = 9
 CONFIG_ENV = "CONVCORE_REQUANTIZE_CONFIG"
 DEFAULT_CONFIG = {"acc_width": 32, "mult_width": 31, "shift_width": 6, "out_width": 8}
 #: The configurations the simulators run: both variants of the unit.
-CONFIGS = {"pipelined": DEFAULT_CONFIG, "iterative": {**DEFAULT_CONFIG, "iterative": True}}
+#: The variants: pipelined, iterative, and pipelined with its partial products in ECP5
+#: MULT18X18D primitives (simulated with their behavioural model).
+CONFIGS = {"pipelined": DEFAULT_CONFIG, "iterative": {**DEFAULT_CONFIG, "iterative": True},
+           "ecp5": {**DEFAULT_CONFIG, "dsp": "ecp5"}}
 DTYPES = {0: np.dtype(np.int8), 1: np.dtype(np.uint8)}
 #: Clock period and idle/stall probability of the Amaranth-simulator runs.
 CLOCK_PERIOD_S = 1e-8
@@ -333,7 +337,8 @@ def test_requantize(sim, variant):
     toplevel = "requantize_axis"
     key = config_key(toplevel, config)
     source = emit_verilog(RequantizeAxis(**config), toplevel=toplevel, key=key)
-    run_cocotb(sim, sources=[source], toplevel=toplevel, key=key, test_module=__name__,
+    models = [MULT18X18D_MODEL] if config.get("dsp") == "ecp5" else []
+    run_cocotb(sim, sources=[source, *models], toplevel=toplevel, key=key, test_module=__name__,
                extra_env={CONFIG_ENV: json.dumps(config)})
 
 
@@ -351,6 +356,7 @@ def test_requantize(sim, variant):
     ({"out_width": 1}, ValueError, "out_width must be at least 2, not 1"),
     ({"out_width": "8"}, TypeError, "out_width must be an integer, not '8'"),
     ({"iterative": 1}, TypeError, "iterative must be a bool, not 1"),
+    ({"dsp": "ice40"}, ValueError, "dsp must be one of 'generic', 'ecp5', not 'ice40'"),
 ])
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error) as info:
