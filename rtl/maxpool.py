@@ -287,11 +287,14 @@ class MaxPool(wiring.Component):
 
     Pipeline: the sequencer issues one operation per cycle (an input beat, or a flush of a
     window that ended on the last column or row); stage 1 reads, updates and writes the
-    horizontal memory word of the beat's channel group, stage 2 the vertical word of the
-    output column and group when a horizontal window ends, then the output register. A
-    memory word written in one cycle is read by the next operation through a transparent
-    read port, so back-to-back updates of the same word (one group, one output column) are
-    exact. Setup after ``start``: ``SETUP_LEVELS + 2`` cycles plus the larger begin pad.
+    horizontal memory word of the beat's channel group, stages 2 and 3 the vertical word of
+    the output column and group when a horizontal window ends (read, registered, then
+    updated and written), then the output register. A horizontal word written in one cycle
+    is read by the next operation through a transparent read port; a vertical word is read
+    before the two operations ahead have written theirs, and their words are forwarded when
+    the address is the same. So back-to-back updates of the same word (one group, one output
+    column) are exact. Setup after ``start``: ``SETUP_LEVELS + 2`` cycles plus the larger
+    begin pad.
 
     Parameters
     ----------
@@ -453,7 +456,9 @@ class MaxPool(wiring.Component):
         hw_port = hmem.write_port()
         hr_port = hmem.read_port(transparent_for=(hw_port,))
         vw_port = vmem.write_port()
-        vr_port = vmem.read_port(transparent_for=(vw_port,))
+        # Not transparent: its word is registered once more (P3) and the two writes that can
+        # be in flight meanwhile are forwarded (below).
+        vr_port = vmem.read_port()
 
         # --- control ---------------------------------------------------------------------
         busy, running, done, last_error = (Signal(name=n) for n in (
@@ -470,7 +475,8 @@ class MaxPool(wiring.Component):
         fcount = Signal.like(hcount, name="fcount")                    # vertical flush address
 
         # Pipeline: P0 = the operation the sequencer issues, P1 = horizontal read-modify-write,
-        # P2 = vertical read-modify-write, then the output register. Everything moves on `adv`.
+        # P2 = vertical read, P3 = vertical modify-write, then the output register. Everything
+        # moves on `adv`.
         adv = Signal()
         fire = Signal()
         OP_IN, OP_HFLUSH, OP_VFLUSH = 1, 2, 3        # nonzero, see is_zero
@@ -482,10 +488,10 @@ class MaxPool(wiring.Component):
             "vaddr": hcount.shape(), "vlast": 1,
         })
         p0 = Signal(ctrl)
-        p1, p2 = Signal(ctrl, name="p1"), Signal(ctrl, name="p2")
-        p1_valid, p2_valid = Signal(), Signal()
+        p1, p2, p3 = Signal(ctrl, name="p1"), Signal(ctrl, name="p2"), Signal(ctrl, name="p3")
+        p1_valid, p2_valid, p3_valid = Signal(), Signal(), Signal()
         p1_data = Signal(lane_vec)
-        p2_hv = Signal(lane_vec)
+        p2_hv, p3_hv = Signal(lane_vec), Signal(lane_vec, name="p3_hv")
         out_valid = Signal()
         out_payload = Signal(self.beat_layout)
 
@@ -524,27 +530,46 @@ class MaxPool(wiring.Component):
                 p2.eq(p1), p2_hv.eq(_select(p1.h_slot, [h_new[j] for j in range(slots)])),
             ]
 
-        # P2: vertical update, output.
-        v_old = vr_port.data
+        # P2: the vertical word read (registered into P3 with the operation).
+        v_rd = Signal(word, name="v_rd")
+        with m.If(adv):
+            m.d.sync += [p3_valid.eq(p2_valid), p3.eq(p2), p3_hv.eq(p2_hv),
+                         v_rd.eq(vr_port.data)]
+
+        # P3: vertical update, output. P3's word was read when the operation left P1, before
+        # the writes of the two operations ahead of it (the one now leaving P3 wrote in the
+        # same cycle): those are forwarded, the nearest first, by flags registered beside it.
+        p3_writes = p3_valid & (p3.kind != OP_VFLUSH)
         v_new = Signal(word)
+        w1, w2 = Signal(word, name="w1"), Signal(word, name="w2")      # the last two writes
+        w1_en, w1_addr = Signal(), Signal.like(p3.vaddr, name="w1_addr")
+        fwd1, fwd2 = Signal(), Signal()
+        with m.If(adv):
+            m.d.sync += [w1.eq(v_new), w1_en.eq(p3_writes), w1_addr.eq(p3.vaddr), w2.eq(w1),
+                         fwd1.eq(p3_writes & (p3.vaddr == p2.vaddr)),
+                         fwd2.eq(w1_en & (w1_addr == p2.vaddr))]
+        with m.If(latch):
+            m.d.sync += w1_en.eq(0)
+        v_old = Signal(word, name="v_old")
+        m.d.comb += v_old.eq(Mux(fwd1, w1, Mux(fwd2, w2, v_rd)))
         for j in range(slots):
             for lane in range(lanes):
-                old, new = v_old[j][lane], p2_hv[lane]
+                old, new = v_old[j][lane], p3_hv[lane]
                 m.d.comb += v_new[j][lane].eq(Mux(
-                    p2.v_tap[j] & (p2.v_fresh[j] | (new > old)), new, old))
+                    p3.v_tap[j] & (p3.v_fresh[j] | (new > old)), new, old))
         m.d.comb += [
-            vw_port.addr.eq(p2.vaddr), vw_port.data.eq(v_new),
-            vw_port.en.eq(adv & p2_valid & (p2.kind != OP_VFLUSH)),
+            vw_port.addr.eq(p3.vaddr), vw_port.data.eq(v_new),
+            vw_port.en.eq(adv & p3_writes),
         ]
-        p2_emit = Signal()
-        m.d.comb += p2_emit.eq(p2_valid & p2.v_emit)
-        m.d.comb += adv.eq(~(p2_emit & out_valid & ~self.o.ready))
+        p3_emit = Signal()
+        m.d.comb += p3_emit.eq(p3_valid & p3.v_emit)
+        m.d.comb += adv.eq(~(p3_emit & out_valid & ~self.o.ready))
         result = Signal(lane_vec)
-        m.d.comb += result.eq(_select(p2.v_slot, [v_new[j] for j in range(slots)]))
-        with m.If(adv & p2_emit):
-            m.d.sync += [out_valid.eq(1), out_payload.last.eq(p2.v_final & p2.vlast)]
+        m.d.comb += result.eq(_select(p3.v_slot, [v_new[j] for j in range(slots)]))
+        with m.If(adv & p3_emit):
+            m.d.sync += [out_valid.eq(1), out_payload.last.eq(p3.v_final & p3.vlast)]
             for lane in range(lanes):
-                keep = ~p2.g_last | (lane < last_lanes)
+                keep = ~p3.g_last | (lane < last_lanes)
                 m.d.sync += out_payload.data[lane].eq(Mux(keep, result[lane] ^ flip, 0))
         with m.Elif(self.o.ready):
             m.d.sync += out_valid.eq(0)
@@ -559,7 +584,7 @@ class MaxPool(wiring.Component):
         # --- sequencer ----------------------------------------------------------------------
         final_in = Signal()
         m.d.comb += final_in.eq(ha.at_end & va.at_end & g_last)
-        pipe_empty = ~p1_valid & ~p2_valid & ~out_valid
+        pipe_empty = ~p1_valid & ~p2_valid & ~p3_valid & ~out_valid
 
         def row_done():
             with m.If(va.at_end):
