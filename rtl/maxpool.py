@@ -411,6 +411,7 @@ class MaxPool(wiring.Component):
         channels = narrow(cfg.channels, self.max_channels)
         groups = reg("groups", (channels + lanes - 1) >> lane_bits)
         last_lanes = reg("last_lanes", channels - ((groups - 1) << lane_bits))
+        last_group = reg("last_group", (channels - 1) >> lane_bits)     # groups - 1
 
         v = SimpleNamespace(**{**self.params, **{name: cfg[name] for name in cfg.shape().members},
                                **d})
@@ -470,7 +471,7 @@ class MaxPool(wiring.Component):
 
         g = Signal(range(max(self.groups, 2)))
         g_last = Signal()
-        m.d.comb += g_last.eq(g == groups - 1)
+        m.d.comb += g_last.eq(g == last_group)
         hcount = Signal(range(self.out_width_max * self.groups + 1))   # H-window outputs in the row
         fcount = Signal.like(hcount, name="fcount")                    # vertical flush address
 
