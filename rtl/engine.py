@@ -191,7 +191,13 @@ class ConvEngine(wiring.Component):
     dsp : str
         How the MAC array multiplies (:data:`rtl.mac_array.DSPS`): ``"generic"`` (default:
         vendor-free Verilog, the synthesis tool picks the DSP blocks) or ``"ecp5"`` (ECP5
-        ``MULT18X18D`` primitives with their registers, for ECP5 synthesis only).
+        ``MULT18X18D`` primitives with their registers, for ECP5 synthesis only); the same
+        for the requantizers' partial products.
+    bram : str
+        How the line buffer's banks, the weight and zero-point memories and the max-pool
+        unit's vertical memory are built (:data:`rtl.bram.BRAMS`): ``"generic"`` (default:
+        an inferred memory and a fabric register) or ``"ecp5"`` (DP16KD primitives with
+        their output register, for ECP5 synthesis only).
 
     Members
     -------
@@ -329,7 +335,7 @@ class ConvEngine(wiring.Component):
         fused_dp, alone_dp = (fused, alone) if self.pool_window_slots else (Const(0), Const(0))
         pool_on_dp = fused_dp | alone_dp
 
-        m.submodules.pool = pool = MaxPool(**self.pool_params)
+        m.submodules.pool = pool = MaxPool(**self.pool_params, bram=self.bram)
 
         # --- control ---------------------------------------------------------------------
         busy, running, done = Signal(), Signal(), Signal()
@@ -521,7 +527,8 @@ class ConvEngine(wiring.Component):
         # Loads are accepted at any time; the running layer reads from its base addresses on.
         m.submodules.params = params = ParamStore(
             pe=pe, simd=simd, weight_depth=self.weight_depth, channel_depth=self.channel_depth,
-            param_width=self.param_width, read_register=True, no_rw_check=self.no_rw_check)
+            param_width=self.param_width, read_register=True, no_rw_check=self.no_rw_check,
+            bram=self.bram if not self.no_rw_check else "generic")
         connect_axis(m, self, "s_axis_param", params.param)
         m.d.comb += [
             params.clear.eq(fresh),
@@ -535,7 +542,8 @@ class ConvEngine(wiring.Component):
         # --- line buffer and window generator ----------------------------------------------
         count_width = self.index_width - 1
         m.submodules.lb = lb = LineBuffer(simd=simd, depth=self.line_buffer_depth,
-                                          count_width=count_width, read_register=True)
+                                          count_width=count_width, read_register=True,
+                                          bram=self.bram)
         geometry = self.geometry_layout()
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,

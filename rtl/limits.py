@@ -37,6 +37,7 @@ from typing import Callable
 
 from model.conv import conv_output_size
 from rtl.linebuffer import line_buffer_depth
+from rtl.bram import BRAMS
 from rtl.mac_array import DSPS
 from rtl.streams import BEAT_WIDTH, DATA_WIDTH
 
@@ -348,6 +349,7 @@ ENGINE_DEFAULTS = dict(
     weight_depth=None, channel_depth=None, param_width=None, line_buffer_depth=None, max_stride=4, max_dilation=4, fifo_depth=8,
     requant_lanes=None, pool_window_slots=2, pool_max_stride=None, requant_iterative=False,
     counter_width=COUNTER_WIDTH, narrow_registers=False, no_rw_check=False, dsp="generic",
+    bram="generic",
     packing=True, queued_starts=True)
 
 
@@ -422,6 +424,8 @@ def engine_params(**params) -> dict:
     _check_int("counter_width", p["counter_width"], 1, COUNTER_WIDTH)
     if p["dsp"] not in DSPS:
         raise ValueError(f"dsp must be one of {', '.join(map(repr, DSPS))}, not {p['dsp']!r}")
+    if p["bram"] not in BRAMS:
+        raise ValueError(f"bram must be one of {', '.join(map(repr, BRAMS))}, not {p['bram']!r}")
     return p
 
 

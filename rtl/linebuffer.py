@@ -56,6 +56,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from rtl.bram import BRAMS, RegisteredRam
 from rtl.streams import DATA_WIDTH, payload_layout
 
 __all__ = ["LineBuffer", "WindowGenerator", "geometry_layout", "line_buffer_span",
@@ -132,6 +133,9 @@ class LineBuffer(wiring.Component):
     read_register : bool
         Register the read data once more (data two cycles after the address): no logic after
         the block RAM's slow output in the reader's first stage.
+    bram : str
+        With ``read_register``, how the banks are built (:class:`rtl.bram.RegisteredRam`:
+        ``"ecp5"`` registers the data in the DP16KD's output register).
 
     Members
     -------
@@ -159,12 +163,15 @@ class LineBuffer(wiring.Component):
         Each bank's byte, one cycle after the address (two with ``read_register``).
     """
 
-    def __init__(self, *, simd, depth, count_width, read_register=False):
+    def __init__(self, *, simd, depth, count_width, read_register=False, bram="generic"):
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
             raise ValueError(f"depth must be a power of two of at least 2, not {depth!r}")
         if not isinstance(read_register, bool):
             raise ValueError(f"read_register must be a bool, not {read_register!r}")
         self.read_register = read_register
+        if bram not in BRAMS:
+            raise ValueError(f"bram must be one of {', '.join(map(repr, BRAMS))}, not {bram!r}")
+        self.bram = bram
         self.simd = simd
         self.depth = depth
         self.count_width = count_width
@@ -192,14 +199,20 @@ class LineBuffer(wiring.Component):
         wr_en = Signal()
         m.d.sync += [wr_addr.eq(self.written[:(self.depth - 1).bit_length()]),
                      wr_data.eq(self.s.payload.data), wr_en.eq(take)]
-        read_domain = m.d.sync if self.read_register else m.d.comb
         for i in range(self.simd):
+            if self.read_register:
+                bank = RegisteredRam(width=DATA_WIDTH, depth=self.depth, bram=self.bram)
+                m.submodules[f"bank{i}"] = bank
+                m.d.comb += [bank.r_addr.eq(self.read_addr[i]), bank.w_addr.eq(wr_addr),
+                             bank.w_data.eq(wr_data.word_select(i, DATA_WIDTH)),
+                             bank.w_en.eq(wr_en), self.read_data[i].eq(bank.r_data)]
+                continue
             bank = Memory(shape=unsigned(DATA_WIDTH), depth=self.depth, init=[])
             m.submodules[f"bank{i}"] = bank
             rd, wr = bank.read_port(), bank.write_port()
             m.d.comb += [rd.addr.eq(self.read_addr[i]), wr.addr.eq(wr_addr),
-                         wr.data.eq(wr_data.word_select(i, DATA_WIDTH)), wr.en.eq(wr_en)]
-            read_domain += self.read_data[i].eq(rd.data)
+                         wr.data.eq(wr_data.word_select(i, DATA_WIDTH)), wr.en.eq(wr_en),
+                         self.read_data[i].eq(rd.data)]
         # `ready` is an AND of registers: `room` is computed a cycle ahead with room for the
         # word this cycle may take (`written + 1`; `limit` only grows while a layer runs, so
         # this holds the writer back by at most a word), `more` from the next `remaining`.

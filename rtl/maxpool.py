@@ -65,6 +65,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from rtl.bram import BRAMS, RegisteredRam
 from rtl.limits import (DIM_WIDTH, POOL_ERROR_WIDTH, POOL_REFUSALS, SMALL_WIDTH, PoolError,
                         is_zero, pool_params, stage_checks)
 from rtl.streams import DATA_WIDTH, axis_members, connect_axis, lanes_layout, payload_layout
@@ -313,6 +314,8 @@ class MaxPool(wiring.Component):
         default ``max_kernel``. A map is legal iff ``(K - 1) * dilation + 1 <= window_slots *
         stride`` on both axes. 0: no unit at all (a configuration for small devices without
         max-pooling): every ``start`` is refused with :attr:`rtl.limits.PoolError.NO_UNIT`.
+    bram : str
+        How the vertical memory is built (:class:`rtl.bram.RegisteredRam`; keyword only).
 
     Attributes
     ----------
@@ -342,7 +345,10 @@ class MaxPool(wiring.Component):
     o : ``Out(stream.Signature(beat_layout(lanes)))``
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, bram="generic", **kwargs):
+        if bram not in BRAMS:
+            raise ValueError(f"bram must be one of {', '.join(map(repr, BRAMS))}, not {bram!r}")
+        self.bram = bram
         self.params = pool_params(*args, **kwargs)
         for name, value in self.params.items():
             setattr(self, name, value)
@@ -453,13 +459,13 @@ class MaxPool(wiring.Component):
         lane_vec = data.ArrayLayout(unsigned(DATA_WIDTH), lanes)
         word = data.ArrayLayout(lane_vec, slots)
         m.submodules.hmem = hmem = Memory(shape=word, depth=self.hmem_depth, init=[])
-        m.submodules.vmem = vmem = Memory(shape=word, depth=self.vmem_depth, init=[])
+        m.submodules.vmem = vmem = RegisteredRam(width=word.size, depth=self.vmem_depth,
+                                                  bram=self.bram)
         hw_port = hmem.write_port()
         hr_port = hmem.read_port(transparent_for=(hw_port,))
-        vw_port = vmem.write_port()
-        # Not transparent: its word is registered once more (P3) and the two writes that can
-        # be in flight meanwhile are forwarded (below).
-        vr_port = vmem.read_port()
+        # Read in P1, the word in P3 (two cycles: the RAM and its output register), not
+        # transparent: the two writes that can be in flight meanwhile are forwarded (below).
+        v_rd = data.View(word, vmem.r_data)
 
         # --- control ---------------------------------------------------------------------
         busy, running, done, last_error = (Signal(name=n) for n in (
@@ -523,7 +529,7 @@ class MaxPool(wiring.Component):
         m.d.comb += [
             hw_port.addr.eq(p1.g), hw_port.data.eq(h_new),
             hw_port.en.eq(adv & p1_valid & (p1.kind == OP_IN)),
-            vr_port.addr.eq(p1.vaddr), vr_port.en.eq(adv),
+            vmem.r_addr.eq(p1.vaddr), vmem.r_en.eq(adv),
         ]
         with m.If(adv):
             m.d.sync += [
@@ -531,11 +537,9 @@ class MaxPool(wiring.Component):
                 p2.eq(p1), p2_hv.eq(_select(p1.h_slot, [h_new[j] for j in range(slots)])),
             ]
 
-        # P2: the vertical word read (registered into P3 with the operation).
-        v_rd = Signal(word, name="v_rd")
+        # P2: the vertical word being read (in P3 with the operation).
         with m.If(adv):
-            m.d.sync += [p3_valid.eq(p2_valid), p3.eq(p2), p3_hv.eq(p2_hv),
-                         v_rd.eq(vr_port.data)]
+            m.d.sync += [p3_valid.eq(p2_valid), p3.eq(p2), p3_hv.eq(p2_hv)]
 
         # P3: vertical update, output. P3's word was read when the operation left P1, before
         # the writes of the two operations ahead of it (the one now leaving P3 wrote in the
@@ -559,8 +563,8 @@ class MaxPool(wiring.Component):
                 m.d.comb += v_new[j][lane].eq(Mux(
                     p3.v_tap[j] & (p3.v_fresh[j] | (new > old)), new, old))
         m.d.comb += [
-            vw_port.addr.eq(p3.vaddr), vw_port.data.eq(v_new),
-            vw_port.en.eq(adv & p3_writes),
+            vmem.w_addr.eq(p3.vaddr), vmem.w_data.eq(v_new),
+            vmem.w_en.eq(adv & p3_writes),
         ]
         p3_emit = Signal()
         m.d.comb += p3_emit.eq(p3_valid & p3.v_emit)

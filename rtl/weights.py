@@ -41,11 +41,14 @@ overwrite them (it loads the next layer into other words, see ``weight_base`` an
 ``chan_base`` in :mod:`rtl.engine_regs`).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from rtl.bram import BRAMS, RegisteredRam
 from rtl.streams import ACC_WIDTH, BEAT_WIDTH, DATA_WIDTH, ZP_WIDTH, payload_layout
 
 __all__ = ["ParamStore", "channel_layout", "KIND_WEIGHTS", "KIND_CHANNELS", "BEAT_WIDTH",
@@ -117,6 +120,10 @@ class ParamStore(wiring.Component):
         meets a write of its own word. Saves the logic that emulates the old-data read on
         block RAMs without it (on iCE40 two registers per bit of the channel memories). Same
         behaviour in simulation. Default False.
+    bram : str
+        How the weight and zero-point memories are built with ``read_register`` and without
+        ``no_rw_check`` (:class:`rtl.bram.RegisteredRam`: ``"ecp5"`` registers the data in the
+        DP16KD output registers).
 
     Members
     -------
@@ -133,7 +140,7 @@ class ParamStore(wiring.Component):
     """
 
     def __init__(self, *, pe, simd, weight_depth, channel_depth, param_width=BEAT_WIDTH,
-                 read_register=False, no_rw_check=False):
+                 read_register=False, no_rw_check=False, bram="generic"):
         for name, value in (("pe", pe), ("simd", simd), ("weight_depth", weight_depth),
                             ("channel_depth", channel_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -152,6 +159,9 @@ class ParamStore(wiring.Component):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be a bool, not {value!r}")
         self.read_register, self.no_rw_check = read_register, no_rw_check
+        if bram not in BRAMS:
+            raise ValueError(f"bram must be one of {', '.join(map(repr, BRAMS))}, not {bram!r}")
+        self.bram = bram
         self.weight_width = DATA_WIDTH * pe * simd
         self.channel_width = CHANNEL_BEATS * CHANNEL_VALUE_WIDTH * pe
         self.weight_beats = word_beats(self.weight_width, param_width)
@@ -171,13 +181,29 @@ class ParamStore(wiring.Component):
         m = Module()
         pe, width = self.pe, self.param_width
         attrs = {NO_RW_CHECK: 1} if self.no_rw_check else None
-        m.submodules.weight_mem = weight_mem = Memory(
-            shape=unsigned(self.weight_width), depth=self.weight_depth, init=[], attrs=attrs)
-        m.submodules.wzp_mem = wzp_mem = Memory(
-            shape=unsigned(ZP_WIDTH * pe), depth=self.channel_depth, init=[], attrs=attrs)
+        # The weights and their zero points two cycles after the address (read_register,
+        # without no_rw_check): RegisteredRam (on ECP5 the data in the DP16KD output
+        # registers); else Memory read ports (below).
+        registered = self.read_register and not self.no_rw_check
+        if registered:
+            m.submodules.weight_mem = weight_mem = RegisteredRam(
+                width=self.weight_width, depth=self.weight_depth, bram=self.bram)
+            m.submodules.wzp_mem = wzp_mem = RegisteredRam(
+                width=ZP_WIDTH * pe, depth=self.channel_depth, bram=self.bram)
+            weight_wr, wzp_wr = (SimpleNamespace(addr=mem.w_addr, data=mem.w_data, en=mem.w_en)
+                                 for mem in (weight_mem, wzp_mem))
+            m.d.comb += [weight_mem.r_addr.eq(self.weight_addr),
+                         self.weight_data.eq(weight_mem.r_data),
+                         wzp_mem.r_addr.eq(self.wzp_addr), self.wzp_data.eq(wzp_mem.r_data)]
+        else:
+            m.submodules.weight_mem = weight_mem = Memory(
+                shape=unsigned(self.weight_width), depth=self.weight_depth, init=[], attrs=attrs)
+            m.submodules.wzp_mem = wzp_mem = Memory(
+                shape=unsigned(ZP_WIDTH * pe), depth=self.channel_depth, init=[], attrs=attrs)
+            weight_wr, wzp_wr = weight_mem.write_port(), wzp_mem.write_port()
         m.submodules.chan_mem = chan_mem = Memory(
             shape=channel_layout(pe), depth=self.channel_depth, init=[], attrs=attrs)
-        weight_wr, wzp_wr, chan_wr = (mem.write_port() for mem in (weight_mem, wzp_mem, chan_mem))
+        chan_wr = chan_mem.write_port()
 
         def read_port(mem, addr, name):
             """The data one cycle after ``addr``: a synchronous read port, or with
@@ -192,11 +218,12 @@ class ParamStore(wiring.Component):
             m.d.comb += port.addr.eq(addr)
             m.d.sync += data.eq(port.data)
             return data
-        weight_rd = read_port(weight_mem, self.weight_addr, "weight_rd")
-        wzp_rd = read_port(wzp_mem, self.wzp_addr, "wzp_rd")
         m.d.comb += self.chan_data.eq(read_port(chan_mem, self.chan_addr, "chan_rd"))
-        read_domain = m.d.sync if self.read_register else m.d.comb
-        read_domain += [self.weight_data.eq(weight_rd), self.wzp_data.eq(wzp_rd)]
+        if not registered:
+            weight_rd = read_port(weight_mem, self.weight_addr, "weight_rd")
+            wzp_rd = read_port(wzp_mem, self.wzp_addr, "wzp_rd")
+            read_domain = m.d.sync if self.read_register else m.d.comb
+            read_domain += [self.weight_data.eq(weight_rd), self.wzp_data.eq(wzp_rd)]
 
         # Loader: header, then words assembled beat by beat into `word`.
         beats = max(self.weight_beats, self.channel_beats)

@@ -516,6 +516,39 @@ def _run_batch(net, images, hw_config="default"):
     return {"cycles": cycles, "utilization": ideal / cycles, "layers": layers}
 
 
+#: The configurations of ``make synth`` and their devices, whose images per second the
+#: ``configs`` section gives at the Fmax of their last synthesis report.
+SYNTH_CONFIGS = (("default", "ecp5"), ("large", "ecp5"), ("ice40", "ice40"))
+
+
+@section("configs", "the CIFAR-10 net through every configuration of make synth on Verilator: "
+                    "cycles per image, and images per second at the Fmax of its last "
+                    "synthesis report (build/synth/CONFIG-DEVICE/report.json)")
+def bench_configs(options) -> list[Result]:
+    from examples.cifar import random_images
+    from sim.onnx_import import load_network
+    from sim.synth import out_folder
+
+    net = load_network(cifar_net(CIFAR_BENCH_SEED))
+    images = random_images(CIFAR_BENCH_IMAGES, seed=CIFAR_BENCH_IMAGE_SEED)
+    results = []
+    for name, device in SYNTH_CONFIGS:
+        run = _run_batch(net, images, hw_config=name)
+        per_image = run["cycles"] / len(images)
+        results.append(Result(f"{name}: cycles per image", per_image, "cycles",
+                              f"{len(images)} images, every cycle counted, bit-exact; "
+                              f"utilization {run['utilization']:.1%}"))
+        report = out_folder(name, device) / "report.json"
+        fmax = json.loads(report.read_text()).get("fmax_mhz") if report.exists() else None
+        if fmax:
+            results.append(Result(f"{name}: images per second at {fmax:.1f} MHz ({device})",
+                                  fmax * 1e6 / per_image, "img/s", f"Fmax from {report}"))
+        else:
+            results.append(Result(f"{name}: images per second at Fmax", float("nan"), "img/s",
+                                  f"no Fmax: run make synth ({report} missing or unplaced)"))
+    return results
+
+
 #: Layers larger than the default engine (name, Cin, Cout, H, W, kernel, stride, pad): what
 #: the layer compiler's passes cost against one ideal pass.
 TILED_LAYERS = [

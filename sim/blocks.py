@@ -47,6 +47,7 @@ class WindowBlock(wiring.Component):
         self.weight_depth = engine.weight_depth
         self.cout_groups = engine.cout_groups
         self.packing = engine.packing
+        self.bram = engine.bram
         self.layout = engine.geometry_layout()
         super().__init__({
             "s": In(stream.Signature(payload_layout(DATA_WIDTH * simd))),
@@ -62,7 +63,8 @@ class WindowBlock(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.lb = lb = LineBuffer(simd=self.simd, depth=self.depth,
-                                          count_width=self.count_width, read_register=True)
+                                          count_width=self.count_width, read_register=True,
+                                          bram=self.bram)
         m.submodules.gen = gen = WindowGenerator(
             geometry=self.layout, index_width=self.index_width, simd=self.simd,
             depth=self.depth, weight_depth=self.weight_depth, channel_groups=self.cout_groups,

@@ -56,6 +56,10 @@ ENGINE_ICE40 = {"pe": 1, "simd": 4, "max_kernel": 5, "max_width": 32, "max_heigh
 #: memories keep the default's bits (a 16-byte word, half the line-buffer rows and weight
 #: words).
 ENGINE_LARGE = {"pe": 8, "simd": 16, "requant_lanes": 4}
+#: What the engine configurations instantiate when synthesized for ECP5: MULT18X18D with their
+#: registers for the MAC array and the requantizers, DP16KD with their output registers for
+#: the large memories.
+ECP5_PRIMITIVES = {"dsp": "ecp5", "bram": "ecp5"}
 
 
 def _macs(params: dict) -> int | None:
@@ -192,15 +196,17 @@ def register(config: Config) -> Config:
 
 
 register(_engine("default", "conv engine, default configuration (ECP5 LFE5U-85F class devices; "
-                            "on ECP5 the MAC products are registered inside the MULT18X18D)",
+                            "on ECP5 the MAC products are registered inside the MULT18X18D, "
+                            "the block RAM reads in the DP16KD output registers)",
                  ENGINE_DEFAULT, {"ecp5": 150.0, "ice40": 40.0},
-                 device_params={"ecp5": {"dsp": "ecp5"}}))
+                 device_params={"ecp5": ECP5_PRIMITIVES}))
 register(_engine("ice40", "conv engine, small configuration for an iCE40 UP5K (8 DSPs at most)",
                  ENGINE_ICE40, {"ecp5": 150.0, "ice40": 40.0}))
 register(_engine("large", "conv engine, 128 MACs (SIMD 16 x PE 8) for an ECP5 LFE5U-85F; "
-                          "on ECP5 the MAC products are registered inside the MULT18X18D",
+                          "on ECP5 the MAC products are registered inside the MULT18X18D, the block RAM reads in "
+                          "the DP16KD output registers",
                  ENGINE_LARGE, {"ecp5": 150.0, "ice40": 40.0},
-                 device_params={"ecp5": {"dsp": "ecp5"}}))
+                 device_params={"ecp5": ECP5_PRIMITIVES}))
 register(Config(
     name="requantize", summary="requantize unit (int32 -> int8/uint8) with AXI-Stream ports",
     module="rtl.requantize", cls="RequantizeAxis", toplevel="convcore_requantize",
@@ -226,7 +232,7 @@ for _name, _params in (("default", ENGINE_DEFAULT), ("ice40", ENGINE_ICE40)):
         name=f"window-{_name}",
         summary=f"line buffer and window generator of '{_name}' (sim.blocks.WindowBlock)",
         module="sim.blocks", cls="WindowBlock", params=dict(_params),
-        toplevel="convcore_window"))
+        device_params={"ecp5": {"bram": "ecp5"}}, toplevel="convcore_window"))
     _p = engine_params(**_params)
     register(Config(
         name=f"params-{_name}",
@@ -234,12 +240,13 @@ for _name, _params in (("default", ENGINE_DEFAULT), ("ice40", ENGINE_ICE40)):
         module="rtl.weights", cls="ParamStore",
         params={k: _p[k] for k in ("pe", "simd", "weight_depth", "channel_depth",
                                    "param_width", "no_rw_check")} | {"read_register": True},
+        device_params={"ecp5": {"bram": "ecp5"}} if not _p["no_rw_check"] else {},
         toplevel="convcore_params"))
     if _p["pool_window_slots"]:
         register(Config(
             name=f"maxpool-{_name}", summary=f"max-pool unit of '{_name}'",
             module="rtl.maxpool", cls="MaxPool", params=engine_pool_params(_p),
-            toplevel="convcore_maxpool"))
+            device_params={"ecp5": {"bram": "ecp5"}}, toplevel="convcore_maxpool"))
 del _name, _params, _p
 
 

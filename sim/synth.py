@@ -57,6 +57,12 @@ HARNESS_TOP = "convcore_synth_harness"
 SOURCES = ("rtlil", "verilog")
 
 
+def out_folder(config: str, device: str) -> Path:
+    """The default output folder of ``config`` synthesized for ``device``:
+    ``build/synth/CONFIG-DEVICE``."""
+    return toolchain.BUILD / "synth" / f"{config}-{device}"
+
+
 class SynthError(RuntimeError):
     """Synthesis or place and route failed, or the design does not fit; one-line message."""
 
@@ -521,7 +527,7 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
     if source not in SOURCES:
         raise SynthError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     dev, freq = _check_target(device, freq_mhz)
-    folder = Path(out_dir) if out_dir is not None else toolchain.BUILD / "synth" / f"{config}-{device}"
+    folder = Path(out_dir) if out_dir is not None else out_folder(config, device)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # The tools run in `folder` with relative paths: YoWASP's WebAssembly sandbox reaches the
@@ -751,7 +757,7 @@ def run_all(seed: int = SEED, require_timing: bool = False, runs=None,
             failed.append(f"{config}/{device}")
             continue
         reports.append(r)
-        print(_one_line(r, toolchain.BUILD / "synth" / f"{config}-{device}"))
+        print(_one_line(r, out_folder(config, device)))
     table = summary_table(reports)
     (toolchain.BUILD / "synth").mkdir(parents=True, exist_ok=True)
     (toolchain.BUILD / "synth" / summary).write_text(table)
@@ -805,7 +811,7 @@ def main(argv=None) -> int:
     except (ConfigError, ExportError, SynthError, toolchain.ToolchainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(_one_line(r, args.out or toolchain.BUILD / "synth" / f"{r['config']}-{r['device']}"))
+    print(_one_line(r, args.out or out_folder(r["config"], r["device"])))
     missed = _missed(r)
     for m in missed:
         print(f"timing: target missed: {m}", file=sys.stderr)

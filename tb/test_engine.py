@@ -52,7 +52,7 @@ from tb.axis import random_pause
 from sim.testing import Case, first_mismatch, make_layer, make_psum
 from tb.maxpool_cases import Case as MapCase
 from tb.maxpool_cases import expected_error
-from tb.testing import MULT18X18D_MODEL, axi_read, axi_write
+from tb.testing import DP16KD_MODEL, MULT18X18D_MODEL, axi_read, axi_write
 
 #: Constructors that are expected to fail leave half-built elaboratables behind.
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")
@@ -798,11 +798,14 @@ def test_engine_large_config_verilator():
     _run("verilator", ENGINE_LARGE, "large-config")
 
 
-def test_engine_with_ecp5_multipliers():
-    """The small sweep with the MAC array's registered ECP5 multipliers (Icarus, with the
-    primitive's behavioural model): the engine absorbs the array's longer latency (its output
-    FIFO is credited per group, not timed)."""
-    _run("icarus", dict(TEST_CONFIG, dsp="ecp5"), "small", models=[MULT18X18D_MODEL])
+def test_engine_with_ecp5_primitives():
+    """The small sweep with what an ECP5 build instantiates (Icarus, with the primitives'
+    behavioural models): the MAC array's and the requantizers' registered MULT18X18D (the
+    engine absorbs the array's longer latency: its output FIFO is credited per group, not
+    timed) and the DP16KD block RAMs of the line buffer, the parameter memories and the
+    max-pool unit with their output registers."""
+    _run("icarus", dict(TEST_CONFIG, dsp="ecp5", bram="ecp5"), "small",
+         models=[MULT18X18D_MODEL, DP16KD_MODEL])
 
 
 # --- constructor, memories and register map (no simulator) ---------------------------------
@@ -822,6 +825,7 @@ def test_engine_with_ecp5_multipliers():
     (dict(narrow_registers=None), "narrow_registers must be a bool, not None"),
     (dict(no_rw_check="yes"), "no_rw_check must be a bool, not 'yes'"),
     (dict(dsp="ice40"), "dsp must be one of 'generic', 'ecp5', not 'ice40'"),
+    (dict(bram="ice40"), "bram must be one of 'generic', 'ecp5', not 'ice40'"),
 ])
 def test_engine_rejects_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -534,7 +534,8 @@ def test_memories_in_verilog(params):
     width = dut.window_slots * dut.lanes * DATA_WIDTH
     for name, depth in memory_depths(dut.lanes, dut.max_kernel, dut.max_width,
                                      dut.max_channels).items():
-        memory = {"horizontal": "hmem", "vertical": "vmem"}[name]
+        # The vertical store is a RegisteredRam (rtl.bram): its memory is `mem` in `vmem`.
+        memory = {"horizontal": "hmem", "vertical": "mem"}[name]
         assert f"reg [{width - 1}:0] {memory} [{depth - 1}:0];" in text
 
 

@@ -1,12 +1,14 @@
 """Test support shared by the testbenches that belongs to no one unit: AXI4-Lite transactions
-in Amaranth's simulator (the register block's tests and the engine's), and the behavioural model
-of the ECP5 DSP primitive (the MAC array's tests and the engine's)."""
+in Amaranth's simulator (the register block's tests and the engine's), and the behavioural models
+of the ECP5 DSP and block RAM primitives."""
 
 from pathlib import Path
 
 #: Behavioural Verilog model of the ECP5 ``MULT18X18D`` DSP primitive that ``dsp="ecp5"``
 #: instantiates.
 MULT18X18D_MODEL = Path(__file__).resolve().parent / "models" / "MULT18X18D.v"
+#: Behavioural Verilog model of the ECP5 ``DP16KD`` block RAM that ``bram="ecp5"`` instantiates.
+DP16KD_MODEL = Path(__file__).resolve().parent / "models" / "DP16KD.v"
 
 
 async def axi_write(ctx, bus, address, data, strb):
