@@ -165,6 +165,13 @@ class Config:
             out[name] = value
         for name, value in self.params.items():
             out.setdefault(name, value)
+        # A class that takes its parameters as keywords (ConvEngine) keeps them all, defaults
+        # filled in, in a `params` dict.
+        found = getattr(component, "params", None) if component is not None else None
+        if isinstance(found, dict):
+            for name, value in found.items():
+                if _plain(value):
+                    out.setdefault(name, value)
         return out
 
 
