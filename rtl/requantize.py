@@ -299,37 +299,30 @@ class Requantize(wiring.Component):
 
         # Stage 2: unsigned partial products of the accumulator halves and multiplier halves
         # (each fits an 18 x 18 or 16 x 16 DSP multiplier and lands in its output register).
+        def halves(payload):
+            """The partial products' operands of an input sample, by name."""
+            acc, mult = payload.acc.as_unsigned(), payload.multiplier
+            pairs = {"ll": (acc[:a_lo], mult[:m_lo]), "hl": (acc[a_lo:], mult[:m_lo])}
+            if m_hi:
+                pairs.update(lh=(acc[:a_lo], mult[m_lo:]), hh=(acc[a_lo:], mult[m_lo:]))
+            return pairs
+
         i = s1.payload
-        acc_lo, acc_hi = i.acc.as_unsigned()[:a_lo], i.acc.as_unsigned()[a_lo:]
-        mult_lo, mult_hi = i.multiplier[:m_lo], i.multiplier[m_lo:]
-        pairs = {"ll": (acc_lo, mult_lo), "hl": (acc_hi, mult_lo)}
-        if m_hi:
-            pairs.update(lh=(acc_lo, mult_hi), hh=(acc_hi, mult_hi))
-        if self.dsp == "ecp5":
-            # Each partial product in a MULT18X18D whose input registers load what stage 1
-            # loads (the input sample's operand bits) and whose output register is stage 2,
-            # both enabled by `advance`: the multiply runs between DSP registers.
-            new = self.i.payload
-            n_acc, n_mult = new.acc.as_unsigned(), new.multiplier
-            sources = {"ll": (n_acc[:a_lo], n_mult[:m_lo]), "hl": (n_acc[a_lo:], n_mult[:m_lo]),
-                       "lh": (n_acc[:a_lo], n_mult[m_lo:]), "hh": (n_acc[a_lo:], n_mult[m_lo:])}
-            products = {}
-            for name, (a, b) in pairs.items():
+        s2 = stage(2, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
+                   side=(side, _side_bits(i)))
+        for name, (a, b) in halves(i).items():
+            if self.dsp == "ecp5":
+                # In a MULT18X18D whose input registers load what stage 1 loads (the new
+                # sample's operand bits) and whose output register is stage 2, both enabled
+                # by `advance`: the multiply runs between DSP registers.
                 dsp = Ecp5Multiplier(len(a) + 1, len(b) + 1, stages=("input", "output"),
                                      enable=True)
                 m.submodules[f"mul_{name}"] = dsp
-                na, nb = sources[name]
-                m.d.comb += [dsp.a.eq(na.as_unsigned()), dsp.b.eq(nb.as_unsigned()),
-                             dsp.en.eq(advance)]
-                products[name] = (unsigned(len(a) + len(b)), dsp.p[:len(a) + len(b)])
-            s2 = stage(2, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
-                       side=(side, _side_bits(i)))
-            for name, (shape, value) in products.items():
-                setattr(s2, name, value)
-        else:
-            products = {name: a * b for name, (a, b) in pairs.items()}
-            s2 = stage(2, **products, sign=i.acc[-1], multiplier=i.multiplier, shift=i.shift,
-                       side=(side, _side_bits(i)))
+                new_a, new_b = halves(self.i.payload)[name]
+                m.d.comb += [dsp.a.eq(new_a), dsp.b.eq(new_b), dsp.en.eq(advance)]
+                setattr(s2, name, dsp.p[:len(a) + len(b)])
+            else:
+                setattr(s2, name, getattr(stage(2, **{name: a * b}), name))
 
         # Stage 3: the low and the high half of the unsigned product |acc| * multiplier pattern.
         if m_hi:
