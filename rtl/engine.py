@@ -328,7 +328,13 @@ class ConvEngine(wiring.Component):
 
         pool_mode = c["pool_mode"]
         fused, alone = Signal(), Signal()
-        m.d.comb += [fused.eq(pool_mode == PoolMode.FUSED), alone.eq(pool_mode == PoolMode.ALONE)]
+        if self.queued_starts:
+            # Decoded with the next set, copied with it: registers for the datapath's muxes.
+            with m.If(take):
+                m.d.sync += [fused.eq(fused_n), alone.eq(alone_n)]
+        else:
+            m.d.comb += [fused.eq(pool_mode == PoolMode.FUSED),
+                         alone.eq(pool_mode == PoolMode.ALONE)]
         pool_on = fused | alone
         # Without a max-pool unit (pool_window_slots 0) a pool layer is refused before it runs:
         # the datapath below sees neither mode (the checks and the control still do).
@@ -423,17 +429,13 @@ class ConvEngine(wiring.Component):
                     m.d.sync += [done.eq(0), error_q.eq(0)]
                     m.next = "LATCHED"
             with m.State("LATCHED"):
-                # The registered range checks see the latched configuration in CHECK.
-                m.next = "CHECK"
-            with m.State("CHECK"):
-                with m.If(range_error != EngineError.NONE):
-                    m.d.sync += setup_error.eq(range_error)
-                    m.next = "REFUSED"
-                with m.Else():
-                    m.d.sync += step.eq(0)
-                    m.next = "LOAD"
+                # The per-layer registers see the latched configuration in LOAD.
+                m.next = "LOAD"
             with m.State("LOAD"):
+                # The products are computed before the range checks decide (they are ready
+                # long before VERIFY): a refused layer's are never used.
                 load(0)
+                m.d.sync += step.eq(0)
                 m.next = "DERIVE"
             with m.State("DERIVE"):
                 # Adds mul_a for each set bit of mul_b; with the last bit, writes the result and
@@ -454,10 +456,16 @@ class ConvEngine(wiring.Component):
                     with m.If(step == len(steps) - 1):
                         m.next = "DERIVED"
             with m.State("DERIVED"):
-                # The registered late checks see the last product in VERIFY.
+                m.next = "CHECKED"
+            with m.State("CHECKED"):
+                # The late checks' tests see the last product in DERIVED, their first failing
+                # one is registered in CHECKED and read in VERIFY.
                 m.next = "VERIFY"
             with m.State("VERIFY"):
-                with m.If(late_error != EngineError.NONE):
+                with m.If(range_error != EngineError.NONE):
+                    m.d.sync += setup_error.eq(range_error)
+                    m.next = "REFUSED"
+                with m.Elif(late_error != EngineError.NONE):
                     m.d.sync += setup_error.eq(late_error)
                     m.next = "REFUSED"
                 with m.Elif(fused_n):
@@ -757,7 +765,11 @@ class ConvEngine(wiring.Component):
             m.d.sync += [og_m.eq(0), out_done.eq(0)]
         # A pooled layer ends when the pool unit is idle again (its last word sent), so that
         # the next start finds it ready.
-        m.d.comb += layer_end.eq(out_done & (alone_dp | (lb.written == d["total_in"]))
+        # (Whether every input word was written is registered: a cycle late, off the path from
+        # the line buffer's counter to the configuration hand-over.)
+        all_written = Signal()
+        m.d.sync += all_written.eq(lb.written == d["total_in"])
+        m.d.comb += layer_end.eq(out_done & (alone_dp | all_written)
                                  & ~(pool_on_dp & pool.busy))
 
         # --- performance counters ----------------------------------------------------------
@@ -872,7 +884,8 @@ class ConvEngine(wiring.Component):
     def _check(self, m, c, d, fused, alone):
         """``(range_error, late_error)``: the first violated limit (EngineError) among the
         checks of the configuration alone, and among those of the derived constants, each
-        registered (valid one cycle after its inputs). When the pool runs ``alone`` the conv
+        valid two cycles after its inputs (each test registered, then the first failing one).
+        When the pool runs ``alone`` the conv
         settings are ignored (the pool unit checks its own). The checks are those of
         :data:`rtl.limits.ENGINE_REFUSALS`."""
         v = SimpleNamespace(**{**self.params, **c, **d}, fused=fused, alone=alone,
@@ -891,7 +904,9 @@ class ConvEngine(wiring.Component):
                           in zip(checks, stage_checks(ENGINE_REFUSALS, stage, plain, gate=conv))]
             code = Const(EngineError.NONE, ERROR_WIDTH)
             for value, bad in reversed(checks):
-                code = Mux(bad, value, code)
+                flag = Signal(name=f"bad_{EngineError(value).name.lower()}")
+                m.d.sync += flag.eq(bad)
+                code = Mux(flag, value, code)
             sig = Signal(code_width(value for value, _ in checks))
             m.d.sync += sig.eq(code)
             return sig

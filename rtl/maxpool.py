@@ -76,8 +76,8 @@ __all__ = ["MaxPool", "MaxPoolAxis", "DATA_WIDTH", "config_layout", "beat_layout
 #: Smallest memory depth (a one-word memory would have a zero-width address).
 MIN_DEPTH = 2
 #: Register levels between the latched configuration and the checks' result (the derived
-#: constants, then the registered first failing check).
-SETUP_LEVELS = 4
+#: constants, each check's test, then the first failing check).
+SETUP_LEVELS = 5
 
 
 class _State(enum.IntEnum):
@@ -162,6 +162,11 @@ class _Axis:
     ``seen`` marks a window that has had an in-image tap (its next tap overwrites rather than
     maxes), ``final`` the last window of the axis; open windows occupy consecutive slots from
     ``head``.
+
+    For timing, no decision reads an adder of the position: ``at_end`` (the last position) is a
+    register set one step ahead, by comparing the position with ``last_pos - 1``; a new
+    window's ``start`` and ``final`` compare the current position with per-layer constants
+    one below theirs; the per-layer constants are registers of the owner.
     """
 
     def __init__(self, m, name, slots, pos_shape, rel_shape, dil_shape, stride_shape, snapshot):
@@ -176,8 +181,9 @@ class _Axis:
         self.dphase = [Signal(dil_shape, name=f"{name}_dphase{j}") for j in range(slots)]
         self.seen = [Signal(name=f"{name}_seen{j}") for j in range(slots)]
         self.final = [Signal(name=f"{name}_final{j}") for j in range(slots)]
-        self.state = [self.pos, self.sphase, self.head, self.alloc, *self.active, *self.rel,
-                      *self.dphase, *self.seen, *self.final]
+        self.at_end = Signal(name=f"{name}_at_end")       # pos == last_pos, a register
+        self.state = [self.pos, self.sphase, self.head, self.alloc, self.at_end, *self.active,
+                      *self.rel, *self.dphase, *self.seen, *self.final]
         self.snap = ([Signal.like(s, name=f"{s.name}_snap") for s in self.state]
                      if snapshot else None)
         # Action strobes.
@@ -187,17 +193,19 @@ class _Axis:
         self.save = Signal(name=f"{name}_save")
         self.restore = Signal(name=f"{name}_restore")
         # Per-layer constants, driven by the owner.
-        self.last_pos = Signal(pos_shape, name=f"{name}_last_pos")        # n - 1
+        self.last_pos_m1 = Signal(pos_shape, name=f"{name}_last_pos_m1")  # n - 2
+        self.init_at_end = Signal(name=f"{name}_init_at_end")             # -pad_begin == n - 1
         self.rel_last = Signal(rel_shape, name=f"{name}_rel_last")        # Keff - 1
         self.start_max = Signal(pos_shape, name=f"{name}_start_max")      # last legal start
-        self.final_min = Signal(pos_shape, name=f"{name}_final_min")      # start_max - s + 1
-        self.stride = Signal(stride_shape, name=f"{name}_stride")
+        self.final_min_m1 = Signal(pos_shape, name=f"{name}_final_min_m1")  # start_max - s
+        self.init_final = Signal(name=f"{name}_init_final")    # -pad_begin >= start_max - s + 1
+        self.stride_m1 = Signal(stride_shape, name=f"{name}_stride_m1")
         self.dilation = Signal(dil_shape, name=f"{name}_dilation")
+        self.dilation_m1 = Signal(dil_shape, name=f"{name}_dilation_m1")
         self.pad_begin = Signal(pos_shape, name=f"{name}_pad_begin")
         # Decoded state.
         self.tap = [Signal(name=f"{name}_tap{j}") for j in range(slots)]
         self.fresh = [Signal(name=f"{name}_fresh{j}") for j in range(slots)]
-        self.at_end = Signal(name=f"{name}_at_end")
         self.head_active = Signal(name=f"{name}_head_active")
         self.head_finish = Signal(name=f"{name}_head_finish")
         self.head_final = Signal(name=f"{name}_head_final")
@@ -215,7 +223,6 @@ class _Axis:
                 self.fresh[j].eq(self.tap[j] & ~self.seen[j]),
             ]
         m.d.comb += [
-            self.at_end.eq(self.pos == self.last_pos),
             self.head_active.eq(_select(self.head, self.active)),
             self.head_finish.eq(self.head_active & (
                 self.at_end | (_select(self.head, self.rel) == self.rel_last))),
@@ -226,27 +233,30 @@ class _Axis:
         with m.If(self.init):
             m.d.sync += [
                 self.pos.eq(-self.pad_begin), self.sphase.eq(0), self.head.eq(0),
+                self.at_end.eq(self.init_at_end),
                 self.alloc.eq(self._next(Const(0, self.alloc.shape()))),
             ]
             for j in range(slots):
                 m.d.sync += [self.active[j].eq(j == 0), self.rel[j].eq(0), self.dphase[j].eq(0),
                              self.seen[j].eq(0)]
-            m.d.sync += self.final[0].eq(-self.pad_begin >= self.final_min)
+            m.d.sync += self.final[0].eq(self.init_final)
         with m.Elif(self.step):
             new_pos = Signal.like(self.pos, name=f"{self.pos.name}_next")
             sphase = Signal.like(self.sphase, name=f"{self.sphase.name}_next")
             start = Signal(name=f"{self.pos.name}_start")
+            wrap = self.sphase == self.stride_m1
             m.d.comb += [
                 new_pos.eq(self.pos + 1),
-                sphase.eq(Mux(self.sphase == self.stride - 1, 0, self.sphase + 1)),
-                start.eq(is_zero(sphase) & (new_pos <= self.start_max)),
+                sphase.eq(Mux(wrap, 0, self.sphase + 1)),
+                start.eq(wrap & (self.pos < self.start_max)),          # new_pos <= start_max
             ]
-            m.d.sync += [self.pos.eq(new_pos), self.sphase.eq(sphase)]
+            m.d.sync += [self.pos.eq(new_pos), self.sphase.eq(sphase),
+                         self.at_end.eq(self.pos == self.last_pos_m1)]
             for j in range(slots):
                 with m.If(self.active[j]):
                     m.d.sync += [
                         self.rel[j].eq(self.rel[j] + 1),
-                        self.dphase[j].eq(Mux(self.dphase[j] == self.dilation - 1, 0,
+                        self.dphase[j].eq(Mux(self.dphase[j] == self.dilation_m1, 0,
                                               self.dphase[j] + 1)),
                         self.seen[j].eq(self.seen[j] | (self.tap[j] & (self.pos >= 0))),
                     ]
@@ -254,7 +264,7 @@ class _Axis:
                         m.d.sync += self.active[j].eq(0)
                 with m.If(start & _equals(self.alloc, j)):       # after the close: a slot is reused
                     m.d.sync += [self.active[j].eq(1), self.rel[j].eq(0), self.dphase[j].eq(0),
-                                 self.seen[j].eq(0), self.final[j].eq(new_pos >= self.final_min)]
+                                 self.seen[j].eq(0), self.final[j].eq(self.pos >= self.final_min_m1)]
             with m.If(self.head_finish):
                 m.d.sync += self.head.eq(self._next(self.head))
             with m.If(start):
@@ -407,24 +417,37 @@ class MaxPool(wiring.Component):
         }
         d = {}
         for a, (n, k, s, dil, pb, pe) in axes_cfg.items():
-            keff = reg(f"keff_{a}", (k - 1) * dil + 1)                            # level 1
-            limit = reg(f"limit_{a}", n + pe - keff)                              # level 2
+            # (k - 1) * dilation + 1 as registered shifted copies, then their sum.
+            partial = [reg(f"keff_{a}_{j}", Mux(dil[j], (k - 1) << j, 0))        # level 1
+                       for j in range(len(dil))]
+            keff = reg(f"keff_{a}", sum(partial) + 1)                              # level 2
+            limit = reg(f"limit_{a}", n + pe - keff)                              # level 3
             d[f"keff_{a}"], d[f"limit_{a}"] = keff, limit
             ceil_max = Mux(limit + s - 1 < n - 1, limit + s - 1, n - 1)
-            start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 3
+            start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 4
             d[f"start_max_{a}"] = start_max
-            d[f"final_min_{a}"] = reg(f"final_min_{a}", start_max - s + 1)       # level 4
+            d[f"final_min_{a}"] = reg(f"final_min_{a}", start_max - s + 1)       # level 5
+            # The sequencer's constants (see _Axis).
+            d[f"last_pos_m1_{a}"] = reg(f"last_pos_m1_{a}", n - 2)               # level 1
+            d[f"init_at_end_{a}"] = reg(f"init_at_end_{a}", -pb == n - 1)         # level 1
+            d[f"rel_last_{a}"] = reg(f"rel_last_{a}", keff - 1)                   # level 3
+            d[f"final_min_m1_{a}"] = reg(f"final_min_m1_{a}", start_max - s)      # level 5
+            d[f"init_final_{a}"] = reg(f"init_final_{a}", -pb > start_max - s)    # level 5
+            d[f"stride_m1_{a}"] = reg(f"stride_m1_{a}", s - 1)                    # level 1
+            d[f"dilation_m1_{a}"] = reg(f"dilation_m1_{a}", dil - 1)              # level 1
         channels = narrow(cfg.channels, self.max_channels)
         groups = reg("groups", (channels + lanes - 1) >> lane_bits)
         last_lanes = reg("last_lanes", channels - ((groups - 1) << lane_bits))
-        last_group = reg("last_group", (channels - 1) >> lane_bits)     # groups - 1
+        # The last group's index is compared one step ahead (g_last below).
+        one_group = reg("one_group", channels <= lanes)
+        last_group_m1 = reg("last_group_m1", ((channels - 1) >> lane_bits) - 1)
 
         v = SimpleNamespace(**{**self.params, **{name: cfg[name] for name in cfg.shape().members},
                                **d})
-        checks = stage_checks(POOL_REFUSALS, "range", v)
+        # Each test registered, then the first failing one.
         code = Const(PoolError.NONE, POOL_ERROR_WIDTH)
-        for value, bad in reversed(checks):
-            code = Mux(bad, value, code)
+        for value, bad in reversed(stage_checks(POOL_REFUSALS, "range", v)):
+            code = Mux(reg(f"bad_{PoolError(value).name.lower()}", bad), value, code)
         check_code = Signal(POOL_ERROR_WIDTH)
         m.d.sync += check_code.eq(code)
 
@@ -436,14 +459,13 @@ class MaxPool(wiring.Component):
         stride_shape = unsigned(self.max_stride.bit_length())
         ha = _Axis(m, "ax_w", slots, pos_shape, rel_shape, dil_shape, stride_shape, snapshot=True)
         va = _Axis(m, "ax_h", slots, pos_shape, rel_shape, dil_shape, stride_shape, snapshot=False)
-        for axis, a, pb, n, s, dil in ((ha, "w", cfg.pad_left, cfg.width, cfg.stride_w,
-                                         cfg.dilation_w),
-                                        (va, "h", cfg.pad_top, cfg.height, cfg.stride_h,
-                                         cfg.dilation_h)):
+        for axis, a, pb, dil in ((ha, "w", cfg.pad_left, cfg.dilation_w),
+                                 (va, "h", cfg.pad_top, cfg.dilation_h)):
             m.d.comb += [
-                axis.last_pos.eq(n - 1), axis.rel_last.eq(d[f"keff_{a}"] - 1),
-                axis.start_max.eq(d[f"start_max_{a}"]), axis.final_min.eq(d[f"final_min_{a}"]),
-                axis.stride.eq(s), axis.dilation.eq(dil), axis.pad_begin.eq(pb),
+                axis.dilation.eq(dil), axis.pad_begin.eq(pb),
+                *(getattr(axis, name).eq(d[f"{name}_{a}"]) for name in (
+                    "last_pos_m1", "init_at_end", "rel_last", "start_max", "final_min_m1",
+                    "init_final", "stride_m1", "dilation_m1")),
             ]
             axis.elaborate()
         # Whether a window covers only padding, and whether both axes reached position 0:
@@ -476,10 +498,25 @@ class MaxPool(wiring.Component):
         setup_count = Signal(range(SETUP_LEVELS + 1))
 
         g = Signal(range(max(self.groups, 2)))
-        g_last = Signal()
-        m.d.comb += g_last.eq(g == last_group)
+        g_last = Signal()                   # g == last_group, a register set a step ahead
         hcount = Signal(range(self.out_width_max * self.groups + 1))   # H-window outputs in the row
+        hcount_m1 = Signal.like(hcount, name="hcount_m1")              # hcount - 1, wrapping
         fcount = Signal.like(hcount, name="fcount")                    # vertical flush address
+        f_last = Signal()
+        m.d.comb += f_last.eq(fcount == hcount_m1)                     # the row's last word
+
+        def g_clear():
+            m.d.sync += [g.eq(0), g_last.eq(one_group)]
+
+        def g_step():
+            m.d.sync += [g.eq(Mux(g_last, 0, g + 1)),
+                         g_last.eq(Mux(g_last, one_group, g == last_group_m1))]
+
+        def h_clear():
+            m.d.sync += [hcount.eq(0), hcount_m1.eq(-1)]
+
+        def h_step():
+            m.d.sync += [hcount.eq(hcount + 1), hcount_m1.eq(hcount)]
 
         # Pipeline: P0 = the operation the sequencer issues, P1 = horizontal read-modify-write,
         # P2 = vertical read, P3 = vertical modify-write, then the output register. Everything
@@ -514,7 +551,7 @@ class MaxPool(wiring.Component):
             p0.v_emit.eq(Mux(op_kind == OP_VFLUSH, 1, va.head_finish)),
             p0.v_slot.eq(va.head), p0.v_final.eq(va.head_final),
             p0.vaddr.eq(Mux(op_kind == OP_VFLUSH, fcount, hcount)),
-            p0.vlast.eq(Mux(op_kind == OP_VFLUSH, fcount == hcount - 1, ha.head_final & g_last)),
+            p0.vlast.eq(Mux(op_kind == OP_VFLUSH, f_last, ha.head_final & g_last)),
         ]
 
         # P1: horizontal update.
@@ -595,13 +632,14 @@ class MaxPool(wiring.Component):
             with m.If(va.at_end):
                 with m.If(va.head_active & va.more):
                     m.d.comb += va.retire.eq(1)
-                    m.d.sync += [fcount.eq(0), g.eq(0)]
+                    m.d.sync += fcount.eq(0)
+                    g_clear()
                     m.d.sync += state.eq(_State.VFLUSH)
                 with m.Else():
                     m.d.sync += state.eq(_State.DRAIN)
             with m.Else():
                 m.d.comb += [va.step.eq(1), ha.restore.eq(1)]
-                m.d.sync += hcount.eq(0)
+                h_clear()
 
         state = Signal(range(max(_State) + 1), init=_State.IDLE)
         with m.If(state == _State.IDLE):
@@ -631,7 +669,9 @@ class MaxPool(wiring.Component):
                     m.d.sync += state.eq(_State.IDLE)
                 with m.Else():
                     m.d.comb += ha.save.eq(1)
-                    m.d.sync += [running.eq(1), g.eq(0), hcount.eq(0), fcount.eq(0)]
+                    m.d.sync += [running.eq(1), fcount.eq(0)]
+                    g_clear()
+                    h_clear()
                     m.d.sync += state.eq(_State.IN)
         with m.Elif(state == _State.IN):
             m.d.comb += [op_kind.eq(OP_IN), self.i.ready.eq(adv),
@@ -640,8 +680,8 @@ class MaxPool(wiring.Component):
                 with m.If(self.i.payload.last != final_in):
                     m.d.sync += last_error.eq(1)
                 with m.If(ha.head_finish):
-                    m.d.sync += hcount.eq(hcount + 1)
-                m.d.sync += g.eq(Mux(g_last, 0, g + 1))
+                    h_step()
+                g_step()
                 with m.If(g_last):
                     with m.If(ha.at_end):
                         with m.If(final_in):
@@ -657,7 +697,8 @@ class MaxPool(wiring.Component):
             # Windows that end on the last column after the oldest one: one op per group.
             m.d.comb += [op_kind.eq(OP_HFLUSH), fire.eq(adv)]
             with m.If(fire):
-                m.d.sync += [hcount.eq(hcount + 1), g.eq(Mux(g_last, 0, g + 1))]
+                h_step()
+                g_step()
                 with m.If(g_last):
                     with m.If(ha.more):
                         m.d.comb += ha.retire.eq(1)
@@ -668,9 +709,11 @@ class MaxPool(wiring.Component):
             # Rows that end on the last input row after the oldest one: one op per word.
             m.d.comb += [op_kind.eq(OP_VFLUSH), fire.eq(adv)]
             with m.If(fire):
-                m.d.sync += [fcount.eq(fcount + 1), g.eq(Mux(g_last, 0, g + 1))]
-                with m.If(fcount == hcount - 1):
-                    m.d.sync += [fcount.eq(0), g.eq(0)]
+                m.d.sync += fcount.eq(fcount + 1)
+                g_step()
+                with m.If(f_last):
+                    m.d.sync += fcount.eq(0)
+                    g_clear()
                     with m.If(va.more):
                         m.d.comb += va.retire.eq(1)
                     with m.Else():
