@@ -387,9 +387,11 @@ class ConvEngine(wiring.Component):
 
         def load(k):
             _, a, b, add = steps[k]
-            if k and any(sig is steps[k - 1][0]
-                         for v in (a, b, Value.cast(add)) for sig in v._rhs_signals()):
+            used = [sig for v in (a, b, Value.cast(add)) for sig in v._rhs_signals()]
+            if k and any(sig is steps[k - 1][0] for sig in used):
                 raise AssertionError(f"derived product {k} uses the one before it")
+            if not k and any(not any(sig is field for field in cn.values()) for sig in used):
+                raise AssertionError("the first derived product uses more than latched fields")
             m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add)]
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
@@ -429,11 +431,10 @@ class ConvEngine(wiring.Component):
                     m.d.sync += [done.eq(0), error_q.eq(0)]
                     m.next = "LATCHED"
             with m.State("LATCHED"):
-                # The per-layer registers see the latched configuration in LOAD.
-                m.next = "LOAD"
-            with m.State("LOAD"):
-                # The products are computed before the range checks decide (they are ready
-                # long before VERIFY): a refused layer's are never used.
+                # The products are computed while the range checks settle (they are read in
+                # VERIFY): a refused layer's are never used. The first product's operands are
+                # latched fields (`load` checks), the later ones' may be per-layer registers,
+                # which see the latched configuration from now on.
                 load(0)
                 m.d.sync += step.eq(0)
                 m.next = "DERIVE"
@@ -741,8 +742,9 @@ class ConvEngine(wiring.Component):
             m.d.comb += getattr(pcfg, name).eq(c[f"pool_{name}"])
 
         og_m = Signal(range(self.cout_groups))
+        og_m_last = Signal()            # og_m == cout_groups - 1, set a word ahead
         lanes_m = Signal(range(pe + 1))
-        m.d.comb += lanes_m.eq(Mux(og_m == d["cout_groups"] - 1, d["last_out_lanes"], pe))
+        m.d.comb += lanes_m.eq(Mux(og_m_last, d["last_out_lanes"], pe))
         keep_raw = Cat((Const(p) < lanes_m).replicate(ACC_BYTES) for p in range(pe))
         keep_q = Cat(Const(p) < lanes_m for p in range(pe))
         # Plain multiplexers rather than an if/else process: Icarus would leave the outputs
@@ -757,12 +759,13 @@ class ConvEngine(wiring.Component):
         ]
         out_handshake = self.m_axis_tvalid & self.m_axis_tready
         out_done = Signal()
+        og_m_next = Mux(og_m_last, 0, og_m + 1)
         with m.If(out_handshake):
-            m.d.sync += og_m.eq(Mux(og_m == d["cout_groups"] - 1, 0, og_m + 1))
+            m.d.sync += [og_m.eq(og_m_next), og_m_last.eq(og_m_next == d["cout_groups"] - 1)]
             with m.If(self.m_axis_tlast):
                 m.d.sync += out_done.eq(1)
         with m.If(launch):
-            m.d.sync += [og_m.eq(0), out_done.eq(0)]
+            m.d.sync += [og_m.eq(0), og_m_last.eq(d["cout_groups"] == 1), out_done.eq(0)]
         # A pooled layer ends when the pool unit is idle again (its last word sent), so that
         # the next start finds it ready.
         # (Whether every input word was written is registered: a cycle late, off the path from

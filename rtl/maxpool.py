@@ -438,6 +438,7 @@ class MaxPool(wiring.Component):
         channels = narrow(cfg.channels, self.max_channels)
         groups = reg("groups", (channels + lanes - 1) >> lane_bits)
         last_lanes = reg("last_lanes", channels - ((groups - 1) << lane_bits))
+        last_keep = reg("last_keep", Cat(lane < last_lanes for lane in range(lanes)))
         # The last group's index is compared one step ahead (g_last below).
         one_group = reg("one_group", channels <= lanes)
         last_group_m1 = reg("last_group_m1", ((channels - 1) >> lane_bits) - 1)
@@ -529,7 +530,7 @@ class MaxPool(wiring.Component):
             "kind": 2, "g": g.shape(), "g_last": 1,
             "h_tap": slots, "h_fresh": slots, "h_emit": 1, "h_slot": ha.head.shape(), "h_final": 1,
             "v_tap": slots, "v_fresh": slots, "v_emit": 1, "v_slot": va.head.shape(), "v_final": 1,
-            "vaddr": hcount.shape(), "vlast": 1,
+            "vaddr": hcount.shape(), "vlast": 1, "keep": lanes,
         })
         p0 = Signal(ctrl)
         p1, p2, p3 = Signal(ctrl, name="p1"), Signal(ctrl, name="p2"), Signal(ctrl, name="p3")
@@ -542,6 +543,7 @@ class MaxPool(wiring.Component):
         flip = Mux(cfg.is_unsigned, 0, sign_bit)          # signed compare as unsigned
         m.d.comb += [
             p0.kind.eq(op_kind), p0.g.eq(g), p0.g_last.eq(g_last),
+            p0.keep.eq(Mux(g_last, last_keep, (1 << lanes) - 1)),   # the lanes of channels
             p0.h_tap.eq(Mux(op_kind == OP_IN, Cat(ha.tap), 0)),
             p0.h_fresh.eq(Mux(op_kind == OP_IN, Cat(ha.fresh), 0)),
             p0.h_emit.eq(Mux(op_kind == OP_IN, ha.head_finish, op_kind == OP_HFLUSH)),
@@ -606,13 +608,20 @@ class MaxPool(wiring.Component):
         p3_emit = Signal()
         m.d.comb += p3_emit.eq(p3_valid & p3.v_emit)
         m.d.comb += adv.eq(~(p3_emit & out_valid & ~self.o.ready))
+        # The emitted window's result: its slot's old word chosen before the compare (the
+        # same value as v_new's slot, with the slot multiplexer off the compare's path).
         result = Signal(lane_vec)
-        m.d.comb += result.eq(_select(p3.v_slot, [v_new[j] for j in range(slots)]))
+        slot_old = Signal(lane_vec)
+        m.d.comb += slot_old.eq(_select(p3.v_slot, [v_old[j] for j in range(slots)]))
+        slot_tap = _select(p3.v_slot, [p3.v_tap[j] for j in range(slots)])
+        slot_fresh = _select(p3.v_slot, [p3.v_fresh[j] for j in range(slots)])
+        for lane in range(lanes):
+            old, new = slot_old[lane], p3_hv[lane]
+            m.d.comb += result[lane].eq(Mux(slot_tap & (slot_fresh | (new > old)), new, old))
         with m.If(adv & p3_emit):
             m.d.sync += [out_valid.eq(1), out_payload.last.eq(p3.v_final & p3.vlast)]
             for lane in range(lanes):
-                keep = ~p3.g_last | (lane < last_lanes)
-                m.d.sync += out_payload.data[lane].eq(Mux(keep, result[lane] ^ flip, 0))
+                m.d.sync += out_payload.data[lane].eq(Mux(p3.keep[lane], result[lane] ^ flip, 0))
         with m.Elif(self.o.ready):
             m.d.sync += out_valid.eq(0)
         m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out_payload)]
