@@ -658,8 +658,12 @@ class ConvEngine(wiring.Component):
         slice_in = Signal(range(passes))        # slice of the FIFO head being requantized
         slice_out = Signal(range(passes))       # slice of the word being gathered
         gathered = Signal(DATA_WIDTH * pe)
-        q_word = Signal(DATA_WIDTH * pe)
-        q_valid, q_last = Signal(), Signal()
+        # The gathered words wait in a two-word FIFO (its `w_rdy` a register), so that no
+        # path runs from m_axis_tready or the pool's input through the requantizers.
+        qw = data.StructLayout({"data": DATA_WIDTH * pe, "last": 1})
+        m.submodules.q_fifo = q_fifo = SyncFIFO(width=qw.size, depth=2)
+        q_out = data.View(qw, q_fifo.r_data)
+        q_word, q_last, q_valid = q_out.data, q_out.last, q_fifo.r_rdy
         rqs = []
         for r in range(lanes_r):
             rq = Requantize(acc_width=ACC_WIDTH, mult_width=MULT_WIDTH, shift_width=SHIFT_WIDTH,
@@ -684,7 +688,8 @@ class ConvEngine(wiring.Component):
         q_ready = Signal()          # the requantized word is taken (by m_axis or the pool)
         m.d.comb += q_ready.eq(Mux(fused_dp, pool.i.ready, self.m_axis_tready))
         last_slice_out = slice_out == passes - 1
-        m.d.comb += rq_take.eq(rqs[0].o.valid & (~last_slice_out | ~q_valid | q_ready))
+        m.d.comb += [rq_take.eq(rqs[0].o.valid & (~last_slice_out | q_fifo.w_rdy)),
+                     q_fifo.r_en.eq(q_ready)]
         for rq in rqs:
             m.d.comb += rq.o.ready.eq(rq_take)
         word_next = Signal.like(gathered)
@@ -694,18 +699,18 @@ class ConvEngine(wiring.Component):
                 for r, rq in enumerate(rqs):
                     m.d.comb += word_next.word_select(j * lanes_r + r, DATA_WIDTH).eq(
                         rq.o.payload.data)
-        with m.If(q_valid & q_ready):
-            m.d.sync += q_valid.eq(0)
         with m.If(rq_take):
             m.d.sync += [gathered.eq(word_next), slice_out.eq(slice_out + 1)]
             with m.If(last_slice_out):
-                m.d.sync += [q_word.eq(word_next), q_valid.eq(1), q_last.eq(rqs[0].o.payload.last),
-                             slice_out.eq(0)]
+                m.d.comb += [q_fifo.w_en.eq(1),
+                             q_fifo.w_data.eq(pack(qw, data=word_next,
+                                                   last=rqs[0].o.payload.last))]
+                m.d.sync += slice_out.eq(0)
         rq_fed = rqs[0].i.valid & rqs[0].i.ready
         with m.If(rq_fed):
             m.d.sync += slice_in.eq(Mux(slice_in == passes - 1, 0, slice_in + 1))
         with m.If(launch):
-            m.d.sync += [slice_in.eq(0), slice_out.eq(0), q_valid.eq(0)]
+            m.d.sync += [slice_in.eq(0), slice_out.eq(0)]
         m.d.comb += pop.eq(Mux(raw, head_valid & self.m_axis_tready,
                                rq_fed & (slice_in == passes - 1)))
 
