@@ -348,7 +348,7 @@ class ConvEngine(wiring.Component):
         queued = Signal()               # a started layer is set up or waits: start is ignored
         tlast_error = Signal()
         tlast_sticky = Signal()
-        step = Signal(range(len(steps)))
+        step = Signal(len(steps))       # one-hot: the derived product being computed
         launch = Signal()
         arm = Signal()                  # the cycle after `take`: the active set is valid
         layer_end = Signal()
@@ -379,20 +379,29 @@ class ConvEngine(wiring.Component):
         # per-layer products one after the other, after the range checks have bounded their
         # operands (see _derive): `mul_a` shifts left and `mul_b` right until no bit is left.
         # A step's operands load in the cycle the step before it writes its result, so a step
-        # may use the results of all earlier steps but that one (`load` checks this).
+        # may use the results of all earlier steps but that one (`operands` checks this). The
+        # step is one-hot, and the next step's operands an AND-OR of the candidates.
         mul_width = max(len(dest) for dest, _, _, _ in steps)
         mul_a = Signal(mul_width)
         mul_b = Signal(max(b.shape().width for _, _, b, _ in steps))
         mul_acc = Signal(mul_width)
 
-        def load(k):
+        def operands(k):
             _, a, b, add = steps[k]
-            used = [sig for v in (a, b, Value.cast(add)) for sig in v._rhs_signals()]
+            add = Value.cast(add)
+            used = [sig for v in (a, b, add) for sig in v._rhs_signals()]
             if k and any(sig is steps[k - 1][0] for sig in used):
                 raise AssertionError(f"derived product {k} uses the one before it")
             if not k and any(not any(sig is field for field in cn.values()) for sig in used):
                 raise AssertionError("the first derived product uses more than latched fields")
-            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add)]
+            return a, b, add
+
+        def load_next():
+            """The operands of the step after the current one."""
+            picked = [Const(0)] * 3
+            for k in range(1, len(steps)):
+                picked = [p | Mux(step[k - 1], v, 0) for p, v in zip(picked, operands(k))]
+            m.d.sync += [mul_a.eq(picked[0]), mul_b.eq(picked[1]), mul_acc.eq(picked[2])]
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
         # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits),
@@ -435,8 +444,8 @@ class ConvEngine(wiring.Component):
                 # VERIFY): a refused layer's are never used. The first product's operands are
                 # latched fields (`load` checks), the later ones' may be per-layer registers,
                 # which see the latched configuration from now on.
-                load(0)
-                m.d.sync += step.eq(0)
+                a, b, add = operands(0)
+                m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), step.eq(1)]
                 m.next = "DERIVE"
             with m.State("DERIVE"):
                 # Adds mul_a for each set bit of mul_b; with the last bit, writes the result and
@@ -446,15 +455,13 @@ class ConvEngine(wiring.Component):
                         m.d.sync += mul_acc.eq(mul_acc + mul_a)
                     m.d.sync += [mul_a.eq(mul_a << 1), mul_b.eq(mul_b >> 1)]
                 with m.Else():
-                    m.d.sync += step.eq(step + 1)
+                    m.d.sync += step.eq(step << 1)
                     result = mul_acc + Mux(mul_b[0], mul_a, 0)
-                    with m.Switch(step):
-                        for k, (dest, _, _, _) in enumerate(steps):
-                            with m.Case(k):
-                                m.d.sync += dest.eq(result)
-                                if k + 1 < len(steps):
-                                    load(k + 1)
-                    with m.If(step == len(steps) - 1):
+                    for k, (dest, _, _, _) in enumerate(steps):
+                        with m.If(step[k]):
+                            m.d.sync += dest.eq(result)
+                    load_next()
+                    with m.If(step[-1]):
                         m.next = "DERIVED"
             with m.State("DERIVED"):
                 m.next = "CHECKED"
