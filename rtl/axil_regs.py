@@ -24,10 +24,11 @@ Usage inside a top-level component (the engine)::
 Bus behaviour:
 
 - AW and W are accepted independently, in either order or together; the write happens once
-  both are held, and its response is then offered on B. One write and one read are in flight
-  at a time; back-to-back transactions run at one per cycle when the manager keeps B and R ready
-  (``awready``/``wready`` depend combinationally on ``bready``, ``arready`` on ``rready``; no
-  ready depends on a valid).
+  both are held, and its response is then offered on B. One write is in flight at a time, and
+  two reads: RDATA comes two cycles after the address (the address is registered, then the
+  data selected from it). Back-to-back transactions run at one per cycle when the manager keeps
+  B and R ready (``awready``/``wready`` depend combinationally on ``bready``, ``arready`` on
+  ``rready``; no ready depends on a valid).
 - ``wstrb`` selects the bytes written; bytes not strobed keep their value (``rw``, ``wo``),
   do not pulse (``w1p``) and do not clear (``w1c``).
 - The response is OKAY for every mapped word, including writes to read-only bits (ignored),
@@ -322,15 +323,20 @@ class AXI4LiteRegisters(wiring.Component):
                 q = state[field.name]
                 m.d.sync += q.eq((q & ~clears[field.name]) | self.fields[field.name])
 
-        # --- read channel: one read in flight; the data is registered -----------------------
+        # --- read channel: a two-stage pipeline. The address is registered, then the data
+        # selected from it and registered (no path from ARADDR to RDATA).
         accept = Signal()
+        pending = Signal()                              # an address is held for stage 2
+        r_addr = Signal.like(bus.araddr, name="r_addr")
+        r_free = Signal()                               # stage 2 takes the held address
         m.d.comb += [
-            bus.arready.eq(~bus.rvalid | bus.rready),
+            r_free.eq(~bus.rvalid | bus.rready),
+            bus.arready.eq(~pending | r_free),
             accept.eq(bus.arvalid & bus.arready),
         ]
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)
-        r_word = bus.araddr[word_shift:]
+        r_word = r_addr[word_shift:]
         words, r_hits = [], []
         for reg in regmap.registers:
             value = _assemble(reg, readback)
@@ -347,20 +353,23 @@ class AXI4LiteRegisters(wiring.Component):
                     word = value[index * dw:(index + 1) * dw]
                 elif index == 0:
                     word = value[:dw]
-                    with m.If(accept & hit):
+                    with m.If(pending & r_free & hit):
                         m.d.sync += latch.eq(value[dw:])
                 else:
                     word = latch[(index - 1) * dw:index * dw]
                 if word is not None:
                     words.append(hit.replicate(dw) & word)
-        with m.If(accept):
+        with m.If(pending & r_free):
             m.d.sync += [
+                pending.eq(0),
                 bus.rvalid.eq(1),
                 bus.rdata.eq(_or_all(words, dw)),
                 bus.rresp.eq(OKAY),
             ]
             with m.If(~Cat(*r_hits).any()):
                 m.d.sync += bus.rresp.eq(SLVERR)
+        with m.If(accept):
+            m.d.sync += [r_addr.eq(bus.araddr), pending.eq(1)]
         return m
 
 

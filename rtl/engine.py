@@ -398,10 +398,12 @@ class ConvEngine(wiring.Component):
 
         def load_next():
             """The operands of the step after the current one."""
-            picked = [Const(0)] * 3
-            for k in range(1, len(steps)):
-                picked = [p | Mux(step[k - 1], v, 0) for p, v in zip(picked, operands(k))]
-            m.d.sync += [mul_a.eq(picked[0]), mul_b.eq(picked[1]), mul_acc.eq(picked[2])]
+            terms = [[Mux(step[k - 1], v, 0) for v in operands(k)] for k in range(1, len(steps))]
+            while len(terms) > 1:           # a balanced OR tree
+                terms = [[x | y for x, y in zip(*terms[i:i + 2])] if i + 1 < len(terms)
+                         else terms[i] for i in range(0, len(terms), 2)]
+            a, b, add = terms[0]
+            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add)]
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
         # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits),
