@@ -75,7 +75,7 @@ has its setup done meanwhile in a second set of configuration registers and laun
 cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 3
 cycles, its lane walker) plus the time to receive the first window. Strided layers only visit output positions. A fused
 max-pool adds a divider computing the conv output size (``coord_width`` cycles, about 12) and
-the pool unit's setup (about 6 cycles plus the larger begin pad) to the start, and stalls the
+the pool unit's setup (about 9 cycles plus the larger begin pad) to the start, and stalls the
 MAC array only when the pool unit flushes windows that end at the right or bottom edge
 (padding or ``ceil_mode``); CONV-RELU-POOL costs no pass through the host.
 
@@ -116,7 +116,7 @@ from rtl.linebuffer import LineBuffer, WindowGenerator, geometry_layout, rotate
 from rtl.mac_array import MacArray
 from rtl.maxpool import MaxPool
 from rtl.maxpool import memory_bits as pool_memory_bits
-from rtl.regroup import Regroup
+from rtl.regroup import Regroup, regroup_signature
 from rtl.requantize import Requantize
 from rtl.streams import (ACC_BYTES, ACC_WIDTH, DATA_WIDTH, ZP_WIDTH, axis_members,
                          connect_axis, connect_flat, flat_members, pack, payload_layout)
@@ -407,14 +407,16 @@ class ConvEngine(wiring.Component):
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
         # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits),
-        # computed with the next set and copied with it.
+        # computed with the next set and copied with it. Built without a max-pool unit (which
+        # refuses every pool), there is no divider.
         div_bits = self.coord_width
         stride_bits = self.max_stride.bit_length()
         div_count = Signal(range(div_bits))
         div_load, div_step = Signal(), Signal()
-        conv_out = {}
+        conv_out = {"h": Const(0), "w": Const(0)}
         for a, limit, pad_begin, stride in (("h", dn["y_limit"], cn["pad_top"], cn["stride_h"]),
-                                            ("w", dn["x_limit"], cn["pad_left"], cn["stride_w"])):
+                                            ("w", dn["x_limit"], cn["pad_left"], cn["stride_w"])
+                                            ) if self.pool_window_slots else ():
             num = Signal(div_bits, name=f"div_num_{a}")
             rem = Signal(stride_bits, name=f"div_rem_{a}")
             quo = Signal(div_bits, name=f"div_quo_{a}")
@@ -478,7 +480,7 @@ class ConvEngine(wiring.Component):
                 with m.Elif(late_error != EngineError.NONE):
                     m.d.sync += setup_error.eq(late_error)
                     m.next = "REFUSED"
-                with m.Elif(fused_n):
+                with m.Elif(fused_n if self.pool_window_slots else Const(0)):
                     m.d.comb += div_load.eq(1)
                     m.d.sync += div_count.eq(div_bits - 1)
                     m.next = "DIVIDE"
@@ -724,8 +726,13 @@ class ConvEngine(wiring.Component):
                                rq_fed & (slice_in == passes - 1)))
 
         # --- max-pool: after requantization (fused), or of the input words (alone) ----------
-        # Alone, the input words of SIMD channels are regrouped into beats of PE lanes.
-        m.submodules.regroup = rg = Regroup(simd, pe, self.max_channels)
+        # Alone, the input words of SIMD channels are regrouped into beats of PE lanes. Built
+        # without a max-pool unit, no pool runs alone: the width converter is not elaborated,
+        # its ports stay plain signals (its outputs 0).
+        if self.pool_window_slots:
+            m.submodules.regroup = rg = Regroup(simd, pe, self.max_channels)
+        else:
+            rg = regroup_signature(simd, pe, self.max_channels).create()
         alone_in = Signal()
         m.d.comb += alone_in.eq(alone_dp & running & pool.running)
         m.d.comb += [

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.limits import MAX_ARRAY
 from rtl.streams import DATA_WIDTH, payload_layout
 
-__all__ = ["Regroup", "word_layout"]
+__all__ = ["Regroup", "regroup_signature", "word_layout"]
 
 
 def word_layout(lanes: int) -> data.StructLayout:
@@ -79,13 +79,7 @@ class Regroup(wiring.Component):
         self.in_lanes, self.out_lanes, self.max_channels = in_lanes, out_lanes, max_channels
         self.max_in_groups = -(-max_channels // in_lanes)
         self.max_out_groups = -(-max_channels // out_lanes)
-        super().__init__({
-            "i": In(stream.Signature(word_layout(in_lanes))),
-            "o": Out(stream.Signature(word_layout(out_lanes))),
-            "in_groups": In(range(self.max_in_groups + 1)),
-            "out_groups": In(range(self.max_out_groups + 1)),
-            "restart": In(1), "last_error": Out(1),
-        })
+        super().__init__(regroup_signature(in_lanes, out_lanes, max_channels))
 
     def elaborate(self, platform):
         m = Module()
@@ -155,3 +149,15 @@ class Regroup(wiring.Component):
         with m.If(self.restart):
             m.d.sync += [word.eq(0), out_valid.eq(0), gathered_last.eq(0),
                          self.last_error.eq(0)]
+
+
+def regroup_signature(in_lanes, out_lanes, max_channels) -> wiring.Signature:
+    """The signature of :class:`Regroup` (arguments unchecked): for an owner that builds its
+    ports without the converter (``signature.create()``)."""
+    return wiring.Signature({
+        "i": In(stream.Signature(word_layout(in_lanes))),
+        "o": Out(stream.Signature(word_layout(out_lanes))),
+        "in_groups": In(range(-(-max_channels // in_lanes) + 1)),
+        "out_groups": In(range(-(-max_channels // out_lanes) + 1)),
+        "restart": In(1), "last_error": Out(1),
+    })
