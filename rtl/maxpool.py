@@ -441,7 +441,7 @@ class MaxPool(wiring.Component):
         last_lanes = reg("last_lanes", channels - ((groups - 1) << lane_bits))
         last_keep = reg("last_keep", Cat(lane < last_lanes for lane in range(lanes)))
         # The last group's index is compared one step ahead (g_last below).
-        one_group = reg("one_group", channels <= lanes)
+        one_group = reg("one_group", is_zero((channels - 1) >> lane_bits))
         last_group_m1 = reg("last_group_m1", ((channels - 1) >> lane_bits) - 1)
 
         v = SimpleNamespace(**{**self.params, **{name: cfg[name] for name in cfg.shape().members},
