@@ -68,12 +68,11 @@ Performance: one MAC operation (PE x SIMD multiply-accumulates) per cycle whenev
 words have arrived; a window takes ``ceil(Kh * Kw * Cp / SIMD)`` operations, so a packed layer
 with few input channels fills the SIMD lanes across taps (3 channels x 5x5: 10 operations of
 8 lanes, not 25); output groups follow each other without bubbles, the input stream is written
-while the array computes. A start from idle costs the setup (registered range checks, one
-cycle per bit of the smaller operand of each derived product on a shift-and-add multiplier,
-final checks: about 30 to 60 cycles); a start queued while a layer runs (``STATUS.queued``)
+while the array computes. A start from idle costs the setup (one cycle per two bits of the smaller
+operand of each derived product on a shift-and-add multiplier, then the registered checks); a start queued while a layer runs (``STATUS.queued``)
 has its setup done meanwhile in a second set of configuration registers and launches the
-cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 3
-cycles, its lane walker) plus the time to receive the first window. Strided layers only visit output positions. A fused
+cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 4
+cycles with packing, its lane walker; 3 without) plus the time to receive the first window. Strided layers only visit output positions. A fused
 max-pool adds a divider computing the conv output size (``coord_width`` cycles, about 12) and
 the pool unit's setup (about 9 cycles plus the larger begin pad) to the start, and stalls the
 MAC array only when the pool unit flushes windows that end at the right or bottom edge
@@ -375,9 +374,10 @@ class ConvEngine(wiring.Component):
             m.d.sync += tlast_sticky.eq(1)
         with m.If(fresh):
             m.d.sync += tlast_sticky.eq(0)
-        # One shift-and-add multiplier (no DSP block, a short carry chain) computes the
+        # One shift-and-add multiplier (no DSP block, two short carry chains) computes the
         # per-layer products one after the other, after the range checks have bounded their
-        # operands (see _derive): `mul_a` shifts left and `mul_b` right until no bit is left.
+        # operands (see _derive): `mul_a` shifts left and `mul_b` right, two bits a cycle,
+        # until no bit is left.
         # A step's operands load in the cycle the step before it writes its result, so a step
         # may use the results of all earlier steps but that one (`operands` checks this). The
         # step is one-hot, and the next step's operands an AND-OR of the candidates.
@@ -452,15 +452,16 @@ class ConvEngine(wiring.Component):
                 m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), step.eq(1)]
                 m.next = "DERIVE"
             with m.State("DERIVE"):
-                # Adds mul_a for each set bit of mul_b; with the last bit, writes the result and
-                # loads the next step's operands (which never use the result just written).
-                with m.If(mul_b[1:] != 0):
-                    with m.If(mul_b[0]):
-                        m.d.sync += mul_acc.eq(mul_acc + mul_a)
-                    m.d.sync += [mul_a.eq(mul_a << 1), mul_b.eq(mul_b >> 1)]
+                # Two bits of mul_b a cycle: adds mul_a and 2 * mul_a for its set bits; with the
+                # last ones, writes the result and loads the next step's operands (which never
+                # use the result just written).
+                partial = mul_acc + Mux(mul_b[0], mul_a, 0) + Mux(mul_b[1], mul_a << 1, 0)
+                with m.If(mul_b[2:] != 0):
+                    m.d.sync += [mul_acc.eq(partial), mul_a.eq(mul_a << 2),
+                                 mul_b.eq(mul_b >> 2)]
                 with m.Else():
                     m.d.sync += step.eq(step << 1)
-                    result = mul_acc + Mux(mul_b[0], mul_a, 0)
+                    result = partial
                     for k, (dest, _, _, _) in enumerate(steps):
                         with m.If(step[k]):
                             m.d.sync += dest.eq(result)
@@ -822,8 +823,9 @@ class ConvEngine(wiring.Component):
         ``d`` maps names to signals. Shifts, sums and differences are registers recomputed every
         cycle; products are the ``steps`` ``(destination, a, b, add)``, computed one after the
         other by a single shift-and-add multiplier (``destination <= a * b + add``, one cycle
-        per bit of ``b``, the operand with the smaller maximum) after the range checks passed,
-        so every operand is bounded by the hardware maxima and the widths below are exact.
+        per two bits of ``b``, the operand with the smaller maximum) while the range checks
+        settle (a refused layer's products are never used): a legal layer's operands are
+        bounded by the hardware maxima, so the widths below are exact.
         """
         simd_bits = (self.simd - 1).bit_length()
         pe_bits = (self.pe - 1).bit_length()
