@@ -580,21 +580,28 @@ class ConvEngine(wiring.Component):
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
             lb.read_addr.eq(gen.rows),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
-            # The generator counts weight words from 0 and groups from 0; the bases are
-            # latched configuration, constant while the layer runs, so the sums are addressed
-            # in the generator's cycle and weight and zero-point data keep their alignment
-            # with the line buffer's.
-            params.weight_addr.eq(gen.weight_addr + weight_base),
-            params.wzp_addr.eq(gen.og + chan_base),
         ]
+        # The generator counts weight words from 0 and groups from 0; the bases are latched
+        # configuration, constant while the layer runs. The sums are registered (one register
+        # before the wide fan-out to the memories' blocks), as the line buffer's bytes are
+        # after their rotation below, so weight and zero-point data keep their alignment with
+        # the line buffer's.
+        w_addr = Signal.like(params.weight_addr, name="w_addr")
+        wzp_addr = Signal.like(params.wzp_addr, name="wzp_addr")
+        m.d.sync += [w_addr.eq(gen.weight_addr + weight_base), wzp_addr.eq(gen.og + chan_base)]
+        m.d.comb += [params.weight_addr.eq(w_addr), params.wzp_addr.eq(wzp_addr)]
 
         # --- MAC array -------------------------------------------------------------------------
         m.submodules.mac = mac = MacArray(pe, simd, dsp=self.dsp)
-        # The line buffer's and the weights' read data come two cycles after the address
-        # (registered block RAM outputs): the array sees each operation one cycle late.
+        # The line buffer's and the weights' read data come three cycles after the generator's
+        # operation (the registered weight address or the registered rotation, then two for the
+        # registered block RAM reads): the array sees each operation two cycles late.
         for name in ("valid", "first", "last", "final", "mask"):
-            late = Signal.like(getattr(gen, name), name=f"mac_{name}")
-            m.d.sync += late.eq(getattr(gen, name))
+            late = getattr(gen, name)
+            for k in range(2):
+                late_k = Signal.like(late, name=f"mac_{name}{k}")
+                m.d.sync += late_k.eq(late)
+                late = late_k
             m.d.comb += getattr(mac, name).eq(late)
         # The banks' bytes back in lane order: lane j is bank (j + rot) mod SIMD.
         rot = gen.rot
@@ -603,10 +610,12 @@ class ConvEngine(wiring.Component):
             m.d.sync += rot_late.eq(rot)
             rot = rot_late
         banks = [lb.read_data[i] for i in range(simd)]
+        x_word = Signal(DATA_WIDTH * simd, name="x_word")      # the rotated bytes, registered
+        m.d.sync += x_word.eq(Cat(*rotate(banks, rot)) if simd > 1 else banks[0])
         m.d.comb += [
             mac.x_zp.eq(c["x_zero_point"].as_signed()), mac.x_unsigned.eq(c["x_unsigned"]),
             mac.w_unsigned.eq(c["w_unsigned"]),
-            mac.x.eq(Cat(*rotate(banks, rot)) if simd > 1 else banks[0]),
+            mac.x.eq(x_word),
             mac.w.eq(params.weight_data), mac.w_zp.eq(params.wzp_data),
         ]
 
