@@ -581,30 +581,41 @@ class MaxPool(wiring.Component):
         with m.If(adv):
             m.d.sync += [p3_valid.eq(p2_valid), p3.eq(p2), p3_hv.eq(p2_hv)]
 
-        # P3: vertical update, output. P3's word was read when the operation left P1, before
-        # the writes of the two operations ahead of it (the one now leaving P3 wrote in the
-        # same cycle): those are forwarded, the nearest first, by flags registered beside it.
+        # P3: vertical update, output. The updated word is registered (`w1`) and written from
+        # there in the next cycle (registers on both sides of the block RAM's wires). P3's
+        # word was read when the operation left P1, before the writes of the three operations
+        # ahead of it (the one now leaving P3, the one before it, whose write from `w1` is in
+        # this cycle, and the one before that, whose write was in the read's cycle): those are
+        # forwarded, the nearest first. `fwd1` flags the nearest; the older two are chosen a
+        # step ahead into `older`, so the choice before the compare stays three-way.
         p3_writes = p3_valid & (p3.kind != OP_VFLUSH)
         v_new = Signal(word)
-        w1, w2 = Signal(word, name="w1"), Signal(word, name="w2")      # the last two writes
+        w1, w2 = Signal(word, name="w1"), Signal(word, name="w2")      # the last two updates
         w1_en, w1_addr = Signal(), Signal.like(p3.vaddr, name="w1_addr")
-        fwd1, fwd2 = Signal(), Signal()
+        w2_en, w2_addr = Signal(), Signal.like(p3.vaddr, name="w2_addr")
+        w1_new = Signal()                                              # w1 is to be written
+        older = Signal(word, name="older")
+        fwd1, fwd_older = Signal(), Signal()
+        m.d.sync += w1_new.eq(adv)
         with m.If(adv):
-            m.d.sync += [w1.eq(v_new), w1_en.eq(p3_writes), w1_addr.eq(p3.vaddr), w2.eq(w1),
+            hit2 = w1_en & (w1_addr == p2.vaddr)
+            hit3 = w2_en & (w2_addr == p2.vaddr)
+            m.d.sync += [w1.eq(v_new), w1_en.eq(p3_writes), w1_addr.eq(p3.vaddr),
+                         w2.eq(w1), w2_en.eq(w1_en), w2_addr.eq(w1_addr),
                          fwd1.eq(p3_writes & (p3.vaddr == p2.vaddr)),
-                         fwd2.eq(w1_en & (w1_addr == p2.vaddr))]
+                         fwd_older.eq(hit2 | hit3), older.eq(Mux(hit2, w1, w2))]
         with m.If(latch):
-            m.d.sync += w1_en.eq(0)
+            m.d.sync += [w1_en.eq(0), w2_en.eq(0)]
         v_old = Signal(word, name="v_old")
-        m.d.comb += v_old.eq(Mux(fwd1, w1, Mux(fwd2, w2, v_rd)))
+        m.d.comb += v_old.eq(Mux(fwd1, w1, Mux(fwd_older, older, v_rd)))
         for j in range(slots):
             for lane in range(lanes):
                 old, new = v_old[j][lane], p3_hv[lane]
                 m.d.comb += v_new[j][lane].eq(Mux(
                     p3.v_tap[j] & (p3.v_fresh[j] | (new > old)), new, old))
         m.d.comb += [
-            vmem.w_addr.eq(p3.vaddr), vmem.w_data.eq(v_new),
-            vmem.w_en.eq(adv & p3_writes),
+            vmem.w_addr.eq(w1_addr), vmem.w_data.eq(w1),
+            vmem.w_en.eq(w1_new & w1_en),
         ]
         p3_emit = Signal()
         m.d.comb += p3_emit.eq(p3_valid & p3.v_emit)
