@@ -300,10 +300,10 @@ class MaxPool(wiring.Component):
     window that ended on the last column or row); stage 1 reads, updates and writes the
     horizontal memory word of the beat's channel group, stages 2 and 3 the vertical word of
     the output column and group when a horizontal window ends (read, registered, then
-    updated and written), then the output register. A horizontal word written in one cycle
-    is read by the next operation through a transparent read port; a vertical word is read
-    before the two operations ahead have written theirs, and their words are forwarded when
-    the address is the same. So back-to-back updates of the same word (one group, one output
+    updated and registered, and written from that register in the next cycle), then the
+    output register. A horizontal word written in one cycle is read by the next operation
+    through a transparent read port; a vertical word is read before the three operations
+    ahead have written theirs, and their words are forwarded when the address is the same. So back-to-back updates of the same word (one group, one output
     column) are exact. Setup after ``start``: ``SETUP_LEVELS + 2`` cycles plus the larger
     begin pad.
 
@@ -488,7 +488,7 @@ class MaxPool(wiring.Component):
         hw_port = hmem.write_port()
         hr_port = hmem.read_port(transparent_for=(hw_port,))
         # Read in P1, the word in P3 (two cycles: the RAM and its output register), not
-        # transparent: the two writes that can be in flight meanwhile are forwarded (below).
+        # transparent: the three writes that can be in flight meanwhile are forwarded (below).
         v_rd = data.View(word, vmem.r_data)
 
         # --- control ---------------------------------------------------------------------
@@ -521,8 +521,8 @@ class MaxPool(wiring.Component):
             m.d.sync += [hcount.eq(hcount + 1), hcount_m1.eq(hcount)]
 
         # Pipeline: P0 = the operation the sequencer issues, P1 = horizontal read-modify-write,
-        # P2 = vertical read, P3 = vertical modify-write, then the output register. Everything
-        # moves on `adv`.
+        # P2 = vertical read, P3 = vertical modify (written from its register in the next
+        # cycle), then the output register. Everything moves on `adv`.
         adv = Signal()
         fire = Signal()
         OP_IN, OP_HFLUSH, OP_VFLUSH = 1, 2, 3        # nonzero, see is_zero
