@@ -164,9 +164,10 @@ class _Axis:
     ``head``.
 
     For timing, no decision reads an adder of the position: ``at_end`` (the last position) is a
-    register set one step ahead, by comparing the position with ``last_pos - 1``; a new
-    window's ``start`` and ``final`` compare the current position with per-layer constants
-    one below theirs; the per-layer constants are registers of the owner.
+    register set one step ahead, by comparing the position with ``last_pos - 1``, and so is
+    ``below`` (a new window may start at the next position); a new window's ``final``
+    compares the current position with a per-layer constant one below its own; the per-layer
+    constants are registers of the owner.
     """
 
     def __init__(self, m, name, slots, pos_shape, rel_shape, dil_shape, stride_shape, snapshot):
@@ -182,8 +183,9 @@ class _Axis:
         self.seen = [Signal(name=f"{name}_seen{j}") for j in range(slots)]
         self.final = [Signal(name=f"{name}_final{j}") for j in range(slots)]
         self.at_end = Signal(name=f"{name}_at_end")       # pos == last_pos, a register
-        self.state = [self.pos, self.sphase, self.head, self.alloc, self.at_end, *self.active,
-                      *self.rel, *self.dphase, *self.seen, *self.final]
+        self.below = Signal(name=f"{name}_below")         # pos < start_max, a register
+        self.state = [self.pos, self.sphase, self.head, self.alloc, self.at_end, self.below,
+                      *self.active, *self.rel, *self.dphase, *self.seen, *self.final]
         self.snap = ([Signal.like(s, name=f"{s.name}_snap") for s in self.state]
                      if snapshot else None)
         # Action strobes.
@@ -196,7 +198,8 @@ class _Axis:
         self.last_pos_m1 = Signal(pos_shape, name=f"{name}_last_pos_m1")  # n - 2
         self.init_at_end = Signal(name=f"{name}_init_at_end")             # -pad_begin == n - 1
         self.rel_last = Signal(rel_shape, name=f"{name}_rel_last")        # Keff - 1
-        self.start_max = Signal(pos_shape, name=f"{name}_start_max")      # last legal start
+        self.start_max_m1 = Signal(pos_shape, name=f"{name}_start_max_m1")  # last start - 1
+        self.init_below = Signal(name=f"{name}_init_below")     # -pad_begin < start_max
         self.final_min_m1 = Signal(pos_shape, name=f"{name}_final_min_m1")  # start_max - s
         self.init_final = Signal(name=f"{name}_init_final")    # -pad_begin >= start_max - s + 1
         self.stride_m1 = Signal(stride_shape, name=f"{name}_stride_m1")
@@ -233,7 +236,7 @@ class _Axis:
         with m.If(self.init):
             m.d.sync += [
                 self.pos.eq(-self.pad_begin), self.sphase.eq(0), self.head.eq(0),
-                self.at_end.eq(self.init_at_end),
+                self.at_end.eq(self.init_at_end), self.below.eq(self.init_below),
                 self.alloc.eq(self._next(Const(0, self.alloc.shape()))),
             ]
             for j in range(slots):
@@ -248,10 +251,11 @@ class _Axis:
             m.d.comb += [
                 new_pos.eq(self.pos + 1),
                 sphase.eq(Mux(wrap, 0, self.sphase + 1)),
-                start.eq(wrap & (self.pos < self.start_max)),          # new_pos <= start_max
+                start.eq(wrap & self.below),                           # new_pos <= start_max
             ]
             m.d.sync += [self.pos.eq(new_pos), self.sphase.eq(sphase),
-                         self.at_end.eq(self.pos == self.last_pos_m1)]
+                         self.at_end.eq(self.pos == self.last_pos_m1),
+                         self.below.eq(self.pos < self.start_max_m1)]
             for j in range(slots):
                 with m.If(self.active[j]):
                     m.d.sync += [
@@ -426,7 +430,8 @@ class MaxPool(wiring.Component):
             ceil_end = reg(f"ceil_end_{a}", limit + s - 1)                        # level 4
             ceil_max = Mux(ceil_end < n - 1, ceil_end, n - 1)
             start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 5
-            d[f"start_max_{a}"] = start_max
+            d[f"start_max_m1_{a}"] = reg(f"start_max_m1_{a}", start_max - 1)      # level 6
+            d[f"init_below_{a}"] = reg(f"init_below_{a}", -pb < start_max)        # level 6
             # The sequencer's constants (see _Axis).
             d[f"last_pos_m1_{a}"] = reg(f"last_pos_m1_{a}", n - 2)               # level 1
             d[f"init_at_end_{a}"] = reg(f"init_at_end_{a}", -pb == n - 1)         # level 1
@@ -466,7 +471,8 @@ class MaxPool(wiring.Component):
             m.d.comb += [
                 axis.dilation.eq(dil), axis.pad_begin.eq(pb),
                 *(getattr(axis, name).eq(d[f"{name}_{a}"]) for name in (
-                    "last_pos_m1", "init_at_end", "rel_last", "start_max", "final_min_m1",
+                    "last_pos_m1", "init_at_end", "rel_last", "start_max_m1", "init_below",
+                    "final_min_m1",
                     "init_final", "stride_m1", "dilation_m1")),
             ]
             axis.elaborate()
