@@ -74,7 +74,7 @@ has its setup done meanwhile in a second set of configuration registers and laun
 cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 4
 cycles with packing, its lane walker; 3 without) plus the time to receive the first window. Strided layers only visit output positions. A fused
 max-pool adds a divider computing the conv output size (``coord_width`` cycles, about 12) and
-the pool unit's setup (about 9 cycles plus the larger begin pad) to the start, and stalls the
+the pool unit's setup (about 7 cycles plus the larger begin pad) to the start, and stalls the
 MAC array only when the pool unit flushes windows that end at the right or bottom edge
 (padding or ``ceil_mode``); CONV-RELU-POOL costs no pass through the host.
 

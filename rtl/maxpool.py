@@ -77,7 +77,7 @@ __all__ = ["MaxPool", "MaxPoolAxis", "DATA_WIDTH", "config_layout", "beat_layout
 MIN_DEPTH = 2
 #: Register levels between the latched configuration and the checks' result (the derived
 #: constants, each check's test, then the first failing check).
-SETUP_LEVELS = 7
+SETUP_LEVELS = 5
 
 
 class _State(enum.IntEnum):
@@ -427,18 +427,18 @@ class MaxPool(wiring.Component):
             keff = reg(f"keff_{a}", sum(partial) + 1)                              # level 2
             limit = reg(f"limit_{a}", n + pe - keff)                              # level 3
             d[f"keff_{a}"], d[f"limit_{a}"] = keff, limit
-            ceil_end = reg(f"ceil_end_{a}", limit + s - 1)                        # level 4
+            ceil_end = reg(f"ceil_end_{a}", n + pe + s - 1 - keff)                # level 3
             ceil_max = Mux(ceil_end < n - 1, ceil_end, n - 1)
-            start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 5
-            d[f"start_max_m1_{a}"] = reg(f"start_max_m1_{a}", start_max - 1)      # level 6
-            d[f"init_below_{a}"] = reg(f"init_below_{a}", -pb < start_max)        # level 6
+            start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 4
+            d[f"start_max_m1_{a}"] = reg(f"start_max_m1_{a}", start_max - 1)      # level 5
+            d[f"init_below_{a}"] = reg(f"init_below_{a}", -pb < start_max)        # level 5
             # The sequencer's constants (see _Axis).
             d[f"last_pos_m1_{a}"] = reg(f"last_pos_m1_{a}", n - 2)               # level 1
             d[f"init_at_end_{a}"] = reg(f"init_at_end_{a}", -pb == n - 1)         # level 1
             d[f"rel_last_{a}"] = reg(f"rel_last_{a}", keff - 1)                   # level 3
-            final_min_m1 = reg(f"final_min_m1_{a}", start_max - s)                # level 6
-            d[f"final_min_m1_{a}"] = final_min_m1
-            d[f"init_final_{a}"] = reg(f"init_final_{a}", -pb > final_min_m1)     # level 7
+            d[f"final_min_m1_{a}"] = reg(f"final_min_m1_{a}", start_max - s)      # level 5
+            # -pad_begin > start_max - s, with s - pad_begin of the latched fields.
+            d[f"init_final_{a}"] = reg(f"init_final_{a}", start_max < s - pb)     # level 5
             d[f"stride_m1_{a}"] = reg(f"stride_m1_{a}", s - 1)                    # level 1
             d[f"dilation_m1_{a}"] = reg(f"dilation_m1_{a}", dil - 1)              # level 1
         channels = narrow(cfg.channels, self.max_channels)
