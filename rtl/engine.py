@@ -648,21 +648,29 @@ class ConvEngine(wiring.Component):
             m.d.sync += acc_last_error.eq(0)
         psum = Mux(acc_in, self.s_axis_acc_tdata, 0)
 
+        def last_group(name, step):
+            """Whether the output-channel group of a stream of words (0 from `launch` on, the
+            next one on each `step`) is the layer's last: a register set a word ahead, so that
+            no adder or compare with cout_groups lies after it."""
+            group = Signal(range(self.cout_groups), name=name)
+            last = Signal(name=f"{name}_last")
+            following = Mux(last, 0, group + 1)
+            with m.If(step):
+                m.d.sync += [group.eq(following), last.eq(following == d["cout_groups"] - 1)]
+            with m.If(launch):
+                m.d.sync += [group.eq(0), last.eq(d["cout_groups"] == 1)]
+            return last
+
         # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
-        # `chan_out` is the group's word in the channel memory (from chan_base on), and
-        # `og_out_last` (it is the last group) is registered, so that neither an adder nor a
-        # compare with cout_groups lies on the way to the channel memory's read address.
-        og_out = Signal(range(self.cout_groups))
+        # `chan_out` is the group's word in the channel memory (from chan_base on): neither an
+        # adder nor a compare with cout_groups lies on the way to its read address.
+        og_out_last = last_group("og_out", pop)
         chan_out = Signal(range(self.channel_depth))
-        og_out_last = Signal()
-        og_out_next = Mux(og_out_last, 0, og_out + 1)
         chan_out_next = Mux(og_out_last, chan_base, chan_out + 1)
         with m.If(pop):
-            m.d.sync += [og_out.eq(og_out_next), chan_out.eq(chan_out_next),
-                         og_out_last.eq(og_out_next == d["cout_groups"] - 1)]
+            m.d.sync += chan_out.eq(chan_out_next)
         with m.If(launch):
-            m.d.sync += [og_out.eq(0), chan_out.eq(chan_base),
-                         og_out_last.eq(d["cout_groups"] == 1)]
+            m.d.sync += chan_out.eq(chan_base)
         m.d.comb += params.chan_addr.eq(Mux(pop, chan_out_next, chan_out))
         chan = params.chan_data
         biased = [Signal(signed(ACC_WIDTH), name=f"biased{p}") for p in range(pe)]
@@ -772,8 +780,8 @@ class ConvEngine(wiring.Component):
                      "pad_top", "pad_left", "pad_bottom", "pad_right"):
             m.d.comb += getattr(pcfg, name).eq(c[f"pool_{name}"])
 
-        og_m = Signal(range(self.cout_groups))
-        og_m_last = Signal()            # og_m == cout_groups - 1, set a word ahead
+        out_handshake = self.m_axis_tvalid & self.m_axis_tready
+        og_m_last = last_group("og_m", out_handshake)
         lanes_m = Signal(range(pe + 1))
         m.d.comb += lanes_m.eq(Mux(og_m_last, d["last_out_lanes"], pe))
         keep_raw = Cat((Const(p) < lanes_m).replicate(ACC_BYTES) for p in range(pe))
@@ -788,15 +796,11 @@ class ConvEngine(wiring.Component):
                                      Mux(raw, fifo_final, q_last))),
             self.m_axis_tkeep.eq(Mux(raw & ~pool_on_dp, keep_raw, keep_q)),
         ]
-        out_handshake = self.m_axis_tvalid & self.m_axis_tready
         out_done = Signal()
-        og_m_next = Mux(og_m_last, 0, og_m + 1)
-        with m.If(out_handshake):
-            m.d.sync += [og_m.eq(og_m_next), og_m_last.eq(og_m_next == d["cout_groups"] - 1)]
-            with m.If(self.m_axis_tlast):
-                m.d.sync += out_done.eq(1)
+        with m.If(out_handshake & self.m_axis_tlast):
+            m.d.sync += out_done.eq(1)
         with m.If(launch):
-            m.d.sync += [og_m.eq(0), og_m_last.eq(d["cout_groups"] == 1), out_done.eq(0)]
+            m.d.sync += out_done.eq(0)
         # A pooled layer ends when the pool unit is idle again (its last word sent), so that
         # the next start finds it ready.
         # (Whether every input word was written is registered: a cycle late, off the path from

@@ -334,15 +334,14 @@ def bench_engine(options) -> list[Result]:
         # The simulators must agree on every layer run after the same layers in both: a
         # layer's cycles depend on the one before it (its parameters load meanwhile), and
         # Icarus runs a subset of the layers.
+        full = max(infos, key=lambda sim: len(runs[sim]))     # the simulator that ran them all
         before = {sim: tuple(j for j in runs[sim] if j < i) for sim in infos}
-        same = {sim: info for sim, info in infos.items()
-                if before[sim] == before[max(infos, key=lambda s: len(runs[s]))]}
+        same = {sim: info for sim, info in infos.items() if before[sim] == before[full]}
         cycles = {info["cycles"] for info in same.values()}
         if len(cycles) != 1:
             raise BenchError(f"layer '{layer.name}': cycle counts differ between simulators "
                              f"({infos})")
-        # The figures of the simulator that ran every layer (the same order as the others').
-        info = infos[max(infos, key=lambda sim: len(runs[sim]))]
+        info = infos[full]
         cin, cout = layer.in_shape[0], layer.weight.shape[0]
         target = layer.stride == (1, 1) and cin % simd == 0 and cout % pe == 0
         macs = layer_macs(layer)
