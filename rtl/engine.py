@@ -48,7 +48,9 @@ Memories (all block-RAM friendly, one read and one write port, registered reads)
   configuration;
 - weights: ``weight_depth`` words of ``8 * PE * SIMD`` bits, a layer needs
   ``ceil(Cout / PE) * ceil(Kh * Kw * Cp / SIMD)`` words from ``weight_base`` on,
-  ``Cp = ceil(Cin / SIMD) * SIMD`` (plain) or ``Cin`` (packed) (default 3136 x 512 bits);
+  ``Cp = ceil(Cin / SIMD) * SIMD`` (plain) or ``Cin`` (packed) (default 1024 x 512 bits:
+  :data:`rtl.limits.DEFAULT_WEIGHT_DEPTH`, one DP16KD deep; the layer compiler splits a
+  larger layer into passes over the output channels);
 - per output-channel group: weight zero points (``9 * PE`` bits) and bias, multiplier, shift
   (``69 * PE`` bits), ``channel_depth`` words each (default ``2 * ceil(max_channels / PE)``:
   the largest layer's and the next one's), a layer needs ``ceil(Cout / PE)`` from
@@ -141,7 +143,8 @@ class ConvEngine(wiring.Component):
         Largest input and output channel count.
     weight_depth : int, optional
         Weight memory words of ``pe * simd`` bytes; default: the largest layer,
-        ``ceil(max_channels/pe) * max_kernel**2 * ceil(max_channels/simd)``.
+        ``ceil(max_channels/pe) * max_kernel**2 * ceil(max_channels/simd)``, at most
+        :data:`rtl.limits.DEFAULT_WEIGHT_DEPTH` (1024) words.
     channel_depth : int, optional
         Channel-constant memory words (one per output-channel group); default
         ``2 * ceil(max_channels/pe)``, the constants of two layers.

@@ -46,7 +46,7 @@ __all__ = ["Refusal", "ENGINE_REFUSALS", "POOL_REFUSALS", "EngineError", "PoolEr
            "MAX_ARRAY", "ENGINE_DEFAULTS", "engine_params", "pool_params", "outside",
            "is_zero", "derive", "derive_pool", "first_refusal", "layer_values", "refusal", "stage_checks",
            "code_width", "PoolMode", "check_layer", "pool_values", "refusal_message",
-           "engine_pool_params", "BASE_WIDTH", "DEFAULT_PARAM_WIDTH"]
+           "engine_pool_params", "BASE_WIDTH", "DEFAULT_PARAM_WIDTH", "DEFAULT_WEIGHT_DEPTH"]
 
 #: Width of height, width and channel-count register fields (values above the hardware maxima
 #: fit, so that the engine refuses them rather than seeing them truncated).
@@ -64,6 +64,12 @@ MAX_CONV_STEP = 15
 BASE_WIDTH = 32
 #: Largest default ``param_width``: the parameter port is the weight word, at most this wide.
 DEFAULT_PARAM_WIDTH = 512
+#: Largest default ``weight_depth``: one ECP5 DP16KD deep in its 1024 x 18 shape, so that the
+#: weight word is read from one row of block RAMs with no multiplexer after them, and the
+#: default's 512-bit words take 29 of the LFE5U-85F's 208 blocks (a 7x7 64 -> 64 layer's 3136
+#: words took 114, and left the die too full of block RAM to route). The layer compiler
+#: (:mod:`sim.compiler`) splits larger layers into passes over the output channels.
+DEFAULT_WEIGHT_DEPTH = 1024
 #: ``STATUS.error`` of the max-pool unit's refusal ``n``: ``POOL_ERROR_BASE + n``.
 POOL_ERROR_BASE = 32
 
@@ -368,7 +374,8 @@ def _is_pow2(value):
 def engine_params(**params) -> dict:
     """Every :class:`rtl.engine.ConvEngine` parameter, checked (ValueError naming the bad
     value), with the defaults (:data:`ENGINE_DEFAULTS`) and the derived sizes filled in:
-    ``weight_depth`` holds the largest layer, ``channel_depth`` the constants of two of the
+    ``weight_depth`` holds the largest layer up to :data:`DEFAULT_WEIGHT_DEPTH` words,
+    ``channel_depth`` the constants of two of the
     largest layers, ``line_buffer_depth`` the widest window rounded up to a power of two,
     ``pool_max_stride`` is ``max_kernel``, ``param_width`` (bits of the parameter port, a
     power of two from 32 up to the weight word of ``8 * pe * simd`` bits) the weight word, at
@@ -399,8 +406,9 @@ def engine_params(**params) -> dict:
         p["pool_max_stride"] = p["max_kernel"]
     _check_int("pool_max_stride", p["pool_max_stride"], 1, small_max)
     if p["weight_depth"] is None:
-        p["weight_depth"] = (-(-p["max_channels"] // p["pe"]) * p["max_kernel"] ** 2
-                             * -(-p["max_channels"] // p["simd"]))
+        p["weight_depth"] = min(DEFAULT_WEIGHT_DEPTH,
+                                (-(-p["max_channels"] // p["pe"]) * p["max_kernel"] ** 2
+                                 * -(-p["max_channels"] // p["simd"])))
     _check_int("weight_depth", p["weight_depth"], 1)
     if p["channel_depth"] is None:
         p["channel_depth"] = 2 * -(-p["max_channels"] // p["pe"])

@@ -54,10 +54,11 @@ ENGINE_ICE40 = {"pe": 1, "simd": 4, "max_kernel": 5, "max_width": 32, "max_heigh
 #: takes two cycles there, hidden behind any window of two or more MAC operations (every
 #: layer with more than 16 products per output). The other limits are the default's. The
 #: line buffer keeps the default's bits (16-byte words, half the rows); the weight memory holds
-#: 1024 words of 128 bytes, 57 DP16KD in their 1024 x 18 shape (a 7x7 64-channel layer needs
-#: 196 words per group of 8 outputs: 5 groups a pass, the layer compiler splits the rest), so
-#: that block RAM stays under 90% of the LFE5U-85F's 208.
-ENGINE_LARGE = {"pe": 8, "simd": 16, "requant_lanes": 4, "weight_depth": 1024}
+#: the default 1024 words (:data:`rtl.limits.DEFAULT_WEIGHT_DEPTH`), here of 128 bytes: 57
+#: DP16KD in their 1024 x 18 shape (a 7x7 64-channel layer needs 196 words per group of 8
+#: outputs: 5 groups a pass, the layer compiler splits the rest), so that block RAM stays
+#: under 90% of the LFE5U-85F's 208.
+ENGINE_LARGE = {"pe": 8, "simd": 16, "requant_lanes": 4}
 #: What the engine configurations instantiate when synthesized for ECP5: MULT18X18D with their
 #: registers for the MAC array and the requantizers, DP16KD with their output registers for
 #: the large memories.

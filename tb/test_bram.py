@@ -89,12 +89,12 @@ def test_registered_ram(sim, width, depth, bram):
 
 @pytest.mark.parametrize("depth,width,blocks", [
     (1000, 20, 2),          # 1024 x 18: two blocks side by side
-    (1024, 512, 29),
+    (1024, 512, 29),        # the default weight memory: one 1024 x 18 row
     (2048, 8, 1),           # 2048 x 9
     (16384, 8, 8),          # 16384 x 1, eight wide
     (2100, 72, 8 + 4),      # 2048 x 9, then 1024 x 18 for the last 52 words
-    (3136, 512, 57 + 57),   # the default weight memory: two 2048 x 9 segments
-    (1568, 1024, 114),      # the large configuration's
+    (3136, 512, 57 + 57),   # a 7x7 64 -> 64 layer's weights: two 2048 x 9 segments
+    (1568, 1024, 114),      # the same in the large configuration
 ])
 def test_segments_use_the_fewest_blocks(depth, width, blocks):
     segments = ecp5_segments(depth, width)
