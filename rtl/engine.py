@@ -675,11 +675,25 @@ class ConvEngine(wiring.Component):
         with m.If(launch):
             m.d.sync += chan_out.eq(chan_base)
         m.d.comb += params.chan_addr.eq(Mux(pop, chan_out_next, chan_out))
+        # The FIFO head, its bias and partial sum added, waits with its channel constants in
+        # a register stage (loaded whenever it is empty or being taken: one word a cycle), so
+        # that no path runs from the FIFO's memory through the adders to the requantizers'
+        # multipliers or to m_axis.
         chan = params.chan_data
-        biased = [Signal(signed(ACC_WIDTH), name=f"biased{p}") for p in range(pe)]
-        for p in range(pe):
-            m.d.comb += biased[p].eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
-                                     + psum.word_select(p, ACC_WIDTH).as_signed())
+        head = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
+                                  "chan": chan.shape(), "final": 1})
+        h = Signal(head, name="head")
+        h_valid, h_taken = Signal(), Signal()
+        with m.If(pop):
+            m.d.sync += [h.chan.eq(chan), h.final.eq(fifo_final)]
+            for p in range(pe):
+                m.d.sync += h.acc[p].eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed()
+                                        + chan[p].bias
+                                        + psum.word_select(p, ACC_WIDTH).as_signed())
+        with m.If(pop | h_taken):
+            m.d.sync += h_valid.eq(pop)
+        m.d.comb += pop.eq(head_valid & (~h_valid | h_taken))
+        biased = [h.acc[p] for p in range(pe)]
 
         # --- output: requantized or raw ------------------------------------------------------
         # `requant_lanes` Requantize units take the PE lanes of a FIFO entry in `passes`
@@ -707,14 +721,14 @@ class ConvEngine(wiring.Component):
             pick = (lambda values: Array(values)[slice_in]) if passes > 1 else \
                 (lambda values: values[0])
             m.d.comb += [
-                rq.i.valid.eq(head_valid & ~raw),
+                rq.i.valid.eq(h_valid & ~raw),
                 rq.i.payload.acc.eq(pick([biased[p] for p in lanes])),
-                rq.i.payload.multiplier.eq(pick([chan[p].multiplier for p in lanes])),
-                rq.i.payload.shift.eq(pick([chan[p].shift for p in lanes])),
+                rq.i.payload.multiplier.eq(pick([h.chan[p].multiplier for p in lanes])),
+                rq.i.payload.shift.eq(pick([h.chan[p].shift for p in lanes])),
                 rq.i.payload.zero_point.eq(c["y_zero_point"].as_signed()),
                 rq.i.payload.relu.eq(c["relu"]),
                 rq.i.payload.is_unsigned.eq(c["y_unsigned"]),
-                rq.i.payload.last.eq(fifo_final & (slice_in == passes - 1)),
+                rq.i.payload.last.eq(h.final & (slice_in == passes - 1)),
             ]
         rq_take = Signal()
         q_ready = Signal()          # the requantized word is taken (by m_axis or the pool)
@@ -743,8 +757,8 @@ class ConvEngine(wiring.Component):
             m.d.sync += slice_in.eq(Mux(slice_in == passes - 1, 0, slice_in + 1))
         with m.If(launch):
             m.d.sync += [slice_in.eq(0), slice_out.eq(0)]
-        m.d.comb += pop.eq(Mux(raw, head_valid & self.m_axis_tready,
-                               rq_fed & (slice_in == passes - 1)))
+        m.d.comb += h_taken.eq(Mux(raw, h_valid & self.m_axis_tready,
+                                   rq_fed & (slice_in == passes - 1)))
 
         # --- max-pool: after requantization (fused), or of the input words (alone) ----------
         # Alone, the input words of SIMD channels are regrouped into beats of PE lanes. Built
@@ -793,10 +807,10 @@ class ConvEngine(wiring.Component):
         # undefined until the first change of a process input.
         pool_word = pool.o.payload.data.as_value()
         m.d.comb += [
-            self.m_axis_tvalid.eq(Mux(pool_on_dp, pool.o.valid, Mux(raw, head_valid, q_valid))),
+            self.m_axis_tvalid.eq(Mux(pool_on_dp, pool.o.valid, Mux(raw, h_valid, q_valid))),
             self.m_axis_tdata.eq(Mux(pool_on_dp, pool_word, Mux(raw, Cat(*biased), q_word))),
             self.m_axis_tlast.eq(Mux(pool_on_dp, pool.o.payload.last,
-                                     Mux(raw, fifo_final, q_last))),
+                                     Mux(raw, h.final, q_last))),
             self.m_axis_tkeep.eq(Mux(raw & ~pool_on_dp, keep_raw, keep_q)),
         ]
         out_done = Signal()
