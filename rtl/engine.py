@@ -388,6 +388,7 @@ class ConvEngine(wiring.Component):
         mul_a = Signal(mul_width)
         mul_b = Signal(max(b.shape().width for _, _, b, _ in steps))
         mul_acc = Signal(mul_width)
+        mul_more = Signal()     # mul_b has bits above its lowest two: a register, set with it
 
         def operands(k):
             _, a, b, add = steps[k]
@@ -406,7 +407,7 @@ class ConvEngine(wiring.Component):
                 terms = [[x | y for x, y in zip(*terms[i:i + 2])] if i + 1 < len(terms)
                          else terms[i] for i in range(0, len(terms), 2)]
             a, b, add = terms[0]
-            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add)]
+            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), mul_more.eq(b[2:] != 0)]
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
         # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits),
@@ -452,16 +453,17 @@ class ConvEngine(wiring.Component):
                 # latched fields (`load` checks), the later ones' may be per-layer registers,
                 # which see the latched configuration from now on.
                 a, b, add = operands(0)
-                m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), step.eq(1)]
+                m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), step.eq(1),
+                             mul_more.eq(Value.cast(b)[2:] != 0)]
                 m.next = "DERIVE"
             with m.State("DERIVE"):
                 # Two bits of mul_b a cycle: adds mul_a and 2 * mul_a for its set bits; with the
                 # last ones, writes the result and loads the next step's operands (which never
                 # use the result just written).
                 partial = mul_acc + Mux(mul_b[0], mul_a, 0) + Mux(mul_b[1], mul_a << 1, 0)
-                with m.If(mul_b[2:] != 0):
+                with m.If(mul_more):
                     m.d.sync += [mul_acc.eq(partial), mul_a.eq(mul_a << 2),
-                                 mul_b.eq(mul_b >> 2)]
+                                 mul_b.eq(mul_b >> 2), mul_more.eq(mul_b[4:] != 0)]
                 with m.Else():
                     m.d.sync += step.eq(step << 1)
                     result = partial
