@@ -97,7 +97,7 @@ Datapath: :class:`rtl.linebuffer.LineBuffer` (input words, circular, in byte ban
 position of the window; padding and stride as address arithmetic, lane masks) -> :class:`rtl.mac_array.MacArray` (PE x SIMD) -> a small FIFO of
 finished accumulators (the generator holds a credit for every group it starts, so the MAC
 pipeline never stalls) -> bias and ``requant_lanes`` :class:`rtl.requantize.Requantize` units
-(all PE lanes at once by default) gathered into an output word, or the raw accumulators ->
+(half the PE lanes at a time by default) gathered into an output word, or the raw accumulators ->
 (fused pool) -> ``m_axis``.
 """
 
@@ -160,7 +160,8 @@ class ConvEngine(wiring.Component):
     fifo_depth : int
         Finished output groups buffered before the MAC array waits for ``m_axis``.
     requant_lanes : int, optional
-        Requantization units (power of two dividing ``pe``; default ``pe``). With fewer, the
+        Requantization units (power of two dividing ``pe``; default ``pe / 2``,
+        :data:`rtl.limits.DEFAULT_REQUANT_SHARING`, at least 1). With fewer than PE, the
         PE lanes of an output word are requantized in ``pe / requant_lanes`` passes: fewer
         multipliers, and the MAC array waits only when a group takes fewer cycles
         (``Kh * Kw * ceil(Cin / SIMD)``) than that.
@@ -680,21 +681,26 @@ class ConvEngine(wiring.Component):
         # The FIFO head, its bias and partial sum added, waits with its channel constants in
         # a register stage (loaded whenever it is empty or being taken: one word a cycle), so
         # that no path runs from the FIFO's memory through the adders to the requantizers'
-        # multipliers or to m_axis.
+        # multipliers or to m_axis. Iterative requantizers (small devices) register their
+        # operands themselves, over several cycles: there the head goes to them directly.
         chan = params.chan_data
         head = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
                                   "chan": chan.shape(), "final": 1})
         h = Signal(head, name="head")
         h_valid, h_taken = Signal(), Signal()
-        with m.If(pop):
-            m.d.sync += [h.chan.eq(chan), h.final.eq(fifo_final)]
-            for p in range(pe):
-                m.d.sync += h.acc[p].eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed()
-                                        + chan[p].bias
-                                        + psum.word_select(p, ACC_WIDTH).as_signed())
-        with m.If(pop | h_taken):
-            m.d.sync += h_valid.eq(pop)
-        m.d.comb += pop.eq(head_valid & (~h_valid | h_taken))
+        sums = [fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
+                + psum.word_select(p, ACC_WIDTH).as_signed() for p in range(pe)]
+        if self.requant_iterative:
+            m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), h_valid.eq(head_valid),
+                         pop.eq(h_taken)]
+            m.d.comb += [h.acc[p].eq(sums[p]) for p in range(pe)]
+        else:
+            with m.If(pop):
+                m.d.sync += [h.chan.eq(chan), h.final.eq(fifo_final)]
+                m.d.sync += [h.acc[p].eq(sums[p]) for p in range(pe)]
+            with m.If(pop | h_taken):
+                m.d.sync += h_valid.eq(pop)
+            m.d.comb += pop.eq(head_valid & (~h_valid | h_taken))
         biased = [h.acc[p] for p in range(pe)]
 
         # --- output: requantized or raw ------------------------------------------------------

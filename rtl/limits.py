@@ -46,7 +46,8 @@ __all__ = ["Refusal", "ENGINE_REFUSALS", "POOL_REFUSALS", "EngineError", "PoolEr
            "MAX_ARRAY", "ENGINE_DEFAULTS", "engine_params", "pool_params", "outside",
            "is_zero", "derive", "derive_pool", "first_refusal", "layer_values", "refusal", "stage_checks",
            "code_width", "PoolMode", "check_layer", "pool_values", "refusal_message",
-           "engine_pool_params", "BASE_WIDTH", "DEFAULT_PARAM_WIDTH", "DEFAULT_WEIGHT_DEPTH"]
+           "engine_pool_params", "BASE_WIDTH", "DEFAULT_PARAM_WIDTH", "DEFAULT_WEIGHT_DEPTH",
+           "DEFAULT_REQUANT_SHARING"]
 
 #: Width of height, width and channel-count register fields (values above the hardware maxima
 #: fit, so that the engine refuses them rather than seeing them truncated).
@@ -70,6 +71,12 @@ DEFAULT_PARAM_WIDTH = 512
 #: words took 114, and left the die too full of block RAM to route). The layer compiler
 #: (:mod:`sim.compiler`) splits larger layers into passes over the output channels.
 DEFAULT_WEIGHT_DEPTH = 1024
+#: PE lanes per requantize unit by default: an output group takes this many cycles in the
+#: requantizers, hidden behind any window of at least as many MAC operations (every layer but
+#: a 1x1 conv over at most SIMD channels, or a packed one with at most SIMD products a
+#: window), for half the units: 16 of the default engine's 32 requantizer DSPs and about a
+#: sixth of its logic.
+DEFAULT_REQUANT_SHARING = 2
 #: ``STATUS.error`` of the max-pool unit's refusal ``n``: ``POOL_ERROR_BASE + n``.
 POOL_ERROR_BASE = 32
 
@@ -397,7 +404,7 @@ def engine_params(**params) -> dict:
     _check_int("max_dilation", p["max_dilation"], 1, MAX_CONV_STEP)
     _check_int("fifo_depth", p["fifo_depth"], 2)
     if p["requant_lanes"] is None:
-        p["requant_lanes"] = p["pe"]
+        p["requant_lanes"] = max(1, p["pe"] // DEFAULT_REQUANT_SHARING)
     if not _is_pow2(p["requant_lanes"]) or p["requant_lanes"] > p["pe"]:
         raise ValueError(f"requant_lanes must be a power of two up to pe={p['pe']}, "
                          f"not {p['requant_lanes']!r}")

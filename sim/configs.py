@@ -49,16 +49,17 @@ ENGINE_ICE40 = {"pe": 1, "simd": 4, "max_kernel": 5, "max_width": 32, "max_heigh
 
 #: The large configuration that fills an ECP5 LFE5U-85F: 128 MACs as SIMD 16 x PE 8 (16-byte
 #: input words, 8 output channels per group: channel counts such as 20 leave fewer PE rows
-#: idle than with PE 16), one MULT18X18D per MAC. The 156 DSPs leave 28 for requantization,
-#: so four requantize units (16 DSPs) are shared by the eight PE lanes: a group of outputs
-#: takes two cycles there, hidden behind any window of two or more MAC operations (every
-#: layer with more than 16 products per output). The other limits are the default's. The
+#: idle than with PE 16), one MULT18X18D per MAC. The 156 DSPs leave 28 for requantization:
+#: the default four requantize units (16 DSPs, :data:`rtl.limits.DEFAULT_REQUANT_SHARING`)
+#: shared by the eight PE lanes, a group of outputs taking two cycles there, hidden behind
+#: any window of two or more MAC operations (every layer with more than 16 products per
+#: output). The other limits are the default's. The
 #: line buffer keeps the default's bits (16-byte words, half the rows); the weight memory holds
 #: the default 1024 words (:data:`rtl.limits.DEFAULT_WEIGHT_DEPTH`), here of 128 bytes: 57
 #: DP16KD in their 1024 x 18 shape (a 7x7 64-channel layer needs 196 words per group of 8
 #: outputs: 5 groups a pass, the layer compiler splits the rest), so that block RAM stays
 #: under 90% of the LFE5U-85F's 208.
-ENGINE_LARGE = {"pe": 8, "simd": 16, "requant_lanes": 4}
+ENGINE_LARGE = {"pe": 8, "simd": 16}
 #: What the engine configurations instantiate when synthesized for ECP5: MULT18X18D with their
 #: registers for the MAC array and the requantizers, DP16KD with their output registers for
 #: the large memories.
