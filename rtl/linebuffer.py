@@ -645,21 +645,13 @@ class WindowGenerator(wiring.Component):
             bank_rows = [a1[0][sbits:sbits + row_bits]] * simd
 
         # --- queue of generated operations ----------------------------------------------------
+        # A shift queue: the oldest operation is always in slot 0, so the issue reads
+        # registers (no multiplexer on a read pointer, whose select nets fanned out to every
+        # bit of the line buffer's bank addresses), and each slot chooses between keeping its
+        # operation, taking the next slot's and taking a new one.
         slots = [Signal(op_layout, name=f"op{k}") for k in range(self.QUEUE_DEPTH)]
         arrived = [Signal(name=f"arrived{k}") for k in range(self.QUEUE_DEPTH)]
-        wp = Signal(range(self.QUEUE_DEPTH))
-        rp = Signal(range(self.QUEUE_DEPTH))
-        head = Signal(op_layout)
-        head_arrived = Signal()
-        # Plain multiplexers, not a switch process: Icarus would leave its outputs undefined
-        # until the first change of a process input.
-        def pick(values):           # a tree on the read pointer's bits
-            values = values + values[-1:] * ((1 << len(rp)) - len(values))
-            for bit in range(len(rp)):
-                values = [Mux(rp[bit], hi, lo) for lo, hi in zip(values[::2], values[1::2])]
-            return values[0]
-        m.d.comb += [head.eq(pick(slots)), head_arrived.eq(pick(arrived))]
-        bump = lambda p: Mux(p == self.QUEUE_DEPTH - 1, 0, p + 1)
+        head, head_arrived = slots[0], arrived[0]
 
         new = Signal(op_layout)
         m.d.comb += [
@@ -669,13 +661,18 @@ class WindowGenerator(wiring.Component):
             m.d.comb += new.rows[b].eq(bank_rows[b])
         # An operation that reads a word enters the queue not arrived; `arrived` is then
         # refreshed from `written` every cycle (one comparison on registers).
+        # A new operation lands behind the last one, one slot lower when the head issues.
         for k in range(self.QUEUE_DEPTH):
-            with m.If(q_valid & (wp == k)):
+            lands = Mux(self.valid, filled == k + 1, filled == k)
+            with m.If(q_valid & lands):
                 m.d.sync += [slots[k].eq(new), arrived[k].eq(~inside.any())]
+            with m.Elif(self.valid):
+                if k + 1 < self.QUEUE_DEPTH:
+                    m.d.sync += [slots[k].eq(slots[k + 1]),
+                                 arrived[k].eq(arrived[k + 1]
+                                               | (slots[k + 1].need < self.written))]
             with m.Else():
                 m.d.sync += arrived[k].eq(arrived[k] | (slots[k].need < self.written))
-        with m.If(q_valid):
-            m.d.sync += wp.eq(bump(wp))
 
         # --- issue -------------------------------------------------------------------------
         queued = Signal()                   # operations in the queue
@@ -690,8 +687,6 @@ class WindowGenerator(wiring.Component):
         ]
         for b in range(simd):
             m.d.comb += self.rows[b].eq(head.rows[b])
-        with m.If(self.valid):
-            m.d.sync += rp.eq(bump(rp))
         busy_next = Mux(self.start, 0, init_now | (gen_busy & ~layer_done))
         # Room next cycle: an issue makes room (`adv` implies occupancy < QUEUE_DEPTH), else
         # comparisons of the register with constants; `valid` enters last.
@@ -713,7 +708,8 @@ class WindowGenerator(wiring.Component):
             m.d.sync += self.protect.eq((prot_top + prot_left) >> sbits)
 
         with m.If(self.start):
-            m.d.sync += [setup.eq(self.SETUP_CYCLES), occupancy.eq(0), filled.eq(0), s1_valid.eq(0), wp.eq(0), rp.eq(0), self.protect.eq(0)]
+            m.d.sync += [setup.eq(self.SETUP_CYCLES), occupancy.eq(0), filled.eq(0), s1_valid.eq(0),
+                         self.protect.eq(0)]
             if self.packing:
                 m.d.sync += [walk.eq(0), walk_k.eq(0), q_valid.eq(0)]
         return m
