@@ -425,9 +425,12 @@ class MaxPool(wiring.Component):
             partial = [reg(f"keff_{a}_{j}", Mux(dil[j], (k - 1) << j, 0))        # level 1
                        for j in range(len(dil))]
             keff = reg(f"keff_{a}", sum(partial) + 1)                              # level 2
-            limit = reg(f"limit_{a}", n + pe - keff)                              # level 3
+            # The fields' sums first, so that each level-3 constant is one subtraction.
+            padded = reg(f"padded_{a}", n + pe)                                   # level 1
+            padded_s = reg(f"padded_s_{a}", n + pe + s - 1)                       # level 1
+            limit = reg(f"limit_{a}", padded - keff)                              # level 3
             d[f"keff_{a}"], d[f"limit_{a}"] = keff, limit
-            ceil_end = reg(f"ceil_end_{a}", n + pe + s - 1 - keff)                # level 3
+            ceil_end = reg(f"ceil_end_{a}", padded_s - keff)                      # level 3
             ceil_max = Mux(ceil_end < n - 1, ceil_end, n - 1)
             start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 4
             d[f"start_max_m1_{a}"] = reg(f"start_max_m1_{a}", start_max - 1)      # level 5
@@ -545,7 +548,6 @@ class MaxPool(wiring.Component):
         p1_data = Signal(lane_vec)
         p2_hv, p3_hv = Signal(lane_vec), Signal(lane_vec, name="p3_hv")
         out_valid = Signal()
-        out_payload = Signal(self.beat_layout)
 
         flip = Mux(cfg.is_unsigned, 0, sign_bit)          # signed compare as unsigned
         m.d.comb += [
@@ -625,7 +627,6 @@ class MaxPool(wiring.Component):
         ]
         p3_emit = Signal()
         m.d.comb += p3_emit.eq(p3_valid & p3.v_emit)
-        m.d.comb += adv.eq(~(p3_emit & out_valid & ~self.o.ready))
         # The emitted window's result: its slot's old word chosen before the compare (the
         # same value as v_new's slot, with the slot multiplexer off the compare's path).
         result = Signal(lane_vec)
@@ -636,13 +637,28 @@ class MaxPool(wiring.Component):
         for lane in range(lanes):
             old, new = slot_old[lane], p3_hv[lane]
             m.d.comb += result[lane].eq(Mux(slot_tap & (slot_fresh | (new > old)), new, old))
-        with m.If(adv & p3_emit):
-            m.d.sync += [out_valid.eq(1), out_payload.last.eq(p3.v_final & p3.vlast)]
-            for lane in range(lanes):
-                m.d.sync += out_payload.data[lane].eq(Mux(p3.keep[lane], result[lane] ^ flip, 0))
-        with m.Elif(self.o.ready):
-            m.d.sync += out_valid.eq(0)
-        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out_payload)]
+        # The output: two registers written and read in turn. The pipeline advances while
+        # they are not both full (`adv` a register: the output's ready reaches no enable), and
+        # a result goes into its register with no multiplexer in front.
+        outs = [Signal(self.beat_layout, name=f"out{k}") for k in range(2)]
+        out_w, out_r, out_full = Signal(), Signal(), Signal()
+        out_count = Signal(range(3))
+        push, pop = Signal(), Signal()
+        m.d.comb += [push.eq(adv & p3_emit), pop.eq(out_valid & self.o.ready)]
+        with m.If(push):
+            m.d.sync += out_w.eq(~out_w)
+            for k in range(2):
+                with m.If(out_w == k):
+                    m.d.sync += outs[k].last.eq(p3.v_final & p3.vlast)
+                    m.d.sync += [outs[k].data[lane].eq(Mux(p3.keep[lane], result[lane] ^ flip, 0))
+                                 for lane in range(lanes)]
+        with m.If(pop):
+            m.d.sync += out_r.eq(~out_r)
+        count_next = out_count + push - pop
+        m.d.sync += [out_count.eq(count_next), out_valid.eq(count_next != 0),
+                     out_full.eq(count_next == 2)]
+        m.d.comb += [adv.eq(~out_full), self.o.valid.eq(out_valid),
+                     self.o.payload.eq(Mux(out_r, outs[1], outs[0]))]
 
         # P0 -> P1.
         with m.If(adv):
