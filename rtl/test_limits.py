@@ -58,8 +58,17 @@ def test_defaults_and_derived_sizes():
     p = engine_params()
     assert p == engine_params(**limits.ENGINE_DEFAULTS)
     assert (p["weight_depth"], p["line_buffer_depth"], p["pool_max_stride"],
-            p["requant_lanes"], p["channel_depth"], p["param_width"]) == (8 * 49 * 8, 16384, 7,
-                                                                          8, 16, 512)
+            p["requant_lanes"], p["channel_depth"], p["param_width"]) == (1024, 16384, 7,
+                                                                          4, 16, 512)
+    # The weight memory holds the largest layer, at most DEFAULT_WEIGHT_DEPTH words: the last
+    # layer size kept whole, the first one capped.
+    assert limits.DEFAULT_WEIGHT_DEPTH == 1024
+    assert engine_params(max_kernel=4, max_channels=64)["weight_depth"] == 8 * 16 * 8 == 1024
+    assert engine_params(max_kernel=5, max_channels=64)["weight_depth"] == 1024 < 8 * 25 * 8
+    assert engine_params(max_kernel=3)["weight_depth"] == 8 * 9 * 8
+    # Requantize units: PE / DEFAULT_REQUANT_SHARING by default, at least one.
+    assert limits.DEFAULT_REQUANT_SHARING == 2
+    assert [engine_params(pe=pe)["requant_lanes"] for pe in (1, 2, 8, 16)] == [1, 1, 4, 8]
     # The parameter port is the weight word, at most 512 and at least 32 bits.
     assert engine_params(pe=4, simd=4)["param_width"] == 128
     assert engine_params(pe=16, simd=16)["param_width"] == 512
