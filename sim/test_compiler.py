@@ -207,8 +207,9 @@ def real_layer(cin, cout, h, w, k, stride=1, pads=0, dilation=1, pool=None, seed
     dict(cin=8, cout=96, h=40, w=40, k=3, pads=4, dilation=4),          # dilation 4
     dict(cin=8, cout=8, h=14, w=14, k=3, pads=1,                         # GoogLeNet's 3x3/1
          pool=MaxPool(3, 1, pads=(1, 1, 1, 1))),
+    dict(cin=64, cout=64, h=10, w=10, k=7, pads=3),     # 3136 weight words > the default 1024
 ], ids=["128-128", "96-160", "300x300", "260x20", "alexnet-conv1", "9x9", "dilation4",
-        "fused-3x3s1-pool"])
+        "fused-3x3s1-pool", "7x7-64-64-weights"])
 def test_layers_of_real_networks_on_the_default_engine(args):
     layer, x = real_layer(**args)
     schedule, got = compiled(layer, DEFAULT, x[None])

@@ -43,8 +43,8 @@ from model.pool import maxpool2d
 from rtl.engine import ConvEngine
 from rtl.engine_regs import (ERROR_WIDTH, POOL_ERROR_BASE, REGMAP, EngineError,
                              encode_zero_point)
-from rtl.maxpool import PoolError
 from rtl.limits import DEFAULT_WEIGHT_DEPTH
+from rtl.maxpool import PoolError
 from rtl.regmap import RegisterDriver
 from sim.engine_driver import (EngineDriver, EngineRefused, conv_shape, layer_fields, pack_input,
                               row_pitch,
