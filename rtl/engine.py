@@ -118,7 +118,7 @@ from rtl.mac_array import MacArray
 from rtl.maxpool import MaxPool
 from rtl.maxpool import memory_bits as pool_memory_bits
 from rtl.regroup import Regroup, regroup_signature
-from rtl.requantize import Requantize
+from rtl.requantize import PIPELINE_STAGES, Requantize
 from rtl.streams import (ACC_BYTES, ACC_WIDTH, DATA_WIDTH, ZP_WIDTH, axis_members,
                          connect_axis, connect_flat, flat_members, pack, payload_layout)
 from rtl.weights import MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
@@ -646,7 +646,9 @@ class ConvEngine(wiring.Component):
         acc_in = c["acc_in"] & ~alone
         head_valid = Signal()
         acc_last_error = Signal()
-        m.d.comb += [head_valid.eq(fifo.r_rdy & (~acc_in | self.s_axis_acc_tvalid)),
+        chan_held = Signal()        # the head group's channel constants are read (below)
+        m.d.comb += [head_valid.eq(fifo.r_rdy & chan_held
+                                   & (~acc_in | self.s_axis_acc_tvalid)),
                      self.s_axis_acc_tready.eq(pop & acc_in)]
         with m.If(pop & acc_in & (self.s_axis_acc_tlast != fifo_final)):
             m.d.sync += acc_last_error.eq(1)
@@ -667,17 +669,22 @@ class ConvEngine(wiring.Component):
                 m.d.sync += [group.eq(0), last.eq(d["cout_groups"] == 1)]
             return last
 
-        # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
-        # `chan_out` is the group's word in the channel memory (from chan_base on): neither an
-        # adder nor a compare with cout_groups lies on the way to its read address.
-        og_out_last = last_group("og_out", pop)
-        chan_out = Signal(range(self.channel_depth))
-        chan_out_next = Mux(og_out_last, chan_base, chan_out + 1)
-        with m.If(pop):
-            m.d.sync += chan_out.eq(chan_out_next)
+        # Channel constants of the group at the FIFO head: `params.chan_data`, loaded once
+        # after the launch and then on every pop with the next group's. Its read address
+        # `chan_rd` is a register, the group's word in the channel memory (from chan_base on,
+        # one group ahead of the head), so that the pop decides only the read enable: no
+        # logic lies between the address and the memory, whose address lines reach every
+        # one of its LUT RAM cells. A layer's constants must be in the memory when it
+        # launches (the host loads them before the start).
+        chan_rd = Signal(range(self.channel_depth))
+        chan_load = Signal()
+        og_rd_last = last_group("og_rd", chan_load)
+        m.d.comb += [chan_load.eq(pop | ~chan_held),
+                     params.chan_addr.eq(chan_rd), params.chan_en.eq(chan_load)]
+        with m.If(chan_load):
+            m.d.sync += [chan_rd.eq(Mux(og_rd_last, chan_base, chan_rd + 1)), chan_held.eq(1)]
         with m.If(launch):
-            m.d.sync += chan_out.eq(chan_base)
-        m.d.comb += params.chan_addr.eq(Mux(pop, chan_out_next, chan_out))
+            m.d.sync += [chan_rd.eq(chan_base), chan_held.eq(0)]
         # The FIFO head, its bias and partial sum added, waits with its channel constants in
         # a register stage (loaded whenever it is empty or being taken: one word a cycle), so
         # that no path runs from the FIFO's memory through the adders to the requantizers'
@@ -712,12 +719,21 @@ class ConvEngine(wiring.Component):
         slice_in = Signal(range(passes))        # slice of the FIFO head being requantized
         slice_out = Signal(range(passes))       # slice of the word being gathered
         gathered = Signal(DATA_WIDTH * pe)
-        # The gathered words wait in a two-word FIFO (its `w_rdy` a register), so that no
-        # path runs from m_axis_tready or the pool's input through the requantizers.
+        # The gathered words wait in a FIFO, so that no path runs from m_axis_tready or the
+        # pool's input through the requantizers. Pipelined requantizers never stall: a word
+        # enters them only with a place reserved in that FIFO (`q_space` counts the free
+        # places, less the words in flight), and the FIFO holds enough words to cover the
+        # round trip (the pipeline, the FIFO's write and the count's update), so that a word
+        # can enter every cycle. No enable of the requantizers' pipelines then depends on a
+        # handshake. The iterative requantizers (small devices) keep the handshake and a
+        # two-word FIFO (its `w_rdy` a register).
+        stall_free = not self.requant_iterative
+        q_depth = PIPELINE_STAGES + 3 if stall_free else 2
         qw = data.StructLayout({"data": DATA_WIDTH * pe, "last": 1})
-        m.submodules.q_fifo = q_fifo = SyncFIFO(width=qw.size, depth=2)
+        m.submodules.q_fifo = q_fifo = SyncFIFO(width=qw.size, depth=q_depth)
         q_out = data.View(qw, q_fifo.r_data)
         q_word, q_last, q_valid = q_out.data, q_out.last, q_fifo.r_rdy
+        q_admit = Signal()      # a place for the word in the requantizers is reserved or free
         rqs = []
         for r in range(lanes_r):
             rq = Requantize(acc_width=ACC_WIDTH, mult_width=MULT_WIDTH, shift_width=SHIFT_WIDTH,
@@ -729,7 +745,7 @@ class ConvEngine(wiring.Component):
             pick = (lambda values: Array(values)[slice_in]) if passes > 1 else \
                 (lambda values: values[0])
             m.d.comb += [
-                rq.i.valid.eq(h_valid & ~raw),
+                rq.i.valid.eq(h_valid & ~raw & q_admit),
                 rq.i.payload.acc.eq(pick([biased[p] for p in lanes])),
                 rq.i.payload.multiplier.eq(pick([h.chan[p].multiplier for p in lanes])),
                 rq.i.payload.shift.eq(pick([h.chan[p].shift for p in lanes])),
@@ -742,8 +758,15 @@ class ConvEngine(wiring.Component):
         q_ready = Signal()          # the requantized word is taken (by m_axis or the pool)
         m.d.comb += q_ready.eq(Mux(fused_dp, pool.i.ready, self.m_axis_tready))
         last_slice_out = slice_out == passes - 1
-        m.d.comb += [rq_take.eq(rqs[0].o.valid & (~last_slice_out | q_fifo.w_rdy)),
-                     q_fifo.r_en.eq(q_ready)]
+        m.d.comb += q_fifo.r_en.eq(q_ready)
+        if stall_free:
+            q_space = Signal(range(q_depth + 1), init=q_depth)
+            reserve = rqs[0].i.valid & (slice_in == 0)
+            m.d.sync += q_space.eq(q_space - reserve + (q_ready & q_valid))
+            m.d.comb += [rq_take.eq(rqs[0].o.valid), q_admit.eq((slice_in != 0) | q_space.any())]
+        else:
+            m.d.comb += [rq_take.eq(rqs[0].o.valid & (~last_slice_out | q_fifo.w_rdy)),
+                         q_admit.eq(1)]
         for rq in rqs:
             m.d.comb += rq.o.ready.eq(rq_take)
         word_next = Signal.like(gathered)

@@ -134,6 +134,10 @@ class ParamStore(wiring.Component):
     load_error : ``Out(1)``
     weight_addr : ``In(range(weight_depth))``
     wzp_addr, chan_addr : ``In(range(channel_depth))``
+    chan_en : ``In(1)``
+        ``chan_data`` loads the word at ``chan_addr`` only in cycles with ``chan_en`` high
+        (a read-enable; it holds its word otherwise), so that the engine can read from a
+        registered address and decide only the enable late.
     weight_data : ``Out(unsigned(8 * pe * simd))``
     wzp_data : ``Out(unsigned(9 * pe))``
     chan_data : ``Out(channel_layout(pe))``
@@ -173,7 +177,7 @@ class ParamStore(wiring.Component):
             "weight_data": Out(unsigned(self.weight_width)),
             "wzp_addr": In(range(channel_depth)),
             "wzp_data": Out(unsigned(ZP_WIDTH * pe)),
-            "chan_addr": In(range(channel_depth)),
+            "chan_addr": In(range(channel_depth)), "chan_en": In(1, init=1),
             "chan_data": Out(channel_layout(pe)),
         })
 
@@ -205,20 +209,23 @@ class ParamStore(wiring.Component):
             shape=channel_layout(pe), depth=self.channel_depth, init=[], attrs=attrs)
         chan_wr = chan_mem.write_port()
 
-        def read_port(mem, addr, name):
-            """The data one cycle after ``addr``: a synchronous read port, or with
-            ``no_rw_check`` an asynchronous one and a register, which Yosys merges into the
-            block RAM as a port whose read-during-write result is left open."""
+        def read_port(mem, addr, name, en=1):
+            """The data one cycle after ``addr`` (in cycles with ``en``): a synchronous read
+            port, or with ``no_rw_check`` an asynchronous one and a register, which Yosys
+            merges into the block RAM as a port whose read-during-write result is left
+            open."""
             if not self.no_rw_check:
                 port = mem.read_port()
-                m.d.comb += port.addr.eq(addr)
+                m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
                 return port.data
             port = mem.read_port(domain="comb")
             data = Signal(mem.shape, name=f"{name}_q")
             m.d.comb += port.addr.eq(addr)
-            m.d.sync += data.eq(port.data)
+            with m.If(en):
+                m.d.sync += data.eq(port.data)
             return data
-        m.d.comb += self.chan_data.eq(read_port(chan_mem, self.chan_addr, "chan_rd"))
+        m.d.comb += self.chan_data.eq(read_port(chan_mem, self.chan_addr, "chan_rd",
+                                                self.chan_en))
         if not registered:
             weight_rd = read_port(weight_mem, self.weight_addr, "weight_rd")
             wzp_rd = read_port(wzp_mem, self.wzp_addr, "wzp_rd")
