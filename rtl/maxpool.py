@@ -302,11 +302,11 @@ class MaxPool(wiring.Component):
 
     Pipeline: the sequencer issues one operation per cycle (an input beat, or a flush of a
     window that ended on the last column or row); stage 1 reads, updates and writes the
-    horizontal memory word of the beat's channel group, stages 2 and 3 the vertical word of
-    the output column and group when a horizontal window ends (read, registered, then
+    horizontal memory word of the beat's channel group, stages 2 to 4 the vertical word of
+    the output column and group when a horizontal window ends (read, registered twice, then
     updated and registered, and written from that register in the next cycle), then the
     output register. A horizontal word written in one cycle is read by the next operation
-    through a transparent read port; a vertical word is read before the three operations
+    through a transparent read port; a vertical word is read before the four operations
     ahead have written theirs, and their words are forwarded when the address is the same. So back-to-back updates of the same word (one group, one output
     column) are exact. Setup after ``start``: ``SETUP_LEVELS + 2`` cycles plus the larger
     begin pad.
@@ -530,8 +530,8 @@ class MaxPool(wiring.Component):
             m.d.sync += [hcount.eq(hcount + 1), hcount_m1.eq(hcount)]
 
         # Pipeline: P0 = the operation the sequencer issues, P1 = horizontal read-modify-write,
-        # P2 = vertical read, P3 = vertical modify (written from its register in the next
-        # cycle), then the output register. Everything moves on `adv`.
+        # P2 = vertical read, P3 = the word registered, P4 = vertical modify (written from its
+        # register in the next cycle), then the output register. Everything moves on `adv`.
         adv = Signal()
         fire = Signal()
         OP_IN, OP_HFLUSH, OP_VFLUSH = 1, 2, 3        # nonzero, see is_zero
@@ -589,53 +589,67 @@ class MaxPool(wiring.Component):
         with m.If(adv):
             m.d.sync += [p3_valid.eq(p2_valid), p3.eq(p2), p3_hv.eq(p2_hv)]
 
-        # P3: vertical update, output. The updated word is registered (`w1`) and written from
-        # there in the next cycle (registers on both sides of the block RAM's wires). P3's
-        # word was read when the operation left P1, before the writes of the three operations
-        # ahead of it (the one now leaving P3, the one before it, whose write from `w1` is in
-        # this cycle, and the one before that, whose write was in the read's cycle): those are
-        # forwarded, the nearest first. `fwd1` flags the nearest; the older two are chosen a
-        # step ahead into `older`, so the choice before the compare stays three-way.
-        p3_writes = p3_valid & (p3.kind != OP_VFLUSH)
+        # P3: the vertical word arrives from the block RAM's output register and is registered
+        # (`v_q`), so that no compare follows the block's slow output. P4: vertical update,
+        # output. The updated word is registered (`w1`) and written from there in the next
+        # cycle (registers on both sides of the block RAM's wires). A word was read when its
+        # operation left P1, before the writes of the four operations ahead of it: the one
+        # leaving P4 as it leaves P3 (`fwd1`, chosen in P4), and the three before it, whose
+        # words are in `w1` to `w3` while it is in P3 (their writes in P3's cycle, P2's and
+        # the read's). Those three are forwarded into `v_q`, the nearest first, with flags
+        # registered a step ahead; so P3 holds one choice after the block's output, and P4 one
+        # two-way choice before the compare.
+        p4, p4_valid = Signal(ctrl, name="p4"), Signal()
+        p4_hv = Signal(lane_vec, name="p4_hv")
+        with m.If(adv):
+            m.d.sync += [p4_valid.eq(p3_valid), p4.eq(p3), p4_hv.eq(p3_hv)]
+        p4_writes = p4_valid & (p4.kind != OP_VFLUSH)
         v_new = Signal(word)
-        w1, w2 = Signal(word, name="w1"), Signal(word, name="w2")      # the last two updates
-        w1_en, w1_addr = Signal(), Signal.like(p3.vaddr, name="w1_addr")
-        w2_en, w2_addr = Signal(), Signal.like(p3.vaddr, name="w2_addr")
+        w = [Signal(word, name=f"w{k}") for k in (1, 2, 3)]            # the last three updates
+        w_en = [Signal(name=f"w{k}_en") for k in (1, 2, 3)]
+        w_addr = [Signal.like(p4.vaddr, name=f"w{k}_addr") for k in (1, 2, 3)]
+        w1, w1_en, w1_addr = w[0], w_en[0], w_addr[0]
         w1_new = Signal()                                              # w1 is to be written
-        older = Signal(word, name="older")
-        fwd1, fwd_older = Signal(), Signal()
+        fwd1 = Signal()
+        hits = [Signal(name=f"fwd_w{k}") for k in (1, 2, 3)]            # P3's word is w1..w3
+        v_q = Signal(word, name="v_q")
         m.d.sync += w1_new.eq(adv)
         with m.If(adv):
-            hit2 = w1_en & (w1_addr == p2.vaddr)
-            hit3 = w2_en & (w2_addr == p2.vaddr)
-            m.d.sync += [w1.eq(v_new), w1_en.eq(p3_writes), w1_addr.eq(p3.vaddr),
-                         w2.eq(w1), w2_en.eq(w1_en), w2_addr.eq(w1_addr),
-                         fwd1.eq(p3_writes & (p3.vaddr == p2.vaddr)),
-                         fwd_older.eq(hit2 | hit3), older.eq(Mux(hit2, w1, w2))]
+            m.d.sync += [w1.eq(v_new), w1_en.eq(p4_writes), w1_addr.eq(p4.vaddr)]
+            m.d.sync += [x.eq(y) for x, y in zip(w[1:], w[:-1])]
+            m.d.sync += [x.eq(y) for x, y in zip(w_en[1:], w_en[:-1])]
+            m.d.sync += [x.eq(y) for x, y in zip(w_addr[1:], w_addr[:-1])]
+            # After this step, P3 holds P2's operation, and w1..w3 the updates of P4's and of
+            # w1's and w2's operations.
+            m.d.sync += [hits[0].eq(p4_writes & (p4.vaddr == p2.vaddr)),
+                         hits[1].eq(w_en[0] & (w_addr[0] == p2.vaddr)),
+                         hits[2].eq(w_en[1] & (w_addr[1] == p2.vaddr)),
+                         fwd1.eq(p4_writes & (p4.vaddr == p3.vaddr))]
+            m.d.sync += v_q.eq(Mux(hits[0], w[0], Mux(hits[1], w[1], Mux(hits[2], w[2], v_rd))))
         with m.If(latch):
-            m.d.sync += [w1_en.eq(0), w2_en.eq(0)]
+            m.d.sync += [en.eq(0) for en in w_en]
         v_old = Signal(word, name="v_old")
-        m.d.comb += v_old.eq(Mux(fwd1, w1, Mux(fwd_older, older, v_rd)))
+        m.d.comb += v_old.eq(Mux(fwd1, w1, v_q))
         for j in range(slots):
             for lane in range(lanes):
-                old, new = v_old[j][lane], p3_hv[lane]
+                old, new = v_old[j][lane], p4_hv[lane]
                 m.d.comb += v_new[j][lane].eq(Mux(
-                    p3.v_tap[j] & (p3.v_fresh[j] | (new > old)), new, old))
+                    p4.v_tap[j] & (p4.v_fresh[j] | (new > old)), new, old))
         m.d.comb += [
             vmem.w_addr.eq(w1_addr), vmem.w_data.eq(w1),
             vmem.w_en.eq(w1_new & w1_en),
         ]
-        p3_emit = Signal()
-        m.d.comb += p3_emit.eq(p3_valid & p3.v_emit)
+        p4_emit = Signal()
+        m.d.comb += p4_emit.eq(p4_valid & p4.v_emit)
         # The emitted window's result: its slot's old word chosen before the compare (the
         # same value as v_new's slot, with the slot multiplexer off the compare's path).
         result = Signal(lane_vec)
         slot_old = Signal(lane_vec)
-        m.d.comb += slot_old.eq(_select(p3.v_slot, [v_old[j] for j in range(slots)]))
-        slot_tap = _select(p3.v_slot, [p3.v_tap[j] for j in range(slots)])
-        slot_fresh = _select(p3.v_slot, [p3.v_fresh[j] for j in range(slots)])
+        m.d.comb += slot_old.eq(_select(p4.v_slot, [v_old[j] for j in range(slots)]))
+        slot_tap = _select(p4.v_slot, [p4.v_tap[j] for j in range(slots)])
+        slot_fresh = _select(p4.v_slot, [p4.v_fresh[j] for j in range(slots)])
         for lane in range(lanes):
-            old, new = slot_old[lane], p3_hv[lane]
+            old, new = slot_old[lane], p4_hv[lane]
             m.d.comb += result[lane].eq(Mux(slot_tap & (slot_fresh | (new > old)), new, old))
         # The output: two registers written and read in turn. The pipeline advances while
         # they are not both full (`adv` a register: the output's ready reaches no enable), and
@@ -644,13 +658,13 @@ class MaxPool(wiring.Component):
         out_w, out_r, out_full = Signal(), Signal(), Signal()
         out_count = Signal(range(3))
         push, pop = Signal(), Signal()
-        m.d.comb += [push.eq(adv & p3_emit), pop.eq(out_valid & self.o.ready)]
+        m.d.comb += [push.eq(adv & p4_emit), pop.eq(out_valid & self.o.ready)]
         with m.If(push):
             m.d.sync += out_w.eq(~out_w)
             for k in range(2):
                 with m.If(out_w == k):
-                    m.d.sync += outs[k].last.eq(p3.v_final & p3.vlast)
-                    m.d.sync += [outs[k].data[lane].eq(Mux(p3.keep[lane], result[lane] ^ flip, 0))
+                    m.d.sync += outs[k].last.eq(p4.v_final & p4.vlast)
+                    m.d.sync += [outs[k].data[lane].eq(Mux(p4.keep[lane], result[lane] ^ flip, 0))
                                  for lane in range(lanes)]
         with m.If(pop):
             m.d.sync += out_r.eq(~out_r)
@@ -669,7 +683,7 @@ class MaxPool(wiring.Component):
         # --- sequencer ----------------------------------------------------------------------
         final_in = Signal()
         m.d.comb += final_in.eq(ha.at_end & va.at_end & g_last)
-        pipe_empty = ~p1_valid & ~p2_valid & ~p3_valid & ~out_valid
+        pipe_empty = ~p1_valid & ~p2_valid & ~p3_valid & ~p4_valid & ~out_valid
 
         def row_done():
             with m.If(va.at_end):
