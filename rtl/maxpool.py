@@ -628,29 +628,36 @@ class MaxPool(wiring.Component):
             m.d.sync += v_q.eq(Mux(hits[0], w[0], Mux(hits[1], w[1], Mux(hits[2], w[2], v_rd))))
         with m.If(latch):
             m.d.sync += [en.eq(0) for en in w_en]
-        v_old = Signal(word, name="v_old")
-        m.d.comb += v_old.eq(Mux(fwd1, w1, v_q))
+        # The compares are made against both candidates, `w1` and `v_q`, and `fwd1` chooses
+        # after them (it reaches every bit of the word: off the compares' paths).
+        def update(tap, fresh, new, from_w1, from_q):
+            """The partial maximum after ``new`` (the compare with the forwarded word or the
+            read one, chosen by fwd1 after the compares)."""
+            old = Mux(fwd1, from_w1, from_q)
+            greater = Mux(fwd1, new > from_w1, new > from_q)
+            return Mux(tap & (fresh | greater), new, old)
+
         for j in range(slots):
             for lane in range(lanes):
-                old, new = v_old[j][lane], p4_hv[lane]
-                m.d.comb += v_new[j][lane].eq(Mux(
-                    p4.v_tap[j] & (p4.v_fresh[j] | (new > old)), new, old))
+                m.d.comb += v_new[j][lane].eq(update(p4.v_tap[j], p4.v_fresh[j], p4_hv[lane],
+                                                     w1[j][lane], v_q[j][lane]))
         m.d.comb += [
             vmem.w_addr.eq(w1_addr), vmem.w_data.eq(w1),
             vmem.w_en.eq(w1_new & w1_en),
         ]
         p4_emit = Signal()
         m.d.comb += p4_emit.eq(p4_valid & p4.v_emit)
-        # The emitted window's result: its slot's old word chosen before the compare (the
-        # same value as v_new's slot, with the slot multiplexer off the compare's path).
+        # The emitted window's result: its slot's old words chosen before the compares (the
+        # same value as v_new's slot, with the slot multiplexer off the compares' paths).
         result = Signal(lane_vec)
-        slot_old = Signal(lane_vec)
-        m.d.comb += slot_old.eq(_select(p4.v_slot, [v_old[j] for j in range(slots)]))
+        slot_w1, slot_q = Signal(lane_vec), Signal(lane_vec)
+        m.d.comb += [slot_w1.eq(_select(p4.v_slot, [w1[j] for j in range(slots)])),
+                     slot_q.eq(_select(p4.v_slot, [v_q[j] for j in range(slots)]))]
         slot_tap = _select(p4.v_slot, [p4.v_tap[j] for j in range(slots)])
         slot_fresh = _select(p4.v_slot, [p4.v_fresh[j] for j in range(slots)])
         for lane in range(lanes):
-            old, new = slot_old[lane], p4_hv[lane]
-            m.d.comb += result[lane].eq(Mux(slot_tap & (slot_fresh | (new > old)), new, old))
+            m.d.comb += result[lane].eq(update(slot_tap, slot_fresh, p4_hv[lane],
+                                               slot_w1[lane], slot_q[lane]))
         # The output: two registers written and read in turn. The pipeline advances while
         # they are not both full (`adv` a register: the output's ready reaches no enable), and
         # a result goes into its register with no multiplexer in front.
