@@ -75,9 +75,10 @@ __all__ = ["MaxPool", "MaxPoolAxis", "DATA_WIDTH", "config_layout", "beat_layout
 
 #: Smallest memory depth (a one-word memory would have a zero-width address).
 MIN_DEPTH = 2
-#: Register levels between the latched configuration and the checks' result (the derived
-#: constants, each check's test, then the first failing check).
-SETUP_LEVELS = 5
+#: Register levels between the latched configuration and the settled setup: the checks' result
+#: (the derived constants, each check's test, then the first failing check) and the
+#: sequencer's constants (six levels of registered sums, each one subtraction or choice).
+SETUP_LEVELS = 6
 
 
 class _State(enum.IntEnum):
@@ -431,17 +432,20 @@ class MaxPool(wiring.Component):
             limit = reg(f"limit_{a}", padded - keff)                              # level 3
             d[f"keff_{a}"], d[f"limit_{a}"] = keff, limit
             ceil_end = reg(f"ceil_end_{a}", padded_s - keff)                      # level 3
-            ceil_max = Mux(ceil_end < n - 1, ceil_end, n - 1)
-            start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 4
-            d[f"start_max_m1_{a}"] = reg(f"start_max_m1_{a}", start_max - 1)      # level 5
-            d[f"init_below_{a}"] = reg(f"init_below_{a}", -pb < start_max)        # level 5
+            n_m1 = reg(f"n_m1_{a}", n - 1)                                        # level 1
+            ceil_max = reg(f"ceil_max_{a}", Mux(ceil_end < n_m1, ceil_end, n_m1))  # level 4
+            start_max = reg(f"start_max_{a}", Mux(cfg.ceil_mode, ceil_max, limit))  # level 5
+            d[f"start_max_m1_{a}"] = reg(f"start_max_m1_{a}", start_max - 1)      # level 6
+            neg_pb = reg(f"neg_pb_{a}", -pb)                                      # level 1
+            s_pb = reg(f"s_pb_{a}", s - pb)                                       # level 1
+            d[f"init_below_{a}"] = reg(f"init_below_{a}", neg_pb < start_max)     # level 6
             # The sequencer's constants (see _Axis).
             d[f"last_pos_m1_{a}"] = reg(f"last_pos_m1_{a}", n - 2)               # level 1
             d[f"init_at_end_{a}"] = reg(f"init_at_end_{a}", -pb == n - 1)         # level 1
             d[f"rel_last_{a}"] = reg(f"rel_last_{a}", keff - 1)                   # level 3
-            d[f"final_min_m1_{a}"] = reg(f"final_min_m1_{a}", start_max - s)      # level 5
+            d[f"final_min_m1_{a}"] = reg(f"final_min_m1_{a}", start_max - s)      # level 6
             # -pad_begin > start_max - s, with s - pad_begin of the latched fields.
-            d[f"init_final_{a}"] = reg(f"init_final_{a}", start_max < s - pb)     # level 5
+            d[f"init_final_{a}"] = reg(f"init_final_{a}", start_max < s_pb)       # level 6
             d[f"stride_m1_{a}"] = reg(f"stride_m1_{a}", s - 1)                    # level 1
             d[f"dilation_m1_{a}"] = reg(f"dilation_m1_{a}", dil - 1)              # level 1
         channels = narrow(cfg.channels, self.max_channels)
