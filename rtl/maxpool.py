@@ -616,7 +616,8 @@ class MaxPool(wiring.Component):
         w1_new = Signal()                                              # w1 is to be written
         fwd1 = Signal()
         hits = [Signal(name=f"fwd_w{k}") for k in (1, 2, 3)]            # P3's word is w1..w3
-        v_q = Signal(word, name="v_q")
+        v_q, v_q_next = Signal(word, name="v_q"), Signal(word, name="v_q_next")
+        m.d.comb += v_q_next.eq(Mux(hits[0], w[0], Mux(hits[1], w[1], Mux(hits[2], w[2], v_rd))))
         m.d.sync += w1_new.eq(adv)
         with m.If(adv):
             m.d.sync += [w1.eq(v_new), w1_en.eq(p4_writes), w1_addr.eq(p4.vaddr)]
@@ -629,7 +630,7 @@ class MaxPool(wiring.Component):
                          hits[1].eq(w_en[0] & (w_addr[0] == p2.vaddr)),
                          hits[2].eq(w_en[1] & (w_addr[1] == p2.vaddr)),
                          fwd1.eq(p4_writes & (p4.vaddr == p3.vaddr))]
-            m.d.sync += v_q.eq(Mux(hits[0], w[0], Mux(hits[1], w[1], Mux(hits[2], w[2], v_rd))))
+            m.d.sync += v_q.eq(v_q_next)
         with m.If(latch):
             m.d.sync += [en.eq(0) for en in w_en]
         # The compares are made against both candidates, `w1` and `v_q`, and `fwd1` chooses
@@ -651,14 +652,19 @@ class MaxPool(wiring.Component):
         ]
         p4_emit = Signal()
         m.d.comb += p4_emit.eq(p4_valid & p4.v_emit)
-        # The emitted window's result: its slot's old words chosen before the compares (the
-        # same value as v_new's slot, with the slot multiplexer off the compares' paths).
+        # The emitted window's result: the same value as v_new's slot, from its slot's old
+        # words and flags chosen a step ahead, as P4 is loaded (the slot multiplexer off the
+        # compares' paths, and no select line fanning out before them).
         result = Signal(lane_vec)
         slot_w1, slot_q = Signal(lane_vec), Signal(lane_vec)
-        m.d.comb += [slot_w1.eq(_select(p4.v_slot, [w1[j] for j in range(slots)])),
-                     slot_q.eq(_select(p4.v_slot, [v_q[j] for j in range(slots)]))]
-        slot_tap = _select(p4.v_slot, [p4.v_tap[j] for j in range(slots)])
-        slot_fresh = _select(p4.v_slot, [p4.v_fresh[j] for j in range(slots)])
+        slot_tap, slot_fresh = Signal(), Signal()
+        with m.If(adv):
+            m.d.sync += [
+                slot_w1.eq(_select(p3.v_slot, [v_new[j] for j in range(slots)])),
+                slot_q.eq(_select(p3.v_slot, [v_q_next[j] for j in range(slots)])),
+                slot_tap.eq(_select(p3.v_slot, [p3.v_tap[j] for j in range(slots)])),
+                slot_fresh.eq(_select(p3.v_slot, [p3.v_fresh[j] for j in range(slots)])),
+            ]
         for lane in range(lanes):
             m.d.comb += result[lane].eq(update(slot_tap, slot_fresh, p4_hv[lane],
                                                slot_w1[lane], slot_q[lane]))
