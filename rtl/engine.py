@@ -105,7 +105,7 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from rtl.axil_regs import AXI4LiteRegisters, subordinate_signature
@@ -631,15 +631,21 @@ class ConvEngine(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFO(width=entry.size, depth=self.fifo_depth)
         fifo_out = data.View(entry, fifo.r_data)
         inflight = Signal(range(self.fifo_depth + 1))
+        credit = Signal(init=1)
         pop = Signal()
         issue_group = gen.valid & gen.first
         m.d.comb += [
             fifo.w_data.eq(pack(entry, acc=mac.acc, final=mac.acc_final)),
             fifo.w_en.eq(mac.acc_valid),
             fifo.r_en.eq(pop),
-            gen.credit.eq(inflight < self.fifo_depth),
+            gen.credit.eq(credit),
         ]
         m.d.sync += inflight.eq(inflight + issue_group - pop)
+        # `credit` (inflight < fifo_depth) is a register, its next value chosen among the
+        # three possible counts' tests, so that the issue decision reads no comparator.
+        m.d.sync += credit.eq(Mux(issue_group == pop, inflight < self.fifo_depth,
+                                  Mux(pop, inflight - 1 < self.fifo_depth,
+                                      inflight + 1 < self.fifo_depth)))
         fifo_acc, fifo_final = fifo_out.acc, fifo_out.final
         # Partial sums (QUANT.acc_in): one s_axis_acc word per output word, in the raw output
         # format, added to the accumulators; the FIFO head waits for it and takes it with pop.
@@ -730,7 +736,10 @@ class ConvEngine(wiring.Component):
         stall_free = not self.requant_iterative
         q_depth = PIPELINE_STAGES + 3 if stall_free else 2
         qw = data.StructLayout({"data": DATA_WIDTH * pe, "last": 1})
-        m.submodules.q_fifo = q_fifo = SyncFIFO(width=qw.size, depth=q_depth)
+        # With the stall-free requantizers the FIFO's output is a register (its `r_rdy` too),
+        # so that the pool's input decisions start from registers.
+        q_fifo_type = SyncFIFOBuffered if stall_free else SyncFIFO
+        m.submodules.q_fifo = q_fifo = q_fifo_type(width=qw.size, depth=q_depth)
         q_out = data.View(qw, q_fifo.r_data)
         q_word, q_last, q_valid = q_out.data, q_out.last, q_fifo.r_rdy
         q_admit = Signal()      # a place for the word in the requantizers is reserved or free

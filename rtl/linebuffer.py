@@ -675,9 +675,8 @@ class WindowGenerator(wiring.Component):
                 m.d.sync += arrived[k].eq(arrived[k] | (slots[k].need < self.written))
 
         # --- issue -------------------------------------------------------------------------
-        queued = Signal()                   # operations in the queue
+        queued = Signal()                   # operations in the queue: filled != 0, a register
         m.d.comb += [
-            queued.eq(filled != 0),
             self.valid.eq(queued & head_arrived & (~head.first | self.credit)),
             self.waiting.eq(queued & ~head_arrived),
             self.first.eq(head.first), self.last.eq(head.last), self.final.eq(head.final),
@@ -694,7 +693,8 @@ class WindowGenerator(wiring.Component):
                                      occupancy != self.QUEUE_DEPTH)
         m.d.sync += [gen_busy.eq(busy_next), adv.eq(busy_next & room_next),
                      occupancy.eq(occupancy + adv - self.valid),
-                     filled.eq(filled + q_valid - self.valid)]
+                     filled.eq(filled + q_valid - self.valid),
+                     queued.eq(Mux(q_valid, 1, filled != Mux(self.valid, 1, 0)))]
         # The oldest operation not issued yet: in the queue, in stage 2, in stage 1, or the
         # counters' next.
         with m.If(queued):
@@ -708,8 +708,8 @@ class WindowGenerator(wiring.Component):
             m.d.sync += self.protect.eq((prot_top + prot_left) >> sbits)
 
         with m.If(self.start):
-            m.d.sync += [setup.eq(self.SETUP_CYCLES), occupancy.eq(0), filled.eq(0), s1_valid.eq(0),
-                         self.protect.eq(0)]
+            m.d.sync += [setup.eq(self.SETUP_CYCLES), occupancy.eq(0), filled.eq(0), queued.eq(0),
+                         s1_valid.eq(0), self.protect.eq(0)]
             if self.packing:
                 m.d.sync += [walk.eq(0), walk_k.eq(0), q_valid.eq(0)]
         return m

@@ -6,12 +6,20 @@ from collections.abc import Iterator, Sequence
 from cocotb.triggers import RisingEdge
 
 
-def random_pause(rng: random.Random, probability: float) -> Iterator[int]:
-    """Endless pause pattern for ``set_pause_generator``: 1 (pause) with ``probability``."""
+def random_pause(rng: random.Random, probability: float, burst: int = 0,
+                 burst_probability: float = 0.005) -> Iterator[int]:
+    """Endless pause pattern for ``set_pause_generator``: 1 (pause) with ``probability``;
+    with ``burst``, a run of ``burst`` pauses starts instead with ``burst_probability``, long
+    enough to fill every buffer behind the stream (a receiver that stops for a while)."""
     if not 0.0 <= probability < 1.0:
         raise ValueError(f"pause probability must lie in [0, 1), not {probability}")
+    if not 0.0 <= burst_probability < 1.0:
+        raise ValueError(f"burst probability must lie in [0, 1), not {burst_probability}")
     while True:
-        yield int(rng.random() < probability)
+        if burst and rng.random() < burst_probability:
+            yield from [1] * burst
+        else:
+            yield int(rng.random() < probability)
 
 
 def split_frames(words: Sequence[int], lasts: Sequence[int]) -> list[list[int]]:

@@ -80,6 +80,10 @@ CONFIGS = {"icarus": TEST_CONFIG, "verilator": TEST_CONFIG_WIDE}
 PERF_FACTOR = 1.10
 #: Probability of an idle input cycle / a stalled output cycle when a layer asks for stalls.
 PAUSE_PROBABILITY = 0.3
+#: Now and then the output stops for this many cycles when a layer asks for stalls: more than
+#: the requantized-word FIFO, the requantizers' pipelines and the accumulator FIFO hold
+#: together, so that the back-pressure reaches the MAC array's credits.
+PAUSE_BURST = 64
 #: Watchdog: cycles allowed per MAC of a layer, plus a base for loading and configuration.
 WATCHDOG_CYCLES_PER_MAC = 2
 WATCHDOG_BASE_CYCLES = 20000
@@ -379,7 +383,8 @@ async def check_case(drv, case, index, rng, prng, log):
     psum = make_psum(layer, rng) if case.psum else None
     pause = PAUSE_PROBABILITY if case.stalls else 0.0
     for agent in (drv.source, drv.sink, drv.acc):
-        agent.set_pause_generator(random_pause(prng, pause) if pause else None)
+        burst = PAUSE_BURST if agent is drv.sink else 0
+        agent.set_pause_generator(random_pause(prng, pause, burst) if pause else None)
         agent.pause = False     # clearing the generator keeps the last pause value
     log.info("layer %d: %s", index, case.label())
     run = lambda: with_timeout(drv.run_layer(layer, x, psum=psum), watchdog_ns(case), "ns")
