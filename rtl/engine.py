@@ -306,11 +306,17 @@ class ConvEngine(wiring.Component):
         # are computed while the previous layer may still run (STATUS.queued); when that layer
         # ends, the next set is copied into the *active* set that the datapath reads. Built
         # without queued starts there is one set: a start is taken only from idle.
+        # A narrow field (narrow_registers) is latched as its kept bits and its sticky "too
+        # large" bit above them (the field's top bit): the same value when it fits, one above
+        # every legal value when not, so that every check refuses it as it refuses the
+        # field's own value, with comparisons and sums as narrow as the legal range.
         cfg_names = [fl.name for fl in REGMAP.fields if fl.access == "rw"]
-        cn = {name: Signal(f[name].shape(), name=f"next_{name}") for name in cfg_names}
+        kept = {name: Cat(f[name][:storage[name]], f[name][-1])
+                if storage and name in storage else f[name] for name in cfg_names}
+        cn = {name: Signal(len(kept[name]), name=f"next_{name}") for name in cfg_names}
         latch = Signal()
         with m.If(latch):
-            m.d.sync += [cn[name].eq(f[name]) for name in cfg_names]
+            m.d.sync += [cn[name].eq(kept[name]) for name in cfg_names]
         fused_n, alone_n = Signal(), Signal()
         m.d.comb += [fused_n.eq(cn["pool_mode"] == PoolMode.FUSED),
                      alone_n.eq(cn["pool_mode"] == PoolMode.ALONE)]
@@ -319,7 +325,7 @@ class ConvEngine(wiring.Component):
 
         take = Signal()                 # the next set becomes the active one
         if self.queued_starts:
-            c = {name: Signal(f[name].shape(), name=f"cfg_{name}") for name in cfg_names}
+            c = {name: Signal(cn[name].shape(), name=f"cfg_{name}") for name in cfg_names}
             d = {}
             for name, value in dn.items():
                 d[name] = Signal(Value.cast(value).shape(), name=f"act_{name}")
