@@ -191,6 +191,11 @@ class ConvEngine(wiring.Component):
         (:class:`rtl.weights.ParamStore` ``no_rw_check``): less logic around iCE40 block
         RAMs, same behaviour (the host never writes the words a running layer reads).
         Default False.
+    weight_slice_bits : int, optional
+        The weight memory is built as memories of this many bits side by side (a power of
+        two up to the weight word of ``8 * pe * simd`` bits; default the whole word:
+        :class:`rtl.weights.ParamStore` ``weight_slice_bits``). For iCE40: 2, so that each
+        slice is a 2048 x 2 block RAM and no multiplexer follows the blocks. Same behaviour.
     dsp : str
         How the MAC array multiplies (:data:`rtl.mac_array.DSPS`): ``"generic"`` (default:
         vendor-free Verilog, the synthesis tool picks the DSP blocks) or ``"ecp5"`` (ECP5
@@ -561,7 +566,8 @@ class ConvEngine(wiring.Component):
         m.submodules.params = params = ParamStore(
             pe=pe, simd=simd, weight_depth=self.weight_depth, channel_depth=self.channel_depth,
             param_width=self.param_width, read_register=True, no_rw_check=self.no_rw_check,
-            bram=self.bram if not self.no_rw_check else "generic")
+            bram=self.bram if not self.no_rw_check else "generic",
+            weight_slice_bits=self.weight_slice_bits)
         connect_axis(m, self, "s_axis_param", params.param)
         m.d.comb += [
             params.clear.eq(fresh),
