@@ -655,7 +655,7 @@ class ConvEngine(wiring.Component):
         fifo_acc, fifo_final = fifo_out.acc, fifo_out.final
         # Partial sums (QUANT.acc_in): one s_axis_acc word per output word, in the raw output
         # format, added to the accumulators; the FIFO head waits for it and takes it with pop.
-        acc_in = c["acc_in"] & ~alone
+        acc_in = c["acc_in"] & ~alone_dp     # (no pool unit: no pool runs alone)
         head_valid = Signal()
         acc_last_error = Signal()
         m.d.comb += [head_valid.eq(fifo.r_rdy & (~acc_in | self.s_axis_acc_tvalid)),
@@ -693,8 +693,9 @@ class ConvEngine(wiring.Component):
         # The FIFO head, its bias and partial sum added, waits with its channel constants in
         # a register stage (loaded whenever it is empty or being taken: one word a cycle), so
         # that no path runs from the FIFO's memory through the adders to the requantizers'
-        # multipliers or to m_axis. Iterative requantizers (small devices) register their
-        # operands themselves, over several cycles: there the head goes to them directly.
+        # multipliers or to m_axis. Iterative requantizers (small devices) read their
+        # operands over several cycles and take them with the last (the head, its constants
+        # and its partial sum hold until popped): there the head goes to them directly.
         chan = params.chan_data
         head = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
                                   "chan": chan.shape(), "final": 1})
