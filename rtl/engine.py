@@ -126,6 +126,15 @@ from rtl.weights import MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
 __all__ = ["ConvEngine"]
 
 
+def _sum3(a, b, c, width):
+    """``a + b + c`` modulo ``2**width``, signed, through one carry chain: the bits' sums and
+    majority carries first (carry-save, one LUT level), then one adder (not two chains in a
+    row)."""
+    a, b, c = (Value.cast(v).as_unsigned()[:width] for v in (a, b, c))
+    carries = (a & b) | (a & c) | (b & c)
+    return ((a ^ b ^ c) + Cat(Const(0, 1), carries[:width - 1]))[:width].as_signed()
+
+
 class ConvEngine(wiring.Component):
     """A run-time configurable 2-D convolution engine with a PE x SIMD MAC array.
 
@@ -580,9 +589,14 @@ class ConvEngine(wiring.Component):
 
         # --- line buffer and window generator ----------------------------------------------
         count_width = self.index_width - 1
+        # Built without packing, every lane reads the same row and the bytes need no
+        # rotation: the line buffer's read address is delayed by two registers instead of its
+        # data and the rotated word (log2(depth) flip-flops instead of 16 * SIMD), and the
+        # array takes the banks' bytes as they come (see the MAC array below).
+        delay_address = not self.packing
         m.submodules.lb = lb = LineBuffer(simd=simd, depth=self.line_buffer_depth,
-                                          count_width=count_width, read_register=True,
-                                          bram=self.bram)
+                                          count_width=count_width,
+                                          read_register=not delay_address, bram=self.bram)
         geometry = self.geometry_layout()
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,
@@ -596,9 +610,14 @@ class ConvEngine(wiring.Component):
             lb.enable.eq(running & ~alone_dp), lb.total.eq(d["total_in"]),
             lb.restart.eq(launch),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
-            lb.read_addr.eq(gen.rows),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
         ]
+        read_addr = gen.rows
+        for k in range(2 if delay_address else 0):
+            late_addr = Signal.like(gen.rows, name=f"read_addr_late{k}")
+            m.d.sync += late_addr.eq(read_addr)
+            read_addr = late_addr
+        m.d.comb += lb.read_addr.eq(read_addr)
         # The generator counts weight words from 0 and groups from 0; the bases are latched
         # configuration, constant while the layer runs. The sums are registered (one register
         # before the wide fan-out to the memories' blocks), as the line buffer's bytes are
@@ -621,15 +640,19 @@ class ConvEngine(wiring.Component):
                 m.d.sync += late_k.eq(late)
                 late = late_k
             m.d.comb += getattr(mac, name).eq(late)
-        # The banks' bytes back in lane order: lane j is bank (j + rot) mod SIMD.
-        rot = gen.rot
-        for k in range(2):
-            rot_late = Signal.like(gen.rot, name=f"rot_late{k}")
-            m.d.sync += rot_late.eq(rot)
-            rot = rot_late
+        # The banks' bytes back in lane order: lane j is bank (j + rot) mod SIMD. (With the
+        # read address delayed, lane j is bank j and the bytes come in the array's cycle.)
         banks = [lb.read_data[i] for i in range(simd)]
         x_word = Signal(DATA_WIDTH * simd, name="x_word")      # the rotated bytes, registered
-        m.d.sync += x_word.eq(Cat(*rotate(banks, rot)) if simd > 1 else banks[0])
+        if delay_address:
+            m.d.comb += x_word.eq(Cat(*banks))
+        else:
+            rot = gen.rot
+            for k in range(2):
+                rot_late = Signal.like(gen.rot, name=f"rot_late{k}")
+                m.d.sync += rot_late.eq(rot)
+                rot = rot_late
+            m.d.sync += x_word.eq(Cat(*rotate(banks, rot)) if simd > 1 else banks[0])
         m.d.comb += [
             mac.x_zp.eq(c["x_zero_point"].as_signed()), mac.x_unsigned.eq(c["x_unsigned"]),
             mac.w_unsigned.eq(c["w_unsigned"]),
@@ -701,8 +724,8 @@ class ConvEngine(wiring.Component):
                                   "chan": chan.shape(), "final": 1})
         h = Signal(head, name="head")
         h_valid, h_taken = Signal(), Signal()
-        sums = [fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
-                + psum.word_select(p, ACC_WIDTH).as_signed() for p in range(pe)]
+        sums = [_sum3(fifo_acc.word_select(p, ACC_WIDTH), chan[p].bias,
+                      psum.word_select(p, ACC_WIDTH), ACC_WIDTH) for p in range(pe)]
         if self.requant_iterative:
             m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), h_valid.eq(head_valid),
                          pop.eq(h_taken)]

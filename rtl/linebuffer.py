@@ -598,17 +598,26 @@ class WindowGenerator(wiring.Component):
             s1.final.eq(og_end & col_end & row_end),
         ]
         a1 = [Signal(index, name=f"addr{j}") for j in range(nlanes)]
-        iy1 = [Signal(coord, name=f"iy{j}") for j in range(nlanes)]
-        ix1 = [Signal(coord, name=f"ix{j}") for j in range(nlanes)]
-        kin1 = Signal(nlanes)               # the lane's tap and channel are in the window
-        for j, lane in enumerate(lanes):
-            in_kernel = lane.ky < g.kh
-            if self.packing:
-                in_kernel &= lane.c < g.in_channels
-            m.d.sync += [a1[j].eq(win + lane.off), iy1[j].eq(by + lane.yo),
-                         ix1[j].eq(bx + lane.xo), kin1[j].eq(in_kernel)]
-        lane_in = [kin1[j] & (iy1[j] >= 0) & (iy1[j] < g.height) & (ix1[j] >= 0)
-                   & (ix1[j] < g.width) for j in range(nlanes)]
+        if self.packing:
+            # The lanes' image positions, registered; stage 2 registers their tests.
+            iy1 = [Signal(coord, name=f"iy{j}") for j in range(nlanes)]
+            ix1 = [Signal(coord, name=f"ix{j}") for j in range(nlanes)]
+            kin1 = Signal(nlanes)           # the lane's tap and channel are in the window
+            for j, lane in enumerate(lanes):
+                m.d.sync += [a1[j].eq(win + lane.off), iy1[j].eq(by + lane.yo),
+                             ix1[j].eq(bx + lane.xo),
+                             kin1[j].eq((lane.ky < g.kh) & (lane.c < g.in_channels))]
+            lane_in = [kin1[j] & (iy1[j] >= 0) & (iy1[j] < g.height) & (ix1[j] >= 0)
+                       & (ix1[j] < g.width) for j in range(nlanes)]
+        else:
+            # Without a stage 2, the lane's whole test is registered (its position's sum and
+            # comparisons before the register, not between stage 1 and the queue).
+            lane, in1 = lanes[0], Signal(name="in1")
+            iy, ix = by + lane.yo, bx + lane.xo
+            m.d.sync += [a1[0].eq(win + lane.off),
+                         in1.eq((lane.ky < g.kh) & (iy >= 0) & (iy < g.height) & (ix >= 0)
+                                & (ix < g.width))]
+            lane_in = [in1]
 
         inside = Signal(simd)
         if self.packing:

@@ -265,7 +265,12 @@ class ParamStore(wiring.Component):
         word_next = Signal.like(word)
         in_packet = Signal()
         kind = Signal(HEADER_KIND_BITS)
-        addr = Signal(HEADER_ADDR_BITS + 1)
+        # The word address: the bits that reach past the larger memory, and a sticky bit set
+        # when a header or an increment goes beyond them (such a word is past both memories).
+        addr_bits = min(max(self.weight_depth, self.channel_depth).bit_length(),
+                        HEADER_ADDR_BITS)
+        addr = Signal(addr_bits)
+        addr_over = Signal()
         beat = Signal(range(beats))
         beat_last = Signal()
         header = self.param.payload.data[:BEAT_WIDTH]
@@ -306,7 +311,8 @@ class ParamStore(wiring.Component):
             with m.If(~in_packet):
                 m.d.sync += [
                     kind.eq(header_kind),
-                    addr.eq(header[:HEADER_ADDR_BITS]),
+                    addr.eq(header[:addr_bits]),
+                    addr_over.eq(header[addr_bits:HEADER_ADDR_BITS].any()),
                     beat.eq(0),
                     in_packet.eq(~self.param.payload.last),
                 ]
@@ -315,15 +321,18 @@ class ParamStore(wiring.Component):
             with m.Else():
                 m.d.sync += [word.eq(word_next), beat.eq(beat + 1)]
                 with m.If(beat_last):
-                    m.d.sync += [beat.eq(0), addr.eq(addr + 1), write_addr.eq(addr)]
+                    m.d.sync += [beat.eq(0), Cat(addr, addr_over).eq(Cat(addr, addr_over) + 1),
+                                 write_addr.eq(addr)]
+                    with m.If(addr_over):
+                        m.d.sync += addr_over.eq(1)
                     with m.Switch(kind):
                         with m.Case(KIND_WEIGHTS):
-                            with m.If(addr < self.weight_depth):
+                            with m.If(~addr_over & (addr < self.weight_depth)):
                                 m.d.sync += weight_we.eq(1)
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)
                         with m.Case(KIND_CHANNELS):
-                            with m.If(addr < self.channel_depth):
+                            with m.If(~addr_over & (addr < self.channel_depth)):
                                 m.d.sync += channel_we.eq(1)
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)

@@ -13,7 +13,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from rtl.streams import BEAT_WIDTH
-from rtl.weights import HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIGHTS, ParamStore
+from rtl.weights import (HEADER_ADDR_BITS, HEADER_KIND_SHIFT, KIND_CHANNELS,
+                         KIND_WEIGHTS, ParamStore)
 from sim.engine_driver import channel_words, pack_channels, pack_weights
 from sim.testing import random_conv_layer
 
@@ -184,6 +185,10 @@ def test_param_store_load_errors(pe, simd, param_width):
         await flagged(ctx, [header(KIND_WEIGHTS, depth - 1), *two], 1)
         stored[depth - 1] = word_value(two[:weight_beats]) & weight_mask
         await flagged(ctx, [header(KIND_WEIGHTS, depth), *words(1, weight_beats)], 1)
+        # Addresses at the top of the loader's address bits (depth 4: 3 bits) and of the
+        # header's: words that would wrap to word 0 and on are refused too.
+        for top in (7, 8, (1 << HEADER_ADDR_BITS) - 1):
+            await flagged(ctx, [header(KIND_WEIGHTS, top), *words(3, weight_beats)], 1)
         for k in range(depth):
             assert await read_weight(ctx, dut, k, 1) == stored[k], f"word {k}"
         # Channel words: whole ones at the last address, partial ones, one past the end.
