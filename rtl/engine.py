@@ -692,14 +692,18 @@ class ConvEngine(wiring.Component):
         def last_group(name, step):
             """Whether the output-channel group of a stream of words (0 from `launch` on, the
             next one on each `step`) is the layer's last: a register set a word ahead, so that
-            no adder or compare with cout_groups lies after it."""
-            group = Signal(range(self.cout_groups), name=name)
+            no adder or compare with cout_groups lies after it. Counted down (`left`: groups
+            after the current one), so that the next `last` is a compare of a register with a
+            constant, not of a sum."""
+            left = Signal(range(self.cout_groups), name=name)
             last = Signal(name=f"{name}_last")
-            following = Mux(last, 0, group + 1)
             with m.If(step):
-                m.d.sync += [group.eq(following), last.eq(following == d["cout_groups"] - 1)]
+                with m.If(last):
+                    m.d.sync += [left.eq(d["cout_groups"] - 1), last.eq(d["cout_groups"] == 1)]
+                with m.Else():
+                    m.d.sync += [left.eq(left - 1), last.eq(left == 1)]
             with m.If(launch):
-                m.d.sync += [group.eq(0), last.eq(d["cout_groups"] == 1)]
+                m.d.sync += [left.eq(d["cout_groups"] - 1), last.eq(d["cout_groups"] == 1)]
             return last
 
         # Channel constants of the group at the FIFO head, prefetched one cycle ahead.
@@ -718,7 +722,9 @@ class ConvEngine(wiring.Component):
         # that no path runs from the FIFO's memory through the adders to the requantizers'
         # multipliers or to m_axis. Iterative requantizers (small devices) read their
         # operands over several cycles and take them with the last (the head, its constants
-        # and its partial sum hold until popped): there the head goes to them directly.
+        # and its partial sum hold until popped): there only the sums are registered, every
+        # cycle, and valid the cycle after the head came and was not popped (a word at most
+        # every other cycle, which those requantizers never reach).
         chan = params.chan_data
         head = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
                                   "chan": chan.shape(), "final": 1})
@@ -727,9 +733,11 @@ class ConvEngine(wiring.Component):
         sums = [_sum3(fifo_acc.word_select(p, ACC_WIDTH), chan[p].bias,
                       psum.word_select(p, ACC_WIDTH), ACC_WIDTH) for p in range(pe)]
         if self.requant_iterative:
-            m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), h_valid.eq(head_valid),
-                         pop.eq(h_taken)]
-            m.d.comb += [h.acc[p].eq(sums[p]) for p in range(pe)]
+            head_sums = [Signal(signed(ACC_WIDTH), name=f"head_sum{p}") for p in range(pe)]
+            m.d.sync += [h_valid.eq(head_valid & ~pop),
+                         *(q.eq(v) for q, v in zip(head_sums, sums))]
+            m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), pop.eq(h_taken),
+                         *(h.acc[p].eq(head_sums[p]) for p in range(pe))]
         else:
             with m.If(pop):
                 m.d.sync += [h.chan.eq(chan), h.final.eq(fifo_final)]

@@ -148,8 +148,8 @@ class Requantize(wiring.Component):
     partial products of one sample into the product register, one per cycle (the register
     starts at ``-(multiplier << acc_width)`` for a negative accumulator, which makes the
     unsigned bit pattern's product signed). A sample starts when it is valid and the product
-    register is free: its accumulator is registered, its multiplier read from ``i`` while it
-    is multiplied, and the sample is taken (``i.ready``) in the cycle its last operand chunks
+    register is free: its accumulator and multiplier are read from ``i`` while they are
+    multiplied, and the sample is taken (``i.ready``) in the cycle its last operand chunks
     are read, so ``i.payload`` must hold until then, as a stream's does (only the shift and
     the fields beside the arithmetic are kept). The register is kept as 16-bit limbs with
     registered carries between them, so that no carry chain is longer than 17 bits; the
@@ -373,14 +373,11 @@ class Requantize(wiring.Component):
         steps = [(ia, im) for im in range(_chunks(mw)) for ia in range(_chunks(aw))]
         n = len(steps)
 
-        # The sample's accumulator is registered as its multiplication starts (no path from
-        # the input's sums to the multiplier); its multiplier is read from `i` while it is
-        # multiplied (a stream's payload holds while it is valid and not taken). The sample
-        # is taken with its last operand chunks, and then only its shift and side fields are
-        # kept.
+        # The sample's accumulator and multiplier are read from `i` while they are multiplied
+        # (a stream's payload holds while it is valid and not taken); the sample is taken
+        # with its last operand chunks, and then only its shift and side fields are kept.
         limbs = _chunks(prod_width)
         i = self.i.payload
-        held_acc = Signal(signed(aw), name="held_acc", reset_less=True)
         held_shift = Signal(self.shift_width, name="held_shift", reset_less=True)
         held_side = Signal(side, name="held_side", reset_less=True)
         busy = Signal()                 # multiplying
@@ -398,8 +395,8 @@ class Requantize(wiring.Component):
         # The accumulator as its unsigned bit pattern, which weighs -2**aw more than the
         # signed value when negative: the product register starts at -(multiplier << aw)
         # (modulo 2**prod_width, where the product fits), loaded in the first cycle of the
-        # multiplication (from the registered accumulator's sign; no partial product lands
-        # before the third). It is kept as limbs of `chunk`
+        # multiplication (no partial product lands before the third). It is kept as limbs of
+        # `chunk`
         # bits with a registered carry between neighbours (short carry chains): a partial
         # product lands on two limbs, and `limbs - 1` cycles after the last one take in the
         # carries left.
@@ -411,7 +408,7 @@ class Requantize(wiring.Component):
         partial = Signal(2 * chunk, name="partial", reset_less=True)
         none = limbs                    # `place` when no partial product is added
         place = Signal(range(limbs + 1), init=none, name="place")   # its lowest limb
-        acc_bits = held_acc.as_unsigned()
+        acc_bits = i.acc.as_unsigned()
         m.d.sync += [partial.eq(a_op * m_op), place.eq(none)]
         for j, (ia, im) in enumerate(steps):
             with m.If(_equals(count, j)):
@@ -435,7 +432,7 @@ class Requantize(wiring.Component):
                     m.d.sync += carry[k].eq(total[widths[k]])
             with m.If(_equals(count, 0)):
                 start = Signal(prod_width)
-                m.d.comb += start.eq(Mux(held_acc[-1], (-i.multiplier) << aw, 0))
+                m.d.comb += start.eq(Mux(i.acc[-1], (-i.multiplier) << aw, 0))
                 m.d.sync += [*(c.eq(0) for c in carry),
                              *(limb[k].eq(start[k * chunk:k * chunk + widths[k]])
                                for k in range(limbs))]
@@ -444,7 +441,7 @@ class Requantize(wiring.Component):
         with m.Elif(take):
             m.d.sync += full.eq(0)
         with m.If(begin):
-            m.d.sync += [busy.eq(1), count.eq(0), held_acc.eq(i.acc)]
+            m.d.sync += [busy.eq(1), count.eq(0)]
 
         # The shifter. `doubled` (2 * prod) is shifted right by the shift's coarse part
         # (whole limbs, `coarse_bits` upper bits) as the shifter takes it: of the result
