@@ -126,15 +126,6 @@ from rtl.weights import MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
 __all__ = ["ConvEngine"]
 
 
-def _sum3(a, b, c, width):
-    """``a + b + c`` modulo ``2**width``, signed, through one carry chain: the bits' sums and
-    majority carries first (carry-save, one LUT level), then one adder (not two chains in a
-    row)."""
-    a, b, c = (Value.cast(v).as_unsigned()[:width] for v in (a, b, c))
-    carries = (a & b) | (a & c) | (b & c)
-    return ((a ^ b ^ c) + Cat(Const(0, 1), carries[:width - 1]))[:width].as_signed()
-
-
 class ConvEngine(wiring.Component):
     """A run-time configurable 2-D convolution engine with a PE x SIMD MAC array.
 
@@ -730,8 +721,8 @@ class ConvEngine(wiring.Component):
                                   "chan": chan.shape(), "final": 1})
         h = Signal(head, name="head")
         h_valid, h_taken = Signal(), Signal()
-        sums = [_sum3(fifo_acc.word_select(p, ACC_WIDTH), chan[p].bias,
-                      psum.word_select(p, ACC_WIDTH), ACC_WIDTH) for p in range(pe)]
+        sums = [fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
+                + psum.word_select(p, ACC_WIDTH).as_signed() for p in range(pe)]
         if self.requant_iterative:
             head_sums = [Signal(signed(ACC_WIDTH), name=f"head_sum{p}") for p in range(pe)]
             m.d.sync += [h_valid.eq(head_valid & ~pop),
