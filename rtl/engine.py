@@ -191,6 +191,11 @@ class ConvEngine(wiring.Component):
         (:class:`rtl.weights.ParamStore` ``no_rw_check``): less logic around iCE40 block
         RAMs, same behaviour (the host never writes the words a running layer reads).
         Default False.
+    weight_slice_bits : int, optional
+        The weight memory is built as memories of this many bits side by side (a power of
+        two up to the weight word of ``8 * pe * simd`` bits; default the whole word:
+        :class:`rtl.weights.ParamStore` ``weight_slice_bits``). For iCE40: 2, so that each
+        slice is a 2048 x 2 block RAM and no multiplexer follows the blocks. Same behaviour.
     dsp : str
         How the MAC array multiplies (:data:`rtl.mac_array.DSPS`): ``"generic"`` (default:
         vendor-free Verilog, the synthesis tool picks the DSP blocks) or ``"ecp5"`` (ECP5
@@ -306,11 +311,17 @@ class ConvEngine(wiring.Component):
         # are computed while the previous layer may still run (STATUS.queued); when that layer
         # ends, the next set is copied into the *active* set that the datapath reads. Built
         # without queued starts there is one set: a start is taken only from idle.
+        # A narrow field (narrow_registers) is latched as its kept bits and its sticky "too
+        # large" bit above them (the field's top bit): the same value when it fits, one above
+        # every legal value when not, so that every check refuses it as it refuses the
+        # field's own value, with comparisons and sums as narrow as the legal range.
         cfg_names = [fl.name for fl in REGMAP.fields if fl.access == "rw"]
-        cn = {name: Signal(f[name].shape(), name=f"next_{name}") for name in cfg_names}
+        kept = {name: Cat(f[name][:storage[name]], f[name][-1])
+                if storage and name in storage else f[name] for name in cfg_names}
+        cn = {name: Signal(len(kept[name]), name=f"next_{name}") for name in cfg_names}
         latch = Signal()
         with m.If(latch):
-            m.d.sync += [cn[name].eq(f[name]) for name in cfg_names]
+            m.d.sync += [cn[name].eq(kept[name]) for name in cfg_names]
         fused_n, alone_n = Signal(), Signal()
         m.d.comb += [fused_n.eq(cn["pool_mode"] == PoolMode.FUSED),
                      alone_n.eq(cn["pool_mode"] == PoolMode.ALONE)]
@@ -319,7 +330,7 @@ class ConvEngine(wiring.Component):
 
         take = Signal()                 # the next set becomes the active one
         if self.queued_starts:
-            c = {name: Signal(f[name].shape(), name=f"cfg_{name}") for name in cfg_names}
+            c = {name: Signal(cn[name].shape(), name=f"cfg_{name}") for name in cfg_names}
             d = {}
             for name, value in dn.items():
                 d[name] = Signal(Value.cast(value).shape(), name=f"act_{name}")
@@ -555,7 +566,8 @@ class ConvEngine(wiring.Component):
         m.submodules.params = params = ParamStore(
             pe=pe, simd=simd, weight_depth=self.weight_depth, channel_depth=self.channel_depth,
             param_width=self.param_width, read_register=True, no_rw_check=self.no_rw_check,
-            bram=self.bram if not self.no_rw_check else "generic")
+            bram=self.bram if not self.no_rw_check else "generic",
+            weight_slice_bits=self.weight_slice_bits)
         connect_axis(m, self, "s_axis_param", params.param)
         m.d.comb += [
             params.clear.eq(fresh),
@@ -568,9 +580,14 @@ class ConvEngine(wiring.Component):
 
         # --- line buffer and window generator ----------------------------------------------
         count_width = self.index_width - 1
+        # Built without packing, every lane reads the same row and the bytes need no
+        # rotation: the line buffer's read address is delayed by two registers instead of its
+        # data and the rotated word (log2(depth) flip-flops instead of 16 * SIMD), and the
+        # array takes the banks' bytes as they come (see the MAC array below).
+        delay_address = not self.packing
         m.submodules.lb = lb = LineBuffer(simd=simd, depth=self.line_buffer_depth,
-                                          count_width=count_width, read_register=True,
-                                          bram=self.bram)
+                                          count_width=count_width,
+                                          read_register=not delay_address, bram=self.bram)
         geometry = self.geometry_layout()
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,
@@ -584,9 +601,14 @@ class ConvEngine(wiring.Component):
             lb.enable.eq(running & ~alone_dp), lb.total.eq(d["total_in"]),
             lb.restart.eq(launch),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
-            lb.read_addr.eq(gen.rows),
             gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
         ]
+        read_addr = gen.rows
+        for k in range(2 if delay_address else 0):
+            late_addr = Signal.like(gen.rows, name=f"read_addr_late{k}")
+            m.d.sync += late_addr.eq(read_addr)
+            read_addr = late_addr
+        m.d.comb += lb.read_addr.eq(read_addr)
         # The generator counts weight words from 0 and groups from 0; the bases are latched
         # configuration, constant while the layer runs. The sums are registered (one register
         # before the wide fan-out to the memories' blocks), as the line buffer's bytes are
@@ -609,15 +631,19 @@ class ConvEngine(wiring.Component):
                 m.d.sync += late_k.eq(late)
                 late = late_k
             m.d.comb += getattr(mac, name).eq(late)
-        # The banks' bytes back in lane order: lane j is bank (j + rot) mod SIMD.
-        rot = gen.rot
-        for k in range(2):
-            rot_late = Signal.like(gen.rot, name=f"rot_late{k}")
-            m.d.sync += rot_late.eq(rot)
-            rot = rot_late
+        # The banks' bytes back in lane order: lane j is bank (j + rot) mod SIMD. (With the
+        # read address delayed, lane j is bank j and the bytes come in the array's cycle.)
         banks = [lb.read_data[i] for i in range(simd)]
         x_word = Signal(DATA_WIDTH * simd, name="x_word")      # the rotated bytes, registered
-        m.d.sync += x_word.eq(Cat(*rotate(banks, rot)) if simd > 1 else banks[0])
+        if delay_address:
+            m.d.comb += x_word.eq(Cat(*banks))
+        else:
+            rot = gen.rot
+            for k in range(2):
+                rot_late = Signal.like(gen.rot, name=f"rot_late{k}")
+                m.d.sync += rot_late.eq(rot)
+                rot = rot_late
+            m.d.sync += x_word.eq(Cat(*rotate(banks, rot)) if simd > 1 else banks[0])
         m.d.comb += [
             mac.x_zp.eq(c["x_zero_point"].as_signed()), mac.x_unsigned.eq(c["x_unsigned"]),
             mac.w_unsigned.eq(c["w_unsigned"]),
@@ -649,7 +675,7 @@ class ConvEngine(wiring.Component):
         fifo_acc, fifo_final = fifo_out.acc, fifo_out.final
         # Partial sums (QUANT.acc_in): one s_axis_acc word per output word, in the raw output
         # format, added to the accumulators; the FIFO head waits for it and takes it with pop.
-        acc_in = c["acc_in"] & ~alone
+        acc_in = c["acc_in"] & ~alone_dp     # (no pool unit: no pool runs alone)
         head_valid = Signal()
         acc_last_error = Signal()
         chan_held = Signal()        # the head group's channel constants are read (below)
@@ -665,14 +691,18 @@ class ConvEngine(wiring.Component):
         def last_group(name, step):
             """Whether the output-channel group of a stream of words (0 from `launch` on, the
             next one on each `step`) is the layer's last: a register set a word ahead, so that
-            no adder or compare with cout_groups lies after it."""
-            group = Signal(range(self.cout_groups), name=name)
+            no adder or compare with cout_groups lies after it. Counted down (`left`: groups
+            after the current one), so that the next `last` is a compare of a register with a
+            constant, not of a sum."""
+            left = Signal(range(self.cout_groups), name=name)
             last = Signal(name=f"{name}_last")
-            following = Mux(last, 0, group + 1)
             with m.If(step):
-                m.d.sync += [group.eq(following), last.eq(following == d["cout_groups"] - 1)]
+                with m.If(last):
+                    m.d.sync += [left.eq(d["cout_groups"] - 1), last.eq(d["cout_groups"] == 1)]
+                with m.Else():
+                    m.d.sync += [left.eq(left - 1), last.eq(left == 1)]
             with m.If(launch):
-                m.d.sync += [group.eq(0), last.eq(d["cout_groups"] == 1)]
+                m.d.sync += [left.eq(d["cout_groups"] - 1), last.eq(d["cout_groups"] == 1)]
             return last
 
         # Channel constants of the group at the FIFO head: `params.chan_data`, loaded once
@@ -694,8 +724,11 @@ class ConvEngine(wiring.Component):
         # The FIFO head, its bias and partial sum added, waits with its channel constants in
         # a register stage (loaded whenever it is empty or being taken: one word a cycle), so
         # that no path runs from the FIFO's memory through the adders to the requantizers'
-        # multipliers or to m_axis. Iterative requantizers (small devices) register their
-        # operands themselves, over several cycles: there the head goes to them directly.
+        # multipliers or to m_axis. Iterative requantizers (small devices) read their
+        # operands over several cycles and take them with the last (the head, its constants
+        # and its partial sum hold until popped): there only the sums are registered, every
+        # cycle, and valid the cycle after the head came and was not popped (a word at most
+        # every other cycle, which those requantizers never reach).
         chan = params.chan_data
         head = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
                                   "chan": chan.shape(), "final": 1})
@@ -704,9 +737,11 @@ class ConvEngine(wiring.Component):
         sums = [fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
                 + psum.word_select(p, ACC_WIDTH).as_signed() for p in range(pe)]
         if self.requant_iterative:
-            m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), h_valid.eq(head_valid),
-                         pop.eq(h_taken)]
-            m.d.comb += [h.acc[p].eq(sums[p]) for p in range(pe)]
+            head_sums = [Signal(signed(ACC_WIDTH), name=f"head_sum{p}") for p in range(pe)]
+            m.d.sync += [h_valid.eq(head_valid & ~pop),
+                         *(q.eq(v) for q, v in zip(head_sums, sums))]
+            m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), pop.eq(h_taken),
+                         *(h.acc[p].eq(head_sums[p]) for p in range(pe))]
         else:
             with m.If(pop):
                 m.d.sync += [h.chan.eq(chan), h.final.eq(fifo_final)]

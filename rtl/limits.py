@@ -363,7 +363,7 @@ ENGINE_DEFAULTS = dict(
     requant_lanes=None, pool_window_slots=2, pool_max_stride=None, requant_iterative=False,
     counter_width=COUNTER_WIDTH, narrow_registers=False, no_rw_check=False, dsp="generic",
     bram="generic",
-    packing=True, queued_starts=True)
+    packing=True, queued_starts=True, weight_slice_bits=None)
 
 
 def _check_int(name, value, lo, hi=None):
@@ -386,7 +386,8 @@ def engine_params(**params) -> dict:
     largest layers, ``line_buffer_depth`` the widest window rounded up to a power of two,
     ``pool_max_stride`` is ``max_kernel``, ``param_width`` (bits of the parameter port, a
     power of two from 32 up to the weight word of ``8 * pe * simd`` bits) the weight word, at
-    most :data:`DEFAULT_PARAM_WIDTH`."""
+    most :data:`DEFAULT_PARAM_WIDTH`, ``weight_slice_bits`` (a power of two up to the weight
+    word) the weight word."""
     unknown = sorted(set(params) - set(ENGINE_DEFAULTS))
     if unknown:
         raise TypeError(f"unknown engine parameter {unknown[0]!r}; the parameters are "
@@ -426,6 +427,12 @@ def engine_params(**params) -> dict:
     if not _is_pow2(p["param_width"]) or not BEAT_WIDTH <= p["param_width"] <= word_width:
         raise ValueError(f"param_width must be a power of two from {BEAT_WIDTH} to "
                          f"{word_width} (the weight word), not {p['param_width']!r}")
+    weight_word = DATA_WIDTH * p["pe"] * p["simd"]
+    if p["weight_slice_bits"] is None:
+        p["weight_slice_bits"] = weight_word
+    if not _is_pow2(p["weight_slice_bits"]) or p["weight_slice_bits"] > weight_word:
+        raise ValueError(f"weight_slice_bits must be a power of two up to the weight word of "
+                         f"{weight_word} bits, not {p['weight_slice_bits']!r}")
     if p["line_buffer_depth"] is None:
         p["line_buffer_depth"] = line_buffer_depth(p["max_kernel"], p["max_width"],
                                                    p["max_channels"], p["simd"])

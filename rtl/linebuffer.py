@@ -297,6 +297,8 @@ class WindowGenerator(wiring.Component):
     rot : ``Out(range(simd))``
         Lane ``j`` of the operation is bank ``(j + rot) mod SIMD``'s byte.
     weight_addr : ``Out(range(weight_depth))``, ``og`` : ``Out(range(channel_groups))``
+        The operation's weight word (counted from 0 at each output position) and output
+        group: registers, counted by the issue.
     waiting : ``Out(1)``
         The next operation waits for an input word (input-starved).
     busy : ``Out(1)``
@@ -472,9 +474,7 @@ class WindowGenerator(wiring.Component):
         og_end = Signal()
         col_end, row_end = Signal(), Signal()
         row_flag = Signal()                 # by + stride_h > 0: protect moves along the row
-        og = Signal.like(self.og)
         first = Signal()
-        waddr = Signal.like(self.weight_addr)
         bx, by = Signal(coord, name="bx"), Signal(coord, name="by")
         # Byte addresses: the window's top-left byte, the window row's first window; bx_b and
         # by_b the window's column and row offsets (x * Cp, y * P).
@@ -501,7 +501,7 @@ class WindowGenerator(wiring.Component):
         next_row = new_row & ~row_end
         m.d.comb += layer_done.eq(new_row & row_end)
         with m.If(adv):
-            m.d.sync += [waddr.eq(waddr + 1), first.eq(0)]
+            m.d.sync += first.eq(0)
         with m.If(step_op):
             m.d.sync += [op_rem.eq(op_rem - 1), op_end.eq(op_rem == 2)]
             if self.packing:
@@ -543,10 +543,9 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [op_rem.eq(g.ops), op_end.eq(g.ops == 1), first.eq(1)]
             reset_lanes()
         with m.If(next_og):
-            m.d.sync += [og_rem.eq(og_rem - 1), og_end.eq(og_rem == 2), og.eq(og + 1)]
+            m.d.sync += [og_rem.eq(og_rem - 1), og_end.eq(og_rem == 2)]
         with m.If(new_pixel):
-            m.d.sync += [og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1),
-                         og.eq(0), waddr.eq(0)]
+            m.d.sync += [og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1)]
         with m.If(next_col):
             nxt = win + g.stride_w_bytes
             nxt_bx_b = bx_b + g.stride_w_bytes
@@ -570,7 +569,7 @@ class WindowGenerator(wiring.Component):
 
         with m.If(init_now):
             m.d.sync += [
-                og.eq(0), first.eq(1), waddr.eq(0),
+                first.eq(1),
                 op_rem.eq(g.ops), op_end.eq(g.ops == 1),
                 og_rem.eq(g.cout_groups), og_end.eq(g.cout_groups == 1),
                 bx.eq(x_start), by.eq(y_start), bx_b.eq(x_start_bytes), by_b.eq(y_start_bytes),
@@ -582,32 +581,43 @@ class WindowGenerator(wiring.Component):
 
         # --- stage 1: the operation the counters point at, registered -----------------------
         # Each lane's byte address, image position and in-window test, and the operation's
-        # fields, one cycle after `adv`: the queue's inputs start from registers.
+        # fields, one cycle after `adv`: the queue's inputs start from registers. The weight
+        # word and the output-channel group are not queued: the issue counts them (below),
+        # from `pixel_end`, the operation that ends its output position's last group.
         op_layout = data.StructLayout({
             "rows": data.ArrayLayout(unsigned(max(row_bits, 1)), simd), "rot": range(simd),
             "mask": simd, "need": index, "protect": index,
-            "waddr": self.weight_addr.shape(), "og": og.shape(),
-            "first": 1, "last": 1, "final": 1,
+            "first": 1, "last": 1, "pixel_end": 1, "final": 1,
         })
         s1_valid = Signal()
         s1 = Signal(op_layout, name="s1")   # the fields below; rows, rot, mask, need later
         m.d.sync += [
             s1_valid.eq(adv),
-            s1.protect.eq((prot_top + prot_left) >> sbits), s1.waddr.eq(waddr), s1.og.eq(og),
-            s1.first.eq(first), s1.last.eq(op_end), s1.final.eq(og_end & col_end & row_end),
+            s1.protect.eq((prot_top + prot_left) >> sbits),
+            s1.first.eq(first), s1.last.eq(op_end), s1.pixel_end.eq(op_end & og_end),
+            s1.final.eq(og_end & col_end & row_end),
         ]
         a1 = [Signal(index, name=f"addr{j}") for j in range(nlanes)]
-        iy1 = [Signal(coord, name=f"iy{j}") for j in range(nlanes)]
-        ix1 = [Signal(coord, name=f"ix{j}") for j in range(nlanes)]
-        kin1 = Signal(nlanes)               # the lane's tap and channel are in the window
-        for j, lane in enumerate(lanes):
-            in_kernel = lane.ky < g.kh
-            if self.packing:
-                in_kernel &= lane.c < g.in_channels
-            m.d.sync += [a1[j].eq(win + lane.off), iy1[j].eq(by + lane.yo),
-                         ix1[j].eq(bx + lane.xo), kin1[j].eq(in_kernel)]
-        lane_in = [kin1[j] & (iy1[j] >= 0) & (iy1[j] < g.height) & (ix1[j] >= 0)
-                   & (ix1[j] < g.width) for j in range(nlanes)]
+        if self.packing:
+            # The lanes' image positions, registered; stage 2 registers their tests.
+            iy1 = [Signal(coord, name=f"iy{j}") for j in range(nlanes)]
+            ix1 = [Signal(coord, name=f"ix{j}") for j in range(nlanes)]
+            kin1 = Signal(nlanes)           # the lane's tap and channel are in the window
+            for j, lane in enumerate(lanes):
+                m.d.sync += [a1[j].eq(win + lane.off), iy1[j].eq(by + lane.yo),
+                             ix1[j].eq(bx + lane.xo),
+                             kin1[j].eq((lane.ky < g.kh) & (lane.c < g.in_channels))]
+            lane_in = [kin1[j] & (iy1[j] >= 0) & (iy1[j] < g.height) & (ix1[j] >= 0)
+                       & (ix1[j] < g.width) for j in range(nlanes)]
+        else:
+            # Without a stage 2, the lane's whole test is registered (its position's sum and
+            # comparisons before the register, not between stage 1 and the queue).
+            lane, in1 = lanes[0], Signal(name="in1")
+            iy, ix = by + lane.yo, bx + lane.xo
+            m.d.sync += [a1[0].eq(win + lane.off),
+                         in1.eq((lane.ky < g.kh) & (iy >= 0) & (iy < g.height) & (ix >= 0)
+                                & (ix < g.width))]
+            lane_in = [in1]
 
         inside = Signal(simd)
         if self.packing:
@@ -681,11 +691,17 @@ class WindowGenerator(wiring.Component):
             self.waiting.eq(queued & ~head_arrived),
             self.first.eq(head.first), self.last.eq(head.last), self.final.eq(head.final),
             self.mask.eq(head.mask), self.rot.eq(head.rot),
-            self.weight_addr.eq(head.waddr), self.og.eq(head.og),
             self.busy.eq((setup != 0) | gen_busy | (occupancy != 0)),
         ]
         for b in range(simd):
             m.d.comb += self.rows[b].eq(head.rows[b])
+        # The issued operation's weight word (from 0 at each output position) and group,
+        # counted in registers: the next word, or 0 after a position's last operation; the
+        # next group after a group's last operation, or 0 after the position's.
+        with m.If(self.valid):
+            m.d.sync += self.weight_addr.eq(Mux(head.pixel_end, 0, self.weight_addr + 1))
+            with m.If(head.last):
+                m.d.sync += self.og.eq(Mux(head.pixel_end, 0, self.og + 1))
         busy_next = Mux(self.start, 0, init_now | (gen_busy & ~layer_done))
         # Room next cycle: an issue makes room (`adv` implies occupancy < QUEUE_DEPTH), else
         # comparisons of the register with constants; `valid` enters last.
@@ -709,7 +725,8 @@ class WindowGenerator(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [setup.eq(self.SETUP_CYCLES), occupancy.eq(0), filled.eq(0), queued.eq(0),
-                         s1_valid.eq(0), self.protect.eq(0)]
+                         s1_valid.eq(0), self.protect.eq(0), self.weight_addr.eq(0),
+                         self.og.eq(0)]
             if self.packing:
                 m.d.sync += [walk.eq(0), walk_k.eq(0), q_valid.eq(0)]
         return m

@@ -15,7 +15,7 @@ the rounding term ``floor(2**-1) = 0``) and ``shift = 63`` follows the formula e
 
 from types import SimpleNamespace
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,6 +42,17 @@ SHIFT_DIGIT_MAX = (1 << SHIFT_RADIX_BITS) - 1
 #: Cycles of the iterative variant besides one per partial product and one per product limb
 #: (see :class:`Requantize`): the operand and product registers of the multiplier.
 ITERATIVE_OVERHEAD = 2
+#: Bits of the shift that the iterative variant's shifter applies one radix-4 digit at a time
+#: (a shift below one limb of :data:`ITERATIVE_CHUNK` bits); the bits above select whole limbs
+#: as the shifter takes the product.
+LIMB_SHIFT_BITS = (ITERATIVE_CHUNK - 1).bit_length()
+
+
+def _narrow(out_width: int) -> int:
+    """Bits to which stage 8 saturates ``(2 * prod) >> shift``: a value beyond them
+    saturates the output for every zero point the field holds, and ``y + zero_point`` fits
+    in them too."""
+    return out_width + 3
 
 
 def _chunks(width: int) -> int:
@@ -136,17 +147,22 @@ class Requantize(wiring.Component):
     (a single DSP block) that adds the ``ceil(acc_width / 16) * ceil(mult_width / 16)``
     partial products of one sample into the product register, one per cycle (the register
     starts at ``-(multiplier << acc_width)`` for a negative accumulator, which makes the
-    unsigned bit pattern's product signed). The register is kept as 16-bit limbs with
+    unsigned bit pattern's product signed). A sample starts when it is valid and the product
+    register is free: its accumulator and multiplier are read from ``i`` while they are
+    multiplied, and the sample is taken (``i.ready``) in the cycle its last operand chunks
+    are read, so ``i.payload`` must hold until then, as a stream's does (only the shift and
+    the fields beside the arithmetic are kept). The register is kept as 16-bit limbs with
     registered carries between them, so that no carry chain is longer than 17 bits; the
     carries settle in one cycle per limb after the last partial product. Stages 6 and 7 are
-    replaced too, by a shifter that takes the finished product (one cycle) and shifts
-    ``2 * prod`` right one radix-4 digit of ``shift`` at a time: by ``4**k``, for each
-    digit ``k`` in turn, in the first ``digit`` of 3 cycles (``3 * ceil(shift_width / 2)``
-    cycles in all, 9 for 6 bits, while the next sample is multiplied). The
-    unit takes a sample every :attr:`interval` cycles (10 for 32 x 31 bits) and the clamp
-    stages 8 to 11 follow as above; ``i.ready`` is low while a sample is being multiplied or
-    its product waits for the shifter. Same results, bit for bit; far fewer multipliers,
-    registers and logic cells, for small devices.
+    replaced too, by a shifter that takes the finished product (one cycle), shifting
+    ``2 * prod`` by the shift's bits above its lowest 4 (whole limbs) as it takes it and
+    keeping only the bits that can reach stage 8's ``out_width + 3`` and whether any bit above
+    them differs from the sign; then it shifts right one radix-4 digit of the 4 lower bits at
+    a time: by ``4**k``, for each digit ``k`` in turn, in the first ``digit`` of 3 cycles (6
+    cycles, while the next sample is multiplied). The unit takes a sample every
+    :attr:`interval` cycles (10 for 32 x 31 bits) and the clamp stages 8 to 11 follow as
+    above; ``i.ready`` is low but in the cycle a sample is taken. Same results, bit for bit;
+    far fewer multipliers, registers and logic cells, for small devices.
 
     Parameters
     ----------
@@ -176,8 +192,8 @@ class Requantize(wiring.Component):
     latency : int
         Clock cycles from a sample's input transfer to its output transfer with ``o.ready``
         high: accepted at clock edge ``t``, it is on ``o`` after edge ``t + latency - 1``
-        (11 pipelined; iterative: the product's cycles, then ``1 + shift cycles + 4``, 24 for
-        32 x 31 bits).
+        (11 pipelined; iterative: the product's cycles but the partial products' (before the
+        sample is taken), then ``1 + shift cycles + 4``, 17 for 32 x 31 bits).
     interval : int
         Clock cycles between input transfers when the input keeps coming and ``o.ready``
         stays high (1 pipelined; iterative: the larger of ``2 + partial products +
@@ -228,10 +244,14 @@ class Requantize(wiring.Component):
         self.iterative = iterative
         if iterative:
             self.products = _chunks(acc_width) * _chunks(mult_width)
-            self.shift_cycles = SHIFT_DIGIT_MAX * -(-shift_width // SHIFT_RADIX_BITS)
+            fine_bits = min(shift_width, LIMB_SHIFT_BITS)
+            self.shift_cycles = SHIFT_DIGIT_MAX * -(-fine_bits // SHIFT_RADIX_BITS)
             product_cycles = ITERATIVE_OVERHEAD + self.products + _chunks(prod_width)
             self.interval = max(product_cycles, 1 + self.shift_cycles)
-            self.latency = product_cycles + 1 + self.shift_cycles + CLAMP_STAGES
+            # The sample is taken with its last operand chunks, `products` cycles after its
+            # multiplication starts.
+            self.latency = (product_cycles - self.products + 1 + self.shift_cycles
+                            + CLAMP_STAGES)
             self.capacity = 3           # see the attribute
             self.multipliers = 1
         else:
@@ -345,29 +365,38 @@ class Requantize(wiring.Component):
 
     def _iterative_product(self, m, advance, feed, side):
         """The product register, filled by one multiplier over several cycles, and the
-        shifter: the stage-7 registers ``half``, ``side`` of the pipelined variant, valid on
-        ``feed``."""
+        shifter: the stage-7 registers ``half``, ``side`` of the pipelined variant (``half``
+        narrowed, see below), valid on ``feed``."""
         aw, mw = self.acc_width, self.mult_width
         prod_width = aw + mw
         chunk = ITERATIVE_CHUNK
         steps = [(ia, im) for im in range(_chunks(mw)) for ia in range(_chunks(aw))]
         n = len(steps)
 
+        # The sample's accumulator and multiplier are read from `i` while they are multiplied
+        # (a stream's payload holds while it is valid and not taken); the sample is taken
+        # with its last operand chunks, and then only its shift and side fields are kept.
         limbs = _chunks(prod_width)
-        held = Signal(self.input_layout, name="held", reset_less=True)
+        i = self.i.payload
+        held_shift = Signal(self.shift_width, name="held_shift", reset_less=True)
+        held_side = Signal(side, name="held_side", reset_less=True)
         busy = Signal()                 # multiplying
         full = Signal()                 # the product waits for the shifter
-        count = Signal(range(n + limbs + 1))    # cycles since the input transfer
-        accept = Signal()
+        count = Signal(range(n + limbs + 1))    # cycles since the start
+        begin = Signal()                # a valid sample starts being multiplied
         take = Signal()                 # the shifter takes the product
         m.d.comb += [
-            self.i.ready.eq(~busy & (~full | take)),
-            accept.eq(self.i.valid & self.i.ready),
+            begin.eq(self.i.valid & ~busy & (~full | take)),
+            self.i.ready.eq(busy & (count == n - 1)),
         ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [held_shift.eq(i.shift), held_side.eq(_side_bits(i))]
 
         # The accumulator as its unsigned bit pattern, which weighs -2**aw more than the
         # signed value when negative: the product register starts at -(multiplier << aw)
-        # (modulo 2**prod_width, where the product fits). It is kept as limbs of `chunk`
+        # (modulo 2**prod_width, where the product fits), loaded in the first cycle of the
+        # multiplication (no partial product lands before the third). It is kept as limbs of
+        # `chunk`
         # bits with a registered carry between neighbours (short carry chains): a partial
         # product lands on two limbs, and `limbs - 1` cycles after the last one take in the
         # carries left.
@@ -379,12 +408,12 @@ class Requantize(wiring.Component):
         partial = Signal(2 * chunk, name="partial", reset_less=True)
         none = limbs                    # `place` when no partial product is added
         place = Signal(range(limbs + 1), init=none, name="place")   # its lowest limb
-        acc_bits = held.acc.as_unsigned()
+        acc_bits = i.acc.as_unsigned()
         m.d.sync += [partial.eq(a_op * m_op), place.eq(none)]
         for j, (ia, im) in enumerate(steps):
             with m.If(_equals(count, j)):
                 m.d.sync += [a_op.eq(acc_bits[ia * chunk:(ia + 1) * chunk]),
-                             m_op.eq(held.multiplier[im * chunk:(im + 1) * chunk])]
+                             m_op.eq(i.multiplier[im * chunk:(im + 1) * chunk])]
             with m.If(busy & (count == j + 1)):
                 m.d.sync += place.eq(ia + im)
         with m.If(busy):
@@ -401,51 +430,82 @@ class Requantize(wiring.Component):
                     m.d.sync += limb[k].eq(total[:widths[k]])
                 if k < limbs - 1:
                     m.d.sync += carry[k].eq(total[widths[k]])
+            with m.If(_equals(count, 0)):
+                start = Signal(prod_width)
+                m.d.comb += start.eq(Mux(i.acc[-1], (-i.multiplier) << aw, 0))
+                m.d.sync += [*(c.eq(0) for c in carry),
+                             *(limb[k].eq(start[k * chunk:k * chunk + widths[k]])
+                               for k in range(limbs))]
             with m.If(count == n + limbs):
                 m.d.sync += [busy.eq(0), full.eq(1)]
         with m.Elif(take):
             m.d.sync += full.eq(0)
-        with m.If(accept):
-            start = Signal(prod_width)
-            m.d.comb += start.eq(Mux(self.i.payload.acc[-1], (-self.i.payload.multiplier) << aw, 0))
-            m.d.sync += [held.eq(self.i.payload), busy.eq(1), count.eq(0),
-                         *(c.eq(0) for c in carry),
-                         *(limb[k].eq(start[k * chunk:k * chunk + widths[k]])
-                           for k in range(limbs))]
-        prod = Cat(*limb).as_signed()
+        with m.If(begin):
+            m.d.sync += [busy.eq(1), count.eq(0)]
 
-        # The shifter: `half` is loaded with 2 * prod, then shifted right by 4**k in the
-        # first `digit k` of the 3 cycles of digit k; `done` holds the result for stage 8.
-        digits = -(-self.shift_width // SHIFT_RADIX_BITS)
-        half = Signal(signed(prod_width + 1), name="sh_half", reset_less=True)
-        sh_shift = Signal(SHIFT_RADIX_BITS * digits, name="sh_shift", reset_less=True)
+        # The shifter. `doubled` (2 * prod) is shifted right by the shift's coarse part
+        # (whole limbs, `coarse_bits` upper bits) as the shifter takes it: of the result
+        # `window` keeps the bits that the fine shift (its `fine_bits` lower bits, below a
+        # limb) can bring into stage 8's `narrow` bits, `beyond` whether any bit above them
+        # differs from the sign. The fine shift then moves `window` right one radix-4 digit
+        # at a time, by 4**k for each digit k in turn, in the first `digit` of 3 cycles,
+        # filling with the sign. Stage 8 sees the window's bits, then a bit that differs
+        # from the sign iff `beyond`, then the sign: what it needs of the whole shifted value
+        # (its `narrow` low bits, its sign, whether the bits above them all equal the sign).
+        fine_bits = min(self.shift_width, LIMB_SHIFT_BITS)
+        coarse_bits = self.shift_width - fine_bits
+        keep = _narrow(self.out_width) + (1 << fine_bits) - 1
+        doubled = Cat(C(0, 1), *limb).as_signed()
+        sign = doubled[-1]
+
+        def bits_from(lo, count):
+            """``count`` bits of ``doubled`` from bit ``lo`` on, sign-extended."""
+            have = max(0, min(count, len(doubled) - lo))
+            return Cat(doubled[lo:lo + have], sign.replicate(count - have))
+
+        def differs_from(lo):
+            """Whether a bit of ``doubled`` from bit ``lo`` on differs from the sign."""
+            return (doubled[lo:] != sign.replicate(len(doubled) - lo)) \
+                if lo < len(doubled) else C(0, 1)
+
+        window = Signal(keep, name="sh_window", reset_less=True)
+        beyond = Signal(name="sh_beyond", reset_less=True)
+        sh_sign = Signal(name="sh_sign", reset_less=True)
+        digits = -(-fine_bits // SHIFT_RADIX_BITS)
+        fine = Signal(SHIFT_RADIX_BITS * digits, name="sh_fine", reset_less=True)
         sh_side = Signal(side, name="sh_side", reset_less=True)
         sh_busy, sh_done = Signal(name="sh_busy"), Signal(name="sh_done")
         digit = Signal(range(max(digits, 2)), name="sh_digit")
         rep = Signal(range(SHIFT_DIGIT_MAX + 1), name="sh_rep")
+        coarse = held_shift[fine_bits:]
+        windows = [bits_from(c * chunk, keep) for c in range(1 << coarse_bits)]
+        beyonds = [differs_from(c * chunk + keep) for c in range(1 << coarse_bits)]
         m.d.comb += [take.eq(full & ~sh_busy & (~sh_done | advance)), feed.eq(sh_done)]
         with m.If(sh_done & advance):
             m.d.sync += sh_done.eq(0)
         with m.If(take):
-            m.d.sync += [half.eq(prod << 1), sh_shift.eq(held.shift), sh_busy.eq(1),
-                         digit.eq(0), rep.eq(0),
-                         sh_side.eq(_side_bits(held))]
+            m.d.sync += [window.eq(Array(windows)[coarse] if coarse_bits else windows[0]),
+                         beyond.eq(Array(beyonds)[coarse] if coarse_bits else beyonds[0]),
+                         sh_sign.eq(sign), fine.eq(held_shift[:fine_bits]), sh_busy.eq(1),
+                         digit.eq(0), rep.eq(0), sh_side.eq(held_side)]
         with m.Elif(sh_busy):
-            # Digit k's value and shifted `half`, as multiplexer chains (a `case` on `digit`
+            # Digit k's value and shifted `window`, as multiplexer chains (a `case` on `digit`
             # would lack a default when the digits are not a power of two).
             current, shifted = None, None
             for k in reversed(range(digits)):
-                value = sh_shift[SHIFT_RADIX_BITS * k:SHIFT_RADIX_BITS * (k + 1)]
-                step = half >> (1 << (SHIFT_RADIX_BITS * k))
+                value = fine[SHIFT_RADIX_BITS * k:SHIFT_RADIX_BITS * (k + 1)]
+                by = min(1 << (SHIFT_RADIX_BITS * k), keep)
+                step = Cat(window[by:], sh_sign.replicate(by))
                 current = value if current is None else Mux(_equals(digit, k), value, current)
                 shifted = step if shifted is None else Mux(_equals(digit, k), step, shifted)
             with m.If(rep < current):
-                m.d.sync += half.eq(shifted)
+                m.d.sync += window.eq(shifted)
             m.d.sync += rep.eq(rep + 1)
             with m.If(rep == SHIFT_DIGIT_MAX - 1):
                 m.d.sync += [rep.eq(0), digit.eq(digit + 1)]
                 with m.If(_equals(digit, digits - 1)):
                     m.d.sync += [sh_busy.eq(0), sh_done.eq(1)]
+        half = Cat(window, Mux(beyond, ~sh_sign, sh_sign), sh_sign).as_signed()
         return SimpleNamespace(half=half, side=sh_side)
 
     def _shift(self, m, stage, s5):
@@ -466,10 +526,8 @@ class Requantize(wiring.Component):
     def _clamp(self, m, stage, s7):
         """Stages 8 to 11: saturate, round, add the zero point and clamp."""
         ow = self.out_width
-        # Stage 8 saturates (2 * prod) >> shift to this many bits: a y beyond the resulting
-        # range saturates the output for every zero_point the field holds, and y + zero_point
-        # fits in it too.
-        narrow = ow + 3
+        # Stage 8 saturates (2 * prod) >> shift to this many bits (see _narrow).
+        narrow = _narrow(ow)
 
         # Stage 8: whether the shifted value lies beyond `narrow` signed bits, and which way.
         upper = s7.half[narrow - 1:]

@@ -124,6 +124,13 @@ class ParamStore(wiring.Component):
         How the weight and zero-point memories are built with ``read_register`` and without
         ``no_rw_check`` (:class:`rtl.bram.RegisteredRam`: ``"ecp5"`` registers the data in the
         DP16KD output registers).
+    weight_slice_bits : int, optional
+        The weight memory is built as memories of this many bits side by side, each holding
+        those bits of every word (a power of two dividing the word, ``8 * pe * simd``;
+        default the whole word: one memory). Narrow slices let synthesis pick deep, narrow
+        block RAMs: on an iCE40 a slice of 2 bits and up to 2048 words is one 2048 x 2
+        block, with no multiplexer after the blocks (1152 words of 32 bits otherwise take
+        256 x 16 blocks five deep and a 5-to-1 multiplexer per bit). Same behaviour.
 
     Members
     -------
@@ -144,7 +151,8 @@ class ParamStore(wiring.Component):
     """
 
     def __init__(self, *, pe, simd, weight_depth, channel_depth, param_width=BEAT_WIDTH,
-                 read_register=False, no_rw_check=False, bram="generic"):
+                 read_register=False, no_rw_check=False, bram="generic",
+                 weight_slice_bits=None):
         for name, value in (("pe", pe), ("simd", simd), ("weight_depth", weight_depth),
                             ("channel_depth", channel_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -167,6 +175,14 @@ class ParamStore(wiring.Component):
             raise ValueError(f"bram must be one of {', '.join(map(repr, BRAMS))}, not {bram!r}")
         self.bram = bram
         self.weight_width = DATA_WIDTH * pe * simd
+        if weight_slice_bits is None:
+            weight_slice_bits = self.weight_width
+        if not isinstance(weight_slice_bits, int) or isinstance(weight_slice_bits, bool) \
+                or weight_slice_bits < 1 or weight_slice_bits & (weight_slice_bits - 1) \
+                or weight_slice_bits > self.weight_width:
+            raise ValueError(f"weight_slice_bits must be a power of two up to the weight word "
+                             f"of {self.weight_width} bits, not {weight_slice_bits!r}")
+        self.weight_slice_bits = weight_slice_bits
         self.channel_width = CHANNEL_BEATS * CHANNEL_VALUE_WIDTH * pe
         self.weight_beats = word_beats(self.weight_width, param_width)
         self.channel_beats = word_beats(self.channel_width, param_width)
@@ -189,22 +205,38 @@ class ParamStore(wiring.Component):
         # without no_rw_check): RegisteredRam (on ECP5 the data in the DP16KD output
         # registers); else Memory read ports (below).
         registered = self.read_register and not self.no_rw_check
+        # The weight memory in `weight_slice_bits` slices side by side (one when whole), all
+        # written and read at the same address.
+        slice_bits = self.weight_slice_bits
+        slices = self.weight_width // slice_bits
+        weight_wr = SimpleNamespace(addr=Signal(range(self.weight_depth), name="weight_wr_addr"),
+                                    data=Signal(self.weight_width, name="weight_wr_data"),
+                                    en=Signal(name="weight_wr_en"))
+        weight_mems = []
+        for k in range(slices):
+            if registered:
+                mem = RegisteredRam(width=slice_bits, depth=self.weight_depth, bram=self.bram)
+                wr = SimpleNamespace(addr=mem.w_addr, data=mem.w_data, en=mem.w_en)
+            else:
+                mem = Memory(shape=unsigned(slice_bits), depth=self.weight_depth, init=[],
+                             attrs=attrs)
+                wr = mem.write_port()
+            m.submodules["weight_mem" if slices == 1 else f"weight_mem{k}"] = mem
+            m.d.comb += [wr.addr.eq(weight_wr.addr), wr.en.eq(weight_wr.en),
+                         wr.data.eq(weight_wr.data.word_select(k, slice_bits))]
+            weight_mems.append(mem)
         if registered:
-            m.submodules.weight_mem = weight_mem = RegisteredRam(
-                width=self.weight_width, depth=self.weight_depth, bram=self.bram)
             m.submodules.wzp_mem = wzp_mem = RegisteredRam(
                 width=ZP_WIDTH * pe, depth=self.channel_depth, bram=self.bram)
-            weight_wr, wzp_wr = (SimpleNamespace(addr=mem.w_addr, data=mem.w_data, en=mem.w_en)
-                                 for mem in (weight_mem, wzp_mem))
-            m.d.comb += [weight_mem.r_addr.eq(self.weight_addr),
-                         self.weight_data.eq(weight_mem.r_data),
-                         wzp_mem.r_addr.eq(self.wzp_addr), self.wzp_data.eq(wzp_mem.r_data)]
+            wzp_wr = SimpleNamespace(addr=wzp_mem.w_addr, data=wzp_mem.w_data, en=wzp_mem.w_en)
+            m.d.comb += [wzp_mem.r_addr.eq(self.wzp_addr), self.wzp_data.eq(wzp_mem.r_data)]
+            for mem in weight_mems:
+                m.d.comb += mem.r_addr.eq(self.weight_addr)
+            m.d.comb += self.weight_data.eq(Cat(*(mem.r_data for mem in weight_mems)))
         else:
-            m.submodules.weight_mem = weight_mem = Memory(
-                shape=unsigned(self.weight_width), depth=self.weight_depth, init=[], attrs=attrs)
             m.submodules.wzp_mem = wzp_mem = Memory(
                 shape=unsigned(ZP_WIDTH * pe), depth=self.channel_depth, init=[], attrs=attrs)
-            weight_wr, wzp_wr = weight_mem.write_port(), wzp_mem.write_port()
+            wzp_wr = wzp_mem.write_port()
         m.submodules.chan_mem = chan_mem = Memory(
             shape=channel_layout(pe), depth=self.channel_depth, init=[], attrs=attrs)
         chan_wr = chan_mem.write_port()
@@ -227,7 +259,9 @@ class ParamStore(wiring.Component):
         m.d.comb += self.chan_data.eq(read_port(chan_mem, self.chan_addr, "chan_rd",
                                                 self.chan_en))
         if not registered:
-            weight_rd = read_port(weight_mem, self.weight_addr, "weight_rd")
+            weight_rd = Cat(*(read_port(mem, self.weight_addr,
+                                        "weight_rd" if slices == 1 else f"weight_rd{k}")
+                              for k, mem in enumerate(weight_mems)))
             wzp_rd = read_port(wzp_mem, self.wzp_addr, "wzp_rd")
             read_domain = m.d.sync if self.read_register else m.d.comb
             read_domain += [self.weight_data.eq(weight_rd), self.wzp_data.eq(wzp_rd)]
@@ -238,7 +272,12 @@ class ParamStore(wiring.Component):
         word_next = Signal.like(word)
         in_packet = Signal()
         kind = Signal(HEADER_KIND_BITS)
-        addr = Signal(HEADER_ADDR_BITS + 1)
+        # The word address: the bits that reach past the larger memory, and a sticky bit set
+        # when a header or an increment goes beyond them (such a word is past both memories).
+        addr_bits = min(max(self.weight_depth, self.channel_depth).bit_length(),
+                        HEADER_ADDR_BITS)
+        addr = Signal(addr_bits)
+        addr_over = Signal()
         beat = Signal(range(beats))
         beat_last = Signal()
         header = self.param.payload.data[:BEAT_WIDTH]
@@ -279,7 +318,8 @@ class ParamStore(wiring.Component):
             with m.If(~in_packet):
                 m.d.sync += [
                     kind.eq(header_kind),
-                    addr.eq(header[:HEADER_ADDR_BITS]),
+                    addr.eq(header[:addr_bits]),
+                    addr_over.eq(header[addr_bits:HEADER_ADDR_BITS].any()),
                     beat.eq(0),
                     in_packet.eq(~self.param.payload.last),
                 ]
@@ -288,15 +328,18 @@ class ParamStore(wiring.Component):
             with m.Else():
                 m.d.sync += [word.eq(word_next), beat.eq(beat + 1)]
                 with m.If(beat_last):
-                    m.d.sync += [beat.eq(0), addr.eq(addr + 1), write_addr.eq(addr)]
+                    m.d.sync += [beat.eq(0), Cat(addr, addr_over).eq(Cat(addr, addr_over) + 1),
+                                 write_addr.eq(addr)]
+                    with m.If(addr_over):
+                        m.d.sync += addr_over.eq(1)
                     with m.Switch(kind):
                         with m.Case(KIND_WEIGHTS):
-                            with m.If(addr < self.weight_depth):
+                            with m.If(~addr_over & (addr < self.weight_depth)):
                                 m.d.sync += weight_we.eq(1)
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)
                         with m.Case(KIND_CHANNELS):
-                            with m.If(addr < self.channel_depth):
+                            with m.If(~addr_over & (addr < self.channel_depth)):
                                 m.d.sync += channel_we.eq(1)
                             with m.Else():
                                 m.d.sync += self.load_error.eq(1)

@@ -30,8 +30,8 @@ ENGINE_DEFAULT = {}
 #: cells): a 1 x 4 MAC array (PE 1, SIMD 4: 4 DSPs, one MAC each; one output channel per group,
 #: so that one requantize unit keeps up as well as with 2 x 2 and the output path is one lane
 #: wide), one requantize unit multiplying on a single DSP and shifting by radix-4 digits over
-#: several cycles, the setup multiplier; weights, line buffer and channel memories in 24 block
-#: RAMs. Sized for the digits CNN (its 16 -> 32 3x3 layer needs all 1152 weight words of 4
+#: several cycles, the setup multiplier; weights, line buffer and channel memories in all 30
+#: block RAMs. Sized for the digits CNN (its 16 -> 32 3x3 layer needs all 1152 weight words of 4
 #: bytes), 32x32 maps with up to 32 channels and the lecture's small layers (5x5 kernels,
 #: strides 1 and 2). No max-pool unit
 #: (``pool_window_slots`` 0: the engine refuses pools with POOL_NO_UNIT and the hardware
@@ -39,13 +39,16 @@ ENGINE_DEFAULT = {}
 #: kept in the bits their maxima need (``narrow_registers``), parameter memories without
 #: read-during-write emulation (``no_rw_check``), a 2-group accumulator FIFO and 24-bit
 #: counters (a layer within these limits takes at most 6.6 M MAC cycles), a window generator
-#: without packing (the plain format only) and one configuration set (no queued starts).
+#: without packing (the plain format only), one configuration set (no queued starts) and the
+#: weight memory in 2-bit slices (``weight_slice_bits``: 16 block RAMs of 2048 x 2, no
+#: multiplexer after them; all 30 block RAMs are used).
 ENGINE_ICE40 = {"pe": 1, "simd": 4, "max_kernel": 5, "max_width": 32, "max_height": 32,
                 "max_channels": 32, "weight_depth": 1152, "line_buffer_depth": 1024,
                 "max_stride": 2, "max_dilation": 2, "pool_max_stride": 2,
                 "pool_window_slots": 0, "requant_lanes": 1, "requant_iterative": True,
                 "fifo_depth": 2, "counter_width": 24, "narrow_registers": True,
-                "no_rw_check": True, "packing": False, "queued_starts": False}
+                "no_rw_check": True, "packing": False, "queued_starts": False,
+                "weight_slice_bits": 2}
 
 #: The large configuration that fills an ECP5 LFE5U-85F: 128 MACs as SIMD 16 x PE 8 (16-byte
 #: input words, 8 output channels per group: channel counts such as 20 leave fewer PE rows
@@ -250,7 +253,8 @@ for _name, _params in (("default", ENGINE_DEFAULT), ("ice40", ENGINE_ICE40)):
         summary=f"weight and channel-constant memories with their load port, of '{_name}'",
         module="rtl.weights", cls="ParamStore",
         params={k: _p[k] for k in ("pe", "simd", "weight_depth", "channel_depth",
-                                   "param_width", "no_rw_check")} | {"read_register": True},
+                                   "param_width", "no_rw_check", "weight_slice_bits")}
+        | {"read_register": True},
         device_params={"ecp5": {"bram": "ecp5"}} if not _p["no_rw_check"] else {},
         toplevel="convcore_params"))
     if _p["pool_window_slots"]:

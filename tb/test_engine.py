@@ -832,6 +832,10 @@ def test_engine_with_ecp5_primitives():
     (dict(no_rw_check="yes"), "no_rw_check must be a bool, not 'yes'"),
     (dict(dsp="ice40"), "dsp must be one of 'generic', 'ecp5', not 'ice40'"),
     (dict(bram="ice40"), "bram must be one of 'generic', 'ecp5', not 'ice40'"),
+    (dict(pe=1, simd=4, weight_slice_bits=64),
+     "weight_slice_bits must be a power of two up to the weight word of 32 bits, not 64"),
+    (dict(weight_slice_bits=3),
+     "weight_slice_bits must be a power of two up to the weight word of 512 bits, not 3"),
 ])
 def test_engine_rejects_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -473,7 +473,9 @@ def test_against_model(acc_width, mult_width, iterative):
 
 @pytest.mark.parametrize("iterative, latency, interval, multipliers", [
     (False, 11, 1, 4),
-    (True, 24, 10, 1),        # 2 x 2 partial products of 16 x 16 bits, 4 limbs, 9 shift cycles
+    # 2 x 2 partial products of 16 x 16 bits (the sample taken with the last), 4 limbs,
+    # 6 shift cycles (the shift's 4 bits below a limb)
+    (True, 17, 10, 1),
 ])
 def test_latency_and_throughput(iterative, latency, interval, multipliers):
     dut = Requantize(iterative=iterative)

@@ -6,13 +6,15 @@ of one word while others are written; the load-error flag of partial words, unkn
 words past the end of a memory; and the constructor's checks."""
 
 import random
+import re
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from rtl.streams import BEAT_WIDTH
-from rtl.weights import HEADER_KIND_SHIFT, KIND_CHANNELS, KIND_WEIGHTS, ParamStore
+from rtl.weights import (HEADER_ADDR_BITS, HEADER_KIND_SHIFT, KIND_CHANNELS,
+                         KIND_WEIGHTS, ParamStore)
 from sim.engine_driver import channel_words, pack_channels, pack_weights
 from sim.testing import random_conv_layer
 
@@ -55,17 +57,21 @@ async def read_weight(ctx, dut, addr, latency):
     return ctx.get(dut.weight_data)
 
 
-@pytest.mark.parametrize("pe,simd,param_width,read_register,no_rw_check,bases", [
-    (2, 2, 32, False, False, (0, 0)), (4, 4, 32, False, False, (3, 1)),
-    (1, 2, 32, False, False, (0, 2)), (2, 2, 32, True, True, (5, 0)),
-    (4, 4, 64, False, False, (2, 3)), (2, 4, 64, True, True, (0, 0)),
-    (4, 4, 128, True, False, (1, 1)), (8, 8, 512, False, False, (7, 2)),
-    (8, 8, 512, True, True, (0, 1))])
+@pytest.mark.parametrize("pe,simd,param_width,read_register,no_rw_check,bases,slice_bits", [
+    (2, 2, 32, False, False, (0, 0), None), (4, 4, 32, False, False, (3, 1), None),
+    (1, 2, 32, False, False, (0, 2), None), (2, 2, 32, True, True, (5, 0), None),
+    (4, 4, 64, False, False, (2, 3), None), (2, 4, 64, True, True, (0, 0), None),
+    (4, 4, 128, True, False, (1, 1), None), (8, 8, 512, False, False, (7, 2), None),
+    (8, 8, 512, True, True, (0, 1), None),
+    # The weight memory in slices (the iCE40 configuration's 2 bits; 1 and half a word).
+    (1, 4, 32, True, True, (3, 1), 2), (2, 2, 32, False, False, (0, 0), 1),
+    (2, 4, 64, True, False, (1, 0), 32)])
 def test_param_store_loads_driver_packets(pe, simd, param_width, read_register, no_rw_check,
-                                          bases):
+                                          bases, slice_bits):
     """Memory words after loading the driver's packets at the base addresses ``bases``
     (weights, channel constants) hold what the docstring says, read with the documented
-    latency (``chan_data`` one cycle, the others two with ``read_register``)."""
+    latency (``chan_data`` one cycle, the others two with ``read_register``), also with the
+    weight memory in slices of ``slice_bits``."""
     rng = random.Random(pe * 1000 + simd * 10 + param_width)
     layer = random_conv_layer()
     cout, cin, kh, kw = layer.weight.shape
@@ -73,7 +79,9 @@ def test_param_store_loads_driver_packets(pe, simd, param_width, read_register, 
     wbase, cbase = bases
     dut = ParamStore(pe=pe, simd=simd, weight_depth=wbase + coutg * kh * kw * cing,
                      channel_depth=cbase + coutg, param_width=param_width,
-                     read_register=read_register, no_rw_check=no_rw_check)
+                     read_register=read_register, no_rw_check=no_rw_check,
+                     weight_slice_bits=slice_bits)
+    assert dut.weight_slice_bits == (slice_bits or 8 * pe * simd)
     latency = 2 if read_register else 1
     packets = [pack_weights(layer, pe, simd, param_width, wbase, packed=False),
                pack_channels(layer, pe, param_width, cbase)]
@@ -177,6 +185,10 @@ def test_param_store_load_errors(pe, simd, param_width):
         await flagged(ctx, [header(KIND_WEIGHTS, depth - 1), *two], 1)
         stored[depth - 1] = word_value(two[:weight_beats]) & weight_mask
         await flagged(ctx, [header(KIND_WEIGHTS, depth), *words(1, weight_beats)], 1)
+        # Addresses at the top of the loader's address bits (depth 4: 3 bits) and of the
+        # header's: words that would wrap to word 0 and on are refused too.
+        for top in (7, 8, (1 << HEADER_ADDR_BITS) - 1):
+            await flagged(ctx, [header(KIND_WEIGHTS, top), *words(3, weight_beats)], 1)
         for k in range(depth):
             assert await read_weight(ctx, dut, k, 1) == stored[k], f"word {k}"
         # Channel words: whole ones at the last address, partial ones, one past the end.
@@ -246,6 +258,16 @@ def test_channel_words_match_the_packet_format():
     assert len(wide) == 1 + len(words)
     for row, beat in zip(words, wide[1:]):
         assert beat == int.from_bytes(row.tobytes(), "little")
+
+
+@pytest.mark.parametrize("slice_bits", [0, 3, 12, 64, True, 2.0])
+def test_param_store_rejects_bad_weight_slices(slice_bits):
+    """A slice is a power of two of bits up to the 32-bit weight word of PE 1 x SIMD 4 (the
+    word itself and 1 are accepted, see above)."""
+    with pytest.raises(ValueError, match=re.escape(
+            "weight_slice_bits must be a power of two up to the weight word of 32 bits, not "
+            f"{slice_bits!r}")):
+        ParamStore(pe=1, simd=4, weight_depth=4, channel_depth=1, weight_slice_bits=slice_bits)
 
 
 def test_param_store_rejects_bad_parameters():
