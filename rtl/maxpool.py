@@ -501,7 +501,7 @@ class MaxPool(wiring.Component):
         hw_port = hmem.write_port()
         hr_port = hmem.read_port(transparent_for=(hw_port,))
         # Read in P1, the word in P3 (two cycles: the RAM and its output register), not
-        # transparent: the three writes that can be in flight meanwhile are forwarded (below).
+        # transparent: the four writes that can be in flight meanwhile are forwarded (below).
         v_rd = data.View(word, vmem.r_data)
 
         # --- control ---------------------------------------------------------------------
