@@ -323,11 +323,11 @@ class AXI4LiteRegisters(wiring.Component):
                 q = state[field.name]
                 m.d.sync += q.eq((q & ~clears[field.name]) | self.fields[field.name])
 
-        # --- read channel: a two-stage pipeline. The address is registered, then the data
-        # selected from it and registered (no path from ARADDR to RDATA).
+        # --- read channel: a two-stage pipeline. The address is decoded into one registered
+        # flag per word, then the data selected by the flags and registered (no path from
+        # ARADDR to RDATA, and no address decoding before the data's selection).
         accept = Signal()
         pending = Signal()                              # an address is held for stage 2
-        r_addr = Signal.like(bus.araddr, name="r_addr")
         r_free = Signal()                               # stage 2 takes the held address
         m.d.comb += [
             r_free.eq(~bus.rvalid | bus.rready),
@@ -336,7 +336,7 @@ class AXI4LiteRegisters(wiring.Component):
         ]
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)
-        r_word = r_addr[word_shift:]
+        a_word = bus.araddr[word_shift:]
         words, r_hits = [], []
         for reg in regmap.registers:
             value = _assemble(reg, readback)
@@ -345,7 +345,8 @@ class AXI4LiteRegisters(wiring.Component):
                 latch = Signal((reg.words - 1) * dw, name=f"{reg.name}_latch")
             for index, offset in enumerate(reg.word_offsets):
                 hit = Signal(name=f"r_hit_{reg.name}_{index}")
-                m.d.comb += hit.eq(r_word == offset >> word_shift)
+                with m.If(accept):
+                    m.d.sync += hit.eq(a_word == offset >> word_shift)
                 r_hits.append(hit)
                 if value is None:
                     word = None
@@ -369,7 +370,7 @@ class AXI4LiteRegisters(wiring.Component):
             with m.If(~Cat(*r_hits).any()):
                 m.d.sync += bus.rresp.eq(SLVERR)
         with m.If(accept):
-            m.d.sync += [r_addr.eq(bus.araddr), pending.eq(1)]
+            m.d.sync += pending.eq(1)
         return m
 
 

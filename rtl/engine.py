@@ -123,6 +123,10 @@ from rtl.streams import (ACC_BYTES, ACC_WIDTH, DATA_WIDTH, ZP_WIDTH, axis_member
                          connect_axis, connect_flat, flat_members, pack, payload_layout)
 from rtl.weights import MULT_WIDTH, SHIFT_WIDTH, ParamStore, channel_layout
 
+#: The type of Amaranth's bit slices (not exported by ``amaranth.hdl``): a slice of a signal is
+#: a wire.
+_SLICE = type(Signal(1)[:1])
+
 __all__ = ["ConvEngine"]
 
 
@@ -412,14 +416,64 @@ class ConvEngine(wiring.Component):
                 raise AssertionError("the first derived product uses more than latched fields")
             return a, b, add
 
+        # The next step's operands: each distinct candidate value (an expression registered
+        # every cycle, so that its logic is off this path) ANDed with a select register, then
+        # ORed. `sel` holds, for each distinct candidate, whether the step after the current
+        # one reads it; it is set with `step` (from the step it replaces), so the selection is
+        # the AND-OR of registers only.
+        operand_regs = {}
+
+        def registered(value, k):
+            value = Value.cast(value)
+            if isinstance(value, (Signal, Const)) or (isinstance(value, _SLICE)
+                                                       and isinstance(value.value, Signal)):
+                return value            # no logic to take off the path
+            key = id(value)
+            if key not in operand_regs:
+                # A registered expression lags by a cycle: it may not read the results of the
+                # two steps before the one that loads it.
+                recent = [steps[j][0] for j in (k - 1, k - 2) if j >= 0]
+                if any(sig is r for sig in value._rhs_signals() for r in recent):
+                    raise AssertionError(f"derived product {k}'s operand {value!r} uses a "
+                                         "result of the two steps before it")
+                sig = Signal(value.shape(), name=f"mul_cand{len(operand_regs)}")
+                m.d.sync += sig.eq(value)
+                operand_regs[key] = (value, sig)
+            return operand_regs[key][1]
+
+        later = range(1, len(steps))
+        cands = [[], [], []]            # per operand: [(value, steps that read it)]
+        for k in later:
+            for pos, v in enumerate(operands(k)):
+                v = registered(v, k)
+                for entry in cands[pos]:
+                    if entry[0] is v:
+                        entry[1].append(k)
+                        break
+                else:
+                    cands[pos].append((v, [k]))
+        sels = [[Signal(name=f"mul_sel{pos}_{i}") for i in range(len(c))]
+                for pos, c in enumerate(cands)]
+
+        def set_selects(step_next):
+            """`sel` for the step after ``step_next`` (a one-hot value of `step`)."""
+            m.d.sync += [sel.eq(Cat(*(step_next[k - 1] for k in ks)).any())
+                         for pos in range(3) for sel, (_, ks) in zip(sels[pos], cands[pos])]
+
         def load_next():
             """The operands of the step after the current one."""
-            terms = [[Mux(step[k - 1], v, 0) for v in operands(k)] for k in range(1, len(steps))]
-            while len(terms) > 1:           # a balanced OR tree
-                terms = [[x | y for x, y in zip(*terms[i:i + 2])] if i + 1 < len(terms)
-                         else terms[i] for i in range(0, len(terms), 2)]
-            a, b, add = terms[0]
-            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), mul_more.eq(b[2:] != 0)]
+            values = []
+            for pos in range(3):
+                terms = [Mux(sel, v, 0) for sel, (v, _) in zip(sels[pos], cands[pos])]
+                while len(terms) > 1:           # a balanced OR tree
+                    terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                             for i in range(0, len(terms), 2)]
+                values.append(terms[0] if terms else Const(0))
+            a, b, add = values
+            # Whether `b` has bits above its lowest two, from each candidate's own test.
+            more = Cat(*(sel & Value.cast(v)[2:].any()
+                         for sel, (v, _) in zip(sels[1], cands[1])))
+            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), mul_more.eq(more.any())]
 
         # The fused pool's map is the conv output: (padded size - Keff) // stride + 1 on each
         # axis, by a restoring divider (the checks bound the numerators to `div_bits` bits),
@@ -467,6 +521,7 @@ class ConvEngine(wiring.Component):
                 a, b, add = operands(0)
                 m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(add), step.eq(1),
                              mul_more.eq(Value.cast(b)[2:] != 0)]
+                set_selects(Const(1, len(steps)))
                 m.next = "DERIVE"
             with m.State("DERIVE"):
                 # Two bits of mul_b a cycle: adds mul_a and 2 * mul_a for its set bits; with the
@@ -478,6 +533,7 @@ class ConvEngine(wiring.Component):
                                  mul_b.eq(mul_b >> 2), mul_more.eq(mul_b[4:] != 0)]
                 with m.Else():
                     m.d.sync += step.eq(step << 1)
+                    set_selects((step << 1)[:len(steps)])
                     result = partial
                     for k, (dest, _, _, _) in enumerate(steps):
                         with m.If(step[k]):
@@ -911,9 +967,14 @@ class ConvEngine(wiring.Component):
             "stalled_cycles": busy & self.m_axis_tvalid & ~self.m_axis_tready,
         }
         for name, event in counters.items():
+            # The event is registered and counted a cycle later (its logic is off the
+            # counter's enable); a layer's last event lands before any read that follows
+            # `done`, and no event precedes a start from idle.
             count = Signal(self.counter_width, name=name)
+            counted = Signal(name=f"{name}_event")
             m.d.comb += f[name].eq(count)
-            with m.If(event):
+            m.d.sync += counted.eq(event)
+            with m.If(counted):
                 m.d.sync += count.eq(count + 1)
             with m.If(fresh):
                 m.d.sync += count.eq(0)

@@ -380,7 +380,8 @@ class WindowGenerator(wiring.Component):
             c_last = reg("c_last", g.pixel_bytes - simd, g.pixel_bytes.shape())
             kw_last = reg("kw_last", g.kw - 1, count)
             inc_tap = reg("inc_tap", carry_c + simd, index)
-            inc_tap_row = reg("inc_tap_row", carry_c + carry_k + simd, index)
+            # (Two levels, as `first_col_end`: one adder after a register.)
+            inc_tap_row = reg("inc_tap_row", inc_tap + reg("carry_k", carry_k, index), index)
 
         # --- the walker: the first SIMD positions of a window, one a cycle -----------------
         # A lane past the window's last position has ky up to Kh + SIMD.

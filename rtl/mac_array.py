@@ -12,18 +12,21 @@ with any zero point of the same type), their products fit 17 bits, and the accum
 at 32 bits exactly as :func:`model.conv.conv2d` does.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.dsp import DSPS, STAGES, Ecp5Multiplier
 from rtl.streams import ACC_WIDTH, DATA_WIDTH, ZP_WIDTH
 
-__all__ = ["MacArray", "tree_depth", "DSPS", "ECP5_STAGES", "OPERAND_WIDTH", "ACC_WIDTH",
+__all__ = ["MacArray", "tree_depth", "ACC_SPLIT", "DSPS", "ECP5_STAGES", "OPERAND_WIDTH", "ACC_WIDTH",
            "DATA_WIDTH", "ZP_WIDTH"]
 
 #: Width of an operand after the zero-point subtraction: -255..255.
 OPERAND_WIDTH = DATA_WIDTH + 1
+#: Bits of the accumulators' low half: the accumulators are added as two halves with a
+#: registered carry between them (short carry chains; one cycle of latency).
+ACC_SPLIT = ACC_WIDTH // 2
 #: Registers of the ECP5 DSP blocks that the ``"ecp5"`` multipliers use.
 ECP5_STAGES = STAGES
 
@@ -44,7 +47,8 @@ class MacArray(wiring.Component):
     A pipeline that never stalls: operands, 9 x 9 signed products (a multiplier between two
     registers, nothing else in that stage; or, with ``dsp="ecp5"``, a ``MULT18X18D`` with its
     input, pipeline and output registers: three stages), ``ceil(log2(simd))``
-    registered levels of pairwise sums (:func:`tree_depth`), accumulate. An operation presented
+    registered levels of pairwise sums (:func:`tree_depth`), accumulate (in two halves,
+    :data:`ACC_SPLIT`, the high half a cycle after the low). An operation presented
     with ``valid`` in cycle ``t`` lands in the accumulators at the end of cycle
     ``t + latency - 1``; when it carries ``last``, the finished accumulators appear on ``acc``
     with ``acc_valid`` in cycle ``t + latency`` (:attr:`latency`).
@@ -72,7 +76,7 @@ class MacArray(wiring.Component):
     Attributes
     ----------
     latency : int
-        Cycles from an operation with ``last`` to its ``acc_valid``: ``4 + tree_depth(simd)``,
+        Cycles from an operation with ``last`` to its ``acc_valid``: ``5 + tree_depth(simd)``,
         plus ``len(ECP5_STAGES) - 1`` with ``dsp="ecp5"``.
 
     Members
@@ -106,7 +110,7 @@ class MacArray(wiring.Component):
         self.simd = simd
         self.dsp = dsp
         self._product_stages = len(ECP5_STAGES) if dsp == "ecp5" else 1
-        self.latency = 3 + self._product_stages + tree_depth(simd)
+        self.latency = 4 + self._product_stages + tree_depth(simd)
         super().__init__({
             "valid": In(1), "first": In(1), "last": In(1), "final": In(1),
             "mask": In(simd),
@@ -191,18 +195,42 @@ class MacArray(wiring.Component):
                 terms_of[p] = sums
             ctl = nxt
 
-        # Accumulate into the 32-bit accumulators.
-        accs = [Signal(signed(ACC_WIDTH), name=f"acc{p}") for p in range(pe)]
+        # Accumulate into the 32-bit accumulators, kept as two halves with a registered carry
+        # between them so that no carry chain is longer than ACC_SPLIT bits: the low half adds
+        # the dot product's low bits in stage A, the high half its high bits and the low
+        # half's carry one cycle later (stage B), when the low half is copied to `acc_lo`.
+        lo_w, hi_w = ACC_SPLIT, ACC_WIDTH - ACC_SPLIT
+        lows = [Signal(lo_w, name=f"acc_lo_a{p}") for p in range(pe)]
+        carries = [Signal(name=f"acc_carry{p}", reset_less=True) for p in range(pe)]
+        dot_his = [reg(hi_w, f"dot_hi{p}") for p in range(pe)]
+        outs_lo = [reg(lo_w, f"acc_lo{p}") for p in range(pe)]
+        highs = [Signal(hi_w, name=f"acc_hi{p}") for p in range(pe)]
+        ctl_b = Signal(ctrl, name="acc_b")
+        m.d.sync += ctl_b.eq(ctl)
         for p in range(pe):
-            dot = terms_of[p][0]
+            dot = terms_of[p][0].as_signed()
+            wide = Signal(signed(ACC_WIDTH), name=f"dot{p}")
+            m.d.comb += wide.eq(dot)
             with m.If(ctl.valid):
                 # The choice after the adder: `first` fans out to every accumulator bit and
                 # would otherwise start the carry chain's path late.
-                m.d.sync += accs[p].eq(Mux(ctl.first, dot, accs[p] + dot))
+                low = Cat(lows[p], C(0, 1)) + wide[:lo_w]
+                m.d.sync += [
+                    lows[p].eq(Mux(ctl.first, wide[:lo_w], low[:lo_w])),
+                    carries[p].eq(~ctl.first & low[lo_w]),
+                    dot_his[p].eq(wide[lo_w:]),
+                ]
+            with m.If(ctl_b.valid):
+                # The carry enters as bit 0 of both operands (one adder, no second chain).
+                high = (Cat(carries[p], highs[p]) + Cat(C(1, 1), dot_his[p]))[1:]
+                m.d.sync += [
+                    highs[p].eq(Mux(ctl_b.first, dot_his[p], high[:hi_w])),
+                    outs_lo[p].eq(lows[p]),
+                ]
         m.d.sync += [
-            self.acc_valid.eq(ctl.valid & ctl.last),
-            self.acc_final.eq(ctl.valid & ctl.last & ctl.final),
+            self.acc_valid.eq(ctl_b.valid & ctl_b.last),
+            self.acc_final.eq(ctl_b.valid & ctl_b.last & ctl_b.final),
         ]
         for p in range(pe):
-            m.d.comb += self.acc.word_select(p, ACC_WIDTH).eq(accs[p])
+            m.d.comb += self.acc.word_select(p, ACC_WIDTH).eq(Cat(outs_lo[p], highs[p]))
         return m

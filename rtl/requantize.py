@@ -197,7 +197,7 @@ class Requantize(wiring.Component):
     interval : int
         Clock cycles between input transfers when the input keeps coming and ``o.ready``
         stays high (1 pipelined; iterative: the larger of ``2 + partial products +
-        ceil((acc_width + mult_width) / 16)`` product limbs and ``1 + shift cycles``, 10 for
+        ceil((acc_width + mult_width) / 16)`` product limbs and ``2 + shift cycles``, 10 for
         32 x 31 bits).
     capacity : int
         Samples that an empty unit lets in while its output stalls and its input keeps
@@ -247,7 +247,7 @@ class Requantize(wiring.Component):
             fine_bits = min(shift_width, LIMB_SHIFT_BITS)
             self.shift_cycles = SHIFT_DIGIT_MAX * -(-fine_bits // SHIFT_RADIX_BITS)
             product_cycles = ITERATIVE_OVERHEAD + self.products + _chunks(prod_width)
-            self.interval = max(product_cycles, 1 + self.shift_cycles)
+            self.interval = max(product_cycles, 2 + self.shift_cycles)
             # The sample is taken with its last operand chunks, `products` cycles after its
             # multiplication starts.
             self.latency = (product_cycles - self.products + 1 + self.shift_cycles
@@ -384,11 +384,15 @@ class Requantize(wiring.Component):
         full = Signal()                 # the product waits for the shifter
         count = Signal(range(n + limbs + 1))    # cycles since the start
         begin = Signal()                # a valid sample starts being multiplied
+        starting = Signal()             # the first cycle of a multiplication (`count` 0)
         take = Signal()                 # the shifter takes the product
+        # `ready` is a register: high in the cycle with `count == n - 1`.
+        ready = Signal(name="ready")
         m.d.comb += [
             begin.eq(self.i.valid & ~busy & (~full | take)),
-            self.i.ready.eq(busy & (count == n - 1)),
+            self.i.ready.eq(ready),
         ]
+        m.d.sync += ready.eq(begin if n == 1 else busy & (count == n - 2))
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [held_shift.eq(i.shift), held_side.eq(_side_bits(i))]
 
@@ -406,21 +410,25 @@ class Requantize(wiring.Component):
         a_op = Signal(chunk, name="a_op", reset_less=True)
         m_op = Signal(chunk, name="m_op", reset_less=True)
         partial = Signal(2 * chunk, name="partial", reset_less=True)
-        none = limbs                    # `place` when no partial product is added
-        place = Signal(range(limbs + 1), init=none, name="place")   # its lowest limb
+        # Where `partial` lands, one flag per limb (no decoding on the adders' path): `low_at`
+        # for the limb that takes its low chunk, `high_at` for the one that takes its high
+        # chunk (none when no partial product is added).
+        low_at = Signal(limbs, name="low_at")
+        high_at = Signal(limbs, name="high_at")
         acc_bits = i.acc.as_unsigned()
-        m.d.sync += [partial.eq(a_op * m_op), place.eq(none)]
+        m.d.sync += [partial.eq(a_op * m_op), low_at.eq(0), high_at.eq(0)]
         for j, (ia, im) in enumerate(steps):
             with m.If(_equals(count, j)):
                 m.d.sync += [a_op.eq(acc_bits[ia * chunk:(ia + 1) * chunk]),
                              m_op.eq(i.multiplier[im * chunk:(im + 1) * chunk])]
             with m.If(busy & (count == j + 1)):
-                m.d.sync += place.eq(ia + im)
+                m.d.sync += [low_at.eq(1 << (ia + im)),
+                             high_at.eq((2 << (ia + im)) % (1 << limbs))]
         with m.If(busy):
             m.d.sync += count.eq(count + 1)
             for k in range(limbs):
-                addend = Mux(_equals(place, k), partial[:chunk],
-                             Mux(_equals(place, k - 1), partial[chunk:], 0))[:widths[k]]
+                addend = ((partial[:chunk] & low_at[k].replicate(chunk))
+                          | (partial[chunk:] & high_at[k].replicate(chunk)))[:widths[k]]
                 if k == 0:
                     total = Cat(limb[k], C(0, 1)) + addend
                     m.d.sync += [limb[k].eq(total[:widths[k]])]
@@ -430,16 +438,26 @@ class Requantize(wiring.Component):
                     m.d.sync += limb[k].eq(total[:widths[k]])
                 if k < limbs - 1:
                     m.d.sync += carry[k].eq(total[widths[k]])
-            with m.If(_equals(count, 0)):
+            with m.If(starting):
                 start = Signal(prod_width)
-                m.d.comb += start.eq(Mux(i.acc[-1], (-i.multiplier) << aw, 0))
-                m.d.sync += [*(c.eq(0) for c in carry),
-                             *(limb[k].eq(start[k * chunk:k * chunk + widths[k]])
-                               for k in range(limbs))]
+                if aw % chunk == 0:
+                    # -(multiplier << aw) as ~multiplier << aw (no carry chain) and the + 1
+                    # as the carry into limb aw / chunk, added in the next cycle.
+                    upper = Signal(prod_width - aw)
+                    m.d.comb += [upper.eq(~i.multiplier.as_unsigned()),
+                                 start.eq(Mux(i.acc[-1], upper << aw, 0))]
+                    m.d.sync += [c.eq(i.acc[-1] if k == aw // chunk - 1 else 0)
+                                 for k, c in enumerate(carry)]
+                else:
+                    m.d.comb += start.eq(Mux(i.acc[-1], (-i.multiplier) << aw, 0))
+                    m.d.sync += [c.eq(0) for c in carry]
+                m.d.sync += [limb[k].eq(start[k * chunk:k * chunk + widths[k]])
+                             for k in range(limbs)]
             with m.If(count == n + limbs):
                 m.d.sync += [busy.eq(0), full.eq(1)]
         with m.Elif(take):
             m.d.sync += full.eq(0)
+        m.d.sync += starting.eq(begin)
         with m.If(begin):
             m.d.sync += [busy.eq(1), count.eq(0)]
 
@@ -480,7 +498,10 @@ class Requantize(wiring.Component):
         coarse = held_shift[fine_bits:]
         windows = [bits_from(c * chunk, keep) for c in range(1 << coarse_bits)]
         beyonds = [differs_from(c * chunk + keep) for c in range(1 << coarse_bits)]
-        m.d.comb += [take.eq(full & ~sh_busy & (~sh_done | advance)), feed.eq(sh_done)]
+        # The shifter takes a product once its previous result has left (not in the cycle it
+        # leaves: no path from the output's handshake to the multiplier's; the shifter's
+        # cycles leave room for that one, see `interval`).
+        m.d.comb += [take.eq(full & ~sh_busy & ~sh_done), feed.eq(sh_done)]
         with m.If(sh_done & advance):
             m.d.sync += sh_done.eq(0)
         with m.If(take):

@@ -16,8 +16,9 @@ A core such as the conv engine has a few hundred port bits, more than the pins o
 48-pin package; and ports left dangling would let the tools delete the logic behind them. So
 the core is synthesized inside a harness with four pins: ``clk``, ``rst``, ``sin`` and
 ``sout``. Every other input port bit is a flip-flop of a shift register fed from ``sin``;
-every output port bit is registered, and the registered outputs are XOR-reduced to ``sout``
-through a pipeline of 4-input XOR stages (one LUT4 each). Nothing can be optimized away, every
+the output port bits are XOR-reduced to ``sout`` through a pipeline of registered 4-input XOR
+stages (one LUT4 and one flip-flop each; the first stage registers the outputs, so that on a
+small device the harness does not take a flip-flop per output bit). Nothing can be optimized away, every
 path into and out of the core runs register to register as it would inside a system, and the
 harness's own cost (:func:`harness_cost`) is reported beside the totals.
 """
@@ -140,7 +141,7 @@ def harness_cost(ports) -> dict:
     n_out = sum(p.width for p in ports if p.direction == "output")
     stages = _xor_stages(n_out)
     return {"input_bits": n_in, "output_bits": n_out,
-            "ffs": n_in + n_out + sum(stages), "luts": sum(stages)}
+            "ffs": n_in + (sum(stages) if stages else n_out), "luts": sum(stages)}
 
 
 def harness_verilog(toplevel: str, ports) -> str:
@@ -176,8 +177,12 @@ def harness_verilog(toplevel: str, ports) -> str:
         conns.append(f".{p.ref}(core_out[{pos + p.width - 1}:{pos}])")
         pos += p.width
     lines.append(f"  {_verilog_name(toplevel)} core (" + ", ".join(conns) + ");")
-    lines += [f"  reg [{n_out - 1}:0] x0 = {n_out}'d0;",
-              f"  always @(posedge {clk}) x0 <= core_out;"]
+    if _xor_stages(n_out):
+        # The first XOR stage registers the outputs (no register per output bit).
+        lines += [f"  wire [{n_out - 1}:0] x0 = core_out;"]
+    else:
+        lines += [f"  reg [{n_out - 1}:0] x0 = {n_out}'d0;",
+                  f"  always @(posedge {clk}) x0 <= core_out;"]
     prev_name, prev_width = "x0", n_out
     for k, width in enumerate(_xor_stages(n_out), 1):
         lines.append(f"  reg [{width - 1}:0] x{k} = {width}'d0;")

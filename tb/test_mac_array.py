@@ -326,9 +326,9 @@ def _cells(component, cell_type):
 
 @pytest.mark.parametrize("pe, simd", [(1, 1), (2, 4), (8, 8)])
 def test_latency_counts_the_dsp_registers(pe, simd):
-    assert _unused(MacArray(pe, simd)).latency == 4 + tree_depth(simd)
+    assert _unused(MacArray(pe, simd)).latency == 5 + tree_depth(simd)
     assert _unused(MacArray(pe, simd, dsp="ecp5")).latency == \
-        3 + len(ECP5_STAGES) + tree_depth(simd)
+        4 + len(ECP5_STAGES) + tree_depth(simd)
 
 
 def test_generic_variant_is_vendor_free():
