@@ -25,8 +25,9 @@ Bus behaviour:
 
 - AW and W are accepted independently, in either order or together; the write happens once
   both are held, and its response is then offered on B. One write is in flight at a time, and
-  two reads: RDATA comes two cycles after the address (the address is registered, then the
-  data selected from it). Back-to-back transactions run at one per cycle when the manager keeps
+  three reads: RDATA comes three cycles after the address (the address is decoded into
+  registered word flags, then each group of ``READ_GROUP`` words selected and registered, then
+  the groups ORed). Back-to-back transactions run at one per cycle when the manager keeps
   B and R ready (``awready``/``wready`` depend combinationally on ``bready``, ``arready`` on
   ``rready``; no ready depends on a valid).
 - ``wstrb`` selects the bytes written; bytes not strobed keep their value (``rw``, ``wo``),
@@ -59,7 +60,7 @@ so that a field sized for the largest legal value still reads above it after an 
 written by the bus (any byte of the field strobed) first appears on ``regs.fields[name]``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -73,6 +74,8 @@ __all__ = ["OKAY", "SLVERR", "AXI4LiteSignature", "FieldsSignature", "WrittenSig
 OKAY = 0b00
 SLVERR = 0b10
 RESP_WIDTH = 2
+#: Words selected together in the read pipeline's second stage (see AXI4LiteRegisters).
+READ_GROUP = 8
 PROT_WIDTH = 3
 
 class AXI4LiteSignature(wiring.Signature):
@@ -260,7 +263,6 @@ class AXI4LiteRegisters(wiring.Component):
 
         # --- write channel: hold AW and W independently, commit when both are held --------
         aw_full = Signal()
-        aw_addr = Signal.like(bus.awaddr, name="aw_addr")
         w_full = Signal()
         w_data = Signal.like(bus.wdata, name="w_data")
         w_strb = Signal.like(bus.wstrb, name="w_strb")
@@ -275,11 +277,12 @@ class AXI4LiteRegisters(wiring.Component):
         with m.If(commit):
             m.d.sync += [aw_full.eq(0), w_full.eq(0), bus.bvalid.eq(1)]
         with m.If(bus.awvalid & bus.awready):
-            m.d.sync += [aw_full.eq(1), aw_addr.eq(bus.awaddr)]
+            m.d.sync += aw_full.eq(1)
         with m.If(bus.wvalid & bus.wready):
             m.d.sync += [w_full.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
 
-        w_word = aw_addr[word_shift:]
+        # The held address is decoded as it is taken: one registered flag per word.
+        aw_word = bus.awaddr[word_shift:]
         w_hit_any = Signal()
         clears = {f.name: Signal(f.width, name=f"{f.name}_clr")
                   for f in regmap.fields if f.access == "w1c"}
@@ -287,7 +290,10 @@ class AXI4LiteRegisters(wiring.Component):
         for reg in regmap.registers:
             for index, offset in enumerate(reg.word_offsets):
                 hit = Signal(name=f"w_hit_{reg.name}_{index}")
-                m.d.comb += hit.eq(commit & (w_word == offset >> word_shift))
+                at = Signal(name=f"aw_at_{reg.name}_{index}")
+                with m.If(bus.awvalid & bus.awready):
+                    m.d.sync += at.eq(aw_word == offset >> word_shift)
+                m.d.comb += hit.eq(commit & at)
                 hits.append(hit)
                 lo_word = index * dw
                 for field in reg.fields:
@@ -323,15 +329,19 @@ class AXI4LiteRegisters(wiring.Component):
                 q = state[field.name]
                 m.d.sync += q.eq((q & ~clears[field.name]) | self.fields[field.name])
 
-        # --- read channel: a two-stage pipeline. The address is decoded into one registered
-        # flag per word, then the data selected by the flags and registered (no path from
-        # ARADDR to RDATA, and no address decoding before the data's selection).
+        # --- read channel: a three-stage pipeline. The address is decoded into one registered
+        # flag per word; then each group of READ_GROUP words is selected by its flags and
+        # registered (near its fields, and no wide multiplexer in one place); then the
+        # groups are ORed into RDATA. No path from ARADDR to RDATA.
         accept = Signal()
-        pending = Signal()                              # an address is held for stage 2
-        r_free = Signal()                               # stage 2 takes the held address
+        pending = Signal()                              # the flags hold an address
+        staged = Signal()                               # the groups hold a selected word
+        r_free = Signal()                               # RDATA may take a new word
+        advance = Signal()                              # the groups take the flagged word
         m.d.comb += [
             r_free.eq(~bus.rvalid | bus.rready),
-            bus.arready.eq(~pending | r_free),
+            advance.eq(pending & (~staged | r_free)),
+            bus.arready.eq(~pending | advance),
             accept.eq(bus.arvalid & bus.arready),
         ]
         with m.If(bus.rvalid & bus.rready):
@@ -354,21 +364,25 @@ class AXI4LiteRegisters(wiring.Component):
                     word = value[index * dw:(index + 1) * dw]
                 elif index == 0:
                     word = value[:dw]
-                    with m.If(pending & r_free & hit):
+                    with m.If(advance & hit):
                         m.d.sync += latch.eq(value[dw:])
                 else:
                     word = latch[(index - 1) * dw:index * dw]
                 if word is not None:
                     words.append(hit.replicate(dw) & word)
-        with m.If(pending & r_free):
+        groups = [Signal(dw, name=f"r_group{k}") for k in range(-(-len(words) // READ_GROUP))]
+        miss = Signal()
+        with m.If(advance):
+            m.d.sync += [pending.eq(0), staged.eq(1), miss.eq(~Cat(*r_hits).any()),
+                         *(group.eq(_or_all(words[k * READ_GROUP:(k + 1) * READ_GROUP], dw))
+                           for k, group in enumerate(groups))]
+        with m.If(staged & r_free):
             m.d.sync += [
-                pending.eq(0),
+                staged.eq(advance),
                 bus.rvalid.eq(1),
-                bus.rdata.eq(_or_all(words, dw)),
-                bus.rresp.eq(OKAY),
+                bus.rdata.eq(_or_all(groups, dw)),
+                bus.rresp.eq(Mux(miss, SLVERR, OKAY)),
             ]
-            with m.If(~Cat(*r_hits).any()):
-                m.d.sync += bus.rresp.eq(SLVERR)
         with m.If(accept):
             m.d.sync += pending.eq(1)
         return m

@@ -265,3 +265,12 @@ def test_blocks_run_continue_past_a_failure_and_exit_non_zero(capsys, monkeypatc
     assert synth.main(["--blocks"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == "error: synthesis failed for later/ice40"
     assert (tmp_path / "synth" / "blocks.md").read_text() == synth.summary_table([])
+
+
+def test_harness_drives_the_reset_through_the_devices_buffer():
+    ports = [Port("clk", "input", 1), Port("rst", "input", 1), Port("a", "input", 2),
+             Port("y", "output", 3)]
+    text = synth.harness_verilog("core_top", ports, synth.DEVICES["ecp5"].reset_buffer)
+    assert "DCCA reset_dcca (.CLKI(rst), .CE(1'b1), .CLKO(reset_global0));" in text
+    assert ".rst(reset_global0)" in text
+    assert ".rst(rst)" in synth.harness_verilog("core_top", ports)      # iCE40: a wire
