@@ -25,11 +25,11 @@ Bus behaviour:
 
 - AW and W are accepted independently, in either order or together; the write happens once
   both are held, and its response is then offered on B. One write is in flight at a time, and
-  three reads: RDATA comes three cycles after the address (the address is decoded into
-  registered word flags, then each group of ``READ_GROUP`` words selected and registered, then
-  the groups ORed). Back-to-back transactions run at one per cycle when the manager keeps
-  B and R ready (``awready``/``wready`` depend combinationally on ``bready``, ``arready`` on
-  ``rready``; no ready depends on a valid).
+  two reads: RDATA comes two cycles after the address (the address is decoded into registered
+  word flags, then the data selected by them). Back-to-back transactions run at one per cycle
+  when the manager keeps B and R ready (``awready``/``wready`` depend combinationally on
+  ``bready``, ``arready`` on ``rready``; no ready depends on a valid). The write address is
+  decoded into registered word flags as AW is taken.
 - ``wstrb`` selects the bytes written; bytes not strobed keep their value (``rw``, ``wo``),
   do not pulse (``w1p``) and do not clear (``w1c``).
 - The response is OKAY for every mapped word, including writes to read-only bits (ignored),
@@ -60,7 +60,7 @@ so that a field sized for the largest legal value still reads above it after an 
 written by the bus (any byte of the field strobed) first appears on ``regs.fields[name]``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -74,8 +74,6 @@ __all__ = ["OKAY", "SLVERR", "AXI4LiteSignature", "FieldsSignature", "WrittenSig
 OKAY = 0b00
 SLVERR = 0b10
 RESP_WIDTH = 2
-#: Words selected together in the read pipeline's second stage (see AXI4LiteRegisters).
-READ_GROUP = 8
 PROT_WIDTH = 3
 
 class AXI4LiteSignature(wiring.Signature):
@@ -329,19 +327,15 @@ class AXI4LiteRegisters(wiring.Component):
                 q = state[field.name]
                 m.d.sync += q.eq((q & ~clears[field.name]) | self.fields[field.name])
 
-        # --- read channel: a three-stage pipeline. The address is decoded into one registered
-        # flag per word; then each group of READ_GROUP words is selected by its flags and
-        # registered (near its fields, and no wide multiplexer in one place); then the
-        # groups are ORed into RDATA. No path from ARADDR to RDATA.
+        # --- read channel: a two-stage pipeline. The address is decoded into one registered
+        # flag per word, then the data selected by the flags and registered (no path from
+        # ARADDR to RDATA, and no address decoding before the data's selection).
         accept = Signal()
-        pending = Signal()                              # the flags hold an address
-        staged = Signal()                               # the groups hold a selected word
-        r_free = Signal()                               # RDATA may take a new word
-        advance = Signal()                              # the groups take the flagged word
+        pending = Signal()                              # an address is held for stage 2
+        r_free = Signal()                               # stage 2 takes the held address
         m.d.comb += [
             r_free.eq(~bus.rvalid | bus.rready),
-            advance.eq(pending & (~staged | r_free)),
-            bus.arready.eq(~pending | advance),
+            bus.arready.eq(~pending | r_free),
             accept.eq(bus.arvalid & bus.arready),
         ]
         with m.If(bus.rvalid & bus.rready):
@@ -364,25 +358,21 @@ class AXI4LiteRegisters(wiring.Component):
                     word = value[index * dw:(index + 1) * dw]
                 elif index == 0:
                     word = value[:dw]
-                    with m.If(advance & hit):
+                    with m.If(pending & r_free & hit):
                         m.d.sync += latch.eq(value[dw:])
                 else:
                     word = latch[(index - 1) * dw:index * dw]
                 if word is not None:
                     words.append(hit.replicate(dw) & word)
-        groups = [Signal(dw, name=f"r_group{k}") for k in range(-(-len(words) // READ_GROUP))]
-        miss = Signal()
-        with m.If(advance):
-            m.d.sync += [pending.eq(0), staged.eq(1), miss.eq(~Cat(*r_hits).any()),
-                         *(group.eq(_or_all(words[k * READ_GROUP:(k + 1) * READ_GROUP], dw))
-                           for k, group in enumerate(groups))]
-        with m.If(staged & r_free):
+        with m.If(pending & r_free):
             m.d.sync += [
-                staged.eq(advance),
+                pending.eq(0),
                 bus.rvalid.eq(1),
-                bus.rdata.eq(_or_all(groups, dw)),
-                bus.rresp.eq(Mux(miss, SLVERR, OKAY)),
+                bus.rdata.eq(_or_all(words, dw)),
+                bus.rresp.eq(OKAY),
             ]
+            with m.If(~Cat(*r_hits).any()):
+                m.d.sync += bus.rresp.eq(SLVERR)
         with m.If(accept):
             m.d.sync += pending.eq(1)
         return m
