@@ -28,8 +28,7 @@ Bus behaviour:
   two reads: RDATA comes two cycles after the address (the address is decoded into registered
   word flags, then the data selected by them). Back-to-back transactions run at one per cycle
   when the manager keeps B and R ready (``awready``/``wready`` depend combinationally on
-  ``bready``, ``arready`` on ``rready``; no ready depends on a valid). The write address is
-  decoded into registered word flags as AW is taken.
+  ``bready``, ``arready`` on ``rready``; no ready depends on a valid).
 - ``wstrb`` selects the bytes written; bytes not strobed keep their value (``rw``, ``wo``),
   do not pulse (``w1p``) and do not clear (``w1c``).
 - The response is OKAY for every mapped word, including writes to read-only bits (ignored),
@@ -261,6 +260,7 @@ class AXI4LiteRegisters(wiring.Component):
 
         # --- write channel: hold AW and W independently, commit when both are held --------
         aw_full = Signal()
+        aw_addr = Signal.like(bus.awaddr, name="aw_addr")
         w_full = Signal()
         w_data = Signal.like(bus.wdata, name="w_data")
         w_strb = Signal.like(bus.wstrb, name="w_strb")
@@ -275,12 +275,11 @@ class AXI4LiteRegisters(wiring.Component):
         with m.If(commit):
             m.d.sync += [aw_full.eq(0), w_full.eq(0), bus.bvalid.eq(1)]
         with m.If(bus.awvalid & bus.awready):
-            m.d.sync += aw_full.eq(1)
+            m.d.sync += [aw_full.eq(1), aw_addr.eq(bus.awaddr)]
         with m.If(bus.wvalid & bus.wready):
             m.d.sync += [w_full.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
 
-        # The held address is decoded as it is taken: one registered flag per word.
-        aw_word = bus.awaddr[word_shift:]
+        w_word = aw_addr[word_shift:]
         w_hit_any = Signal()
         clears = {f.name: Signal(f.width, name=f"{f.name}_clr")
                   for f in regmap.fields if f.access == "w1c"}
@@ -288,10 +287,7 @@ class AXI4LiteRegisters(wiring.Component):
         for reg in regmap.registers:
             for index, offset in enumerate(reg.word_offsets):
                 hit = Signal(name=f"w_hit_{reg.name}_{index}")
-                at = Signal(name=f"aw_at_{reg.name}_{index}")
-                with m.If(bus.awvalid & bus.awready):
-                    m.d.sync += at.eq(aw_word == offset >> word_shift)
-                m.d.comb += hit.eq(commit & at)
+                m.d.comb += hit.eq(commit & (w_word == offset >> word_shift))
                 hits.append(hit)
                 lo_word = index * dw
                 for field in reg.fields:
