@@ -45,9 +45,11 @@ when a result meets a full output register), never on ``i.valid``; ``o.valid`` a
 ``o.payload`` come straight from registers. Nothing is lost or duplicated under any pattern
 of idles and stalls.
 
-Throughput. One input beat per cycle, except where several windows end on the last column of
-a row (right padding or ``ceil_mode``: ``G`` extra cycles per extra window) or on the last
-row of the map (``OW * G`` extra cycles per extra window), and a few setup cycles per map.
+Throughput. One input beat per cycle, except at the end of each row but the last: one cycle
+in which the sequencer decides from registers how the row ends, and where several windows
+end on the last column (right padding or ``ceil_mode``) ``G`` extra cycles per extra window
+and one more decision cycle; on the last row of the map ``OW * G`` extra cycles per extra
+window that ends there; and a few setup cycles per map.
 
 Control. ``start`` latches ``config``; the unit checks it (:data:`rtl.limits.POOL_REFUSALS`, codes :class:`rtl.limits.PoolError`), and either
 refuses it (``error`` set, ``done``, no input accepted and nothing output) or runs it
@@ -95,6 +97,7 @@ class _State(enum.IntEnum):
     HFLUSH = 5      # further horizontal windows ending on the last column of a row
     VFLUSH = 6      # further vertical windows ending on the last row of the map
     DRAIN = 7       # wait for the pipeline to empty
+    ROW_END = 8     # a row's input is in: flush its windows or go to the next row
 
 
 def config_layout() -> data.StructLayout:
@@ -166,8 +169,8 @@ class _Axis:
 
     For timing, no decision reads an adder of the position: ``at_end`` (the last position) is a
     register set one step ahead, by comparing the position with ``last_pos - 1``, and so is
-    ``below`` (a new window may start at the next position); a new window's ``final``
-    compares the current position with a per-layer constant one below its own; the per-layer
+    ``below`` (a new window may start at the next position), and so is ``final_next`` (a
+    window starting at the next position is the last: a new window's ``final``); the per-layer
     constants are registers of the owner.
     """
 
@@ -185,7 +188,10 @@ class _Axis:
         self.final = [Signal(name=f"{name}_final{j}") for j in range(slots)]
         self.at_end = Signal(name=f"{name}_at_end")       # pos == last_pos, a register
         self.below = Signal(name=f"{name}_below")         # pos < start_max, a register
+        # pos >= start_max - s (a window starting at the next position is the last), a register
+        self.final_next = Signal(name=f"{name}_final_next")
         self.state = [self.pos, self.sphase, self.head, self.alloc, self.at_end, self.below,
+                      self.final_next,
                       *self.active, *self.rel, *self.dphase, *self.seen, *self.final]
         self.snap = ([Signal.like(s, name=f"{s.name}_snap") for s in self.state]
                      if snapshot else None)
@@ -201,8 +207,9 @@ class _Axis:
         self.rel_last = Signal(rel_shape, name=f"{name}_rel_last")        # Keff - 1
         self.start_max_m1 = Signal(pos_shape, name=f"{name}_start_max_m1")  # last start - 1
         self.init_below = Signal(name=f"{name}_init_below")     # -pad_begin < start_max
-        self.final_min_m1 = Signal(pos_shape, name=f"{name}_final_min_m1")  # start_max - s
         self.init_final = Signal(name=f"{name}_init_final")    # -pad_begin >= start_max - s + 1
+        self.init_final_next = Signal(name=f"{name}_init_final_next")  # -pad_begin >= start_max - s
+        self.final_min_m2 = Signal(pos_shape, name=f"{name}_final_min_m2")  # start_max - s - 1
         self.stride_m1 = Signal(stride_shape, name=f"{name}_stride_m1")
         self.dilation = Signal(dil_shape, name=f"{name}_dilation")
         self.dilation_m1 = Signal(dil_shape, name=f"{name}_dilation_m1")
@@ -238,6 +245,7 @@ class _Axis:
             m.d.sync += [
                 self.pos.eq(-self.pad_begin), self.sphase.eq(0), self.head.eq(0),
                 self.at_end.eq(self.init_at_end), self.below.eq(self.init_below),
+                self.final_next.eq(self.init_final_next),
                 self.alloc.eq(self._next(Const(0, self.alloc.shape()))),
             ]
             for j in range(slots):
@@ -256,7 +264,8 @@ class _Axis:
             ]
             m.d.sync += [self.pos.eq(new_pos), self.sphase.eq(sphase),
                          self.at_end.eq(self.pos == self.last_pos_m1),
-                         self.below.eq(self.pos < self.start_max_m1)]
+                         self.below.eq(self.pos < self.start_max_m1),
+                         self.final_next.eq(self.pos >= self.final_min_m2)]
             for j in range(slots):
                 with m.If(self.active[j]):
                     m.d.sync += [
@@ -269,7 +278,7 @@ class _Axis:
                         m.d.sync += self.active[j].eq(0)
                 with m.If(start & _equals(self.alloc, j)):       # after the close: a slot is reused
                     m.d.sync += [self.active[j].eq(1), self.rel[j].eq(0), self.dphase[j].eq(0),
-                                 self.seen[j].eq(0), self.final[j].eq(self.pos >= self.final_min_m1)]
+                                 self.seen[j].eq(0), self.final[j].eq(self.final_next)]
             with m.If(self.head_finish):
                 m.d.sync += self.head.eq(self._next(self.head))
             with m.If(start):
@@ -438,14 +447,18 @@ class MaxPool(wiring.Component):
             d[f"start_max_m1_{a}"] = reg(f"start_max_m1_{a}", start_max - 1)      # level 6
             neg_pb = reg(f"neg_pb_{a}", -pb)                                      # level 1
             s_pb = reg(f"s_pb_{a}", s - pb)                                       # level 1
+            s_pb1 = reg(f"s_pb1_{a}", s - pb + 1)                                 # level 1
+            s_1 = reg(f"s_1_{a}", s + 1)                                          # level 1
             d[f"init_below_{a}"] = reg(f"init_below_{a}", neg_pb < start_max)     # level 6
             # The sequencer's constants (see _Axis).
             d[f"last_pos_m1_{a}"] = reg(f"last_pos_m1_{a}", n - 2)               # level 1
             d[f"init_at_end_{a}"] = reg(f"init_at_end_{a}", -pb == n - 1)         # level 1
             d[f"rel_last_{a}"] = reg(f"rel_last_{a}", keff - 1)                   # level 3
-            d[f"final_min_m1_{a}"] = reg(f"final_min_m1_{a}", start_max - s)      # level 6
             # -pad_begin > start_max - s, with s - pad_begin of the latched fields.
             d[f"init_final_{a}"] = reg(f"init_final_{a}", start_max < s_pb)       # level 6
+            # -pad_begin >= start_max - s, and start_max - s - 1 (final_next of _Axis).
+            d[f"init_final_next_{a}"] = reg(f"init_final_next_{a}", start_max < s_pb1)  # level 6
+            d[f"final_min_m2_{a}"] = reg(f"final_min_m2_{a}", start_max - s_1)   # level 6
             d[f"stride_m1_{a}"] = reg(f"stride_m1_{a}", s - 1)                    # level 1
             d[f"dilation_m1_{a}"] = reg(f"dilation_m1_{a}", dil - 1)              # level 1
         channels = narrow(cfg.channels, self.max_channels)
@@ -479,7 +492,7 @@ class MaxPool(wiring.Component):
                 axis.dilation.eq(dil), axis.pad_begin.eq(pb),
                 *(getattr(axis, name).eq(d[f"{name}_{a}"]) for name in (
                     "last_pos_m1", "init_at_end", "rel_last", "start_max_m1", "init_below",
-                    "final_min_m1",
+                    "final_min_m2", "init_final_next",
                     "init_final", "stride_m1", "dilation_m1")),
             ]
             axis.elaborate()
@@ -517,8 +530,9 @@ class MaxPool(wiring.Component):
         hcount = Signal(range(self.out_width_max * self.groups + 1))   # H-window outputs in the row
         hcount_m1 = Signal.like(hcount, name="hcount_m1")              # hcount - 1, wrapping
         fcount = Signal.like(hcount, name="fcount")                    # vertical flush address
-        f_last = Signal()
-        m.d.comb += f_last.eq(fcount == hcount_m1)                     # the row's last word
+        hcount_m2 = Signal.like(hcount, name="hcount_m2")              # hcount - 2, wrapping
+        # fcount == hcount - 1 (the row's last word), a register set a step ahead.
+        f_last = Signal(name="f_last")
 
         def g_clear():
             m.d.sync += [g.eq(0), g_last.eq(one_group)]
@@ -528,10 +542,13 @@ class MaxPool(wiring.Component):
                          g_last.eq(Mux(g_last, one_group, g == last_group_m1))]
 
         def h_clear():
-            m.d.sync += [hcount.eq(0), hcount_m1.eq(-1)]
+            m.d.sync += [hcount.eq(0), hcount_m1.eq(-1), hcount_m2.eq(-2)]
 
         def h_step():
-            m.d.sync += [hcount.eq(hcount + 1), hcount_m1.eq(hcount)]
+            m.d.sync += [hcount.eq(hcount + 1), hcount_m1.eq(hcount), hcount_m2.eq(hcount_m1)]
+
+        def f_clear():
+            m.d.sync += [fcount.eq(0), f_last.eq(is_zero(hcount_m1))]
 
         # Pipeline: P0 = the operation the sequencer issues, P1 = horizontal read-modify-write,
         # P2 = vertical read, P3 = the word registered, P4 = vertical modify (written from its
@@ -702,11 +719,16 @@ class MaxPool(wiring.Component):
         m.d.comb += final_in.eq(ha.at_end & va.at_end & g_last)
         pipe_empty = ~p1_valid & ~p2_valid & ~p3_valid & ~p4_valid & ~out_valid
 
+        # Whether an axis has an open window after the head one, registered (the axes hold
+        # still in the cycle before ROW_END reads them; the vertical one through a row).
+        h_more, v_more = Signal(name="h_more"), Signal(name="v_more")
+        m.d.sync += [h_more.eq(ha.head_active & ha.more), v_more.eq(va.head_active & va.more)]
+
         def row_done():
             with m.If(va.at_end):
-                with m.If(va.head_active & va.more):
+                with m.If(v_more):
                     m.d.comb += va.retire.eq(1)
-                    m.d.sync += fcount.eq(0)
+                    f_clear()
                     g_clear()
                     m.d.sync += state.eq(_State.VFLUSH)
                 with m.Else():
@@ -743,7 +765,8 @@ class MaxPool(wiring.Component):
                     m.d.sync += state.eq(_State.IDLE)
                 with m.Else():
                     m.d.comb += ha.save.eq(1)
-                    m.d.sync += [running.eq(1), fcount.eq(0)]
+                    m.d.sync += running.eq(1)
+                    f_clear()
                     g_clear()
                     h_clear()
                     m.d.sync += state.eq(_State.IN)
@@ -760,11 +783,7 @@ class MaxPool(wiring.Component):
                     with m.If(ha.at_end):
                         with m.If(final_in):
                             m.d.sync += running.eq(0)
-                        with m.If(ha.head_active & ha.more):
-                            m.d.comb += ha.retire.eq(1)
-                            m.d.sync += state.eq(_State.HFLUSH)
-                        with m.Else():
-                            row_done()
+                        m.d.sync += state.eq(_State.ROW_END)
                     with m.Else():
                         m.d.comb += ha.step.eq(1)
         with m.Elif(state == _State.HFLUSH):
@@ -777,16 +796,25 @@ class MaxPool(wiring.Component):
                     with m.If(ha.more):
                         m.d.comb += ha.retire.eq(1)
                     with m.Else():
-                        m.d.sync += state.eq(_State.IN)
-                        row_done()
+                        m.d.sync += state.eq(_State.ROW_END)
+        with m.Elif(state == _State.ROW_END):
+            # A cycle between a row's last operation and the decisions that end it, which
+            # read only registers here (`h_more`, `v_more`, `va.at_end`): not the input's
+            # handshake, not the slot multiplexers of the axes.
+            with m.If(h_more):
+                m.d.comb += ha.retire.eq(1)
+                m.d.sync += state.eq(_State.HFLUSH)
+            with m.Else():
+                m.d.sync += state.eq(_State.IN)
+                row_done()
         with m.Elif(state == _State.VFLUSH):
             # Rows that end on the last input row after the oldest one: one op per word.
             m.d.comb += [op_kind.eq(OP_VFLUSH), fire.eq(adv)]
             with m.If(fire):
-                m.d.sync += fcount.eq(fcount + 1)
+                m.d.sync += [fcount.eq(fcount + 1), f_last.eq(fcount == hcount_m2)]
                 g_step()
                 with m.If(f_last):
-                    m.d.sync += fcount.eq(0)
+                    f_clear()
                     g_clear()
                     with m.If(va.more):
                         m.d.comb += va.retire.eq(1)

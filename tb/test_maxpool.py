@@ -118,14 +118,16 @@ def first_mismatch(got: np.ndarray, want: np.ndarray) -> str:
 
 def input_stall_cycles(case: Case, lanes: int) -> int:
     """Cycles the unit holds the input between the first and last beat of a map without
-    pauses: ``G`` per extra horizontal window that ends on the last column, on every row but
-    the last (see :mod:`rtl.maxpool`)."""
+    pauses, on every row but the last (see :mod:`rtl.maxpool`): one to decide how the row
+    ends, and where more than one horizontal window ends on the last column, ``G`` per extra
+    window and one more decision."""
     (_, kw), (_, sw), (_, dw) = case.kernel, case.stride, case.dilation
     _, left, _, right = case.pads
     out_w = golden(case, np.zeros((1, case.height, case.width), case.dtype)).shape[-1]
     keff = (kw - 1) * dw + 1
     ending = sum(1 for o in range(out_w) if o * sw - left + keff - 1 >= case.width - 1)
-    return (case.height - 1) * max(ending - 1, 0) * groups(case.channels, lanes)
+    flush = (ending - 1) * groups(case.channels, lanes) + 1 if ending > 1 else 0
+    return (case.height - 1) * (1 + flush)
 
 
 #: (kernel, stride, pads, dilation, ceil_mode) of the specification sweep.
