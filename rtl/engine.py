@@ -346,13 +346,17 @@ class ConvEngine(wiring.Component):
 
         pool_mode = c["pool_mode"]
         fused, alone = Signal(), Signal()
+        # Partial sums are read (QUANT.acc_in) unless the pool runs alone; without a pool
+        # unit no pool runs alone.
+        acc_in = Signal()
+        acc_in_n = cn["acc_in"] & ~alone_n if self.pool_window_slots else cn["acc_in"]
         if self.queued_starts:
             # Decoded with the next set, copied with it: registers for the datapath's muxes.
             with m.If(take):
-                m.d.sync += [fused.eq(fused_n), alone.eq(alone_n)]
+                m.d.sync += [fused.eq(fused_n), alone.eq(alone_n), acc_in.eq(acc_in_n)]
         else:
             m.d.comb += [fused.eq(pool_mode == PoolMode.FUSED),
-                         alone.eq(pool_mode == PoolMode.ALONE)]
+                         alone.eq(pool_mode == PoolMode.ALONE), acc_in.eq(acc_in_n)]
         pool_on = fused | alone
         # Without a max-pool unit (pool_window_slots 0) a pool layer is refused before it runs:
         # the datapath below sees neither mode (the checks and the control still do).
@@ -731,7 +735,6 @@ class ConvEngine(wiring.Component):
         fifo_acc, fifo_final = fifo_out.acc, fifo_out.final
         # Partial sums (QUANT.acc_in): one s_axis_acc word per output word, in the raw output
         # format, added to the accumulators; the FIFO head waits for it and takes it with pop.
-        acc_in = c["acc_in"] & ~alone_dp     # (no pool unit: no pool runs alone)
         head_valid = Signal()
         acc_last_error = Signal()
         chan_held = Signal()        # the head group's channel constants are read (below)
@@ -825,7 +828,7 @@ class ConvEngine(wiring.Component):
         # handshake. The iterative requantizers (small devices) keep the handshake and a
         # two-word FIFO (its `w_rdy` a register).
         stall_free = not self.requant_iterative
-        q_depth = PIPELINE_STAGES + 3 if stall_free else 2
+        q_depth = PIPELINE_STAGES + 4 if stall_free else 2
         qw = data.StructLayout({"data": DATA_WIDTH * pe, "last": 1})
         # With the stall-free requantizers the FIFO's output is a register (its `r_rdy` too),
         # so that the pool's input decisions start from registers.
@@ -863,7 +866,11 @@ class ConvEngine(wiring.Component):
             q_space = Signal(range(q_depth + 1), init=q_depth)
             reserve = rqs[0].i.valid & (slice_in == 0)
             m.d.sync += q_space.eq(q_space - reserve + (q_ready & q_valid))
-            m.d.comb += [rq_take.eq(rqs[0].o.valid), q_admit.eq((slice_in != 0) | q_space.any())]
+            # Admitted on the previous cycle's count (`q_room`, a register): at most one place
+            # was reserved since, so one is still free; the FIFO holds one word more for it.
+            q_room = Signal(init=1)
+            m.d.sync += q_room.eq(q_space > 1)
+            m.d.comb += [rq_take.eq(rqs[0].o.valid), q_admit.eq((slice_in != 0) | q_room)]
         else:
             m.d.comb += [rq_take.eq(rqs[0].o.valid & (~last_slice_out | q_fifo.w_rdy)),
                          q_admit.eq(1)]
