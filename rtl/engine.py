@@ -674,19 +674,28 @@ class ConvEngine(wiring.Component):
         # before the wide fan-out to the memories' blocks), as the line buffer's bytes are
         # after their rotation below, so weight and zero-point data keep their alignment with
         # the line buffer's.
+        # With rotation the line buffer's bytes take one more register on their way to the
+        # array (`banks_q` below), and the weight addresses one more to match.
+        x_late = 0 if delay_address else 1
         w_addr = Signal.like(params.weight_addr, name="w_addr")
         wzp_addr = Signal.like(params.wzp_addr, name="wzp_addr")
         m.d.sync += [w_addr.eq(gen.weight_addr + weight_base), wzp_addr.eq(gen.og + chan_base)]
+        for k in range(x_late):
+            w_addr_late = Signal.like(w_addr, name=f"w_addr_late{k}")
+            wzp_addr_late = Signal.like(wzp_addr, name=f"wzp_addr_late{k}")
+            m.d.sync += [w_addr_late.eq(w_addr), wzp_addr_late.eq(wzp_addr)]
+            w_addr, wzp_addr = w_addr_late, wzp_addr_late
         m.d.comb += [params.weight_addr.eq(w_addr), params.wzp_addr.eq(wzp_addr)]
 
         # --- MAC array -------------------------------------------------------------------------
         m.submodules.mac = mac = MacArray(pe, simd, dsp=self.dsp)
         # The line buffer's and the weights' read data come three cycles after the generator's
         # operation (the registered weight address or the registered rotation, then two for the
-        # registered block RAM reads): the array sees each operation two cycles late.
+        # registered block RAM reads), four with `x_late`: the array sees each operation two
+        # (three) cycles late.
         for name in ("valid", "first", "last", "final", "mask"):
             late = getattr(gen, name)
-            for k in range(2):
+            for k in range(2 + x_late):
                 late_k = Signal.like(late, name=f"mac_{name}{k}")
                 m.d.sync += late_k.eq(late)
                 late = late_k
@@ -698,8 +707,13 @@ class ConvEngine(wiring.Component):
         if delay_address:
             m.d.comb += x_word.eq(Cat(*banks))
         else:
+            # The block RAMs of the banks lie in rows across the device and the array by its
+            # DSP blocks: a register between them (`banks_q`) halves the longest wires.
+            banks_q = [Signal.like(b, name=f"banks_q{i}") for i, b in enumerate(banks)]
+            m.d.sync += [q.eq(b) for q, b in zip(banks_q, banks)]
+            banks = banks_q
             rot = gen.rot
-            for k in range(2):
+            for k in range(2 + x_late):
                 rot_late = Signal.like(gen.rot, name=f"rot_late{k}")
                 m.d.sync += rot_late.eq(rot)
                 rot = rot_late
