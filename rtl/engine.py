@@ -795,7 +795,8 @@ class ConvEngine(wiring.Component):
         with m.If(launch):
             m.d.sync += [chan_rd.eq(chan_base), chan_held.eq(0)]
         # The FIFO head, its bias and partial sum added, waits with its channel constants in
-        # a register stage (loaded whenever it is empty or being taken: one word a cycle), so
+        # a register stage (loaded whenever it is empty or being taken: one word a cycle; a
+        # skid register behind it, below), so
         # that no path runs from the FIFO's memory through the adders to the requantizers'
         # multipliers or to m_axis. Iterative requantizers (small devices) read their
         # operands over several cycles and take them with the last (the head, its constants
@@ -816,12 +817,20 @@ class ConvEngine(wiring.Component):
             m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), pop.eq(h_taken),
                          *(h.acc[p].eq(head_sums[p]) for p in range(pe))]
         else:
-            with m.If(pop):
-                m.d.sync += [h.chan.eq(chan), h.final.eq(fifo_final)]
-                m.d.sync += [h.acc[p].eq(sums[p]) for p in range(pe)]
-            with m.If(pop | h_taken):
-                m.d.sync += h_valid.eq(pop)
-            m.d.comb += pop.eq(head_valid & (~h_valid | h_taken))
+            # Behind the head stage a skid register (`skid`): the FIFO pops whenever the skid
+            # is empty (a register), so that the pop, and the FIFO's pointers, the credits and
+            # the constants' read address after it, read no handshake of the requantizers or
+            # of m_axis. The head loads from the skid first; one word a cycle either way.
+            fresh_head = Signal(head, name="head_next")
+            m.d.comb += [fresh_head.chan.eq(chan), fresh_head.final.eq(fifo_final),
+                         *(fresh_head.acc[p].eq(sums[p]) for p in range(pe))]
+            skid, skid_valid = Signal(head, name="skid"), Signal()
+            m.d.comb += pop.eq(head_valid & ~skid_valid)
+            with m.If(~h_valid | h_taken):
+                m.d.sync += [h.eq(Mux(skid_valid, skid, fresh_head)),
+                             h_valid.eq(skid_valid | pop), skid_valid.eq(0)]
+            with m.Elif(~skid_valid):
+                m.d.sync += [skid.eq(fresh_head), skid_valid.eq(pop)]
         biased = [h.acc[p] for p in range(pe)]
 
         # --- output: requantized or raw ------------------------------------------------------
