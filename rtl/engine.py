@@ -649,6 +649,7 @@ class ConvEngine(wiring.Component):
                                           count_width=count_width,
                                           read_register=not delay_address, bram=self.bram)
         geometry = self.geometry_layout()
+        gen_start = Signal()
         m.submodules.gen = gen = WindowGenerator(
             geometry=geometry, index_width=self.index_width, simd=simd,
             depth=self.line_buffer_depth, weight_depth=self.weight_depth,
@@ -661,8 +662,11 @@ class ConvEngine(wiring.Component):
             lb.enable.eq(running & ~alone_dp), lb.total.eq(d["total_in"]),
             lb.restart.eq(launch),
             lb.protect.eq(gen.protect), lb.protect_off.eq(~gen.busy),
-            gen.start.eq(launch & ~alone_dp), gen.written.eq(lb.written),
+            gen.start.eq(gen_start), gen.written.eq(lb.written),
         ]
+        # The generator starts a cycle after the launch (its start resets registers all over
+        # it: a register in front of that fan-out); it waits for the line buffer's rows anyway.
+        m.d.sync += gen_start.eq(launch & ~alone_dp)
         read_addr = gen.rows
         for k in range(2 if delay_address else 0):
             late_addr = Signal.like(gen.rows, name=f"read_addr_late{k}")
