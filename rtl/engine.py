@@ -73,8 +73,9 @@ with few input channels fills the SIMD lanes across taps (3 channels x 5x5: 10 o
 while the array computes. A start from idle costs the setup (one cycle per two bits of the smaller
 operand of each derived product on a shift-and-add multiplier, then the registered checks); a start queued while a layer runs (``STATUS.queued``)
 has its setup done meanwhile in a second set of configuration registers and launches the
-cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 4
-cycles with packing, its lane walker; 3 without) plus the time to receive the first window. Strided layers only visit output positions. A fused
+cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 5
+cycles with packing, its lane walker; 4 without; it starts a cycle after the launch) plus the
+time to receive the first window. Strided layers only visit output positions. A fused
 max-pool adds a divider computing the conv output size (``coord_width`` cycles, about 12) and
 the pool unit's setup (about 7 cycles plus the larger begin pad) to the start, and stalls the
 MAC array only when the pool unit flushes windows that end at the right or bottom edge
