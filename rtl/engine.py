@@ -733,7 +733,16 @@ class ConvEngine(wiring.Component):
         # --- accumulator FIFO with credits ------------------------------------------------------
         # An entry: the PE accumulators of a finished group and whether it ends the layer.
         entry = data.StructLayout({"acc": ACC_WIDTH * pe, "final": 1})
-        m.submodules.fifo = fifo = SyncFIFO(width=entry.size, depth=self.fifo_depth)
+        # With the pipelined requantizers the FIFO's output is a register (SyncFIFOBuffered),
+        # so that no path runs from its read pointer through its LUT RAM into the head's
+        # adders. Its inner FIFO alone holds `fifo_depth` groups (depth + 1): its `w_rdy`
+        # counts only the inner level, and the MAC array's writes never wait (the credits
+        # admit at most `fifo_depth` groups).
+        if self.requant_iterative:
+            fifo = SyncFIFO(width=entry.size, depth=self.fifo_depth)
+        else:
+            fifo = SyncFIFOBuffered(width=entry.size, depth=self.fifo_depth + 1)
+        m.submodules.fifo = fifo
         fifo_out = data.View(entry, fifo.r_data)
         inflight = Signal(range(self.fifo_depth + 1))
         credit = Signal(init=1)
