@@ -73,7 +73,7 @@ with few input channels fills the SIMD lanes across taps (3 channels x 5x5: 10 o
 while the array computes. A start from idle costs the setup (one cycle per two bits of the smaller
 operand of each derived product on a shift-and-add multiplier, then the registered checks); a start queued while a layer runs (``STATUS.queued``)
 has its setup done meanwhile in a second set of configuration registers and launches the
-cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 5
+cycle the running layer ends. Each launch then costs the window generator's setup (SIMD + 7
 cycles with packing, its lane walker; 4 without; it starts a cycle after the launch) plus the
 time to receive the first window. Strided layers only visit output positions. A fused
 max-pool adds a divider computing the conv output size (``coord_width`` cycles, about 12) and

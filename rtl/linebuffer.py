@@ -323,9 +323,9 @@ class WindowGenerator(wiring.Component):
         #: (five with packing), so as many slots keep one operation a cycle.
         self.QUEUE_DEPTH = 5 if packing else 4
         #: Cycles from ``start`` to the first generated operation: the walker's SIMD + 1
-        #: steps from the cycle after ``start``, then the lane increments and carries in
+        #: steps from the second cycle after ``start``, then the lane increments and carries in
         #: registers (without packing: no walker, the per-layer registers only).
-        self.SETUP_CYCLES = simd + 4 if packing else 3
+        self.SETUP_CYCLES = simd + 6 if packing else 3
         super().__init__({
             "geometry": In(geometry), "start": In(1),
             "written": In(unsigned(index_width)), "credit": In(1),
@@ -396,36 +396,51 @@ class WindowGenerator(wiring.Component):
             init = [Signal(lane_layout, name=f"lane_init{j}") for j in range(simd)]
             step = Signal(lane_layout)       # the walker after SIMD positions: a lane's step
             walk = Signal(lane_layout)
-            walk_k = Signal(range(simd + 1))
-            c_max = reg("c_max", g.pixel_bytes - 1, g.pixel_bytes.shape())
-            kx_max = reg("kx_max", g.kw - 1, count)
-            walking = setup > 3             # from the cycle after start: SIMD + 1 steps
+            walk_sel = Signal(simd + 1)     # one-hot: the lane (or, last, the step) it writes
+            # Its wraps are registers, set a step ahead from comparisons with per-layer
+            # registers (the last channel and column less one), and its offset increments are
+            # registers too: each walker field is an adder or a constant under a registered
+            # choice. It starts two cycles after `start`, when those registers have settled.
+            c_wrap, k_wrap = Signal(name="c_wrap"), Signal(name="k_wrap")
+            c_last_m1 = reg("c_last_m1", g.pixel_bytes - 2,
+                            signed(g.pixel_bytes.shape().width + 1))
+            kx_last_m1 = reg("kx_last_m1", g.kw - 2, signed(count.width + 1))
+            c_one = reg("c_one", g.pixel_bytes == 1)
+            kx_one = reg("kx_one", g.kw == 1)
+            inc_col = reg("inc_col", adj_c + 1, index)
+            inc_row = reg("inc_row", adj_c + adj_k + 1, index)
+            with m.If(setup == self.SETUP_CYCLES):
+                m.d.sync += [c_wrap.eq(c_one), k_wrap.eq(kx_one)]
+            walking = (setup > 4) & (setup < self.SETUP_CYCLES)     # SIMD + 1 steps
             with m.If(walking):
                 for j in range(simd):
-                    with m.If(walk_k == j):
+                    with m.If(walk_sel[j]):
                         m.d.sync += init[j].eq(walk)
-                with m.If(walk_k == simd):
+                with m.If(walk_sel[simd]):
                     m.d.sync += step.eq(walk)
-                m.d.sync += walk_k.eq(walk_k + 1)
-                c_wrap = walk.c == c_max
-                k_wrap = walk.kx == kx_max
+                m.d.sync += walk_sel.eq(walk_sel << 1)
                 with m.If(~c_wrap):
-                    m.d.sync += [walk.c.eq(walk.c + 1), walk.off.eq(walk.off + 1)]
+                    m.d.sync += [walk.c.eq(walk.c + 1), walk.off.eq(walk.off + 1),
+                                 c_wrap.eq(walk.c == c_last_m1)]
                 with m.Elif(~k_wrap):
                     m.d.sync += [walk.c.eq(0), walk.kx.eq(walk.kx + 1),
-                                 walk.off.eq(walk.off + adj_c + 1),
-                                 walk.xo.eq(walk.xo + g.dil_w)]
+                                 walk.off.eq(walk.off + inc_col),
+                                 walk.xo.eq(walk.xo + g.dil_w),
+                                 c_wrap.eq(c_one), k_wrap.eq(walk.kx == kx_last_m1)]
                 with m.Else():
                     m.d.sync += [walk.c.eq(0), walk.kx.eq(0), walk.ky.eq(walk.ky + 1),
-                                 walk.off.eq(walk.off + adj_c + adj_k + 1), walk.xo.eq(0),
-                                 walk.yo.eq(walk.yo + g.dil_h)]
+                                 walk.off.eq(walk.off + inc_row), walk.xo.eq(0),
+                                 walk.yo.eq(walk.yo + g.dil_h),
+                                 c_wrap.eq(c_one), k_wrap.eq(kx_one)]
         if self.packing:
             # From the walker's step, registered (settled one cycle after the step): where a
             # lane's channel (column) position carries, and each field's increment for each
             # pair of carries (index cc * 2 + kc; cc: out of the channel, kc: out of the row
             # of taps). A lane keeps the carries of its next step in registers (look-ahead):
             # after a step with carries k, its next carries are comparisons of its present
-            # channel and column with thresholds that take k's increments into account.
+            # channel and column with thresholds that take k's increments into account. The
+            # channel carry is looked ahead two steps (`cc2`, the carry of the step after the
+            # next), so that the column carry's threshold is chosen by registers only.
             cbits, kbits = g.pixel_bytes.shape(), count
             c_thr = reg("c_thr", g.pixel_bytes - step.c, cbits)
             kx_thr0 = reg("kx_thr0", g.kw - step.kx, kbits)
@@ -441,17 +456,30 @@ class WindowGenerator(wiring.Component):
                       for kc in (0, 1)]
             xo_inc = [reg(f"xo_inc{k}", step.xo + (g.dil_w if k >> 1 else 0)
                           - (kw_dw if k & 1 else 0), coord) for k in range(4)]
-            sc, sk = signed(cbits.width + 2), signed(kbits.width + 2)
-            # cc' = c + c_inc[cc] >= c_thr; kc' = kx + kx_inc[k] >= (kx_thr1 if cc' else
-            # kx_thr0).
-            c_next_thr = [reg(f"c_next_thr{cc}", c_thr - c_inc[cc], sc) for cc in (0, 1)]
-            kx_next_thr = [[reg(f"kx_next_thr{k}_{n}", (kx_thr1 if n else kx_thr0) - kx_inc[k],
-                                sk) for n in (0, 1)] for k in range(4)]
+            def clamped(name, value, width):
+                """A threshold for ``x >= value`` with ``0 <= x < 2**width``, clamped to
+                ``0 .. 2**width`` in a register of its own: the lanes compare unsigned
+                numbers of ``width + 1`` bits, one short carry chain each."""
+                top = 1 << width
+                return reg(name, Mux(value < 0, 0, Mux(value > top, top, value)),
+                           unsigned(width + 1))
+            # cc2' = c + c_inc[cc] + c_inc[cc2] >= c_thr; kc' = kx + kx_inc[k] >= (kx_thr1
+            # if cc' else kx_thr0), where cc' is cc2.
+            c_next2_thr = [[clamped(f"c_next2_thr{cc}_{cc2}",
+                                    reg(f"c_sum_thr{cc}_{cc2}", c_thr - c_inc[cc] - c_inc[cc2],
+                                        signed(cbits.width + 3)), cbits.width)
+                            for cc2 in (0, 1)] for cc in (0, 1)]
+            kx_next_thr = [[clamped(f"kx_next_thr{k}_{n}",
+                                    reg(f"kx_sum_thr{k}_{n}", (kx_thr1 if n else kx_thr0)
+                                        - kx_inc[k], signed(kbits.width + 2)), kbits.width)
+                            for n in (0, 1)] for k in range(4)]
             # The carries of each lane's first step in a window.
             init_cc = [reg(f"init_cc{j}", init[j].c + step.c >= g.pixel_bytes)
                        for j in range(simd)]
             init_kc = [reg(f"init_kc{j}", Mux(init_cc[j], init[j].kx >= kx_thr1,
                                               init[j].kx >= kx_thr0)) for j in range(simd)]
+            init_cc2 = [reg(f"init_cc2{j}", init[j].c + Mux(init_cc[j], c_inc[1], c_inc[0])
+                            >= c_thr) for j in range(simd)]
         init_now = Signal()                 # registered: the last setup cycle
         m.d.sync += init_now.eq((setup == 2) & ~self.start)
 
@@ -468,6 +496,7 @@ class WindowGenerator(wiring.Component):
         lanes = [Signal(lane_layout, name=f"lane{j}") for j in range(nlanes)]
         if self.packing:        # the carries of each lane's next step (see above)
             lane_cc = [Signal(name=f"lane{j}_cc") for j in range(simd)]
+            lane_cc2 = [Signal(name=f"lane{j}_cc2") for j in range(simd)]
             lane_kc = [Signal(name=f"lane{j}_kc") for j in range(simd)]
         op_rem = Signal(g.ops.shape())
         op_end = Signal()
@@ -487,6 +516,7 @@ class WindowGenerator(wiring.Component):
             if self.packing:
                 m.d.sync += [lane.eq(lane_init) for lane, lane_init in zip(lanes, init)]
                 m.d.sync += [lane_cc[j].eq(init_cc[j]) for j in range(simd)]
+                m.d.sync += [lane_cc2[j].eq(init_cc2[j]) for j in range(simd)]
                 m.d.sync += [lane_kc[j].eq(init_kc[j]) for j in range(simd)]
             else:       # plain format: lane 0 at the window's first position, all zero
                 m.d.sync += lanes[0].eq(0)
@@ -510,14 +540,17 @@ class WindowGenerator(wiring.Component):
                 # comparisons of its own registers with per-layer thresholds, and its
                 # fields' increments, precomputed for each pair of carries: a comparison,
                 # a multiplexer and one adder deep.
-                for lane, cc, kc in zip(lanes, lane_cc, lane_kc):
+                for lane, cc, cc2, kc in zip(lanes, lane_cc, lane_cc2, lane_kc):
                     sel = Cat(kc, cc)
                     choose = lambda incs: Mux(sel[1], Mux(sel[0], incs[3], incs[2]),
                                               Mux(sel[0], incs[1], incs[0]))
-                    cc_next = Mux(cc, lane.c >= c_next_thr[1], lane.c >= c_next_thr[0])
-                    kc_next = Mux(cc_next, choose([lane.kx >= t[1] for t in kx_next_thr]),
+                    cc2_next = Mux(cc, Mux(cc2, lane.c >= c_next2_thr[1][1],
+                                           lane.c >= c_next2_thr[1][0]),
+                                   Mux(cc2, lane.c >= c_next2_thr[0][1],
+                                       lane.c >= c_next2_thr[0][0]))
+                    kc_next = Mux(cc2, choose([lane.kx >= t[1] for t in kx_next_thr]),
                                   choose([lane.kx >= t[0] for t in kx_next_thr]))
-                    m.d.sync += [cc.eq(cc_next), kc.eq(kc_next),
+                    m.d.sync += [cc.eq(cc2), cc2.eq(cc2_next), kc.eq(kc_next),
                         lane.c.eq(lane.c + Mux(cc, c_inc[1], c_inc[0])),
                         lane.kx.eq(lane.kx + choose(kx_inc)),
                         lane.ky.eq(lane.ky + Mux(kc, ky_inc[1], ky_inc[0])),
@@ -729,5 +762,5 @@ class WindowGenerator(wiring.Component):
                          s1_valid.eq(0), self.protect.eq(0), self.weight_addr.eq(0),
                          self.og.eq(0)]
             if self.packing:
-                m.d.sync += [walk.eq(0), walk_k.eq(0), q_valid.eq(0)]
+                m.d.sync += [walk.eq(0), walk_sel.eq(1), q_valid.eq(0)]
         return m

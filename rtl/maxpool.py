@@ -514,7 +514,7 @@ class MaxPool(wiring.Component):
         hw_port = hmem.write_port()
         hr_port = hmem.read_port(transparent_for=(hw_port,))
         # Read in P1, the word in P3 (two cycles: the RAM and its output register), not
-        # transparent: the four writes that can be in flight meanwhile are forwarded (below).
+        # transparent: the five writes that can be in flight meanwhile are forwarded (below).
         v_rd = data.View(word, vmem.r_data)
 
         # --- control ---------------------------------------------------------------------
@@ -551,7 +551,8 @@ class MaxPool(wiring.Component):
             m.d.sync += [fcount.eq(0), f_last.eq(is_zero(hcount_m1))]
 
         # Pipeline: P0 = the operation the sequencer issues, P1 = horizontal read-modify-write,
-        # P2 = vertical read, P3 = the word registered, P4 = vertical modify (written from its
+        # P2 = vertical read, P3 = the word out of the block RAM, registered (`v_raw`), P3b =
+        # the word forwarded and registered (`v_q`), P4 = vertical modify (written from its
         # register in the next cycle), then the output register. Everything moves on `adv`.
         adv = Signal()
         fire = Signal()
@@ -565,9 +566,11 @@ class MaxPool(wiring.Component):
         })
         p0 = Signal(ctrl)
         p1, p2, p3 = Signal(ctrl, name="p1"), Signal(ctrl, name="p2"), Signal(ctrl, name="p3")
-        p1_valid, p2_valid, p3_valid = Signal(), Signal(), Signal()
+        p3b = Signal(ctrl, name="p3b")
+        p1_valid, p2_valid, p3_valid, p3b_valid = Signal(), Signal(), Signal(), Signal()
         p1_data = Signal(lane_vec)
         p2_hv, p3_hv = Signal(lane_vec), Signal(lane_vec, name="p3_hv")
+        p3b_hv = Signal(lane_vec, name="p3b_hv")
         out_valid = Signal()
 
         flip = Mux(cfg.is_unsigned, 0, sign_bit)          # signed compare as unsigned
@@ -611,58 +614,60 @@ class MaxPool(wiring.Component):
             m.d.sync += [p3_valid.eq(p2_valid), p3.eq(p2), p3_hv.eq(p2_hv)]
 
         # P3: the vertical word arrives from the block RAM's output register and is registered
-        # (`v_q`), so that no compare follows the block's slow output. P4: vertical update,
-        # output. The updated word is registered (`w1`) and written from there in the next
-        # cycle (registers on both sides of the block RAM's wires). A word was read when its
-        # operation left P1, before the writes of the four operations ahead of it: the one
-        # leaving P4 as it leaves P3 (`fwd1`, chosen in P4), and the three before it, whose
-        # words are in `w1` to `w3` while it is in P3 (their writes in P3's cycle, P2's and
-        # the read's). Those three are forwarded into `v_q`, the nearest first, with flags
-        # registered a step ahead; so P3 holds one choice after the block's output, and P4 one
-        # two-way choice before the compare.
+        # as it is (`v_raw`): the block's output wires reach a register and nothing else, so
+        # that the placer may put the memory far from the logic. P3b: the forwarded word
+        # (`v_q`). P4: vertical update, output. The updated word is registered (`w1`) and
+        # written from there in the next cycle (registers on both sides of the block RAM's
+        # wires). A word was read when its operation left P1, before the writes of the five
+        # pipeline places ahead of it. The nearest one, in P4 while the operation is in P3b,
+        # never writes the same word: a row's operations write distinct words (`hcount`), and
+        # rows are a place apart (ROW_END lets a bubble into P1 before the next row or the
+        # vertical flush, whose operations write nothing). The four before it are in `w1` to
+        # `w4` while the operation is in P3b (their writes in P3b's cycle, P3's, P2's and the
+        # read's) and are forwarded into `v_q`, the nearest first, with flags registered a step
+        # ahead: P3b holds one choice after registers, P4 compares registers.
         p4, p4_valid = Signal(ctrl, name="p4"), Signal()
         p4_hv = Signal(lane_vec, name="p4_hv")
+        v_raw = Signal(word, name="v_raw")
         with m.If(adv):
-            m.d.sync += [p4_valid.eq(p3_valid), p4.eq(p3), p4_hv.eq(p3_hv)]
+            m.d.sync += [p3b_valid.eq(p3_valid), p3b.eq(p3), p3b_hv.eq(p3_hv), v_raw.eq(v_rd)]
+            m.d.sync += [p4_valid.eq(p3b_valid), p4.eq(p3b), p4_hv.eq(p3b_hv)]
         p4_writes = p4_valid & (p4.kind != OP_VFLUSH)
         v_new = Signal(word)
-        w = [Signal(word, name=f"w{k}") for k in (1, 2, 3)]            # the last three updates
-        w_en = [Signal(name=f"w{k}_en") for k in (1, 2, 3)]
-        w_addr = [Signal.like(p4.vaddr, name=f"w{k}_addr") for k in (1, 2, 3)]
+        n_w = 4
+        w = [Signal(word, name=f"w{k + 1}") for k in range(n_w)]       # the last four updates
+        w_en = [Signal(name=f"w{k + 1}_en") for k in range(n_w)]
+        w_addr = [Signal.like(p4.vaddr, name=f"w{k + 1}_addr") for k in range(n_w)]
         w1, w1_en, w1_addr = w[0], w_en[0], w_addr[0]
         w1_new = Signal()                                              # w1 is to be written
-        fwd1 = Signal()
-        hits = [Signal(name=f"fwd_w{k}") for k in (1, 2, 3)]            # P3's word is w1..w3
+        hits = [Signal(name=f"fwd_w{k + 1}") for k in range(n_w)]      # P3b's word is w1..w4
         v_q, v_q_next = Signal(word, name="v_q"), Signal(word, name="v_q_next")
-        m.d.comb += v_q_next.eq(Mux(hits[0], w[0], Mux(hits[1], w[1], Mux(hits[2], w[2], v_rd))))
+        forwarded = v_raw
+        for hit, w_k in reversed(list(zip(hits, w))):
+            forwarded = Mux(hit, w_k, forwarded)
+        m.d.comb += v_q_next.eq(forwarded)
         m.d.sync += w1_new.eq(adv)
         with m.If(adv):
             m.d.sync += [w1.eq(v_new), w1_en.eq(p4_writes), w1_addr.eq(p4.vaddr)]
             m.d.sync += [x.eq(y) for x, y in zip(w[1:], w[:-1])]
             m.d.sync += [x.eq(y) for x, y in zip(w_en[1:], w_en[:-1])]
             m.d.sync += [x.eq(y) for x, y in zip(w_addr[1:], w_addr[:-1])]
-            # After this step, P3 holds P2's operation, and w1..w3 the updates of P4's and of
-            # w1's and w2's operations.
-            m.d.sync += [hits[0].eq(p4_writes & (p4.vaddr == p2.vaddr)),
-                         hits[1].eq(w_en[0] & (w_addr[0] == p2.vaddr)),
-                         hits[2].eq(w_en[1] & (w_addr[1] == p2.vaddr)),
-                         fwd1.eq(p4_writes & (p4.vaddr == p3.vaddr))]
+            # After this step, P3b holds P3's operation, and w1..w4 the updates of P4's and of
+            # w1's to w3's operations.
+            m.d.sync += hits[0].eq(p4_writes & (p4.vaddr == p3.vaddr))
+            m.d.sync += [hits[k + 1].eq(w_en[k] & (w_addr[k] == p3.vaddr))
+                         for k in range(n_w - 1)]
             m.d.sync += v_q.eq(v_q_next)
         with m.If(latch):
             m.d.sync += [en.eq(0) for en in w_en]
-        # The compares are made against both candidates, `w1` and `v_q`, and `fwd1` chooses
-        # after them (it reaches every bit of the word: off the compares' paths).
-        def update(tap, fresh, new, from_w1, from_q):
-            """The partial maximum after ``new`` (the compare with the forwarded word or the
-            read one, chosen by fwd1 after the compares)."""
-            old = Mux(fwd1, from_w1, from_q)
-            greater = Mux(fwd1, new > from_w1, new > from_q)
-            return Mux(tap & (fresh | greater), new, old)
+        def update(tap, fresh, new, old):
+            """The partial maximum after ``new``."""
+            return Mux(tap & (fresh | (new > old)), new, old)
 
         for j in range(slots):
             for lane in range(lanes):
                 m.d.comb += v_new[j][lane].eq(update(p4.v_tap[j], p4.v_fresh[j], p4_hv[lane],
-                                                     w1[j][lane], v_q[j][lane]))
+                                                     v_q[j][lane]))
         m.d.comb += [
             vmem.w_addr.eq(w1_addr), vmem.w_data.eq(w1),
             vmem.w_en.eq(w1_new & w1_en),
@@ -670,21 +675,20 @@ class MaxPool(wiring.Component):
         p4_emit = Signal()
         m.d.comb += p4_emit.eq(p4_valid & p4.v_emit)
         # The emitted window's result: the same value as v_new's slot, from its slot's old
-        # words and flags chosen a step ahead, as P4 is loaded (the slot multiplexer off the
+        # word and flags chosen a step ahead, as P4 is loaded (the slot multiplexer off the
         # compares' paths, and no select line fanning out before them).
         result = Signal(lane_vec)
-        slot_w1, slot_q = Signal(lane_vec), Signal(lane_vec)
+        slot_q = Signal(lane_vec)
         slot_tap, slot_fresh = Signal(), Signal()
         with m.If(adv):
             m.d.sync += [
-                slot_w1.eq(_select(p3.v_slot, [v_new[j] for j in range(slots)])),
-                slot_q.eq(_select(p3.v_slot, [v_q_next[j] for j in range(slots)])),
-                slot_tap.eq(_select(p3.v_slot, [p3.v_tap[j] for j in range(slots)])),
-                slot_fresh.eq(_select(p3.v_slot, [p3.v_fresh[j] for j in range(slots)])),
+                slot_q.eq(_select(p3b.v_slot, [v_q_next[j] for j in range(slots)])),
+                slot_tap.eq(_select(p3b.v_slot, [p3b.v_tap[j] for j in range(slots)])),
+                slot_fresh.eq(_select(p3b.v_slot, [p3b.v_fresh[j] for j in range(slots)])),
             ]
         for lane in range(lanes):
             m.d.comb += result[lane].eq(update(slot_tap, slot_fresh, p4_hv[lane],
-                                               slot_w1[lane], slot_q[lane]))
+                                               slot_q[lane]))
         # The output: two registers written and read in turn. The pipeline advances while
         # they are not both full (`adv` a register: the output's ready reaches no enable), and
         # a result goes into its register with no multiplexer in front.
@@ -717,7 +721,7 @@ class MaxPool(wiring.Component):
         # --- sequencer ----------------------------------------------------------------------
         final_in = Signal()
         m.d.comb += final_in.eq(ha.at_end & va.at_end & g_last)
-        pipe_empty = ~p1_valid & ~p2_valid & ~p3_valid & ~p4_valid & ~out_valid
+        pipe_empty = ~p1_valid & ~p2_valid & ~p3_valid & ~p3b_valid & ~p4_valid & ~out_valid
 
         # Whether an axis has an open window after the head one, registered (the axes hold
         # still in the cycle before ROW_END reads them; the vertical one through a row).
@@ -800,13 +804,16 @@ class MaxPool(wiring.Component):
         with m.Elif(state == _State.ROW_END):
             # A cycle between a row's last operation and the decisions that end it, which
             # read only registers here (`h_more`, `v_more`, `va.at_end`): not the input's
-            # handshake, not the slot multiplexers of the axes.
-            with m.If(h_more):
-                m.d.comb += ha.retire.eq(1)
-                m.d.sync += state.eq(_State.HFLUSH)
-            with m.Else():
-                m.d.sync += state.eq(_State.IN)
-                row_done()
+            # handshake, not the slot multiplexers of the axes. It ends only as the pipeline
+            # moves, so that a bubble enters P1 between the rows' operations (the vertical
+            # update needs its word's last writer at least two places ahead, see P3b).
+            with m.If(adv):
+                with m.If(h_more):
+                    m.d.comb += ha.retire.eq(1)
+                    m.d.sync += state.eq(_State.HFLUSH)
+                with m.Else():
+                    m.d.sync += state.eq(_State.IN)
+                    row_done()
         with m.Elif(state == _State.VFLUSH):
             # Rows that end on the last input row after the oldest one: one op per word.
             m.d.comb += [op_kind.eq(OP_VFLUSH), fire.eq(adv)]
