@@ -478,8 +478,11 @@ class WindowGenerator(wiring.Component):
                        for j in range(simd)]
             init_kc = [reg(f"init_kc{j}", Mux(init_cc[j], init[j].kx >= kx_thr1,
                                               init[j].kx >= kx_thr0)) for j in range(simd)]
-            init_cc2 = [reg(f"init_cc2{j}", init[j].c + Mux(init_cc[j], c_inc[1], c_inc[0])
-                            >= c_thr) for j in range(simd)]
+            # (The channel after the first step registered first: one adder, then one
+            # comparison, a level each.)
+            init_c1 = [reg(f"init_c1_{j}", init[j].c + Mux(init_cc[j], c_inc[1], c_inc[0]),
+                           signed(cbits.width + 2)) for j in range(simd)]
+            init_cc2 = [reg(f"init_cc2{j}", init_c1[j] >= c_thr) for j in range(simd)]
         init_now = Signal()                 # registered: the last setup cycle
         m.d.sync += init_now.eq((setup == 2) & ~self.start)
 
