@@ -734,49 +734,26 @@ class MaxPool(wiring.Component):
                     m.d.comb += va.retire.eq(1)
                     f_clear()
                     g_clear()
-                    m.d.sync += state.eq(_State.VFLUSH)
+                    goto(_State.VFLUSH)
                 with m.Else():
-                    m.d.sync += state.eq(_State.DRAIN)
+                    goto(_State.DRAIN)
             with m.Else():
                 m.d.comb += [va.step.eq(1), ha.restore.eq(1)]
                 h_clear()
 
         state = Signal(range(max(_State) + 1), init=_State.IDLE)
-        with m.If(state == _State.IDLE):
-            with m.If(self.start):
-                m.d.comb += latch.eq(1)
-                m.d.sync += [busy.eq(1), done.eq(0), error_q.eq(0), last_error.eq(0),
-                             setup_count.eq(SETUP_LEVELS)]
-                m.d.sync += state.eq(_State.SETUP)
-        with m.Elif(state == _State.SETUP):
-            m.d.sync += setup_count.eq(setup_count - 1)
-            with m.If(is_zero(setup_count)):
-                with m.If(check_code != PoolError.NONE):
-                    m.d.sync += [error_q.eq(check_code), busy.eq(0), done.eq(1)]
-                    m.d.sync += state.eq(_State.IDLE)
-                with m.Else():
-                    m.d.comb += [ha.init.eq(1), va.init.eq(1)]
-                    m.d.sync += state.eq(_State.PREROLL)
-        with m.Elif(state == _State.PREROLL):
-            # Step both axes from -pad_begin to position 0, then check the open windows.
-            m.d.comb += [ha.step.eq(ha.pos < 0), va.step.eq(va.pos < 0)]
-            m.d.sync += settled.eq((ha.pos >= 0) & (va.pos >= 0))
-            with m.If(settled):
-                m.d.sync += settled.eq(0)
-                with m.If(empty):
-                    m.d.sync += [error_q.eq(PoolError.EMPTY_WINDOW), busy.eq(0),
-                                 done.eq(1)]
-                    m.d.sync += state.eq(_State.IDLE)
-                with m.Else():
-                    m.d.comb += ha.save.eq(1)
-                    m.d.sync += running.eq(1)
-                    f_clear()
-                    g_clear()
-                    h_clear()
-                    m.d.sync += state.eq(_State.IN)
-        with m.Elif(state == _State.IN):
-            m.d.comb += [op_kind.eq(OP_IN), self.i.ready.eq(adv),
-                         fire.eq(adv & self.i.valid)]
+        in_state = Signal(name="in_state")              # state == IN, a register
+
+        def goto(next_state):
+            m.d.sync += [state.eq(next_state), in_state.eq(next_state == _State.IN)]
+
+        # IN first, on a register of its own: the input's handshake (`fire`) is a gate on
+        # registers, and it reaches the axes' enables through no state decoding. (The input's
+        # ready is assigned outside any condition: Icarus would leave a conditional one X
+        # until the condition's inputs change, see _State.)
+        m.d.comb += self.i.ready.eq(in_state & adv)
+        with m.If(in_state):
+            m.d.comb += [op_kind.eq(OP_IN), fire.eq(adv & self.i.valid)]
             with m.If(fire):
                 with m.If(self.i.payload.last != final_in):
                     m.d.sync += last_error.eq(1)
@@ -787,9 +764,41 @@ class MaxPool(wiring.Component):
                     with m.If(ha.at_end):
                         with m.If(final_in):
                             m.d.sync += running.eq(0)
-                        m.d.sync += state.eq(_State.ROW_END)
+                        goto(_State.ROW_END)
                     with m.Else():
                         m.d.comb += ha.step.eq(1)
+        with m.Elif(state == _State.IDLE):
+            with m.If(self.start):
+                m.d.comb += latch.eq(1)
+                m.d.sync += [busy.eq(1), done.eq(0), error_q.eq(0), last_error.eq(0),
+                             setup_count.eq(SETUP_LEVELS)]
+                goto(_State.SETUP)
+        with m.Elif(state == _State.SETUP):
+            m.d.sync += setup_count.eq(setup_count - 1)
+            with m.If(is_zero(setup_count)):
+                with m.If(check_code != PoolError.NONE):
+                    m.d.sync += [error_q.eq(check_code), busy.eq(0), done.eq(1)]
+                    goto(_State.IDLE)
+                with m.Else():
+                    m.d.comb += [ha.init.eq(1), va.init.eq(1)]
+                    goto(_State.PREROLL)
+        with m.Elif(state == _State.PREROLL):
+            # Step both axes from -pad_begin to position 0, then check the open windows.
+            m.d.comb += [ha.step.eq(ha.pos < 0), va.step.eq(va.pos < 0)]
+            m.d.sync += settled.eq((ha.pos >= 0) & (va.pos >= 0))
+            with m.If(settled):
+                m.d.sync += settled.eq(0)
+                with m.If(empty):
+                    m.d.sync += [error_q.eq(PoolError.EMPTY_WINDOW), busy.eq(0),
+                                 done.eq(1)]
+                    goto(_State.IDLE)
+                with m.Else():
+                    m.d.comb += ha.save.eq(1)
+                    m.d.sync += running.eq(1)
+                    f_clear()
+                    g_clear()
+                    h_clear()
+                    goto(_State.IN)
         with m.Elif(state == _State.HFLUSH):
             # Windows that end on the last column after the oldest one: one op per group.
             m.d.comb += [op_kind.eq(OP_HFLUSH), fire.eq(adv)]
@@ -800,7 +809,7 @@ class MaxPool(wiring.Component):
                     with m.If(ha.more):
                         m.d.comb += ha.retire.eq(1)
                     with m.Else():
-                        m.d.sync += state.eq(_State.ROW_END)
+                        goto(_State.ROW_END)
         with m.Elif(state == _State.ROW_END):
             # A cycle between a row's last operation and the decisions that end it, which
             # read only registers here (`h_more`, `v_more`, `va.at_end`): not the input's
@@ -810,9 +819,9 @@ class MaxPool(wiring.Component):
             with m.If(adv):
                 with m.If(h_more):
                     m.d.comb += ha.retire.eq(1)
-                    m.d.sync += state.eq(_State.HFLUSH)
+                    goto(_State.HFLUSH)
                 with m.Else():
-                    m.d.sync += state.eq(_State.IN)
+                    goto(_State.IN)
                     row_done()
         with m.Elif(state == _State.VFLUSH):
             # Rows that end on the last input row after the oldest one: one op per word.
@@ -826,11 +835,11 @@ class MaxPool(wiring.Component):
                     with m.If(va.more):
                         m.d.comb += va.retire.eq(1)
                     with m.Else():
-                        m.d.sync += state.eq(_State.DRAIN)
+                        goto(_State.DRAIN)
         with m.Elif(state == _State.DRAIN):
             with m.If(pipe_empty):
                 m.d.sync += [busy.eq(0), done.eq(1)]
-                m.d.sync += state.eq(_State.IDLE)
+                goto(_State.IDLE)
         return m
 
     def _elaborate_absent(self):

