@@ -331,7 +331,8 @@ class ConvEngine(wiring.Component):
         m.d.comb += [fused_n.eq(cn["pool_mode"] == PoolMode.FUSED),
                      alone_n.eq(cn["pool_mode"] == PoolMode.ALONE)]
         dn, steps = self._derive(m, cn, alone_n)
-        range_error, late_error = self._check(m, cn, dn, fused_n, alone_n)
+        (range_error, range_refused), (late_error, late_refused) = self._check(
+            m, cn, dn, fused_n, alone_n)
 
         take = Signal()                 # the next set becomes the active one
         if self.queued_starts:
@@ -553,10 +554,10 @@ class ConvEngine(wiring.Component):
                 # one is registered in CHECKED and read in VERIFY.
                 m.next = "VERIFY"
             with m.State("VERIFY"):
-                with m.If(range_error != EngineError.NONE):
+                with m.If(range_refused):
                     m.d.sync += setup_error.eq(range_error)
                     m.next = "REFUSED"
-                with m.Elif(late_error != EngineError.NONE):
+                with m.Elif(late_refused):
                     m.d.sync += setup_error.eq(late_error)
                     m.next = "REFUSED"
                 with m.Elif(fused_n if self.pool_window_slots else Const(0)):
@@ -815,19 +816,23 @@ class ConvEngine(wiring.Component):
         # multipliers or to m_axis. Iterative requantizers (small devices) read their
         # operands over several cycles and take them with the last (the head, its constants
         # and its partial sum hold until popped): there only the sums are registered, every
-        # cycle, and valid the cycle after the head came and was not popped (a word at most
-        # every other cycle, which those requantizers never reach).
+        # cycle, in two steps (the bias, then the partial sum: one adder a cycle), and valid
+        # two cycles after the head came and was not popped (a word at most every third
+        # cycle, which those requantizers never reach).
         chan = params.chan_data
         head = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
                                   "chan": chan.shape(), "final": 1})
         h = Signal(head, name="head")
         h_valid, h_taken = Signal(), Signal()
-        sums = [fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
-                + psum.word_select(p, ACC_WIDTH).as_signed() for p in range(pe)]
         if self.requant_iterative:
+            biased_acc = [Signal(signed(ACC_WIDTH), name=f"head_biased{p}") for p in range(pe)]
             head_sums = [Signal(signed(ACC_WIDTH), name=f"head_sum{p}") for p in range(pe)]
-            m.d.sync += [h_valid.eq(head_valid & ~pop),
-                         *(q.eq(v) for q, v in zip(head_sums, sums))]
+            h_valid1 = Signal()                 # `biased_acc` holds the head's
+            m.d.sync += [h_valid1.eq(head_valid & ~pop), h_valid.eq(head_valid & ~pop & h_valid1),
+                         *(q.eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias)
+                           for p, q in enumerate(biased_acc)),
+                         *(q.eq(b + psum.word_select(p, ACC_WIDTH).as_signed())
+                           for p, (q, b) in enumerate(zip(head_sums, biased_acc)))]
             m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), pop.eq(h_taken),
                          *(h.acc[p].eq(head_sums[p]) for p in range(pe))]
         else:
@@ -835,6 +840,8 @@ class ConvEngine(wiring.Component):
             # is empty (a register), so that the pop, and the FIFO's pointers, the credits and
             # the constants' read address after it, read no handshake of the requantizers or
             # of m_axis. The head loads from the skid first; one word a cycle either way.
+            sums = [fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
+                    + psum.word_select(p, ACC_WIDTH).as_signed() for p in range(pe)]
             fresh_head = Signal(head, name="head_next")
             m.d.comb += [fresh_head.chan.eq(chan), fresh_head.final.eq(fifo_final),
                          *(fresh_head.acc[p].eq(sums[p]) for p in range(pe))]
@@ -1118,9 +1125,11 @@ class ConvEngine(wiring.Component):
         return d, steps
 
     def _check(self, m, c, d, fused, alone):
-        """``(range_error, late_error)``: the first violated limit (EngineError) among the
-        checks of the configuration alone, and among those of the derived constants, each
-        valid two cycles after its inputs (each test registered, then the first failing one).
+        """``((range_error, range_refused), (late_error, late_refused))``: the first
+        violated limit (EngineError) among the checks of the configuration alone, and among
+        those of the derived constants, each valid two cycles after its inputs (each test
+        registered, then the first failing one), with a register that is high when it is not
+        ``NONE``.
         When the pool runs ``alone`` the conv
         settings are ignored (the pool unit checks its own). The checks are those of
         :data:`rtl.limits.ENGINE_REFUSALS`."""
@@ -1139,12 +1148,15 @@ class ConvEngine(wiring.Component):
                           for (code, bad), (_, other)
                           in zip(checks, stage_checks(ENGINE_REFUSALS, stage, plain, gate=conv))]
             code = Const(EngineError.NONE, ERROR_WIDTH)
+            flags = []
             for value, bad in reversed(checks):
                 flag = Signal(name=f"bad_{EngineError(value).name.lower()}")
                 m.d.sync += flag.eq(bad)
                 code = Mux(flag, value, code)
-            sig = Signal(code_width(value for value, _ in checks))
-            m.d.sync += sig.eq(code)
-            return sig
+                flags.append(flag)
+            sig = Signal(code_width(value for value, _ in checks), name=f"{stage}_error")
+            refused = Signal(name=f"{stage}_refused")       # sig != NONE, a register
+            m.d.sync += [sig.eq(code), refused.eq(Cat(*flags).any())]
+            return sig, refused
 
         return first("range"), first("derived")
