@@ -811,7 +811,7 @@ class ConvEngine(wiring.Component):
             m.d.sync += [chan_rd.eq(chan_base), chan_held.eq(0)]
         # The FIFO head, its bias and partial sum added, waits with its channel constants in
         # a register stage (loaded whenever it is empty or being taken: one word a cycle; a
-        # skid register behind it, below), so
+        # register stage `pre` before it and a skid register behind it, below), so
         # that no path runs from the FIFO's memory through the adders to the requantizers'
         # multipliers or to m_axis. Iterative requantizers (small devices) read their
         # operands over several cycles and take them with the last (the head, its constants
@@ -836,22 +836,39 @@ class ConvEngine(wiring.Component):
             m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), pop.eq(h_taken),
                          *(h.acc[p].eq(head_sums[p]) for p in range(pe))]
         else:
-            # Behind the head stage a skid register (`skid`): the FIFO pops whenever the skid
-            # is empty (a register), so that the pop, and the FIFO's pointers, the credits and
-            # the constants' read address after it, read no handshake of the requantizers or
-            # of m_axis. The head loads from the skid first; one word a cycle either way.
-            sums = [fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
-                    + psum.word_select(p, ACC_WIDTH).as_signed() for p in range(pe)]
+            # The popped word first enters `pre` with its bias added and its partial sum
+            # (zero unless QUANT.acc_in) beside it: one adder, and the mode's one register
+            # reaches only the partial sum's register inputs. From `pre` the partial sum is
+            # added (one adder) into the head stage, behind which a skid register (`skid`)
+            # waits: `pre` moves on whenever the skid is empty, and the FIFO pops whenever
+            # `pre` is empty or moves on (registers), so that the pop, and the FIFO's
+            # pointers, the credits and the constants' read address after it, read no
+            # handshake of the requantizers or of m_axis. The head loads from the skid first;
+            # one word a cycle throughout.
+            pre_layout = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
+                                            "psum": data.ArrayLayout(signed(ACC_WIDTH), pe),
+                                            "chan": chan.shape(), "final": 1})
+            pre, pre_valid = Signal(pre_layout, name="pre"), Signal()
+            fresh_pre = Signal(pre_layout, name="pre_next")
+            m.d.comb += [fresh_pre.chan.eq(chan), fresh_pre.final.eq(fifo_final),
+                         *(fresh_pre.acc[p].eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed()
+                                               + chan[p].bias) for p in range(pe)),
+                         *(fresh_pre.psum[p].eq(psum.word_select(p, ACC_WIDTH))
+                           for p in range(pe))]
             fresh_head = Signal(head, name="head_next")
-            m.d.comb += [fresh_head.chan.eq(chan), fresh_head.final.eq(fifo_final),
-                         *(fresh_head.acc[p].eq(sums[p]) for p in range(pe))]
+            m.d.comb += [fresh_head.chan.eq(pre.chan), fresh_head.final.eq(pre.final),
+                         *(fresh_head.acc[p].eq(pre.acc[p] + pre.psum[p]) for p in range(pe))]
             skid, skid_valid = Signal(head, name="skid"), Signal()
-            m.d.comb += pop.eq(head_valid & ~skid_valid)
+            pre_take = Signal()
+            m.d.comb += [pre_take.eq(pre_valid & ~skid_valid),
+                         pop.eq(head_valid & (~pre_valid | ~skid_valid))]
+            with m.If(~pre_valid | pre_take):
+                m.d.sync += [pre.eq(fresh_pre), pre_valid.eq(pop)]
             with m.If(~h_valid | h_taken):
                 m.d.sync += [h.eq(Mux(skid_valid, skid, fresh_head)),
-                             h_valid.eq(skid_valid | pop), skid_valid.eq(0)]
+                             h_valid.eq(skid_valid | pre_take), skid_valid.eq(0)]
             with m.Elif(~skid_valid):
-                m.d.sync += [skid.eq(fresh_head), skid_valid.eq(pop)]
+                m.d.sync += [skid.eq(fresh_head), skid_valid.eq(pre_take)]
         biased = [h.acc[p] for p in range(pe)]
 
         # --- output: requantized or raw ------------------------------------------------------
