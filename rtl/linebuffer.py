@@ -382,12 +382,6 @@ class WindowGenerator(wiring.Component):
             inc_tap = reg("inc_tap", carry_c + simd, index)
             # (Two levels, as `first_col_end`: one adder after a register.)
             inc_tap_row = reg("inc_tap_row", inc_tap + reg("carry_k", carry_k, index), index)
-            # For the carries looked ahead a step (below): the thresholds one step back, and
-            # the carries of a window's first step.
-            c_last_m = reg("c_last_m", c_last - simd, signed(g.pixel_bytes.shape().width + 1))
-            kw_last_m1 = reg("kw_last_m1", kw_last - 1, signed(count.width + 1))
-            c_first = reg("c_first", c_last == 0)
-            kw_first = reg("kw_first", kw_last == 0)
 
         # --- the walker: the first SIMD positions of a window, one a cycle -----------------
         # A lane past the window's last position has ky up to Kh + SIMD.
@@ -503,8 +497,6 @@ class WindowGenerator(wiring.Component):
         layer_done = Signal()               # `adv` on the layer's last operation
 
         lanes = [Signal(lane_layout, name=f"lane{j}") for j in range(nlanes)]
-        if not self.packing:    # the carries of lane 0's next step, registers
-            plain_cc, plain_kc = Signal(name="lane0_cc"), Signal(name="lane0_kc")
         if self.packing:        # the carries of each lane's next step (see above)
             lane_cc = [Signal(name=f"lane{j}_cc") for j in range(simd)]
             lane_cc2 = [Signal(name=f"lane{j}_cc2") for j in range(simd)]
@@ -530,8 +522,7 @@ class WindowGenerator(wiring.Component):
                 m.d.sync += [lane_cc2[j].eq(init_cc2[j]) for j in range(simd)]
                 m.d.sync += [lane_kc[j].eq(init_kc[j]) for j in range(simd)]
             else:       # plain format: lane 0 at the window's first position, all zero
-                m.d.sync += [lanes[0].eq(0), plain_cc.eq(c_first),
-                             plain_kc.eq(c_first & kw_first)]
+                m.d.sync += lanes[0].eq(0)
 
         # The loop levels that move on with this operation, each one AND of registers (flat
         # enables, not a chain of nested conditions).
@@ -571,16 +562,13 @@ class WindowGenerator(wiring.Component):
                         lane.xo.eq(lane.xo + choose(xo_inc)),
                     ]
             else:
-                # Plain format: the same steps, the carries (the last word of a pixel, the
-                # last tap of a row) registers looked ahead a step, from equalities of the
-                # lane's registers with per-layer ones, and the byte offset's three possible
-                # increments precomputed: one adder deep.
+                # Plain format: the same steps with the carries as equalities on
+                # registers (the last word of a pixel, the last tap of a row) and the
+                # byte offset's three possible increments precomputed: one adder deep.
                 lane = lanes[0]
-                cc, kc = plain_cc, plain_kc
-                cc_next = Mux(cc, c_first, lane.c == c_last_m)
-                kx_last_next = Mux(kc, kw_first,
-                                   Mux(cc, lane.kx == kw_last_m1, lane.kx == kw_last))
-                m.d.sync += [cc.eq(cc_next), kc.eq(cc_next & kx_last_next),
+                cc = lane.c == c_last
+                kc = cc & (lane.kx == kw_last)
+                m.d.sync += [
                     lane.c.eq(Mux(cc, 0, lane.c + simd)),
                     lane.kx.eq(Mux(kc, 0, lane.kx + cc)),
                     lane.ky.eq(lane.ky + kc),
