@@ -816,23 +816,19 @@ class ConvEngine(wiring.Component):
         # multipliers or to m_axis. Iterative requantizers (small devices) read their
         # operands over several cycles and take them with the last (the head, its constants
         # and its partial sum hold until popped): there only the sums are registered, every
-        # cycle, in two steps (the bias, then the partial sum: one adder a cycle), and valid
-        # two cycles after the head came and was not popped (a word at most every third
-        # cycle, which those requantizers never reach).
+        # cycle, and valid the cycle after the head came and was not popped (a word at most
+        # every other cycle, which those requantizers never reach).
         chan = params.chan_data
         head = data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), pe),
                                   "chan": chan.shape(), "final": 1})
         h = Signal(head, name="head")
         h_valid, h_taken = Signal(), Signal()
         if self.requant_iterative:
-            biased_acc = [Signal(signed(ACC_WIDTH), name=f"head_biased{p}") for p in range(pe)]
             head_sums = [Signal(signed(ACC_WIDTH), name=f"head_sum{p}") for p in range(pe)]
-            h_valid1 = Signal()                 # `biased_acc` holds the head's
-            m.d.sync += [h_valid1.eq(head_valid & ~pop), h_valid.eq(head_valid & ~pop & h_valid1),
-                         *(q.eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias)
-                           for p, q in enumerate(biased_acc)),
-                         *(q.eq(b + psum.word_select(p, ACC_WIDTH).as_signed())
-                           for p, (q, b) in enumerate(zip(head_sums, biased_acc)))]
+            m.d.sync += [h_valid.eq(head_valid & ~pop),
+                         *(q.eq(fifo_acc.word_select(p, ACC_WIDTH).as_signed() + chan[p].bias
+                                + psum.word_select(p, ACC_WIDTH).as_signed())
+                           for p, q in enumerate(head_sums))]
             m.d.comb += [h.chan.eq(chan), h.final.eq(fifo_final), pop.eq(h_taken),
                          *(h.acc[p].eq(head_sums[p]) for p in range(pe))]
         else:
