@@ -24,12 +24,11 @@ Usage inside a top-level component (the engine)::
 Bus behaviour:
 
 - AW and W are accepted independently, in either order or together; the write happens once
-  both are held (the address decoded into registered word flags as AW is accepted) and its
-  response is queued for B, two responses at most: a write waits for room in that queue, not
-  for ``bready``. Two reads are in flight at a time: RDATA comes two cycles after the address
-  (decoded into registered word flags, then the data selected by them). Back-to-back
-  transactions run at one per cycle when the manager keeps B and R ready (``arready`` depends
-  combinationally on ``rready``; no ready depends on a valid).
+  both are held, and its response is then offered on B. One write is in flight at a time, and
+  two reads: RDATA comes two cycles after the address (the address is decoded into registered
+  word flags, then the data selected by them). Back-to-back transactions run at one per cycle
+  when the manager keeps B and R ready (``awready``/``wready`` depend combinationally on
+  ``bready``, ``arready`` on ``rready``; no ready depends on a valid).
 - ``wstrb`` selects the bytes written; bytes not strobed keep their value (``rw``, ``wo``),
   do not pulse (``w1p``) and do not clear (``w1c``).
 - The response is OKAY for every mapped word, including writes to read-only bits (ignored),
@@ -60,9 +59,8 @@ so that a field sized for the largest legal value still reads above it after an 
 written by the bus (any byte of the field strobed) first appears on ``regs.fields[name]``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from rtl.regmap import BYTE, RegisterMap
@@ -261,46 +259,36 @@ class AXI4LiteRegisters(wiring.Component):
                 m.d.sync += self.written[field.name].eq(0)
 
         # --- write channel: hold AW and W independently, commit when both are held --------
-        # The commit reads registers only (the held flags, the response queue's room), and
-        # the held address is a registered flag per word: a field's write enable is two
-        # gates on registers.
         aw_full = Signal()
-        aw_word = {}                                    # word offset -> its flag, registered
+        aw_addr = Signal.like(bus.awaddr, name="aw_addr")
         w_full = Signal()
         w_data = Signal.like(bus.wdata, name="w_data")
         w_strb = Signal.like(bus.wstrb, name="w_strb")
         commit = Signal()
-        m.submodules.b_queue = b_queue = SyncFIFO(width=RESP_WIDTH, depth=2)
         m.d.comb += [
-            commit.eq(aw_full & w_full & b_queue.w_rdy),
+            commit.eq(aw_full & w_full & (~bus.bvalid | bus.bready)),
             bus.awready.eq(~aw_full | commit),
             bus.wready.eq(~w_full | commit),
-            b_queue.w_en.eq(commit),
-            bus.bvalid.eq(b_queue.r_rdy), bus.bresp.eq(b_queue.r_data),
-            b_queue.r_en.eq(bus.bready),
         ]
+        with m.If(bus.bvalid & bus.bready):
+            m.d.sync += bus.bvalid.eq(0)
         with m.If(commit):
-            m.d.sync += [aw_full.eq(0), w_full.eq(0)]
-        aw_take = bus.awvalid & bus.awready
-        with m.If(aw_take):
-            m.d.sync += aw_full.eq(1)
+            m.d.sync += [aw_full.eq(0), w_full.eq(0), bus.bvalid.eq(1)]
+        with m.If(bus.awvalid & bus.awready):
+            m.d.sync += [aw_full.eq(1), aw_addr.eq(bus.awaddr)]
         with m.If(bus.wvalid & bus.wready):
             m.d.sync += [w_full.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
 
-        def word_flag(offset):
-            if offset not in aw_word:
-                flag = Signal(name=f"aw_word_{offset:x}")
-                with m.If(aw_take):
-                    m.d.sync += flag.eq(bus.awaddr[word_shift:] == offset >> word_shift)
-                aw_word[offset] = flag
-            return aw_word[offset]
-
+        w_word = aw_addr[word_shift:]
+        w_hit_any = Signal()
         clears = {f.name: Signal(f.width, name=f"{f.name}_clr")
                   for f in regmap.fields if f.access == "w1c"}
+        hits = []
         for reg in regmap.registers:
             for index, offset in enumerate(reg.word_offsets):
                 hit = Signal(name=f"w_hit_{reg.name}_{index}")
-                m.d.comb += hit.eq(commit & word_flag(offset))
+                m.d.comb += hit.eq(commit & (w_word == offset >> word_shift))
+                hits.append(hit)
                 lo_word = index * dw
                 for field in reg.fields:
                     if field.access == "ro":
@@ -325,7 +313,11 @@ class AXI4LiteRegisters(wiring.Component):
                     if touched and field.name in self.written.signature.members:
                         with m.If(hit & Cat(*touched).any()):
                             m.d.sync += self.written[field.name].eq(1)
-        m.d.comb += b_queue.w_data.eq(Mux(Cat(*aw_word.values()).any(), OKAY, SLVERR))
+        m.d.comb += w_hit_any.eq(Cat(*hits).any())
+        with m.If(commit):
+            m.d.sync += bus.bresp.eq(OKAY)
+            with m.If(~w_hit_any):
+                m.d.sync += bus.bresp.eq(SLVERR)
         for field in regmap.fields:
             if field.access == "w1c":
                 q = state[field.name]

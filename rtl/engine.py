@@ -331,8 +331,7 @@ class ConvEngine(wiring.Component):
         m.d.comb += [fused_n.eq(cn["pool_mode"] == PoolMode.FUSED),
                      alone_n.eq(cn["pool_mode"] == PoolMode.ALONE)]
         dn, steps = self._derive(m, cn, alone_n)
-        (range_error, range_refused), (late_error, late_refused) = self._check(
-            m, cn, dn, fused_n, alone_n)
+        range_error, late_error = self._check(m, cn, dn, fused_n, alone_n)
 
         take = Signal()                 # the next set becomes the active one
         if self.queued_starts:
@@ -554,10 +553,10 @@ class ConvEngine(wiring.Component):
                 # one is registered in CHECKED and read in VERIFY.
                 m.next = "VERIFY"
             with m.State("VERIFY"):
-                with m.If(range_refused):
+                with m.If(range_error != EngineError.NONE):
                     m.d.sync += setup_error.eq(range_error)
                     m.next = "REFUSED"
-                with m.Elif(late_refused):
+                with m.Elif(late_error != EngineError.NONE):
                     m.d.sync += setup_error.eq(late_error)
                     m.next = "REFUSED"
                 with m.Elif(fused_n if self.pool_window_slots else Const(0)):
@@ -1138,11 +1137,9 @@ class ConvEngine(wiring.Component):
         return d, steps
 
     def _check(self, m, c, d, fused, alone):
-        """``((range_error, range_refused), (late_error, late_refused))``: the first
-        violated limit (EngineError) among the checks of the configuration alone, and among
-        those of the derived constants, each valid two cycles after its inputs (each test
-        registered, then the first failing one), with a register that is high when it is not
-        ``NONE``.
+        """``(range_error, late_error)``: the first violated limit (EngineError) among the
+        checks of the configuration alone, and among those of the derived constants, each
+        valid two cycles after its inputs (each test registered, then the first failing one).
         When the pool runs ``alone`` the conv
         settings are ignored (the pool unit checks its own). The checks are those of
         :data:`rtl.limits.ENGINE_REFUSALS`."""
@@ -1161,15 +1158,12 @@ class ConvEngine(wiring.Component):
                           for (code, bad), (_, other)
                           in zip(checks, stage_checks(ENGINE_REFUSALS, stage, plain, gate=conv))]
             code = Const(EngineError.NONE, ERROR_WIDTH)
-            flags = []
             for value, bad in reversed(checks):
                 flag = Signal(name=f"bad_{EngineError(value).name.lower()}")
                 m.d.sync += flag.eq(bad)
                 code = Mux(flag, value, code)
-                flags.append(flag)
-            sig = Signal(code_width(value for value, _ in checks), name=f"{stage}_error")
-            refused = Signal(name=f"{stage}_refused")       # sig != NONE, a register
-            m.d.sync += [sig.eq(code), refused.eq(Cat(*flags).any())]
-            return sig, refused
+            sig = Signal(code_width(value for value, _ in checks))
+            m.d.sync += sig.eq(code)
+            return sig
 
         return first("range"), first("derived")

@@ -203,7 +203,8 @@ ENGINE_REFUSALS = (
             "pads {pad_top}, {pad_left}, {pad_bottom}, {pad_right} (top, left, bottom, right) "
             "are not smaller than the kernel"),
     Refusal("NO_OUTPUT", 7, "derived",
-            lambda v: (v.x_limit < -v.pad_left) | (v.y_limit < -v.pad_top),
+            lambda v: (v.in_width + v.pad_left + v.pad_right < v.keff_w)
+            | (v.in_height + v.pad_top + v.pad_bottom < v.keff_h),
             "the padded input is smaller than the effective kernel",
             "the padded input is smaller than the kernel"),
     Refusal("PACK_ALIGN", 14, "derived",
@@ -489,9 +490,7 @@ def derive(v) -> dict:
     """The engine's derived constants of a configuration (what ``ConvEngine`` computes after
     the range checks): effective kernels, output-channel groups (channel-constant words), the
     pixel and row pitches of the input stream (:mod:`rtl.linebuffer`), operations per window,
-    weight words, line-buffer span and the last window origins (``x_limit``, ``y_limit``: the
-    padded input is at least the effective kernel iff ``x_limit >= -pad_left``, one compare of
-    registers in the engine)."""
+    weight words and line-buffer span."""
     keff_h = (v.kernel_h - 1) * v.dilation_h + 1
     keff_w = (v.kernel_w - 1) * v.dilation_w + 1
     cin_groups = -(-v.in_channels // v.simd)
@@ -506,8 +505,6 @@ def derive(v) -> dict:
                 w_cp=w_cp, row_bytes=row_bytes, ops=ops, col_step=col_step,
                 kw_col_step=v.kernel_w * col_step, row_step=v.dilation_h * row_bytes,
                 weight_words=cout_groups * ops,
-                x_limit=v.in_width + v.pad_right - keff_w,
-                y_limit=v.in_height + v.pad_bottom - keff_h,
                 span=-(-span_bytes // v.simd) + v.pack)
 
 
