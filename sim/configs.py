@@ -222,6 +222,11 @@ register(_engine("large", "conv engine, 128 MACs (SIMD 16 x PE 8) for an ECP5 LF
                  ENGINE_LARGE, {"ecp5": 150.0, "ice40": 40.0},
                  device_params={"ecp5": ECP5_PRIMITIVES}))
 register(Config(
+    name="dma", summary="the default engine behind its DMA front end and layer queue "
+                        "(AXI4 manager to memory, 64-bit; AXI4-Lite registers; irq)",
+    module="rtl.dma_engine", cls="DmaEngine", params={"bus_width": 64},
+    toplevel="convcore_dma", macs_per_cycle=_macs(ENGINE_DEFAULTS)))
+register(Config(
     name="requantize", summary="requantize unit (int32 -> int8/uint8) with AXI-Stream ports",
     module="rtl.requantize", cls="RequantizeAxis", toplevel="convcore_requantize",
     params={"acc_width": 32, "mult_width": 31, "shift_width": 6, "out_width": 8},
