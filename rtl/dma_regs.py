@@ -10,6 +10,9 @@ A **descriptor** is :data:`DESC_WORDS` little-endian 32-bit words in memory (:da
 word ``i`` at byte ``4 i``), at an address that is a multiple of the bus bytes:
 
 - ``next``: the next descriptor's address; 0 ends the queue;
+- ``flags`` (:data:`FLAGS`): ``wait`` (bit 0): load this layer's parameters only once the
+  layer before has ended (they share its memory words); ``ahead`` (bit 1): the input does not
+  depend on the output before it (read it while that output is still being written);
 - ``reg_count``, ``regs``: ``reg_count`` engine register writes, as word pairs (byte offset in
   the engine's map, value) from ``regs`` on, written in order (``CTRL`` is the queue's: it
   starts the layer after the parameters are in);
@@ -24,8 +27,11 @@ word ``i`` at byte ``4 i``), at an address that is a multiple of the bus bytes:
   4 PE bytes when ``QUANT.raw_output`` is set (read back from the engine after the register
   writes).
 
-The queue runs the descriptors one after the other; it stops at the first that fails, with its
-address in ``Q_CURRENT``, the reason in ``Q_STATUS.error`` (:data:`QueueError`) and, for a
+The queue runs the descriptors one after the other and overlaps them: while a layer runs, the
+next descriptor is fetched, its registers written, its parameters loaded and its start queued
+(the engine launches it the cycle the running layer ends), and its input is read as soon as it
+can be. It stops at the first descriptor that fails, with its address in ``Q_CURRENT`` (for a
+fault of a transfer, the descriptor whose transfer it was), the reason in ``Q_STATUS.error`` (:data:`QueueError`) and, for a
 refusal, the engine's code in ``Q_STATUS.engine_error``.
 """
 
@@ -36,6 +42,7 @@ from rtl.limits import ERROR_WIDTH
 from rtl.regmap import Field, Register, RegisterMap
 
 __all__ = ["ENGINE_BASE", "QUEUE_BASE", "ADDR_WIDTH", "QueueError", "DESCRIPTOR", "DESC_WORDS",
+           "FLAGS",
            "DESC_FIELD_WIDTH", "QUEUE_REGMAP", "QUEUE_ERROR_WIDTH"]
 
 #: Byte address of the engine's registers and of the queue's on the front end's AXI4-Lite port.
@@ -48,10 +55,19 @@ assert ENGINE_REGMAP.addr_width <= 8 and QUEUE_BASE == 1 << (ADDR_WIDTH - 1)
 #: Bits of a descriptor word.
 DESC_FIELD_WIDTH = 32
 #: The descriptor's words, in address order.
-DESCRIPTOR = ("next", "reg_count", "regs", "weights", "weight_bytes", "channels",
+DESCRIPTOR = ("next", "flags", "reg_count", "regs", "weights", "weight_bytes", "channels",
               "channel_bytes", "in_addr", "in_row_bytes", "in_stride", "in_rows", "acc",
               "acc_bytes", "out_addr", "out_row_bytes", "out_stride", "out_rows")
 DESC_WORDS = len(DESCRIPTOR)
+#: Bits of the descriptor's ``flags`` word.
+FLAGS = {
+    # wait until the engine is idle and the output before is in memory before this
+    # descriptor's parameters load (they share words with the layer that runs)
+    "wait": 0,
+    # the input and partial sums do not depend on the output before: read them as soon as
+    # their reader is free (a batch's next image), not once that output is in memory
+    "ahead": 1,
+}
 
 
 class QueueError(enum.IntEnum):
@@ -102,7 +118,8 @@ QUEUE_REGMAP = RegisterMap("convcore_queue", [
               doc="Address of the descriptor that runs, or that failed, or the last that ran"),
     ], doc="Current descriptor"),
     Register("Q_COMPLETED", 0x10, [
-        Field("q_completed", DESC_FIELD_WIDTH, "ro", doc="Descriptors completed since run"),
+        Field("q_completed", DESC_FIELD_WIDTH, "ro",
+              doc="Descriptors whose output is in memory, since run"),
     ], doc="Descriptors completed"),
     Register("Q_IRQ_ENABLE", 0x14, [
         Field("q_irq_enable", 1, "rw",

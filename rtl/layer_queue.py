@@ -1,22 +1,32 @@
 """The layer queue: runs a chain of layer descriptors (:mod:`rtl.dma_regs`) on the engine with
-no host action between layers.
+no host action between layers, overlapping each layer's set-up with the layer before.
 
 Per descriptor, in order:
 
 1. fetch it (the descriptor reader, 32-bit words) and check its regions (``ALIGN``, ``EMPTY``);
+   with its ``wait`` flag, wait until the engine is idle and the output before is in memory;
 2. play its register writes to the engine's AXI4-Lite port (``REGISTER`` on SLVERR or CTRL),
    then read ``QUANT`` back: the output words are raw (4 PE bytes) or requantized (PE bytes);
 3. send its parameter packets (weights, then channel constants) and wait until they are in;
    ``STATUS.load_error`` stops the queue (``LOAD``);
-4. start the layer and read ``STATUS`` until it runs or is refused (``ENGINE``);
-5. start the input, partial-sum and output channels together, wait for the output region to be
-   in memory, then for the engine to finish; output words past the region are discarded
-   (``drain_out``), input words the engine left are discarded (``drain_in``);
-6. read errors, write errors, a wrong ``tlast`` (``TLAST``) stop the queue; else the next.
+4. once no start waits in the engine (``STATUS.queued`` low), start the layer: while the layer
+   before runs, the engine queues it and launches it the cycle that one ends;
+5. send its input and partial-sum regions as soon as their readers are free and (unless its
+   ``ahead`` flag says they do not depend on it) the output before is in memory; read
+   ``STATUS`` until the layer runs or is refused (``ENGINE``);
+6. once the output before is in memory, check the faults of the transfers so far (``READ``,
+   ``WRITE``, ``TLAST``) and send its output region; go on with the next descriptor while it
+   runs. After the last, wait for the engine to be idle and its output to be in memory.
 
-The queue owns the engine's registers while it runs (``lock``; the top answers host accesses
-to them SLVERR); it takes them when the host has no transaction in flight there
-(``host_idle``). Its own registers (:data:`rtl.dma_regs.QUEUE_REGMAP`) are on ``csr``.
+On a failure the layer that runs is let to end (output past its region discarded:
+``drain_out``), then what the readers still hold is discarded (``drain_in``). The engine's
+registers are the queue's while it runs (``lock``; the top answers host accesses to them
+SLVERR); it takes them when the host has no transaction in flight there (``host_idle``). Its
+own registers (:data:`rtl.dma_regs.QUEUE_REGMAP`) are on ``csr``.
+
+An input region shorter than the layer's input leaves the engine waiting for words that never
+come (the queue cannot tell a slow memory from a missing word): the host sizes regions from
+the layer (:mod:`sim.queue_image`); a reset ends it.
 """
 
 from amaranth.hdl import Module, Signal
@@ -26,8 +36,8 @@ from amaranth.lib.wiring import In, Out
 from rtl.axil_regs import OKAY, AXI4LiteRegisters, AXI4LiteSignature
 from rtl.dma_region import ROW_BYTES_WIDTH, ROWS_WIDTH, region_layout
 from rtl.dma_writer import command_layout as writer_command_layout
-from rtl.dma_regs import (ADDR_WIDTH, DESC_FIELD_WIDTH, DESC_WORDS, DESCRIPTOR, QUEUE_REGMAP,
-                          QueueError)
+from rtl.dma_regs import (ADDR_WIDTH, DESC_FIELD_WIDTH, DESC_WORDS, DESCRIPTOR, FLAGS,
+                          QUEUE_REGMAP, QueueError)
 from rtl.engine_regs import REGMAP as ENGINE_REGMAP
 from rtl.streams import payload_layout
 
@@ -92,7 +102,7 @@ class LayerQueue(wiring.Component):
         raw = Signal()
         off, val, pair_last = Signal(32), Signal(32), Signal()
         status = Signal(32)
-        in_sent, acc_sent, out_sent, wrote = Signal(), Signal(), Signal(), Signal()
+        in_sent, acc_sent = Signal(), Signal()
         drain_in, drain_out = Signal(), Signal()
 
         m.d.comb += [
@@ -108,8 +118,6 @@ class LayerQueue(wiring.Component):
             m.d.sync += pending.eq(1)
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
-        with m.If(self.out_done):
-            m.d.sync += wrote.eq(1)
 
         # --- engine register port: one write or read at a time ---
         st_field = ENGINE_REGMAP.field
@@ -165,12 +173,49 @@ class LayerQueue(wiring.Component):
         out_word_log2 = Signal(range(8))
         m.d.comb += out_word_log2.eq(_log2(self.pe) + 2 * raw)
 
+        # Faults seen while streams of earlier descriptors complete (each block's flag is
+        # sticky until its next command; these keep them until the queue reports them).
+        read_fault, write_fault, last_fault = Signal(), Signal(), Signal()
+        with m.If(self.read_error):
+            m.d.sync += read_fault.eq(1)
+        with m.If(self.out_error):
+            m.d.sync += write_fault.eq(1)
+        with m.If(self.out_last_error):
+            m.d.sync += last_fault.eq(1)
+        # An output region in flight: from its command to the writer's done.
+        out_open = Signal()
+        with m.If(self.out_cmd.valid & self.out_cmd.ready):
+            m.d.sync += out_open.eq(1)
+        with m.Elif(self.out_done):
+            m.d.sync += [out_open.eq(0), completed.eq(completed + 1)]
+        streaming = Signal(DESC_FIELD_WIDTH)    # the descriptor whose output is in flight
+        flag = {name: desc["flags"][bit_] for name, bit_ in FLAGS.items()}
+
+        def check_faults(otherwise):
+            """Stop on a fault of the descriptors whose streams completed, else go on."""
+            with m.If(read_fault | write_fault | last_fault):
+                m.d.sync += cur.eq(streaming)
+                with m.If(read_fault):
+                    fail(QueueError.READ)
+                with m.Elif(write_fault):
+                    fail(QueueError.WRITE)
+                with m.Else():
+                    fail(QueueError.TLAST)
+            with m.Else():
+                otherwise()
+
+        def goto(state):
+            def go():
+                m.next = state
+            return go
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(pending & self.host_idle):
                     m.d.sync += [pending.eq(0), busy.eq(1), done.eq(0), cur.eq(f["q_head"]),
                                  completed.eq(0), cycles.eq(0), error.eq(QueueError.NONE),
-                                 engine_error.eq(0)]
+                                 engine_error.eq(0), read_fault.eq(0), write_fault.eq(0),
+                                 last_fault.eq(0), drain_in.eq(0), drain_out.eq(0)]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
@@ -227,16 +272,25 @@ class LayerQueue(wiring.Component):
                     fail(QueueError.ALIGN)
                 with m.Elif(empty):
                     fail(QueueError.EMPTY)
-                with m.Elif(d["reg_count"] != 0):
-                    m.next = "REGS"
+                with m.Elif(flag["wait"]):
+                    m.next = "WAIT_IDLE"
                 with m.Else():
-                    m.next = "QUANT"
+                    m.next = "REGS"
+
+            with m.State("WAIT_IDLE"):
+                # the layer before has ended and its output is in memory
+                with m.If(read(addr_of["STATUS"])):
+                    with m.If(~bit(eng.rdata, "busy") & ~out_open):
+                        m.next = "REGS"
 
             with m.State("REGS"):
-                region(self.fetch_cmd, desc["regs"], desc["reg_count"] * 8, 0, 1)
-                m.d.comb += self.fetch_cmd.valid.eq(1)
-                with m.If(self.fetch_cmd.ready):
-                    m.next = "REG_OFFSET"
+                with m.If(desc["reg_count"] == 0):
+                    m.next = "QUANT"
+                with m.Else():
+                    region(self.fetch_cmd, desc["regs"], desc["reg_count"] * 8, 0, 1)
+                    m.d.comb += self.fetch_cmd.valid.eq(1)
+                    with m.If(self.fetch_cmd.ready):
+                        m.next = "REG_OFFSET"
 
             with m.State("REG_OFFSET"):
                 m.d.comb += self.fetch_data.ready.eq(1)
@@ -294,96 +348,118 @@ class LayerQueue(wiring.Component):
                         m.next = after
 
             with m.State("LOAD_CHECK"):
+                # the parameters are in; a start is taken once no other one waits (queued)
                 with m.If(read(addr_of["STATUS"])):
                     with m.If(self.read_error):
                         fail(QueueError.READ)
                     with m.Elif(bit(eng.rdata, "load_error")):
                         fail(QueueError.LOAD)
-                    with m.Else():
+                    with m.Elif(~bit(eng.rdata, "queued")):
                         m.next = "START"
 
             with m.State("START"):
-                write("POLL", addr_of["CTRL"], 1 << st_field("start").lsb)
+                write("START_GAP", addr_of["CTRL"], 1 << st_field("start").lsb)
 
-            with m.State("POLL"):
-                with m.If(read(addr_of["STATUS"])):
-                    m.d.sync += status.eq(eng.rdata)
-                    with m.If(bit(eng.rdata, "done") | bit(eng.rdata, "running")):
-                        with m.If(bit(eng.rdata, "error") != 0):
-                            m.d.sync += engine_error.eq(bit(eng.rdata, "error"))
-                            fail(QueueError.ENGINE)
-                        with m.Else():
-                            m.d.sync += [in_sent.eq(0), acc_sent.eq(0), out_sent.eq(0),
-                                         wrote.eq(0), drain_in.eq(0), drain_out.eq(0)]
-                            m.next = "STREAM"
+            with m.State("START_GAP"):
+                m.d.sync += [in_sent.eq(0), acc_sent.eq(desc["acc_bytes"] == 0)]
+                m.next = "LAUNCH"
 
-            with m.State("STREAM"):
+            with m.State("LAUNCH"):
+                # Send the input and partial sums as soon as their reader is free and, unless
+                # the descriptor says they do not depend on it, the output before is in memory;
+                # meanwhile read STATUS until the layer runs or is refused.
+                ahead = flag["ahead"] | ~out_open
                 region(self.in_cmd, desc["in_addr"], desc["in_row_bytes"], desc["in_stride"],
                        desc["in_rows"])
                 region(self.acc_cmd, desc["acc"], desc["acc_bytes"], 0, 1)
-                o = self.out_cmd.payload
-                m.d.comb += [
-                    o.region.addr.eq(desc["out_addr"]), o.region.row_bytes.eq(desc["out_row_bytes"]),
-                    o.region.stride.eq(desc["out_stride"]), o.region.rows.eq(desc["out_rows"]),
-                    o.word_bytes_log2.eq(out_word_log2),
-                    self.in_cmd.valid.eq(~in_sent),
-                    self.acc_cmd.valid.eq(~acc_sent & (desc["acc_bytes"] != 0)),
-                    self.out_cmd.valid.eq(~out_sent),
-                ]
-                in_now = in_sent | self.in_cmd.ready
-                acc_now = acc_sent | self.acc_cmd.ready | (desc["acc_bytes"] == 0)
-                out_now = out_sent | self.out_cmd.ready
-                m.d.sync += [in_sent.eq(in_now), acc_sent.eq(acc_now), out_sent.eq(out_now)]
-                with m.If(in_now & acc_now & out_now):
-                    m.next = "WAIT_OUT"
-
-            with m.State("WAIT_OUT"):
-                with m.If(wrote):
-                    m.d.sync += drain_out.eq(1)
-                    m.next = "WAIT_ENGINE"
-
-            with m.State("WAIT_ENGINE"):
+                m.d.comb += [self.in_cmd.valid.eq(~in_sent & ahead),
+                             self.acc_cmd.valid.eq(~acc_sent & ahead)]
+                with m.If(self.in_cmd.ready & self.in_cmd.valid):
+                    m.d.sync += in_sent.eq(1)
+                with m.If(self.acc_cmd.ready & self.acc_cmd.valid):
+                    m.d.sync += acc_sent.eq(1)
                 with m.If(read(addr_of["STATUS"])):
                     m.d.sync += status.eq(eng.rdata)
-                    with m.If(~bit(eng.rdata, "busy")):
-                        m.d.sync += drain_in.eq(1)
-                        m.next = "WAIT_DRAIN"
-
-            with m.State("WAIT_DRAIN"):
-                with m.If(~self.in_busy & ~self.acc_busy & ~self.out_busy):
-                    m.d.sync += [drain_in.eq(0), drain_out.eq(0)]
-                    with m.If(self.read_error):
-                        fail(QueueError.READ)
-                    with m.Elif(self.out_error):
-                        fail(QueueError.WRITE)
-                    with m.Elif(self.out_last_error | bit(status, "tlast_error")):
-                        fail(QueueError.TLAST)
-                    with m.Elif(bit(status, "error") != 0):
-                        m.d.sync += engine_error.eq(bit(status, "error"))
+                    launched = bit(eng.rdata, "done") | (bit(eng.rdata, "running")
+                                                         & ~bit(eng.rdata, "queued"))
+                    with m.If(launched & (bit(eng.rdata, "error") != 0)):
+                        m.d.sync += engine_error.eq(bit(eng.rdata, "error"))
                         fail(QueueError.ENGINE)
-                    with m.Else():
-                        m.d.sync += completed.eq(completed + 1)
+                    with m.Elif(launched):
+                        with m.If(bit(eng.rdata, "tlast_error")):
+                            m.d.sync += last_fault.eq(1)
+                        m.next = "OUTPUT"
+
+            with m.State("OUTPUT"):
+                # The layer runs: its input and partial sums go out once their reader is free
+                # (and, unless the descriptor says they do not depend on it, the output before
+                # is in memory); then its output region follows the one before. Faults are
+                # acted on only once the input is on its way, so that a layer that runs
+                # always gets its input and ends.
+                ahead = flag["ahead"] | ~out_open
+                m.d.comb += [self.in_cmd.valid.eq(~in_sent & ahead),
+                             self.acc_cmd.valid.eq(~acc_sent & ahead)]
+                region(self.in_cmd, desc["in_addr"], desc["in_row_bytes"], desc["in_stride"],
+                       desc["in_rows"])
+                region(self.acc_cmd, desc["acc"], desc["acc_bytes"], 0, 1)
+                with m.If(self.in_cmd.ready & self.in_cmd.valid):
+                    m.d.sync += in_sent.eq(1)
+                with m.If(self.acc_cmd.ready & self.acc_cmd.valid):
+                    m.d.sync += acc_sent.eq(1)
+                o = self.out_cmd.payload
+                m.d.comb += [
+                    o.region.addr.eq(desc["out_addr"]),
+                    o.region.row_bytes.eq(desc["out_row_bytes"]),
+                    o.region.stride.eq(desc["out_stride"]), o.region.rows.eq(desc["out_rows"]),
+                    o.word_bytes_log2.eq(out_word_log2),
+                ]
+
+                def issue():
+                    m.d.comb += self.out_cmd.valid.eq(1)
+                    with m.If(self.out_cmd.ready):
+                        m.d.sync += streaming.eq(cur)
                         with m.If(desc["next"] == 0):
-                            m.next = "END"
+                            m.next = "FINISH"
                         with m.Else():
                             m.d.sync += cur.eq(desc["next"])
                             m.next = "FETCH"
+                with m.If(in_sent & acc_sent & ~out_open & ~self.out_busy):
+                    check_faults(issue)
+
+            with m.State("FINISH"):
+                # the last output in memory, the engine idle, the readers empty
+                with m.If(read(addr_of["STATUS"])):
+                    m.d.sync += status.eq(eng.rdata)
+                    with m.If(~bit(eng.rdata, "busy") & ~out_open & ~self.out_busy):
+                        m.next = "FINISH_CHECK"
+
+            with m.State("FINISH_CHECK"):
+                def finished():
+                    with m.If(bit(status, "tlast_error")):
+                        m.d.sync += cur.eq(streaming)
+                        fail(QueueError.TLAST)
+                    with m.Else():
+                        m.next = "FAIL_DRAIN"
+                check_faults(finished)
 
             with m.State("FAIL"):
-                # discard what the descriptor reader still holds (a register list cut short)
+                # let the layer that runs end (its output past its region discarded), then
+                # discard what the readers still hold
                 m.d.comb += self.fetch_data.ready.eq(1)
-                with m.If(~self.fetch_data.valid):
-                    m.next = "FAIL_SETTLE"
+                m.d.sync += drain_out.eq(~out_open & ~self.out_busy)
+                with m.If(read(addr_of["STATUS"])):
+                    with m.If(~bit(eng.rdata, "busy")):
+                        m.d.sync += drain_in.eq(1)
+                        m.next = "FAIL_DRAIN"
 
-            with m.State("FAIL_SETTLE"):
+            with m.State("FAIL_DRAIN"):
                 m.d.comb += self.fetch_data.ready.eq(1)
-                with m.If(~self.fetch_data.valid):
+                with m.If(~self.fetch_data.valid & ~self.in_busy & ~self.acc_busy
+                          & ~self.param_busy & ~self.out_busy & ~out_open):
                     m.next = "END"
-                with m.Else():
-                    m.next = "FAIL"
 
             with m.State("END"):
-                m.d.sync += [busy.eq(0), done.eq(1)]
+                m.d.sync += [busy.eq(0), done.eq(1), drain_in.eq(0), drain_out.eq(0)]
                 m.next = "IDLE"
 
         return m

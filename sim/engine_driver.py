@@ -47,7 +47,7 @@ __all__ = ["HardwareConfig", "EngineDriver", "EngineRefused", "LayerResult", "pa
            "window_ops", "input_words", "array_ceiling", "layer_fields", "register_fields",
            "pool_fields", "unpack_output",
            "output_shape", "conv_shape", "COUNTERS", "dense_as_conv", "engine_fits",
-           "weight_words", "channel_words", "param_bytes", "ParamMemory", "Placement"]
+           "weight_words", "channel_words", "param_bytes", "ParamMemory", "ParamPlacer", "Placement"]
 
 WZP_MASK = (1 << 9) - 1
 #: Cycles between two reads of STATUS.queued while a start waits to be queued: short against
@@ -484,6 +484,74 @@ def _key(kind, words):
     return kind, words.shape, hashlib.sha256(np.ascontiguousarray(words).tobytes()).digest()
 
 
+class ParamPlacer:
+    """Where each layer's parameters go in an engine's weight and channel memories
+    (:class:`ParamMemory` each), for an engine ``hw`` (:class:`HardwareConfig`): the host's
+    account that :class:`EngineDriver` keeps while it drives the engine, and that the layer
+    queue's image (:mod:`sim.queue_image`) keeps while it writes descriptors. ``stats`` counts
+    the words placed and the layers found resident."""
+
+    def __init__(self, hw: HardwareConfig, stats: dict | None = None):
+        self.hw = hw
+        self.weights = ParamMemory(hw.weight_depth)
+        self.channels = ParamMemory(hw.channel_depth)
+        self._placed = {}           # layer keys -> the Placement last made for them
+        self.stats = stats if stats is not None else \
+            {"weight_words": 0, "chan_words": 0, "resident": 0}
+
+    def _words(self, layer):
+        hw = self.hw
+        w = weight_words(layer, hw.pe, hw.simd, packing=hw.packing)
+        c = channel_words(layer, hw.pe)
+        return (_key(KIND_WEIGHTS, w), w), (_key(KIND_CHANNELS, c), c)
+
+    def place(self, layer, keep=None, at=None):
+        """The :class:`Placement` of a ConvLayer's parameters (None for a PoolLayer, which has
+        none), sparing the ranges of the Placement ``keep``; None if they cannot (then place
+        them once ``keep``'s layer is done). ``at = (weight_base, chan_base)`` puts them there
+        (tests of the base addresses)."""
+        if isinstance(layer, PoolLayer):
+            return None
+        hw = self.hw
+        (wkey, w), (ckey, c) = self._words(layer)
+        if at is not None:
+            wplace = self.weights.put(wkey, at[0], len(w))
+            cplace = self.channels.put(ckey, at[1], len(c))
+        else:
+            wplace = self.weights.place(wkey, len(w), [keep.weight_range] if keep else [])
+            cplace = None if wplace is None else \
+                self.channels.place(ckey, len(c), [keep.chan_range] if keep else [])
+            if cplace is None:
+                if wplace is not None and wplace[1]:
+                    self.weights.blocks.pop(wkey, None)     # not sent: not resident
+                return None
+        packets = []
+        if wplace[1]:
+            packets.append(_packet(KIND_WEIGHTS, w, wplace[0], hw.param_width))
+            self.stats["weight_words"] += len(w)
+        if cplace[1]:
+            packets.append(_packet(KIND_CHANNELS, c, cplace[0], hw.param_width))
+            self.stats["chan_words"] += len(c)
+        if not packets:
+            self.stats["resident"] += 1
+        placement = Placement(wplace[0], cplace[0], tuple(packets), (wplace[0], len(w)),
+                              (cplace[0], len(c)))
+        self._placed[wkey, ckey] = placement
+        return placement
+
+    def placement_of(self, layer):
+        """The Placement last made for ``layer``'s parameters, or None."""
+        if isinstance(layer, PoolLayer):
+            return None
+        (wkey, _), (ckey, _) = self._words(layer)
+        return self._placed.get((wkey, ckey))
+
+    def forget(self):
+        """Forget what is resident: the memories were written behind the account's back."""
+        self.weights.forget()
+        self.channels.forget()
+
+
 class EngineRefused(RuntimeError):
     """The engine refused a layer; ``code`` is the EngineError."""
 
@@ -531,8 +599,7 @@ class EngineDriver:
             agent.log.setLevel(logging.WARNING)
         self.regs = RegisterDriver(REGMAP, write=self._write, read=self._read)
         self.hw = None
-        self.weights = self.channels = None
-        self._placed = {}           # layer keys -> the Placement last made for them
+        self.placer = None          # the parameter memories' account (ParamPlacer)
         self._preloading = []       # tasks of preloads under way
         self._layer_name = "?"
         #: Counter values when a layer handed over to one queued behind it (sim.run_layers).
@@ -558,62 +625,24 @@ class EngineDriver:
                                      channel_depth=fields["hw_channel_depth"],
                                      packing=bool(fields["hw_packing"]),
                                      queued_starts=bool(fields["hw_queued_starts"]))
-            self.weights = ParamMemory(self.hw.weight_depth)
-            self.channels = ParamMemory(self.hw.channel_depth)
+            self.placer = ParamPlacer(self.hw, self.stats)
         return self.hw
 
-    def _words(self, layer):
-        hw = self.hw
-        w = weight_words(layer, hw.pe, hw.simd, packing=hw.packing)
-        c = channel_words(layer, hw.pe)
-        return (_key(KIND_WEIGHTS, w), w), (_key(KIND_CHANNELS, c), c)
-
     def place(self, layer, keep=None, at=None):
-        """The :class:`Placement` of a ConvLayer's parameters (None for a PoolLayer, which has
-        none), sparing the ranges of the Placement ``keep``; None if they cannot (then place
-        them once ``keep``'s layer is done). ``at = (weight_base, chan_base)`` puts them there
-        (tests of the base addresses). Call :meth:`hardware` first."""
-        if isinstance(layer, PoolLayer):
-            return None
-        hw = self.hw
-        (wkey, w), (ckey, c) = self._words(layer)
-        if at is not None:
-            wplace = self.weights.put(wkey, at[0], len(w))
-            cplace = self.channels.put(ckey, at[1], len(c))
-        else:
-            wplace = self.weights.place(wkey, len(w), [keep.weight_range] if keep else [])
-            cplace = None if wplace is None else \
-                self.channels.place(ckey, len(c), [keep.chan_range] if keep else [])
-            if cplace is None:
-                if wplace is not None and wplace[1]:
-                    self.weights.blocks.pop(wkey, None)     # not sent: not resident
-                return None
-        packets = []
-        if wplace[1]:
-            packets.append(_packet(KIND_WEIGHTS, w, wplace[0], hw.param_width))
-            self.stats["weight_words"] += len(w)
-        if cplace[1]:
-            packets.append(_packet(KIND_CHANNELS, c, cplace[0], hw.param_width))
-            self.stats["chan_words"] += len(c)
-        if not packets:
-            self.stats["resident"] += 1
-        placement = Placement(wplace[0], cplace[0], tuple(packets), (wplace[0], len(w)),
-                              (cplace[0], len(c)))
-        self._placed[wkey, ckey] = placement
-        return placement
+        """:meth:`ParamPlacer.place` on this engine's memories (call :meth:`hardware`
+        first)."""
+        return self.placer.place(layer, keep, at)
 
     def placement_of(self, layer):
         """The Placement last made for ``layer``'s parameters, or None."""
-        if isinstance(layer, PoolLayer) or self.hw is None:
+        if self.placer is None:
             return None
-        (wkey, _), (ckey, _) = self._words(layer)
-        return self._placed.get((wkey, ckey))
+        return self.placer.placement_of(layer)
 
     def forget(self):
         """Forget what is resident: the memories were written behind the driver's back."""
-        if self.weights is not None:
-            self.weights.forget()
-            self.channels.forget()
+        if self.placer is not None:
+            self.placer.forget()
 
     async def send(self, placement):
         """Send a Placement's packets; returns when the engine took them."""

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.network import ConvLayer, PoolLayer
-from rtl.dma_regs import DESC_FIELD_WIDTH, DESC_WORDS, DESCRIPTOR
+from rtl.dma_regs import DESC_FIELD_WIDTH, DESC_WORDS, DESCRIPTOR, FLAGS
 from rtl.engine_regs import REGMAP
-from sim.engine_driver import (conv_shape, input_words, layer_fields, output_shape, pack_channels,
-                               pack_weights, param_bytes, row_pitch)
+from rtl.weights import HEADER_KIND_SHIFT, KIND_WEIGHTS
+from sim.engine_driver import (HardwareConfig, ParamPlacer, Placement, conv_shape, input_words,
+                               layer_fields, output_shape, pack_input, param_bytes, row_pitch)
 
-__all__ = ["QueueImage", "Region", "LayerEntry", "output_bytes", "chains", "QueueImageError"]
+__all__ = ["QueueImage", "Region", "LayerEntry", "output_bytes", "chains", "QueueImageError",
+           "NetworkImage", "network_image", "read_output"]
 
 #: Byte alignment of every buffer (at least the bus; a cache line, so that a CPU's cache
 #: maintenance covers whole buffers).
@@ -47,6 +49,10 @@ class Region:
     def size(self):
         return self.row_bytes if self.rows == 1 else (self.rows - 1) * self.stride \
             + self.row_bytes
+
+    def overlaps(self, other: "Region") -> bool:
+        """The two regions' spans (first to last byte) share a byte."""
+        return self.addr < other.addr + other.size and other.addr < self.addr + self.size
 
 
 @dataclass
@@ -94,6 +100,11 @@ class QueueImage:
         self._next = base
         self.chunks = {}
         self.entries: list[LayerEntry] = []
+        self.placer = ParamPlacer(HardwareConfig(
+            pe=hw["pe"], simd=hw["simd"], param_width=hw["param_width"],
+            weight_depth=hw["weight_depth"], channel_depth=hw["channel_depth"],
+            packing=hw.get("packing", True), queued_starts=hw.get("queued_starts", True)))
+        self._running = None        # the Placement of the layer before (it may still run)
 
     def alloc(self, size: int) -> int:
         """Reserve ``size`` bytes (at least 1); returns their aligned address."""
@@ -110,12 +121,15 @@ class QueueImage:
         self.chunks[addr] = bytes(data)
         return addr
 
-    def registers(self, layer, acc_in=False) -> list[tuple[int, int]]:
-        """(offset, value) of every register write the layer needs, bases at word 0."""
+    def registers(self, layer, acc_in=False, placement=None) -> list[tuple[int, int]]:
+        """(offset, value) of every register write the layer needs; its parameters' bases
+        those of ``placement`` (default 0)."""
         hw = self.hw
         pairs = [(REGMAP[reg].offset, REGMAP[reg].pack(fields)) for reg, fields in
                  layer_fields(layer, acc_in, hw["simd"], hw.get("packing", True)).items()]
-        pairs += [(REGMAP["WEIGHT_BASE"].offset, 0), (REGMAP["CHAN_BASE"].offset, 0)]
+        bases = placement or Placement()
+        pairs += [(REGMAP["WEIGHT_BASE"].offset, bases.weight_base),
+                  (REGMAP["CHAN_BASE"].offset, bases.chan_base)]
         return pairs
 
     def input_region(self, layer, addr) -> Region:
@@ -123,11 +137,16 @@ class QueueImage:
         return Region(addr, input_words(layer, self.hw["simd"], self.hw.get("packing", True))
                       * self.hw["simd"])
 
-    def add_layer(self, layer, source, *, psum_addr=None, load=True, output=None) -> Region:
+    def add_layer(self, layer, source, *, psum_addr=None, output=None) -> Region:
         """Append a descriptor running ``layer`` on the input buffer at ``source`` (an address
         or a :class:`Region`); ``psum_addr``: its partial sums (raw output words, ``acc_in``);
-        ``load``: send its parameters (else they are resident from the layer before);
-        ``output``: where the output goes (default a new buffer). Returns the output region."""
+        ``output``: where the output goes (default a new buffer). Returns the output region.
+
+        Its parameters go where they spare the words of the layer before (which may still run
+        when they load); where they cannot, the descriptor waits for that layer to end
+        (``wait``). Parameters resident from an earlier descriptor are not sent again. Its
+        input is read ahead (``ahead``) unless it overlaps the output of the descriptor
+        before."""
         hw = self.hw
         if not isinstance(layer, (ConvLayer, PoolLayer)):
             raise QueueImageError(f"layer '{getattr(layer, 'name', layer)}': the queue runs "
@@ -136,22 +155,37 @@ class QueueImage:
         out = output or Region(self.alloc(output_bytes(layer, hw["pe"])),
                                output_bytes(layer, hw["pe"]))
         words = dict.fromkeys(DESCRIPTOR, 0)
-        regs = self.registers(layer, acc_in=psum_addr is not None)
+        flags = 0
+        placement = None
+        if isinstance(layer, ConvLayer):
+            try:
+                placement = self.placer.place(layer, keep=self._running)
+                if placement is None:
+                    flags |= 1 << FLAGS["wait"]
+                    placement = self.placer.place(layer)
+            except ValueError as exc:       # constants out of the engine's range
+                raise QueueImageError(str(exc)) from None
+            for beats in placement.packets:
+                kind = "weights" if beats[0] >> HEADER_KIND_SHIFT == KIND_WEIGHTS \
+                    else "channels"
+                data = param_bytes(beats, hw["param_width"])
+                words[kind] = self.put(data)
+                words[{"weights": "weight_bytes", "channels": "channel_bytes"}[kind]] = \
+                    len(data)
+        self._running = placement
+        regs = self.registers(layer, acc_in=psum_addr is not None, placement=placement)
         words["reg_count"] = len(regs)
         words["regs"] = self.put(b"".join(o.to_bytes(4, "little") + v.to_bytes(4, "little")
                                           for o, v in regs))
-        if load and isinstance(layer, ConvLayer):
-            pw = hw["param_width"]
-            for name, beats in (("weights", pack_weights(layer, hw["pe"], hw["simd"], pw)),
-                                ("channels", pack_channels(layer, hw["pe"], pw))):
-                data = param_bytes(beats, pw)
-                words[name] = self.put(data)
-                words[{"weights": "weight_bytes", "channels": "channel_bytes"}[name]] = len(data)
         acc = None
         if psum_addr is not None:
             cout, oh, ow = conv_shape(layer)
             acc = Region(psum_addr, oh * ow * _groups(cout, hw["pe"]) * hw["pe"] * 4)
             words["acc"], words["acc_bytes"] = acc.addr, acc.row_bytes
+        before = self.entries[-1].output if self.entries else None
+        if before is None or not any(r is not None and r.overlaps(before) for r in (src, acc)):
+            flags |= 1 << FLAGS["ahead"]
+        words["flags"] = flags
         words.update(in_addr=src.addr, in_row_bytes=src.row_bytes, in_stride=src.stride,
                      in_rows=src.rows, out_addr=out.addr, out_row_bytes=out.row_bytes,
                      out_stride=out.stride, out_rows=out.rows)
@@ -191,3 +225,87 @@ def read_output(memory_read, region: Region, layer, pe) -> np.ndarray:
     raw = np.frombuffer(memory_read(region.addr, output_bytes(layer, pe)), np.uint8)
     kept = raw.reshape(oh * ow, _groups(cout, pe) * pe, lane)[:, :cout].reshape(-1)
     return unpack_output(kept.tobytes(), layer)
+
+
+@dataclass
+class NetworkImage:
+    """A batch through a chain of layers as one queue: the image, and where each layer's
+    outputs are (``outputs[layer index][sample]``: a region and the layer whose format it
+    has; a folded dense layer's samples are pixels of one region, see :meth:`read`)."""
+    image: QueueImage
+    layers: list
+    outputs: list
+    folds: dict = field(default_factory=dict)
+
+    def read(self, memory_read, index) -> np.ndarray:
+        """The batch's outputs of layer ``index``, ``(N, C, H, W)``."""
+        hw = self.image.hw
+        fold = self.folds.get(index)
+        layer = self.layers[index]
+        if fold is None:
+            return np.stack([read_output(memory_read, region, layer, hw["pe"])
+                             for region in self.outputs[index]])
+        folded, n = fold
+        groups = [read_output(memory_read, region, folded.layer, hw["pe"])
+                  for region in self.outputs[index]]
+        return folded.unfold(np.stack(groups), n)
+
+
+def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
+    """The descriptors running the batch ``x`` (N, C, H, W) through ``layers`` layer after
+    layer, every sample of a layer before the next layer (its parameters sent once), each
+    layer's outputs in one block that is the next layer's inputs; a dense layer (a conv over
+    its whole input) runs its samples folded into passes of many (:class:`sim.compiler.Folded`),
+    as the stream-driven backend runs it. QueueImageError names a layer the queue cannot run
+    this way (one that needs several engine passes, or whose input format differs from the
+    output before it)."""
+    from sim.compiler import CompileError, Folded, compile_layer
+
+    x = np.asarray(x)
+    n = x.shape[0]
+    img = QueueImage(hw, base)
+    pe, simd, packing = hw["pe"], hw["simd"], hw.get("packing", True)
+    first = layers[0]
+    pitch = row_pitch(first, simd, packing)
+    srcs = [img.input_region(first, img.put(pack_input(xi, simd, pitch))) for xi in x]
+    net = NetworkImage(img, list(layers), [])
+    before = None
+    for index, layer in enumerate(layers):
+        if before is not None and not chains(before, layer, hw):
+            raise QueueImageError(f"layer '{layer.name}': its input format differs from the "
+                                  f"output of '{before.name}' (the host must convert it)")
+        try:
+            passes = compile_layer(layer, hw).passes
+        except CompileError as exc:
+            raise QueueImageError(str(exc)) from None
+        if len(passes) != 1:
+            raise QueueImageError(f"layer '{layer.name}': needs {len(passes)} engine passes; "
+                                  f"the queue image runs one-pass layers")
+        run = passes[0].layer
+        fold = Folded.of(run, n, hw) if before is not None else None
+        if fold is not None:
+            # the samples' inputs are one block: each group of `per` of them is one map
+            per = fold.samples
+            groups = -(-n // per)
+            size = srcs[0].row_bytes
+            if any(s.addr != srcs[0].addr + i * size for i, s in enumerate(srcs)):
+                raise QueueImageError(f"layer '{layer.name}': its samples' inputs are not "
+                                      f"one block")
+            if groups * per > n:                  # zero samples complete the last group
+                pad = img.put(bytes(size * (groups * per - n)))
+                if pad != srcs[0].addr + n * size:
+                    raise QueueImageError(f"layer '{layer.name}': no room to pad its batch")
+            outs = [img.add_layer(fold.layer, Region(srcs[0].addr + g * per * size, per * size))
+                    for g in range(groups)]
+            net.folds[index] = (fold, n)
+        else:
+            size = output_bytes(run, pe)
+            block = img.alloc(n * size) if size % img.bus_bytes == 0 else None
+            outs = []
+            for i, src in enumerate(srcs):
+                out = Region(block + i * size, size) if block is not None else None
+                outs.append(img.add_layer(run, src, output=out))
+        net.outputs.append(outs)
+        srcs = [Region(o.addr, o.row_bytes) for o in outs]
+        before = run if fold is None else fold.layer
+    return net

@@ -180,6 +180,39 @@ async def chain_of_layers(dut):
 
 
 @cocotb.test()
+async def batch_layer_major(dut):
+    """A batch the way the compiler runs one: every image through a layer, then every image
+    through the next. The images after the first of a layer send no parameters (resident)
+    and read their input ahead; the second layer's parameters load beside the first's while
+    it runs. Every output == golden model; the queue keeps the engine busy: the cycles of the
+    whole run stay within a few percent of the engine's own count."""
+    host = await start(dut, seed=6)
+    hw = _hw()
+    rng = np.random.default_rng(21)
+    a, _ = make_layer(Case(8, 8, 8, 8, pads=(1, 1, 1, 1)), rng, "a")
+    b, _ = make_layer(Case(8, 4, 8, 8, k=(3, 3), pool=MaxPool((2, 2), (2, 2))), rng, "b")
+    images = [make_layer(Case(8, 8, 8, 8, pads=(1, 1, 1, 1)), rng)[1] for _ in range(3)]
+    image = QueueImage(hw)
+    srcs = [image.put(pack(a, x, hw)) for x in images]
+    mids = [image.add_layer(a, src) for src in srcs]
+    outs = [image.add_layer(b, Region(mid.addr, mid.row_bytes)) for mid in mids]
+    words = [e.words for e in image.entries]
+    assert [w["weight_bytes"] > 0 for w in words] == [True, False, False, True, False, False]
+    assert all(w["flags"] & 2 for w in words[1:3] + words[4:]), "images after the first: ahead"
+    host.load(image)
+    status = await host.run(image.head)
+    assert status["q_error"] == QueueError.NONE, f"batch: queue status {status}"
+    for x, mid, out in zip(images, mids, outs):
+        ya = run_layer(a, x[None])[0]
+        got = read_output(host.read, mid, a, hw["pe"])
+        assert np.array_equal(got, ya), f"a: {first_mismatch(got, ya)}"
+        yb = run_layer(b, ya[None])[0]
+        got = read_output(host.read, out, b, hw["pe"])
+        assert np.array_equal(got, yb), f"b: {first_mismatch(got, yb)}"
+    assert (await host.queue.read_fields("Q_COMPLETED"))["q_completed"] == 6
+
+
+@cocotb.test()
 async def refusals(dut):
     """Each of the queue's refusals at its boundary: the last legal value runs, the first
     illegal one stops the queue with its code and Q_CURRENT at the failing descriptor."""
@@ -291,6 +324,51 @@ async def host_locked_out_while_running(dut):
     assert stride["stride_h"] == 1, f"the refused write changed STRIDE: {stride}"
 
 
+#: Environment: digits images through the queue (digits_through_queue), and a file to write its
+#: figures to (the dma section of make bench).
+DIGITS_ENV = "CONVCORE_DMA_DIGITS"
+REPORT_ENV = "CONVCORE_DMA_REPORT"
+
+
+@cocotb.test(skip=DIGITS_ENV not in os.environ)
+async def digits_through_queue(dut):
+    """The digits CNN on a batch, as one queue (sim/queue_image.network_image): conv1 for
+    every image, conv2 for every image, the dense layer folded; every layer's outputs ==
+    golden model. Writes the cycles (Q_CYCLES) to $CONVCORE_DMA_REPORT if set."""
+    import json
+    from examples.digits import MODEL_PATH, load_test_set
+    from model.network import quantize_input
+    from sim.onnx_import import load_network
+    from sim.queue_image import network_image
+
+    n = int(os.environ[DIGITS_ENV])
+    host = await start(dut, seed=8)
+    hw = DmaEngine(bus_width=int(os.environ.get("CONVCORE_DMA_BUS", BUS_WIDTH))).hw
+    net = load_network(MODEL_PATH)
+    images, _ = load_test_set()
+    x = quantize_input(net, images[:n])
+    image = network_image(net.layers, x, hw)
+    host.load(image.image)
+    status = await host.run(image.image.head)
+    assert status["q_error"] == QueueError.NONE, f"digits: queue status {status}"
+    y = x
+    for index, layer in enumerate(net.layers):
+        want = run_layer(layer, y)
+        got = image.read(host.read, index)
+        assert np.array_equal(got.reshape(want.shape), want), \
+            f"{layer.name}: {first_mismatch(got.reshape(want.shape), want)}"
+        y = want
+    cycles = (await host.queue.read_fields("Q_CYCLES"))["q_cycles"]
+    engine = {name: (await host.engine.read_fields(name))[name.lower()]
+              for name in ("CYCLES", "MAC_CYCLES")}
+    dut._log.info(f"digits through the queue: {n} images, {cycles} cycles, "
+                  f"{cycles / n:.1f} per image; engine {engine}")
+    if os.environ.get(REPORT_ENV):
+        with open(os.environ[REPORT_ENV], "w") as f:
+            json.dump({"images": n, "cycles": cycles, **engine,
+                       "descriptors": len(image.image.entries)}, f)
+
+
 def pack(layer, x, hw):
     from sim.engine_driver import pack_input, row_pitch
     return pack_input(x, hw["simd"], row_pitch(layer, hw["simd"], hw.get("packing", True)))
@@ -301,11 +379,22 @@ def _acc_bytes(psum, hw):
     return pack_acc(psum, hw["pe"])
 
 
-def test_dma_engine_verilator():
+def run(config, bus_width=BUS_WIDTH, env=None, testcase=None):
+    """Build the DMA front end around the engine ``config`` on Verilator and run this module's
+    cocotb tests (``env``: extra environment, e.g. :data:`DIGITS_ENV`)."""
     from sim.runner import config_key, emit_verilog, run_cocotb
-    config = dict(CONFIG, bus_width=BUS_WIDTH)
-    key = config_key("dma_engine", config)
-    path = emit_verilog(DmaEngine(bus_width=BUS_WIDTH, **CONFIG), toplevel="convcore_dma",
+    key = config_key("dma_engine", dict(config, bus_width=bus_width))
+    path = emit_verilog(DmaEngine(bus_width=bus_width, **config), toplevel="convcore_dma",
                         key=key)
-    run_cocotb("verilator", sources=[path], toplevel="convcore_dma", key=key,
-               test_module="tb.test_dma_engine", ports_only=True)
+    return run_cocotb("verilator", sources=[path], toplevel="convcore_dma", key=key,
+                      test_module="tb.test_dma_engine", ports_only=True, testcase=testcase,
+                      extra_env={"CONVCORE_DMA_BUS": str(bus_width), **(env or {})})
+
+
+def test_dma_engine_verilator():
+    run(CONFIG)
+
+
+def test_dma_digits_verilator():
+    """The digits CNN on 4 images through the default engine's queue."""
+    run({}, env={DIGITS_ENV: "4"}, testcase="digits_through_queue")
