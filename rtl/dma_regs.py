@@ -21,8 +21,8 @@ word ``i`` at byte ``4 i``), at an address that is a multiple of the bus bytes:
   parameters are still resident);
 - ``in_*``: the input feature map as a region (:mod:`rtl.dma_region`: address, row bytes,
   stride, rows) in the engine's input words;
-- ``acc``/``acc_bytes``: the partial sums (``QUANT.acc_in``) in the engine's raw output words;
-  0 bytes: none;
+- ``acc_*``: the partial sums (``QUANT.acc_in``) as a region in the engine's raw output words;
+  0 rows or 0 row bytes: none;
 - ``out_*``: where the output goes, a region: requantized words of PE bytes, or raw words of
   4 PE bytes when ``QUANT.raw_output`` is set (read back from the engine after the register
   writes).
@@ -56,8 +56,9 @@ assert ENGINE_REGMAP.addr_width <= 8 and QUEUE_BASE == 1 << (ADDR_WIDTH - 1)
 DESC_FIELD_WIDTH = 32
 #: The descriptor's words, in address order.
 DESCRIPTOR = ("next", "flags", "reg_count", "regs", "weights", "weight_bytes", "channels",
-              "channel_bytes", "in_addr", "in_row_bytes", "in_stride", "in_rows", "acc",
-              "acc_bytes", "out_addr", "out_row_bytes", "out_stride", "out_rows")
+              "channel_bytes", "in_addr", "in_row_bytes", "in_stride", "in_rows", "acc_addr",
+              "acc_row_bytes", "acc_stride", "acc_rows", "out_addr", "out_row_bytes",
+              "out_stride", "out_rows")
 DESC_WORDS = len(DESCRIPTOR)
 #: Bits of the descriptor's ``flags`` word.
 FLAGS = {

@@ -190,6 +190,7 @@ class LayerQueue(wiring.Component):
             m.d.sync += [out_open.eq(0), completed.eq(completed + 1)]
         streaming = Signal(DESC_FIELD_WIDTH)    # the descriptor whose output is in flight
         flag = {name: desc["flags"][bit_] for name, bit_ in FLAGS.items()}
+        no_acc = (desc["acc_rows"] == 0) | (desc["acc_row_bytes"] == 0)
 
         def check_faults(otherwise):
             """Stop on a fault of the descriptors whose streams completed, else go on."""
@@ -243,26 +244,28 @@ class LayerQueue(wiring.Component):
                 d = desc
                 addr_ok = (aligned(d["regs"], bb) & aligned(d["weights"], bb)
                            & aligned(d["channels"], bb) & aligned(d["in_addr"], bb)
-                           & aligned(d["in_stride"], bb) & aligned(d["acc"], bb)
+                           & aligned(d["in_stride"], bb) & aligned(d["acc_addr"], bb)
+                           & aligned(d["acc_stride"], bb)
                            & aligned(d["out_addr"], bb) & aligned(d["out_stride"], bb))
                 size_ok = (aligned(d["weight_bytes"], self.param_word_bytes)
                            & aligned(d["channel_bytes"], self.param_word_bytes)
                            & aligned(d["in_row_bytes"], self.in_word_bytes)
-                           & aligned(d["acc_bytes"], self.acc_word_bytes)
+                           & aligned(d["acc_row_bytes"], self.acc_word_bytes)
                            & aligned(d["out_row_bytes"], self.pe))
                 fits = ~(too_big(d["reg_count"], ROW_BYTES_WIDTH - 3)
                          | too_big(d["weight_bytes"], ROW_BYTES_WIDTH)
                          | too_big(d["channel_bytes"], ROW_BYTES_WIDTH)
                          | too_big(d["in_row_bytes"], ROW_BYTES_WIDTH)
                          | too_big(d["in_rows"], ROWS_WIDTH)
-                         | too_big(d["acc_bytes"], ROW_BYTES_WIDTH)
+                         | too_big(d["acc_row_bytes"], ROW_BYTES_WIDTH)
+                         | too_big(d["acc_rows"], ROWS_WIDTH)
                          | too_big(d["out_row_bytes"], ROW_BYTES_WIDTH)
                          | too_big(d["out_rows"], ROWS_WIDTH)
                          | too_big(d["regs"], self.addr_width)
                          | too_big(d["weights"], self.addr_width)
                          | too_big(d["channels"], self.addr_width)
                          | too_big(d["in_addr"], self.addr_width)
-                         | too_big(d["acc"], self.addr_width)
+                         | too_big(d["acc_addr"], self.addr_width)
                          | too_big(d["out_addr"], self.addr_width))
                 empty = ((d["in_row_bytes"] == 0) | (d["in_rows"] == 0)
                          | (d["out_row_bytes"] == 0) | (d["out_rows"] == 0))
@@ -361,7 +364,7 @@ class LayerQueue(wiring.Component):
                 write("START_GAP", addr_of["CTRL"], 1 << st_field("start").lsb)
 
             with m.State("START_GAP"):
-                m.d.sync += [in_sent.eq(0), acc_sent.eq(desc["acc_bytes"] == 0)]
+                m.d.sync += [in_sent.eq(0), acc_sent.eq(no_acc)]
                 m.next = "LAUNCH"
 
             with m.State("LAUNCH"):
@@ -371,7 +374,8 @@ class LayerQueue(wiring.Component):
                 ahead = flag["ahead"] | ~out_open
                 region(self.in_cmd, desc["in_addr"], desc["in_row_bytes"], desc["in_stride"],
                        desc["in_rows"])
-                region(self.acc_cmd, desc["acc"], desc["acc_bytes"], 0, 1)
+                region(self.acc_cmd, desc["acc_addr"], desc["acc_row_bytes"],
+                       desc["acc_stride"], desc["acc_rows"])
                 m.d.comb += [self.in_cmd.valid.eq(~in_sent & ahead),
                              self.acc_cmd.valid.eq(~acc_sent & ahead)]
                 with m.If(self.in_cmd.ready & self.in_cmd.valid):
@@ -401,7 +405,8 @@ class LayerQueue(wiring.Component):
                              self.acc_cmd.valid.eq(~acc_sent & ahead)]
                 region(self.in_cmd, desc["in_addr"], desc["in_row_bytes"], desc["in_stride"],
                        desc["in_rows"])
-                region(self.acc_cmd, desc["acc"], desc["acc_bytes"], 0, 1)
+                region(self.acc_cmd, desc["acc_addr"], desc["acc_row_bytes"],
+                       desc["acc_stride"], desc["acc_rows"])
                 with m.If(self.in_cmd.ready & self.in_cmd.valid):
                     m.d.sync += in_sent.eq(1)
                 with m.If(self.acc_cmd.ready & self.acc_cmd.valid):

@@ -137,9 +137,10 @@ class QueueImage:
         return Region(addr, input_words(layer, self.hw["simd"], self.hw.get("packing", True))
                       * self.hw["simd"])
 
-    def add_layer(self, layer, source, *, psum_addr=None, output=None) -> Region:
+    def add_layer(self, layer, source, *, psum=None, output=None) -> Region:
         """Append a descriptor running ``layer`` on the input buffer at ``source`` (an address
-        or a :class:`Region`); ``psum_addr``: its partial sums (raw output words, ``acc_in``);
+        or a :class:`Region`); ``psum``: its partial sums (raw output words, ``acc_in``), an
+        address (a contiguous buffer) or a :class:`Region`;
         ``output``: where the output goes (default a new buffer). Returns the output region.
 
         Its parameters go where they spare the words of the layer before (which may still run
@@ -173,15 +174,17 @@ class QueueImage:
                 words[{"weights": "weight_bytes", "channels": "channel_bytes"}[kind]] = \
                     len(data)
         self._running = placement
-        regs = self.registers(layer, acc_in=psum_addr is not None, placement=placement)
+        regs = self.registers(layer, acc_in=psum is not None, placement=placement)
         words["reg_count"] = len(regs)
         words["regs"] = self.put(b"".join(o.to_bytes(4, "little") + v.to_bytes(4, "little")
                                           for o, v in regs))
-        acc = None
-        if psum_addr is not None:
+        acc = psum
+        if psum is not None and not isinstance(psum, Region):
             cout, oh, ow = conv_shape(layer)
-            acc = Region(psum_addr, oh * ow * _groups(cout, hw["pe"]) * hw["pe"] * 4)
-            words["acc"], words["acc_bytes"] = acc.addr, acc.row_bytes
+            acc = Region(psum, oh * ow * _groups(cout, hw["pe"]) * hw["pe"] * 4)
+        if acc is not None:
+            words.update(acc_addr=acc.addr, acc_row_bytes=acc.row_bytes, acc_stride=acc.stride,
+                         acc_rows=acc.rows)
         before = self.entries[-1].output if self.entries else None
         if before is None or not any(r is not None and r.overlaps(before) for r in (src, acc)):
             flags |= 1 << FLAGS["ahead"]
@@ -251,14 +254,134 @@ class NetworkImage:
         return folded.unfold(np.stack(groups), n)
 
 
+def _multi_pass(layer, hw) -> bool:
+    from sim.compiler import CompileError, compile_layer
+    try:
+        return len(compile_layer(layer, hw).passes) > 1
+    except CompileError:
+        return False
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A batch sample's CHW buffer in memory, in the engine's HWC layout: ``pixel_bytes`` per
+    pixel (the channels padded to whole words), ``elem`` bytes a value (1, or 4 for int32)."""
+    base: int
+    channels: int
+    height: int
+    width: int
+    elem: int
+    pixel_bytes: int
+
+    @property
+    def size(self):
+        return self.height * self.width * self.pixel_bytes
+
+    def region(self, box, slice_bytes, bus_bytes) -> Region | None:
+        """The DMA region of the compiler's Region ``box`` (:class:`sim.compiler.Region`)
+        when it is one: whole pixels in a window of rows and columns, or a channel slice of
+        ``slice_bytes`` per pixel over the whole map; None otherwise (steps, positions outside
+        the map, a slice that starts off a bus word, a slice and a window at once)."""
+        c0, c1 = box.channels
+        (r0, r1, rs), (q0, q1, qs) = box.rows, box.cols
+        if rs != 1 or qs != 1 or r0 < 0 or q0 < 0 or r1 > self.height or q1 > self.width:
+            return None
+        pb, w = self.pixel_bytes, self.width
+        if c0 == 0 and slice_bytes == pb:
+            if (q0, q1) == (0, w):
+                return Region(self.base + r0 * w * pb, (r1 - r0) * w * pb)
+            if pb * (q1 - q0) == 0 or (w * pb) % bus_bytes:
+                return None
+            return Region(self.base + (r0 * w + q0) * pb, (q1 - q0) * pb, w * pb, r1 - r0)
+        offset = c0 * self.elem
+        if (r0, r1, q0, q1) != (0, self.height, 0, w) or offset % bus_bytes \
+                or pb % bus_bytes or offset + slice_bytes > pb:
+            return None
+        return Region(self.base + offset, slice_bytes, pb, self.height * w)
+
+
+def _buffer(img, shape, dtype, lanes) -> Buffer:
+    c, h, w = shape
+    elem = np.dtype(dtype).itemsize
+    pixel = _groups(c, lanes) * lanes * elem
+    return Buffer(img.alloc(h * w * pixel), c, h, w, elem, pixel)
+
+
+def _schedule_passes(img, layer, schedule, srcs, first_input):
+    """Descriptors of a multi-pass layer for every sample, pass after pass (each pass's
+    parameters sent once for the batch); returns the output regions (buffer ``y``)."""
+    hw = img.hw
+    pe, simd, packing = hw["pe"], hw["simd"], hw.get("packing", True)
+    bus = img.bus_bytes
+    lanes = max(pe, simd)
+    n = len(srcs)
+    if first_input is not None and schedule.input_fill is not None:
+        size, fill = schedule.input_fill
+        flat = first_input.reshape(n, -1)
+        first_input = np.pad(flat, ((0, 0), (0, size - flat.shape[1])), constant_values=fill)
+    elif schedule.input_fill is not None:
+        raise QueueImageError(f"layer '{layer.name}': its input is flattened and padded "
+                              f"(a dense layer as kernel taps); the host must do that")
+    buffers = []
+    for i in range(n):
+        bufs = {}
+        for name, (shape, dtype) in schedule.buffers.items():
+            if name == "y":
+                cout, oh, ow = layer.out_shape
+                bufs[name] = _buffer(img, (cout, oh, ow), dtype, pe)
+            else:
+                bufs[name] = _buffer(img, shape, dtype, pe if np.dtype(dtype).itemsize == 4
+                                     else lanes)
+        if first_input is None:
+            c, h, w = schedule.input_shape
+            bufs["x"] = Buffer(srcs[i].addr, c, h, w, 1, _groups(c, pe) * pe)
+        buffers.append(bufs)
+
+    def fail(p, what):
+        raise QueueImageError(f"layer '{layer.name}': its pass {p.what or p.layer.name!r} "
+                              f"{what}; the queue's DMA regions cannot express it")
+
+    for p in schedule.passes:
+        cin = p.layer.in_shape[0]
+        cout = output_shape(p.layer)[0]
+        for i, bufs in enumerate(buffers):
+            if p.source.buffer == "x" and first_input is not None:
+                # the network's input: the host prepares each pass's input in the image
+                xin = p.source.take({"x": first_input[i:i + 1].reshape(
+                    1, *schedule.input_shape)})[0]
+                src = img.input_region(p.layer, img.put(pack_input(
+                    xin, simd, row_pitch(p.layer, simd, packing))))
+            else:
+                if row_pitch(p.layer, simd, packing) is not None:
+                    fail(p, "reads a packed input")
+                src = bufs[p.source.buffer].region(p.source, _groups(cin, simd) * simd, bus)
+                if src is None:
+                    fail(p, f"reads {p.source}")
+            acc = None
+            if p.psum is not None:
+                acc = bufs[p.psum.buffer].region(p.psum, _groups(cout, pe) * pe * 4, bus)
+                if acc is None:
+                    fail(p, f"adds {p.psum}")
+            target = bufs[p.target.buffer]
+            out = target.region(p.target, _groups(cout, pe) * pe * target.elem, bus)
+            if out is None:
+                fail(p, f"writes {p.target}")
+            img.add_layer(p.layer, src, psum=acc, output=out)
+    return [Region(b["y"].base, b["y"].size) for b in buffers]
+
+
 def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
     """The descriptors running the batch ``x`` (N, C, H, W) through ``layers`` layer after
     layer, every sample of a layer before the next layer (its parameters sent once), each
     layer's outputs in one block that is the next layer's inputs; a dense layer (a conv over
     its whole input) runs its samples folded into passes of many (:class:`sim.compiler.Folded`),
-    as the stream-driven backend runs it. QueueImageError names a layer the queue cannot run
-    this way (one that needs several engine passes, or whose input format differs from the
-    output before it)."""
+    as the stream-driven backend runs it. A layer the compiler splits into passes
+    (:func:`sim.compiler.compile_layer`) runs pass after pass for the whole batch, its
+    intermediate buffers (partial sums) in memory, each pass's slice of channels or window of
+    rows a DMA region (:meth:`Buffer.region`); for the network's first layer the host
+    prepares each pass's input (crops, explicit padding) in the image. QueueImageError names a
+    layer the queue cannot run this way (a pass whose region is not a DMA region, an input
+    format that differs from the output before it)."""
     from sim.compiler import CompileError, Folded, compile_layer
 
     x = np.asarray(x)
@@ -271,16 +394,22 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
     net = NetworkImage(img, list(layers), [])
     before = None
     for index, layer in enumerate(layers):
-        if before is not None and not chains(before, layer, hw):
+        if before is not None and not chains(before, layer, hw) \
+                and not _multi_pass(layer, hw):
             raise QueueImageError(f"layer '{layer.name}': its input format differs from the "
                                   f"output of '{before.name}' (the host must convert it)")
         try:
-            passes = compile_layer(layer, hw).passes
+            schedule = compile_layer(layer, hw)
         except CompileError as exc:
             raise QueueImageError(str(exc)) from None
-        if len(passes) != 1:
-            raise QueueImageError(f"layer '{layer.name}': needs {len(passes)} engine passes; "
-                                  f"the queue image runs one-pass layers")
+        passes = schedule.passes
+        if len(passes) != 1 or schedule.input_fill is not None or any(
+                b != "y" for b in schedule.buffers):
+            outs = _schedule_passes(img, layer, schedule, srcs, x if before is None else None)
+            net.outputs.append(outs)
+            srcs = [Region(o.addr, o.row_bytes) for o in outs]
+            before = layer
+            continue
         run = passes[0].layer
         fold = Folded.of(run, n, hw) if before is not None else None
         if fold is not None:

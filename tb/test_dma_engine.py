@@ -130,7 +130,7 @@ async def single_layers(dut):
         src = image.put(pack(layer, x, hw))
         psum = make_psum(layer, rng) if case.psum else None
         psum_addr = image.put(_acc_bytes(psum, hw)) if psum is not None else None
-        out = image.add_layer(layer, src, psum_addr=psum_addr)
+        out = image.add_layer(layer, src, psum=psum_addr)
         guard = image.put(b"\xa5" * 64)
         host.load(image)
         status = await host.run(image.head)
@@ -210,6 +210,33 @@ async def batch_layer_major(dut):
         got = read_output(host.read, out, b, hw["pe"])
         assert np.array_equal(got, yb), f"b: {first_mismatch(got, yb)}"
     assert (await host.queue.read_fields("Q_COMPLETED"))["q_completed"] == 6
+
+
+@cocotb.test()
+async def multi_pass_layers(dut):
+    """Two layers larger than the engine, as the compiler splits them, through one queue: the
+    first over output-channel groups (3 -> 40 channels, each pass writing its slice of every
+    pixel: a 2-D region), the second over input-channel groups (40 -> 6 channels, each pass
+    reading its slice of the first's output and adding the partial sums of the pass before);
+    both == golden model on a batch of 2."""
+    from sim.queue_image import network_image
+    host = await start(dut, seed=7)
+    hw = _hw()
+    rng = np.random.default_rng(31)
+    l1, _ = make_layer(Case(3, 40, 8, 8, pads=(1, 1, 1, 1), relu=True), rng, "wide")
+    l2, _ = make_layer(Case(40, 6, 8, 8), rng, "deep")
+    x = np.stack([make_layer(Case(3, 40, 8, 8, pads=(1, 1, 1, 1)), rng)[1] for _ in range(2)])
+    image = network_image([l1, l2], x, hw)
+    assert len(image.image.entries) > 4, "the layers must take several passes"
+    host.load(image.image)
+    status = await host.run(image.image.head)
+    assert status["q_error"] == QueueError.NONE, f"multi-pass: queue status {status}"
+    y = x
+    for index, layer in enumerate([l1, l2]):
+        want = run_layer(layer, y)
+        got = image.read(host.read, index)
+        assert np.array_equal(got, want), f"{layer.name}: {first_mismatch(got, want)}"
+        y = want
 
 
 @cocotb.test()
