@@ -32,14 +32,12 @@ from amaranth.utils import exact_log2
 
 from rtl.axi4 import (BOUNDARY_BYTES, BURST_INCR, CACHE, MAX_BURST_BEATS, OKAY, PROT,
                       AXI4ReadSignature, check_bus)
-from rtl.dma_region import ROW_BYTES_WIDTH, region_layout
+from rtl.dma_region import MAX_WORD_WIDTH, ROW_BYTES_WIDTH, region_layout
 from rtl.regmap import BYTE
 from rtl.streams import payload_layout
 
 __all__ = ["DmaReader", "MAX_WORD_WIDTH", "MIN_FIFO_BEATS", "default_fifo_beats"]
 
-#: Widest stream word (bits).
-MAX_WORD_WIDTH = 4096
 #: Fewest beats of the data FIFO: a SyncFIFOBuffered of 2 refuses a write in the cycle after it
 #: fills from empty with a place free, which would break the credit count's promise.
 MIN_FIFO_BEATS = 3

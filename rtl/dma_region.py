@@ -17,7 +17,7 @@ address a surface.
 
 from amaranth.lib import data
 
-__all__ = ["ROW_BYTES_WIDTH", "ROWS_WIDTH", "STRIDE_WIDTH", "region_layout"]
+__all__ = ["ROW_BYTES_WIDTH", "ROWS_WIDTH", "STRIDE_WIDTH", "MAX_WORD_WIDTH", "region_layout"]
 
 #: Bits of ``row_bytes``: rows up to 16 MiB (a 224 x 224 x 64 map is 3.2 MB).
 ROW_BYTES_WIDTH = 24
@@ -25,6 +25,9 @@ ROW_BYTES_WIDTH = 24
 ROWS_WIDTH = 24
 #: Bits of ``stride`` (bytes from the start of a row to the start of the next).
 STRIDE_WIDTH = 32
+#: Widest stream word a DMA channel moves (bits; a 64 x 64 engine's parameter word is 32768,
+#: but the DMA front end's widest word is a raw output word, 4 PE bytes).
+MAX_WORD_WIDTH = 4096
 
 
 def region_layout(addr_width: int) -> data.StructLayout:

@@ -46,14 +46,12 @@ from amaranth.utils import exact_log2
 
 from rtl.axi4 import (BOUNDARY_BYTES, BURST_INCR, CACHE, MAX_BURST_BEATS, OKAY, PROT,
                       AXI4WriteSignature, check_bus)
-from rtl.dma_region import ROW_BYTES_WIDTH, region_layout
+from rtl.dma_region import MAX_WORD_WIDTH, ROW_BYTES_WIDTH, region_layout
 from rtl.regmap import BYTE
 from rtl.streams import payload_layout
 
 __all__ = ["DmaWriter", "command_layout", "MAX_WORD_WIDTH", "MAX_OUTSTANDING"]
 
-#: Widest input word (bits).
-MAX_WORD_WIDTH = 4096
 #: Most bursts with their AW issued and their B response not yet received (also the depth of
 #: the queue of issued bursts waiting for their W beats).
 MAX_OUTSTANDING = 8
