@@ -39,6 +39,9 @@ __all__ = ["GeneratorError", "Vectors", "PARAMETERS", "engine_configs", "vectors
 PARAMETERS = {"config": "default", "testbench": False, "seed": 1, "harness": None}
 #: The component class of the configurations this core packages.
 ENGINE_CLASS = ("rtl.engine", "ConvEngine")
+#: The engine behind its DMA front end (rtl.dma_engine): exported as it is, no testbench
+#: vectors or synthesis harness (those drive the engine's streams).
+DMA_CLASS = ("rtl.dma_engine", "DmaEngine")
 #: The testbench layer: input channels, output channels, height, width, kernel.
 TB_CIN, TB_COUT, TB_H, TB_W, TB_K = 3, 4, 8, 8, 3
 #: Watchdog of the testbench: cycles allowed per MAC, plus a base for loading and configuration.
@@ -99,13 +102,15 @@ def engine_configs() -> list[str]:
     return [n for n, c in CONFIGS.items() if (c.module, c.cls) == ENGINE_CLASS]
 
 
-def _engine_config(name):
+def _engine_config(name, dma_ok=False):
     from sim.configs import CONFIGS
 
     cfg = CONFIGS.get(name)
     if cfg is None:
         _fail(f"unknown configuration {name!r}; engine configurations: "
               f"{', '.join(engine_configs())}")
+    if dma_ok and (cfg.module, cfg.cls) == DMA_CLASS:
+        return cfg
     if (cfg.module, cfg.cls) != ENGINE_CLASS:
         _fail(f"configuration {name!r} is a {cfg.module}.{cfg.cls}, not the engine; "
               f"engine configurations: {', '.join(engine_configs())}")
@@ -297,7 +302,8 @@ def generate(data: dict, folder: Path) -> Path:
     if not isinstance(vlnv, str) or vlnv.count(":") != 3:
         _fail(f"the generator input has no VLNV of four fields: {vlnv!r}")
     params = _parameters(data.get("parameters"))
-    cfg = _engine_config(params["config"])
+    cfg = _engine_config(params["config"],
+                         dma_ok=not params["testbench"] and not params["harness"])
     try:
         result = export_config(cfg.name, folder, run_lint=False)
     except (ConfigError, ExportError, toolchain.ToolchainError) as exc:

@@ -65,6 +65,16 @@ def test_lint(tmp_path):
     assert "VERILATOR_OPTIONS := -Wall" in (work / "config.mk").read_text()
 
 
+def test_lint_dma(tmp_path):
+    """The engine behind its DMA front end (configuration dma) lints clean as well."""
+    result = fusesoc(tmp_path, "--target", "lint_dma", CORE)
+    assert result.returncode == 0, _log(result)
+    work = tmp_path / "build" / "convcore_convcore_engine_0.1.0" / "lint_dma-verilator"
+    files = (work / "convcore_convcore_engine_0.1.0.vc").read_text().split()
+    assert [Path(f).name for f in files if f.endswith((".v", ".vlt"))] == \
+        ["lint_waivers.vlt", "convcore_dma.v"]
+
+
 @pytest.mark.parametrize("tool", toolchain.SIMULATORS)
 def test_sim(tmp_path, tool):
     result = fusesoc(tmp_path, "--target", "sim", "--tool", tool, CORE)
