@@ -30,8 +30,9 @@ word ``i`` at byte ``4 i``), at an address that is a multiple of the bus bytes:
 The queue runs the descriptors one after the other and overlaps them: while a layer runs, the
 next descriptor is fetched, its registers written, its parameters loaded and its start queued
 (the engine launches it the cycle the running layer ends), and its input is read as soon as it
-can be. It stops at the first descriptor that fails, with its address in ``Q_CURRENT`` (for a
-fault of a transfer, the descriptor whose transfer it was), the reason in ``Q_STATUS.error`` (:data:`QueueError`) and, for a
+can be. It stops at the first descriptor that fails, with its address in ``Q_CURRENT`` (for
+``READ``, ``WRITE`` and ``TLAST``, which show when transfers complete, the descriptor whose
+output region was sent last), the reason in ``Q_STATUS.error`` (:data:`QueueError`) and, for a
 refusal, the engine's code in ``Q_STATUS.engine_error``.
 """
 

@@ -173,15 +173,18 @@ class LayerQueue(wiring.Component):
         out_word_log2 = Signal(range(8))
         m.d.comb += out_word_log2.eq(_log2(self.pe) + 2 * raw)
 
-        # Faults seen while streams of earlier descriptors complete (each block's flag is
-        # sticky until its next command; these keep them until the queue reports them).
+        # Faults of the transfers: each block's flag is sticky until its next command (and may
+        # still be high from the run before), so a fault is its rising edge, kept here until
+        # the queue reports it.
         read_fault, write_fault, last_fault = Signal(), Signal(), Signal()
-        with m.If(self.read_error):
-            m.d.sync += read_fault.eq(1)
-        with m.If(self.out_error):
-            m.d.sync += write_fault.eq(1)
-        with m.If(self.out_last_error):
-            m.d.sync += last_fault.eq(1)
+        seen = {name: Signal(name=f"{name}_seen") for name in
+                ("read_error", "out_error", "out_last_error")}
+        for name, fault in (("read_error", read_fault), ("out_error", write_fault),
+                            ("out_last_error", last_fault)):
+            flag_ = getattr(self, name)
+            m.d.sync += seen[name].eq(flag_)
+            with m.If(flag_ & ~seen[name]):
+                m.d.sync += fault.eq(1)
         # An output region in flight: from its command to the writer's done.
         out_open = Signal()
         with m.If(self.out_cmd.valid & self.out_cmd.ready):
@@ -269,7 +272,7 @@ class LayerQueue(wiring.Component):
                          | too_big(d["out_addr"], self.addr_width))
                 empty = ((d["in_row_bytes"] == 0) | (d["in_rows"] == 0)
                          | (d["out_row_bytes"] == 0) | (d["out_rows"] == 0))
-                with m.If(self.read_error):
+                with m.If(read_fault):
                     fail(QueueError.READ)
                 with m.Elif(~addr_ok | ~size_ok | ~fits):
                     fail(QueueError.ALIGN)
@@ -326,7 +329,7 @@ class LayerQueue(wiring.Component):
                     m.next = "QUANT_CHECK"
 
             with m.State("QUANT_CHECK"):
-                with m.If(self.read_error):
+                with m.If(read_fault):
                     fail(QueueError.READ)
                 with m.Elif(raw & ~aligned(desc["out_row_bytes"], self.acc_word_bytes)):
                     fail(QueueError.ALIGN)
@@ -353,7 +356,7 @@ class LayerQueue(wiring.Component):
             with m.State("LOAD_CHECK"):
                 # the parameters are in; a start is taken once no other one waits (queued)
                 with m.If(read(addr_of["STATUS"])):
-                    with m.If(self.read_error):
+                    with m.If(read_fault):
                         fail(QueueError.READ)
                     with m.Elif(bit(eng.rdata, "load_error")):
                         fail(QueueError.LOAD)
@@ -432,7 +435,9 @@ class LayerQueue(wiring.Component):
                     check_faults(issue)
 
             with m.State("FINISH"):
-                # the last output in memory, the engine idle, the readers empty
+                # the last output in memory, the engine idle, the readers empty (output past
+                # the last region is discarded: a TLAST fault)
+                m.d.sync += drain_out.eq(~out_open & ~self.out_busy)
                 with m.If(read(addr_of["STATUS"])):
                     m.d.sync += status.eq(eng.rdata)
                     with m.If(~bit(eng.rdata, "busy") & ~out_open & ~self.out_busy):

@@ -251,6 +251,7 @@ async def refusals(dut):
     bus = hw["bus_width"] // 8
 
     async def run_one(edit, expect, base):
+        dut._log.info(f"refusals: {edit.__name__}, expecting {expect.name}")
         image = QueueImage(hw, base=base)
         src = image.put(pack(layer, x, hw))
         out = image.add_layer(layer, src)
@@ -306,8 +307,22 @@ async def refusals(dut):
         words["regs"] = image.put(b"".join(o.to_bytes(4, "little") + v.to_bytes(4, "little")
                                            for o, v in pairs))
 
+    pe, simd = hw["pe"], hw["simd"]
+
+    def out_one_word_short(words, image):       # the output does not fit its region
+        words["out_row_bytes"] -= pe
+
+    def out_one_word_long(words, image):        # the region is not filled
+        words["out_row_bytes"] += pe
+
+    def in_one_word_long(words, image):         # the input's tlast comes a word late
+        words["in_row_bytes"] += simd
+
     base = 0x1000
     for edit, expect in ((nothing, QueueError.NONE), (out_aligned_next, QueueError.NONE),
+                         (out_one_word_short, QueueError.TLAST),
+                         (out_one_word_long, QueueError.TLAST),
+                         (in_one_word_long, QueueError.TLAST),
                          (out_misaligned, QueueError.ALIGN), (in_rows_zero, QueueError.EMPTY),
                          (in_row_bytes_part_word, QueueError.ALIGN),
                          (register_last_mapped, QueueError.NONE),
