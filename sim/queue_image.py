@@ -233,8 +233,9 @@ def read_output(memory_read, region: Region, layer, pe) -> np.ndarray:
 @dataclass
 class NetworkImage:
     """A batch through a chain of layers as one queue: the image, and where each layer's
-    outputs are (``outputs[layer index][sample]``: a region and the layer whose format it
-    has; a folded dense layer's samples are pixels of one region, see :meth:`read`)."""
+    outputs are (``outputs[layer index][sample]``: a :class:`Buffer`; for a folded dense
+    layer, ``outputs[layer index][group]`` a Region whose pixels are the group's samples, see
+    :meth:`read`)."""
     image: QueueImage
     layers: list
     outputs: list
@@ -246,8 +247,8 @@ class NetworkImage:
         fold = self.folds.get(index)
         layer = self.layers[index]
         if fold is None:
-            return np.stack([read_output(memory_read, region, layer, hw["pe"])
-                             for region in self.outputs[index]])
+            dtype = np.int32 if getattr(layer, "raw", False) else np.dtype(layer.out_dtype)
+            return np.stack([buf.read(memory_read, dtype) for buf in self.outputs[index]])
         folded, n = fold
         groups = [read_output(memory_read, region, folded.layer, hw["pe"])
                   for region in self.outputs[index]]
@@ -265,56 +266,116 @@ def _multi_pass(layer, hw) -> bool:
 @dataclass(frozen=True)
 class Buffer:
     """A batch sample's CHW buffer in memory, in the engine's HWC layout: ``pixel_bytes`` per
-    pixel (the channels padded to whole words), ``elem`` bytes a value (1, or 4 for int32)."""
+    pixel (the channels padded to whole words), ``elem`` bytes a value (1, or 4 for int32),
+    and a border of ``top``/``bottom`` rows and ``left``/``right`` columns around the map,
+    filled before the queue runs (explicit padding that a later pass reads)."""
     base: int
     channels: int
     height: int
     width: int
     elem: int
     pixel_bytes: int
+    top: int = 0
+    bottom: int = 0
+    left: int = 0
+    right: int = 0
+
+    @property
+    def rows_total(self):
+        return self.top + self.height + self.bottom
+
+    @property
+    def cols_total(self):
+        return self.left + self.width + self.right
 
     @property
     def size(self):
-        return self.height * self.width * self.pixel_bytes
+        return self.rows_total * self.cols_total * self.pixel_bytes
+
+    def whole(self):
+        """The compiler's Region of the whole map (the border excluded)."""
+        from sim.compiler import Region as Box
+        return Box("", (0, self.channels), (0, self.height, 1), (0, self.width, 1))
 
     def region(self, box, slice_bytes, bus_bytes) -> Region | None:
-        """The DMA region of the compiler's Region ``box`` (:class:`sim.compiler.Region`)
-        when it is one: whole pixels in a window of rows and columns, or a channel slice of
-        ``slice_bytes`` per pixel over the whole map; None otherwise (steps, positions outside
-        the map, a slice that starts off a bus word, a slice and a window at once)."""
+        """The DMA region of the compiler's Region ``box`` (:class:`sim.compiler.Region`, in
+        the map's coordinates; positions outside the map fall in the border) when it is one:
+        whole pixels in a window of rows and columns, or a channel slice of ``slice_bytes``
+        per pixel over all rows and columns of the buffer; None otherwise (steps, positions
+        past the border, a slice that starts off a bus word, a slice and a window at once)."""
         c0, c1 = box.channels
         (r0, r1, rs), (q0, q1, qs) = box.rows, box.cols
-        if rs != 1 or qs != 1 or r0 < 0 or q0 < 0 or r1 > self.height or q1 > self.width:
+        r0, r1, q0, q1 = r0 + self.top, r1 + self.top, q0 + self.left, q1 + self.left
+        rows, cols = self.rows_total, self.cols_total
+        if rs != 1 or qs != 1 or r0 < 0 or q0 < 0 or r1 > rows or q1 > cols \
+                or r1 <= r0 or q1 <= q0:
             return None
-        pb, w = self.pixel_bytes, self.width
+        pb = self.pixel_bytes
         if c0 == 0 and slice_bytes == pb:
-            if (q0, q1) == (0, w):
-                return Region(self.base + r0 * w * pb, (r1 - r0) * w * pb)
-            if pb * (q1 - q0) == 0 or (w * pb) % bus_bytes:
+            if (q0, q1) == (0, cols):
+                return Region(self.base + r0 * cols * pb, (r1 - r0) * cols * pb)
+            if (cols * pb) % bus_bytes or (q0 * pb) % bus_bytes:
                 return None
-            return Region(self.base + (r0 * w + q0) * pb, (q1 - q0) * pb, w * pb, r1 - r0)
+            return Region(self.base + (r0 * cols + q0) * pb, (q1 - q0) * pb, cols * pb, r1 - r0)
         offset = c0 * self.elem
-        if (r0, r1, q0, q1) != (0, self.height, 0, w) or offset % bus_bytes \
+        if (r0, r1, q0, q1) != (0, rows, 0, cols) or offset % bus_bytes \
                 or pb % bus_bytes or offset + slice_bytes > pb:
             return None
-        return Region(self.base + offset, slice_bytes, pb, self.height * w)
+        return Region(self.base + offset, slice_bytes, pb, rows * cols)
+
+    def read(self, memory_read, dtype) -> np.ndarray:
+        """The CHW map (the border cut off) from memory, ``memory_read(addr, n) -> bytes``."""
+        dtype = np.dtype(dtype).newbyteorder("<")
+        raw = np.frombuffer(memory_read(self.base, self.size), dtype)
+        pixels = raw.reshape(self.rows_total, self.cols_total, -1)
+        y = pixels[self.top:self.top + self.height, self.left:self.left + self.width,
+                   :self.channels]
+        return y.transpose(2, 0, 1).astype(dtype.newbyteorder("="))
 
 
-def _buffer(img, shape, dtype, lanes) -> Buffer:
+def _buffer(img, shape, dtype, lanes, border=None) -> Buffer:
+    """A new buffer; ``border`` ``(top, bottom, left, right, fill)`` around the map, every
+    byte of it ``fill``."""
     c, h, w = shape
     elem = np.dtype(dtype).itemsize
     pixel = _groups(c, lanes) * lanes * elem
-    return Buffer(img.alloc(h * w * pixel), c, h, w, elem, pixel)
+    if border is None or not any(border[:4]):
+        return Buffer(img.alloc(h * w * pixel), c, h, w, elem, pixel)
+    t, b, l, r, fill = border
+    size = (t + h + b) * (l + w + r) * pixel
+    return Buffer(img.put(bytes([fill & 0xFF]) * size), c, h, w, elem, pixel, t, b, l, r)
 
 
-def _schedule_passes(img, layer, schedule, srcs, first_input):
+def _border(schedule):
+    """``(top, bottom, left, right, fill)`` of the explicit padding the schedule's passes
+    read around their input ``x`` (zeros when they read none)."""
+    c, h, w = schedule.input_shape
+    t = b = l = r = 0
+    fill = 0
+    for p in schedule.passes:
+        box = p.source
+        if box.buffer != "x":
+            continue
+        (r0, r1, rs), (q0, q1, qs) = box.rows, box.cols
+        last_r = r0 + (max(1, -(-(r1 - r0) // rs)) - 1) * rs
+        last_q = q0 + (max(1, -(-(q1 - q0) // qs)) - 1) * qs
+        t, b = max(t, -r0), max(b, last_r + 1 - h)
+        l, r = max(l, -q0), max(r, last_q + 1 - w)
+        if min(r0, q0) < 0 or last_r >= h or last_q >= w:
+            fill = box.fill
+    return t, b, l, r, fill
+
+
+def _schedule_passes(img, layer, schedule, srcs, first_input, y_border):
     """Descriptors of a multi-pass layer for every sample, pass after pass (each pass's
-    parameters sent once for the batch); returns the output regions (buffer ``y``)."""
+    parameters sent once for the batch); ``srcs`` the samples' input Buffers (None for the
+    network's input ``first_input``: the host prepares each pass's input); ``y_border`` the
+    border the next layer reads around the output. Returns the output Buffers."""
     hw = img.hw
     pe, simd, packing = hw["pe"], hw["simd"], hw.get("packing", True)
     bus = img.bus_bytes
     lanes = max(pe, simd)
-    n = len(srcs)
+    n = len(srcs) if srcs is not None else first_input.shape[0]
     if first_input is not None and schedule.input_fill is not None:
         size, fill = schedule.input_fill
         flat = first_input.reshape(n, -1)
@@ -327,14 +388,12 @@ def _schedule_passes(img, layer, schedule, srcs, first_input):
         bufs = {}
         for name, (shape, dtype) in schedule.buffers.items():
             if name == "y":
-                cout, oh, ow = layer.out_shape
-                bufs[name] = _buffer(img, (cout, oh, ow), dtype, pe)
+                bufs[name] = _buffer(img, layer.out_shape, dtype, pe, y_border)
             else:
                 bufs[name] = _buffer(img, shape, dtype, pe if np.dtype(dtype).itemsize == 4
                                      else lanes)
         if first_input is None:
-            c, h, w = schedule.input_shape
-            bufs["x"] = Buffer(srcs[i].addr, c, h, w, 1, _groups(c, pe) * pe)
+            bufs["x"] = srcs[i]
         buffers.append(bufs)
 
     def fail(p, what):
@@ -367,74 +426,108 @@ def _schedule_passes(img, layer, schedule, srcs, first_input):
             if out is None:
                 fail(p, f"writes {p.target}")
             img.add_layer(p.layer, src, psum=acc, output=out)
-    return [Region(b["y"].base, b["y"].size) for b in buffers]
+    return [b["y"] for b in buffers]
 
 
 def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
     """The descriptors running the batch ``x`` (N, C, H, W) through ``layers`` layer after
     layer, every sample of a layer before the next layer (its parameters sent once), each
-    layer's outputs in one block that is the next layer's inputs; a dense layer (a conv over
-    its whole input) runs its samples folded into passes of many (:class:`sim.compiler.Folded`),
-    as the stream-driven backend runs it. A layer the compiler splits into passes
+    layer's outputs the next layer's inputs in memory; a dense layer (a conv over its whole
+    input) runs its samples folded into passes of many (:class:`sim.compiler.Folded`), as the
+    stream-driven backend runs it. A layer the compiler splits into passes
     (:func:`sim.compiler.compile_layer`) runs pass after pass for the whole batch, its
     intermediate buffers (partial sums) in memory, each pass's slice of channels or window of
-    rows a DMA region (:meth:`Buffer.region`); for the network's first layer the host
-    prepares each pass's input (crops, explicit padding) in the image. QueueImageError names a
-    layer the queue cannot run this way (a pass whose region is not a DMA region, an input
-    format that differs from the output before it)."""
+    rows a DMA region (:meth:`Buffer.region`); the explicit padding its passes read lies in a
+    border around the layer before's output, filled with the input zero point in the image
+    (that layer writes the inside); for the network's first layer the host prepares each
+    pass's input (crops, padding) in the image. QueueImageError names a layer the queue cannot
+    run this way (a pass whose region is not a DMA region, an input format that differs from
+    the output before it)."""
     from sim.compiler import CompileError, Folded, compile_layer
 
     x = np.asarray(x)
     n = x.shape[0]
     img = QueueImage(hw, base)
     pe, simd, packing = hw["pe"], hw["simd"], hw.get("packing", True)
-    first = layers[0]
-    pitch = row_pitch(first, simd, packing)
-    srcs = [img.input_region(first, img.put(pack_input(xi, simd, pitch))) for xi in x]
-    net = NetworkImage(img, list(layers), [])
-    before = None
-    for index, layer in enumerate(layers):
-        if before is not None and not chains(before, layer, hw) \
-                and not _multi_pass(layer, hw):
-            raise QueueImageError(f"layer '{layer.name}': its input format differs from the "
-                                  f"output of '{before.name}' (the host must convert it)")
+    bus = img.bus_bytes
+    schedules = []
+    for layer in layers:
         try:
-            schedule = compile_layer(layer, hw)
+            schedules.append(compile_layer(layer, hw))
         except CompileError as exc:
             raise QueueImageError(str(exc)) from None
-        passes = schedule.passes
-        if len(passes) != 1 or schedule.input_fill is not None or any(
-                b != "y" for b in schedule.buffers):
-            outs = _schedule_passes(img, layer, schedule, srcs, x if before is None else None)
+
+    def multi(schedule):
+        return len(schedule.passes) != 1 or schedule.input_fill is not None \
+            or any(name != "y" for name in schedule.buffers)
+
+    borders = [_border(sch) if multi(sch) else None for sch in schedules[1:]] + [None]
+    first = layers[0]
+    pitch = row_pitch(first, simd, packing)
+    srcs = None                 # the samples' input Buffers (None: the network's input)
+    net = NetworkImage(img, list(layers), [])
+    before = None
+    for index, (layer, schedule) in enumerate(zip(layers, schedules)):
+        if before is not None and not chains(before, layer, hw) and not multi(schedule):
+            raise QueueImageError(f"layer '{layer.name}': its input format differs from the "
+                                  f"output of '{before.name}' (the host must convert it)")
+        if multi(schedule):
+            outs = _schedule_passes(img, layer, schedule, srcs, x if srcs is None else None,
+                                    borders[index])
             net.outputs.append(outs)
-            srcs = [Region(o.addr, o.row_bytes) for o in outs]
-            before = layer
+            srcs, before = outs, layer
             continue
-        run = passes[0].layer
-        fold = Folded.of(run, n, hw) if before is not None else None
+        run = schedule.passes[0].layer
+        if srcs is None:
+            inputs = [img.input_region(first, img.put(pack_input(xi, simd, pitch)))
+                      for xi in x]
+        else:
+            inputs = [buf.region(buf.whole(), buf.pixel_bytes, bus) for buf in srcs]
+            if any(r is None for r in inputs):
+                raise QueueImageError(f"layer '{layer.name}': its input is not a DMA region")
+        fold = Folded.of(run, n, hw) if srcs is not None else None
         if fold is not None:
             # the samples' inputs are one block: each group of `per` of them is one map
             per = fold.samples
             groups = -(-n // per)
-            size = srcs[0].row_bytes
-            if any(s.addr != srcs[0].addr + i * size for i, s in enumerate(srcs)):
+            size = inputs[0].row_bytes
+            if any(r.addr != inputs[0].addr + i * size or r.rows != 1
+                   for i, r in enumerate(inputs)):
                 raise QueueImageError(f"layer '{layer.name}': its samples' inputs are not "
                                       f"one block")
             if groups * per > n:                  # zero samples complete the last group
                 pad = img.put(bytes(size * (groups * per - n)))
-                if pad != srcs[0].addr + n * size:
+                if pad != inputs[0].addr + n * size:
                     raise QueueImageError(f"layer '{layer.name}': no room to pad its batch")
-            outs = [img.add_layer(fold.layer, Region(srcs[0].addr + g * per * size, per * size))
+            outs = [img.add_layer(fold.layer, Region(inputs[0].addr + g * per * size,
+                                                     per * size))
                     for g in range(groups)]
             net.folds[index] = (fold, n)
+            net.outputs.append(outs)
+            if index + 1 < len(layers):
+                raise QueueImageError(f"layer '{layers[index + 1].name}': it follows the "
+                                      f"dense layer '{layer.name}', whose samples run folded; "
+                                      f"the queue image ends with it")
+            continue
+        cout, oh, ow = output_shape(run)
+        lane = 4 if getattr(run, "raw", False) else 1
+        dtype = np.int32 if lane == 4 else np.int8
+        size = output_bytes(run, pe)
+        border = borders[index]
+        if border is None or not any(border[:4]):
+            # one block: the next layer may fold the samples together
+            block = img.alloc(n * size) if size % bus == 0 else None
+            outs = [Buffer(block + i * size, cout, oh, ow, lane, size // (oh * ow))
+                    if block is not None else _buffer(img, (cout, oh, ow), dtype, pe)
+                    for i in range(n)]
         else:
-            size = output_bytes(run, pe)
-            block = img.alloc(n * size) if size % img.bus_bytes == 0 else None
-            outs = []
-            for i, src in enumerate(srcs):
-                out = Region(block + i * size, size) if block is not None else None
-                outs.append(img.add_layer(run, src, output=out))
+            outs = [_buffer(img, (cout, oh, ow), dtype, pe, border) for _ in range(n)]
+        for src, out in zip(inputs, outs):
+            region = out.region(out.whole(), out.pixel_bytes, bus)
+            if region is None:
+                raise QueueImageError(f"layer '{layer.name}': its output cannot go inside the "
+                                      f"padding the next layer reads")
+            img.add_layer(run, src, output=region)
         net.outputs.append(outs)
-        srcs = [Region(o.addr, o.row_bytes) for o in outs]
-        before = run if fold is None else fold.layer
+        srcs, before = outs, run
     return net

@@ -214,11 +214,12 @@ async def batch_layer_major(dut):
 
 @cocotb.test()
 async def multi_pass_layers(dut):
-    """Two layers larger than the engine, as the compiler splits them, through one queue: the
-    first over output-channel groups (3 -> 40 channels, each pass writing its slice of every
-    pixel: a 2-D region), the second over input-channel groups (40 -> 6 channels, each pass
-    reading its slice of the first's output and adding the partial sums of the pass before);
-    both == golden model on a batch of 2."""
+    """Layers larger than the engine, as the compiler splits them, through one queue: one over
+    output-channel groups (3 -> 40 channels, each pass writing its slice of every pixel: a
+    2-D region), one over input-channel groups (40 -> 6 channels, each pass reading its slice
+    of the first's output and adding the partial sums of the pass before); then a chain whose
+    second layer's passes read explicit padding (a border filled with the zero point around
+    the first layer's output); all == golden model on batches of 2."""
     from sim.queue_image import network_image
     host = await start(dut, seed=7)
     hw = _hw()
@@ -233,6 +234,24 @@ async def multi_pass_layers(dut):
     assert status["q_error"] == QueueError.NONE, f"multi-pass: queue status {status}"
     y = x
     for index, layer in enumerate([l1, l2]):
+        want = run_layer(layer, y)
+        got = image.read(host.read, index)
+        assert np.array_equal(got, want), f"{layer.name}: {first_mismatch(got, want)}"
+        y = want
+    # A one-pass layer, then a padded one split over output channels (its explicit padding a
+    # border around the first's output, filled in the image), then one split over input
+    # channels reading slices of it.
+    c1, x = make_layer(Case(3, 16, 8, 8, pads=(1, 1, 1, 1), relu=True), rng, "one")
+    c2, _ = make_layer(Case(16, 24, 8, 8, pads=(1, 1, 1, 1)), rng, "padded")
+    c3, _ = make_layer(Case(24, 6, 8, 8), rng, "sliced")
+    x = np.stack([x, make_layer(Case(3, 16, 8, 8), rng)[1]])
+    image = network_image([c1, c2, c3], x, hw)
+    assert any(any(b.top for b in outs) for outs in image.outputs), "no padded buffer"
+    host.load(image.image)
+    status = await host.run(image.image.head)
+    assert status["q_error"] == QueueError.NONE, f"padded: queue status {status}"
+    y = x
+    for index, layer in enumerate([c1, c2, c3]):
         want = run_layer(layer, y)
         got = image.read(host.read, index)
         assert np.array_equal(got, want), f"{layer.name}: {first_mismatch(got, want)}"
