@@ -522,60 +522,71 @@ def _run_batch(net, images, hw_config="default"):
     return {"cycles": cycles, "utilization": ideal / cycles, "layers": layers}
 
 
-#: Images of the dma section's batch (the chunk ``make sim`` runs), and how far its cycles per
-#: image may be from the stream-driven engine's on the same images.
-DMA_IMAGES = 90
+#: Images of the dma section's batches: the digits CNN's (the chunk ``make sim`` runs) and the
+#: CIFAR-10 net's; how far the queue's cycles per image may be from the stream-driven
+#: engine's on the same images.
+DMA_IMAGES = {"digits": 90, "cifar": 4}
 DMA_MAX_RATIO = 1.05
 
 
-@section("dma", "the digits CNN through the DMA front end and its layer queue (memory: "
-                "cocotbext-axi's AxiRam) against the stream-driven engine, same images, "
-                "default configuration, Verilator")
+def _dma_net(name):
+    """(network, float images) of a dma-section batch."""
+    from sim.onnx_import import load_network
+    if name == "digits":
+        from examples.digits import MODEL_PATH, load_test_set
+        return load_network(MODEL_PATH), load_test_set()[0][:DMA_IMAGES[name]]
+    from examples.cifar import random_images
+    return load_network(cifar_net(CIFAR_BENCH_SEED)), \
+        random_images(DMA_IMAGES[name], seed=CIFAR_BENCH_IMAGE_SEED)
+
+
+@section("dma", "the digits CNN and the CIFAR-10 net through the DMA front end and its layer "
+                "queue (memory: cocotbext-axi's AxiRam) against the stream-driven engine, "
+                "same images, default configuration, Verilator")
 def bench_dma(options) -> list[Result]:
-    from examples.digits import MODEL_PATH, load_test_set
     from model.network import quantize_input, run_layer
     from rtl.dma_engine import DmaEngine
-    from sim.onnx_import import load_network
     from sim.queue_image import network_image
     from sim.run_queue import run
 
-    net = load_network(MODEL_PATH)
-    images, _ = load_test_set()
-    images = images[:DMA_IMAGES]
-    n = len(images)
-    stream = _run_batch(net, images)
     bus_width = 64
     hw = DmaEngine(bus_width=bus_width).hw
-    x = quantize_input(net, images)
-    queued = network_image(net.layers, x, hw)
-    try:
-        result = run(queued.image, {}, bus_width, 1 << 22, Path("build") / "bench" / "dma")
-    except Exception as exc:
-        raise _sim_error("verilator", exc) from None
-    if result["status"]["q_error"]:
-        raise BenchError(f"the queue stopped: {result['status']}")
-    y = x
-    for index, layer in enumerate(net.layers):
-        want = run_layer(layer, y)
-        got = queued.read(result["read"], index).reshape(want.shape)
-        if not np.array_equal(got, want):
-            raise BenchError(f"layer '{layer.name}' through the queue differs from the golden "
-                             f"model")
-        y = want
-    per_image = result["cycles"] / n
-    ratio = per_image / (stream["cycles"] / n)
-    return [
-        Result("stream-driven: cycles per image", stream["cycles"] / n, "cycles",
-               f"{n} images in one launch, the host on the AXI-Stream ports"),
-        Result("through the queue: cycles per image", per_image, "cycles",
-               f"Q_CYCLES / {n}: {len(queued.image.entries)} descriptors, parameters sent "
-               f"once per layer over a {bus_width}-bit bus"),
-        Result("queue / stream-driven", ratio, "", "cycles per image",
-               limit=DMA_MAX_RATIO),
-        Result("simulated cycles per second (cocotb + AxiRam)",
-               result["cycles"] / result["sim_seconds"], "cycles/s",
-               "Python serves every memory beat"),
-    ]
+    results = []
+    for name in DMA_IMAGES:
+        net, images = _dma_net(name)
+        n = len(images)
+        stream = _run_batch(net, images)
+        x = quantize_input(net, images)
+        queued = network_image(net.layers, x, hw)
+        try:
+            result = run(queued.image, {}, bus_width, 1 << 24,
+                         Path("build") / "bench" / f"dma-{name}")
+        except Exception as exc:
+            raise _sim_error("verilator", exc) from None
+        if result["status"]["q_error"]:
+            raise BenchError(f"{name}: the queue stopped: {result['status']}")
+        y = x
+        for index, layer in enumerate(net.layers):
+            want = run_layer(layer, y)
+            got = queued.read(result["read"], index).reshape(want.shape)
+            if not np.array_equal(got, want):
+                raise BenchError(f"{name}: layer '{layer.name}' through the queue differs "
+                                 f"from the golden model")
+            y = want
+        per_image = result["cycles"] / n
+        results += [
+            Result(f"{name}: stream-driven, cycles per image", stream["cycles"] / n, "cycles",
+                   f"{n} images in one launch, the host on the AXI-Stream ports"),
+            Result(f"{name}: through the queue, cycles per image", per_image, "cycles",
+                   f"Q_CYCLES / {n}: {len(queued.image.entries)} descriptors, parameters "
+                   f"sent once per layer over a {bus_width}-bit bus"),
+            Result(f"{name}: queue / stream-driven", per_image / (stream["cycles"] / n), "",
+                   "cycles per image", limit=DMA_MAX_RATIO),
+            Result(f"{name}: simulated cycles per second (cocotb + AxiRam)",
+                   result["cycles"] / result["sim_seconds"], "cycles/s",
+                   "Python serves every memory beat"),
+        ]
+    return results
 
 
 #: The configurations of ``make synth`` and their devices, whose images per second the

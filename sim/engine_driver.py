@@ -499,21 +499,23 @@ class ParamPlacer:
         self.stats = stats if stats is not None else \
             {"weight_words": 0, "chan_words": 0, "resident": 0}
 
-    def _words(self, layer):
+    def _words(self, layer, packing=None):
         hw = self.hw
-        w = weight_words(layer, hw.pe, hw.simd, packing=hw.packing)
+        packing = hw.packing if packing is None else packing and hw.packing
+        w = weight_words(layer, hw.pe, hw.simd, packing=packing)
         c = channel_words(layer, hw.pe)
         return (_key(KIND_WEIGHTS, w), w), (_key(KIND_CHANNELS, c), c)
 
-    def place(self, layer, keep=None, at=None):
+    def place(self, layer, keep=None, at=None, packing=None):
         """The :class:`Placement` of a ConvLayer's parameters (None for a PoolLayer, which has
         none), sparing the ranges of the Placement ``keep``; None if they cannot (then place
         them once ``keep``'s layer is done). ``at = (weight_base, chan_base)`` puts them there
-        (tests of the base addresses)."""
+        (tests of the base addresses); ``packing`` False: the weights of the plain format even
+        where the engine would pack the layer."""
         if isinstance(layer, PoolLayer):
             return None
         hw = self.hw
-        (wkey, w), (ckey, c) = self._words(layer)
+        (wkey, w), (ckey, c) = self._words(layer, packing)
         if at is not None:
             wplace = self.weights.put(wkey, at[0], len(w))
             cplace = self.channels.put(ckey, at[1], len(c))

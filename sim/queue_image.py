@@ -33,6 +33,11 @@ __all__ = ["QueueImage", "Region", "LayerEntry", "output_bytes", "chains", "Queu
 BUFFER_ALIGN = 64
 
 
+def _packing(hw, packing=None) -> bool:
+    """Whether a layer may run packed: the engine's ``packing``, unless ``packing`` says no."""
+    return hw.get("packing", True) and (packing is None or bool(packing))
+
+
 class QueueImageError(ValueError):
     """A layer cannot be put in the queue as asked; the message names it."""
 
@@ -77,12 +82,14 @@ def output_bytes(layer, pe) -> int:
     return oh * ow * _groups(cout, pe) * pe * lane
 
 
-def chains(before, after, hw) -> bool:
+def chains(before, after, hw, packing=None) -> bool:
     """True when ``before``'s output buffer is ``after``'s input buffer as it stands: the
-    output is requantized and ``after`` takes the plain format with pixels as long."""
+    output is requantized and ``after`` takes the plain format with pixels as long
+    (``packing`` False: ``after`` run in the plain format even where the engine would pack
+    it)."""
     if getattr(before, "raw", False):
         return False
-    if row_pitch(after, hw["simd"], hw.get("packing", True)) is not None:
+    if row_pitch(after, hw["simd"], _packing(hw, packing)) is not None:
         return False
     c = output_shape(before)[0]
     return _groups(c, hw["pe"]) * hw["pe"] == _groups(c, hw["simd"]) * hw["simd"]
@@ -121,27 +128,29 @@ class QueueImage:
         self.chunks[addr] = bytes(data)
         return addr
 
-    def registers(self, layer, acc_in=False, placement=None) -> list[tuple[int, int]]:
+    def registers(self, layer, acc_in=False, placement=None, packing=None) \
+            -> list[tuple[int, int]]:
         """(offset, value) of every register write the layer needs; its parameters' bases
-        those of ``placement`` (default 0)."""
+        those of ``placement`` (default 0); ``packing`` False: the plain format."""
         hw = self.hw
         pairs = [(REGMAP[reg].offset, REGMAP[reg].pack(fields)) for reg, fields in
-                 layer_fields(layer, acc_in, hw["simd"], hw.get("packing", True)).items()]
+                 layer_fields(layer, acc_in, hw["simd"], _packing(hw, packing)).items()]
         bases = placement or Placement()
         pairs += [(REGMAP["WEIGHT_BASE"].offset, bases.weight_base),
                   (REGMAP["CHAN_BASE"].offset, bases.chan_base)]
         return pairs
 
-    def input_region(self, layer, addr) -> Region:
+    def input_region(self, layer, addr, packing=None) -> Region:
         """The contiguous input buffer of ``layer`` at ``addr``."""
-        return Region(addr, input_words(layer, self.hw["simd"], self.hw.get("packing", True))
+        return Region(addr, input_words(layer, self.hw["simd"], _packing(self.hw, packing))
                       * self.hw["simd"])
 
-    def add_layer(self, layer, source, *, psum=None, output=None) -> Region:
+    def add_layer(self, layer, source, *, psum=None, output=None, packing=None) -> Region:
         """Append a descriptor running ``layer`` on the input buffer at ``source`` (an address
         or a :class:`Region`); ``psum``: its partial sums (raw output words, ``acc_in``), an
         address (a contiguous buffer) or a :class:`Region`;
-        ``output``: where the output goes (default a new buffer). Returns the output region.
+        ``output``: where the output goes (default a new buffer); ``packing`` False: run it
+        in the plain format even where the engine would pack it. Returns the output region.
 
         Its parameters go where they spare the words of the layer before (which may still run
         when they load); where they cannot, the descriptor waits for that layer to end
@@ -152,7 +161,8 @@ class QueueImage:
         if not isinstance(layer, (ConvLayer, PoolLayer)):
             raise QueueImageError(f"layer '{getattr(layer, 'name', layer)}': the queue runs "
                                   f"ConvLayer and PoolLayer, not {type(layer).__name__}")
-        src = source if isinstance(source, Region) else self.input_region(layer, source)
+        src = source if isinstance(source, Region) else \
+            self.input_region(layer, source, packing)
         out = output or Region(self.alloc(output_bytes(layer, hw["pe"])),
                                output_bytes(layer, hw["pe"]))
         words = dict.fromkeys(DESCRIPTOR, 0)
@@ -160,10 +170,10 @@ class QueueImage:
         placement = None
         if isinstance(layer, ConvLayer):
             try:
-                placement = self.placer.place(layer, keep=self._running)
+                placement = self.placer.place(layer, keep=self._running, packing=packing)
                 if placement is None:
                     flags |= 1 << FLAGS["wait"]
-                    placement = self.placer.place(layer)
+                    placement = self.placer.place(layer, packing=packing)
             except ValueError as exc:       # constants out of the engine's range
                 raise QueueImageError(str(exc)) from None
             for beats in placement.packets:
@@ -174,7 +184,8 @@ class QueueImage:
                 words[{"weights": "weight_bytes", "channels": "channel_bytes"}[kind]] = \
                     len(data)
         self._running = placement
-        regs = self.registers(layer, acc_in=psum is not None, placement=placement)
+        regs = self.registers(layer, acc_in=psum is not None, placement=placement,
+                              packing=packing)
         words["reg_count"] = len(regs)
         words["regs"] = self.put(b"".join(o.to_bytes(4, "little") + v.to_bytes(4, "little")
                                           for o, v in regs))
@@ -410,9 +421,9 @@ def _schedule_passes(img, layer, schedule, srcs, first_input, y_border):
                     1, *schedule.input_shape)})[0]
                 src = img.input_region(p.layer, img.put(pack_input(
                     xin, simd, row_pitch(p.layer, simd, packing))))
+                plain = None
             else:
-                if row_pitch(p.layer, simd, packing) is not None:
-                    fail(p, "reads a packed input")
+                plain = False       # the buffer before holds whole pixels: the plain format
                 src = bufs[p.source.buffer].region(p.source, _groups(cin, simd) * simd, bus)
                 if src is None:
                     fail(p, f"reads {p.source}")
@@ -425,7 +436,7 @@ def _schedule_passes(img, layer, schedule, srcs, first_input, y_border):
             out = target.region(p.target, _groups(cout, pe) * pe * target.elem, bus)
             if out is None:
                 fail(p, f"writes {p.target}")
-            img.add_layer(p.layer, src, psum=acc, output=out)
+            img.add_layer(p.layer, src, psum=acc, output=out, packing=plain)
     return [b["y"] for b in buffers]
 
 
@@ -468,9 +479,14 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
     net = NetworkImage(img, list(layers), [])
     before = None
     for index, (layer, schedule) in enumerate(zip(layers, schedules)):
-        if before is not None and not chains(before, layer, hw) and not multi(schedule):
-            raise QueueImageError(f"layer '{layer.name}': its input format differs from the "
-                                  f"output of '{before.name}' (the host must convert it)")
+        plain = None
+        if before is not None and not multi(schedule) and not chains(before, layer, hw):
+            # the engine would pack it: run it in the plain format, which the output before is
+            if not chains(before, layer, hw, packing=False):
+                raise QueueImageError(f"layer '{layer.name}': its input format differs from "
+                                      f"the output of '{before.name}' (the host must convert "
+                                      f"it)")
+            plain = False
         if multi(schedule):
             outs = _schedule_passes(img, layer, schedule, srcs, x if srcs is None else None,
                                     borders[index])
@@ -486,6 +502,8 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
             if any(r is None for r in inputs):
                 raise QueueImageError(f"layer '{layer.name}': its input is not a DMA region")
         fold = Folded.of(run, n, hw) if srcs is not None else None
+        if fold is not None and not chains(before, fold.layer, hw):
+            plain = False               # as above: the folded layer in the plain format
         if fold is not None:
             # the samples' inputs are one block: each group of `per` of them is one map
             per = fold.samples
@@ -500,7 +518,7 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
                 if pad != inputs[0].addr + n * size:
                     raise QueueImageError(f"layer '{layer.name}': no room to pad its batch")
             outs = [img.add_layer(fold.layer, Region(inputs[0].addr + g * per * size,
-                                                     per * size))
+                                                     per * size), packing=plain)
                     for g in range(groups)]
             net.folds[index] = (fold, n)
             net.outputs.append(outs)
@@ -527,7 +545,7 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
             if region is None:
                 raise QueueImageError(f"layer '{layer.name}': its output cannot go inside the "
                                       f"padding the next layer reads")
-            img.add_layer(run, src, output=region)
+            img.add_layer(run, src, output=region, packing=plain)
         net.outputs.append(outs)
         srcs, before = outs, run
     return net

@@ -385,49 +385,66 @@ async def host_locked_out_while_running(dut):
     assert stride["stride_h"] == 1, f"the refused write changed STRIDE: {stride}"
 
 
-#: Environment: digits images through the queue (digits_through_queue), and a file to write its
-#: figures to (the dma section of make bench).
-DIGITS_ENV = "CONVCORE_DMA_DIGITS"
+#: Environment: the networks through the queue (networks_through_queue) as "name:images,...",
+#: and a file to write their figures to.
+NETS_ENV = "CONVCORE_DMA_NETS"
 REPORT_ENV = "CONVCORE_DMA_REPORT"
 
 
-@cocotb.test(skip=DIGITS_ENV not in os.environ)
-async def digits_through_queue(dut):
-    """The digits CNN on a batch, as one queue (sim/queue_image.network_image): conv1 for
-    every image, conv2 for every image, the dense layer folded; every layer's outputs ==
-    golden model. Writes the cycles (Q_CYCLES) to $CONVCORE_DMA_REPORT if set."""
+@cocotb.test(skip=NETS_ENV not in os.environ)
+async def networks_through_queue(dut):
+    """Networks on a batch, each as one queue (sim/queue_image.network_image):
+    $CONVCORE_DMA_NETS lists ``name:images`` of the digits CNN (conv1 for every image, conv2
+    for every image, the dense layer folded) and the CIFAR-10 net (random inputs; conv3 and
+    the folded dense layer in the plain format, their inputs being the outputs before as
+    they stand); every layer's outputs == golden model. Writes the cycles (Q_CYCLES) of each
+    to $CONVCORE_DMA_REPORT if set."""
     import json
-    from examples.digits import MODEL_PATH, load_test_set
     from model.network import quantize_input
     from sim.onnx_import import load_network
     from sim.queue_image import network_image
 
-    n = int(os.environ[DIGITS_ENV])
     host = await start(dut, seed=8)
     hw = DmaEngine(bus_width=int(os.environ.get("CONVCORE_DMA_BUS", BUS_WIDTH))).hw
-    net = load_network(MODEL_PATH)
-    images, _ = load_test_set()
-    x = quantize_input(net, images[:n])
-    image = network_image(net.layers, x, hw)
-    host.load(image.image)
-    status = await host.run(image.image.head)
-    assert status["q_error"] == QueueError.NONE, f"digits: queue status {status}"
-    y = x
-    for index, layer in enumerate(net.layers):
-        want = run_layer(layer, y)
-        got = image.read(host.read, index)
-        assert np.array_equal(got.reshape(want.shape), want), \
-            f"{layer.name}: {first_mismatch(got.reshape(want.shape), want)}"
-        y = want
-    cycles = (await host.queue.read_fields("Q_CYCLES"))["q_cycles"]
-    engine = {name: (await host.engine.read_fields(name))[name.lower()]
-              for name in ("CYCLES", "MAC_CYCLES")}
-    dut._log.info(f"digits through the queue: {n} images, {cycles} cycles, "
-                  f"{cycles / n:.1f} per image; engine {engine}")
+    report = {}
+    for item in os.environ[NETS_ENV].split(","):
+        which, n = item.split(":")
+        n = int(n)
+        if which == "digits":
+            from examples.digits import MODEL_PATH, load_test_set
+            net = load_network(MODEL_PATH)
+            images = load_test_set()[0][:n]
+        else:
+            from sim.bench import cifar_net
+            net = load_network(cifar_net(0))
+            images = np.random.default_rng(3).uniform(
+                -0.5, 0.5, (n, *net.input_shape[1:])).astype(np.float32)
+        x = quantize_input(net, images)
+        image = network_image(net.layers, x, hw)
+        host.load(image.image)
+        status = await host.run(image.image.head)
+        if status["q_error"] != QueueError.NONE:
+            current = (await host.queue.read_fields("Q_CURRENT"))["q_current"]
+            names = {e.desc: f"{e.layer.name} (descriptor {i})"
+                     for i, e in enumerate(image.image.entries)}
+            raise AssertionError(f"{which}: queue stopped with "
+                                 f"{QueueError(status['q_error']).name} at "
+                                 f"{names.get(current, hex(current))}")
+        y = x
+        for index, layer in enumerate(net.layers):
+            want = run_layer(layer, y)
+            got = image.read(host.read, index).reshape(want.shape)
+            assert np.array_equal(got, want), \
+                f"{which} {layer.name}: {first_mismatch(got, want)}"
+            y = want
+        cycles = (await host.queue.read_fields("Q_CYCLES"))["q_cycles"]
+        dut._log.info(f"{which} through the queue: {n} images, {cycles} cycles, "
+                      f"{cycles / n:.1f} per image, {len(image.image.entries)} descriptors")
+        report[which] = {"images": n, "cycles": cycles,
+                         "descriptors": len(image.image.entries)}
     if os.environ.get(REPORT_ENV):
         with open(os.environ[REPORT_ENV], "w") as f:
-            json.dump({"images": n, "cycles": cycles, **engine,
-                       "descriptors": len(image.image.entries)}, f)
+            json.dump(report, f)
 
 
 def pack(layer, x, hw):
@@ -456,6 +473,7 @@ def test_dma_engine_verilator():
     run(CONFIG)
 
 
-def test_dma_digits_verilator():
-    """The digits CNN on 4 images through the default engine's queue."""
-    run({}, env={DIGITS_ENV: "4"}, testcase="digits_through_queue")
+def test_dma_networks_verilator():
+    """The digits CNN on 4 images and the CIFAR-10 net on 2 through the default engine's
+    queue (one build, one launch)."""
+    run({}, env={NETS_ENV: "digits:4,cifar:2"}, testcase="networks_through_queue")
