@@ -10,6 +10,9 @@
     reference and onnxruntime (:mod:`model.oracle`); ``--hw-config`` picks the engine's
     hardware configuration (default: ``$CONVCORE_HW_CONFIG`` or ``default``); ``--waves`` (or
     ``WAVES=1``) writes an FST waveform under ``build/waves/`` and prints its path.
+``convcore export MODEL.onnx --out DIR [--hw-config NAME|JSON] [--images N] [--input X.npy]``
+    Writes what the C driver (``sw/``) needs to run the model on the DMA front end: the memory
+    image, its C header, the golden output (:mod:`sim.export`).
 ``convcore plan MODEL.onnx [--json] [--hw-config NAME|JSON]``
     Per layer: op, shapes, kernel / stride / padding, parameters, MACs, line-buffer and weight
     bytes, totals, and warnings where a stride does not fit the lecture's rule; with
@@ -275,7 +278,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hw-config", metavar="NAME|JSON",
                       help="hardware configuration of the engine (as for run)")
     demo.set_defaults(func=cmd_demo)
+
+    export = sub.add_parser("export", help="write what the C driver needs to run a model",
+                            description="Write a model's memory image (weights, constants, "
+                                        "descriptor queue, inputs) for the DMA front end, its "
+                                        "C header and the golden output (sim.export).")
+    export.add_argument("model", metavar="MODEL.onnx")
+    export.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    export.add_argument("--hw-config", metavar="NAME|JSON",
+                        help="the DMA engine: a configuration of sim.configs with the DMA "
+                             "front end (dma) or a JSON object of DmaEngine arguments "
+                             "(default: dma)")
+    export.add_argument("--images", type=int, metavar="N",
+                        help="the first N images of the input (default: all)")
+    export.add_argument("--input", metavar="X.npy",
+                        help="the input batch (default: the digits CNN's held-out test images)")
+    export.set_defaults(func=cmd_export)
     return parser
+
+
+def cmd_export(args) -> int:
+    from sim.export import IMAGE_HEADER, export
+    exp = export(args.model, args.out, hw_config=args.hw_config, images=args.images,
+                 input_path=args.input)
+    img = exp.net_image.image
+    print(f"{exp.x.shape[0]} image(s), {len(exp.net_image.layers)} layers, "
+          f"{len(img.entries)} descriptors from {img.head:#x}, {exp.memory_bytes:,} bytes of "
+          f"memory from 0; wrote memory.hex, {IMAGE_HEADER}, expected.npy, input.npy and the "
+          f"register headers into {args.out}")
+    return 0
 
 
 def cmd_demo(args) -> int:
