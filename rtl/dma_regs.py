@@ -96,7 +96,9 @@ QueueError.docs = {
     "ENGINE": "the engine refused the layer (its code in engine_error)",
     "TLAST": "the output ended before or after the output region, or the input's tlast was "
              "wrong (STATUS.tlast_error)",
+    "LOAD": "the engine refused a parameter packet (STATUS.load_error)",
 }
+assert set(QueueError.docs) == set(QueueError.__members__), "a QueueError without its text"
 QUEUE_ERROR_WIDTH = 4
 
 QUEUE_REGMAP = RegisterMap("convcore_queue", [
