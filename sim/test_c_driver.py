@@ -166,6 +166,39 @@ def test_digits_layer_by_layer_bit_exact(exported, tmp_path):
     assert_golden(exported, ram)
 
 
+#: An engine whose weight memory holds 64 words: the digits CNN's conv2 (72 words) is split by
+#: the compiler into output-channel passes, each writing its slice of every pixel.
+SPLIT_CONFIG = '{"bus_width": 64, "weight_depth": 64}'
+SPLIT_DIR = toolchain.BUILD / "c_driver" / f"digits-split-{IMAGES}"
+
+
+def test_multi_pass_layer_bit_exact(tmp_path):
+    """A layer the compiler splits into passes, through the C driver: the digits CNN on an
+    engine whose weight memory cannot hold conv2 whole; every layer == golden model."""
+    from sim.compiler import compile_layer
+    from sim.export import build_harness
+    from sim.onnx_import import load_network
+
+    net = load_network(MODEL)
+    hw = dma_hw(resolve_dma_config(SPLIT_CONFIG))
+    passes = {layer.name: len(compile_layer(layer, hw).passes) for layer in net.layers}
+    assert passes["conv2"] > 1, passes
+    with build_lock():
+        proc = convcore("export", MODEL, "--hw-config", SPLIT_CONFIG, "--images", IMAGES,
+                        "--out", SPLIT_DIR)
+        assert proc.returncode == 0, proc.stderr
+        harness = build_harness(SPLIT_DIR, SPLIT_CONFIG)
+        memory = (SPLIT_DIR / "memory.hex").read_text()
+    exported = {"harness": harness, "memory": memory, "net": net, "hw": hw,
+                "exp": build(net, load_images(net, IMAGES, None), hw)}
+    proc, ram = run_harness(exported, tmp_path)
+    n = len(exported["exp"].net_image.image.entries)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"convcore: queue: ok, {n} of {n} descriptors, "), \
+        proc.stdout
+    assert_golden(exported, ram)
+
+
 def _patched(exported, change):
     """The memory image with the first descriptor's words changed by ``change(words)``."""
     exp = exported["exp"]
