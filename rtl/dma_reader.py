@@ -30,9 +30,8 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from rtl.axi4 import (BOUNDARY_BYTES, BURST_INCR, CACHE, MAX_BURST_BEATS, OKAY, PROT,
-                      AXI4ReadSignature, check_bus)
-from rtl.dma_region import MAX_WORD_WIDTH, ROW_BYTES_WIDTH, region_layout
+from rtl.axi4 import BOUNDARY_BYTES, BURST_INCR, CACHE, OKAY, PROT, AXI4ReadSignature
+from rtl.dma_region import MAX_WORD_WIDTH, ROW_BYTES_WIDTH, check_channel, region_layout
 from rtl.regmap import BYTE
 from rtl.streams import payload_layout
 
@@ -88,17 +87,8 @@ class DmaReader(wiring.Component):
 
     def __init__(self, addr_width=32, data_width=64, id_width=4, read_id=0, word_width=64,
                  max_burst=16, fifo_beats=None):
-        check_bus(addr_width, data_width, id_width)
-        if not _is_int(read_id) or not 0 <= read_id < 1 << id_width:
-            raise ValueError(f"read_id must be an integer 0..{(1 << id_width) - 1} "
-                             f"(id_width {id_width}), not {read_id!r}")
-        if not _is_int(word_width) or not BYTE <= word_width <= MAX_WORD_WIDTH \
-                or word_width & (word_width - 1):
-            raise ValueError(f"word_width must be a power of two from {BYTE} to "
-                             f"{MAX_WORD_WIDTH}, not {word_width!r}")
-        if not _is_int(max_burst) or not 1 <= max_burst <= MAX_BURST_BEATS:
-            raise ValueError(f"max_burst must be an integer 1..{MAX_BURST_BEATS}, "
-                             f"not {max_burst!r}")
+        check_channel(addr_width, data_width, id_width, "read_id", read_id, word_width,
+                      max_burst)
         if fifo_beats is None:
             fifo_beats = default_fifo_beats(max_burst)
         least = max(max_burst, MIN_FIFO_BEATS)

@@ -44,9 +44,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from rtl.axi4 import (BOUNDARY_BYTES, BURST_INCR, CACHE, MAX_BURST_BEATS, OKAY, PROT,
-                      AXI4WriteSignature, check_bus)
-from rtl.dma_region import MAX_WORD_WIDTH, ROW_BYTES_WIDTH, region_layout
+from rtl.axi4 import BOUNDARY_BYTES, BURST_INCR, CACHE, OKAY, PROT, AXI4WriteSignature
+from rtl.dma_region import MAX_WORD_WIDTH, ROW_BYTES_WIDTH, check_channel, region_layout
 from rtl.regmap import BYTE
 from rtl.streams import payload_layout
 
@@ -55,10 +54,6 @@ __all__ = ["DmaWriter", "command_layout", "MAX_WORD_WIDTH", "MAX_OUTSTANDING"]
 #: Most bursts with their AW issued and their B response not yet received (also the depth of
 #: the queue of issued bursts waiting for their W beats).
 MAX_OUTSTANDING = 8
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def command_layout(addr_width: int, word_width: int) -> data.StructLayout:
@@ -112,17 +107,8 @@ class DmaWriter(wiring.Component):
 
     def __init__(self, addr_width=32, data_width=64, id_width=4, write_id=0, word_width=256,
                  max_burst=16):
-        check_bus(addr_width, data_width, id_width)
-        if not _is_int(write_id) or not 0 <= write_id < 1 << id_width:
-            raise ValueError(f"write_id must be an integer 0..{(1 << id_width) - 1} "
-                             f"(id_width {id_width}), not {write_id!r}")
-        if not _is_int(word_width) or not BYTE <= word_width <= MAX_WORD_WIDTH \
-                or word_width & (word_width - 1):
-            raise ValueError(f"word_width must be a power of two from {BYTE} to "
-                             f"{MAX_WORD_WIDTH}, not {word_width!r}")
-        if not _is_int(max_burst) or not 1 <= max_burst <= MAX_BURST_BEATS:
-            raise ValueError(f"max_burst must be an integer 1..{MAX_BURST_BEATS}, "
-                             f"not {max_burst!r}")
+        check_channel(addr_width, data_width, id_width, "write_id", write_id, word_width,
+                      max_burst)
         self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
         self.write_id, self.word_width, self.max_burst = write_id, word_width, max_burst
         super().__init__({

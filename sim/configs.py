@@ -10,12 +10,13 @@ Adding a configuration, or pointing one at a new component, is one entry in :dat
 """
 
 import importlib
+import json
 import inspect
 from dataclasses import dataclass, field
 
 from rtl.limits import ENGINE_DEFAULTS, engine_params, engine_pool_params
 
-__all__ = ["Config", "ConfigError", "CONFIGS", "get", "names", "register"]
+__all__ = ["Config", "ConfigError", "CONFIGS", "get", "names", "register", "json_params"]
 
 
 class ConfigError(ValueError):
@@ -268,6 +269,23 @@ for _name, _params in (("default", ENGINE_DEFAULT), ("ice40", ENGINE_ICE40)):
             module="rtl.maxpool", cls="MaxPool", params=engine_pool_params(_p),
             device_params={"ecp5": {"bram": "ecp5"}}, toplevel="convcore_maxpool"))
 del _name, _params, _p
+
+
+def json_params(spec: str) -> dict | None:
+    """The constructor arguments a command line's hardware configuration ``spec`` gives as a
+    JSON object, or None when ``spec`` is not JSON (a configuration's name). ConfigError (one
+    line) for JSON that is malformed or not an object."""
+    spec = spec.strip()
+    if not spec.startswith(("{", "[")):
+        return None
+    try:
+        params = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"hardware configuration {spec!r} is not valid JSON "
+                          f"({exc.msg})") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"hardware configuration must be a JSON object, not {spec!r}")
+    return params
 
 
 def names() -> list[str]:

@@ -31,7 +31,6 @@ digits CNN's held-out test images (:func:`examples.digits.load_test_set`).
 import argparse
 import fcntl
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -71,14 +70,11 @@ def resolve_dma_config(spec: str | None) -> dict:
     from sim import configs
 
     spec = (spec or DEFAULT_CONFIG).strip()
-    if spec.startswith(("{", "[")):
-        try:
-            params = json.loads(spec)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"hardware configuration {spec!r} is not valid JSON "
-                           f"({exc.msg})") from None
-        if not isinstance(params, dict):
-            raise CliError(f"hardware configuration must be a JSON object, not {spec!r}")
+    try:
+        params = configs.json_params(spec)
+    except configs.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if params is not None:
         return params
     dma = [name for name, c in configs.CONFIGS.items() if c.cls == "DmaEngine"]
     if spec not in dma:

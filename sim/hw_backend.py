@@ -96,14 +96,11 @@ def resolve_config(spec: str | dict | None = None) -> dict:
     if isinstance(spec, dict):
         return dict(spec)
     spec = spec.strip()
-    if spec.startswith(("{", "[")):
-        try:
-            params = json.loads(spec)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"hardware configuration {spec!r} is not valid JSON "
-                             f"({exc.msg})") from None
-        if not isinstance(params, dict):
-            raise CliError(f"hardware configuration must be a JSON object, not {spec!r}")
+    try:
+        params = configs.json_params(spec)
+    except configs.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if params is not None:
         return params
     engines = [name for name, c in configs.CONFIGS.items() if c.cls == "ConvEngine"]
     if spec not in engines:
