@@ -589,6 +589,32 @@ def bench_dma(options) -> list[Result]:
     return results
 
 
+#: The hdl section: images of the digits batch and runs of its queue per simulator, and the
+#: rate the issue asks of Verilator (simulated cycles per second, whole network).
+HDL_MEASURE = {"verilator": (90, 10), "icarus": (8, 1)}
+HDL_MIN_RATE_VERILATOR = 500_000
+
+
+@section("hdl", "the digits CNN through the DMA front end with its memory in HDL "
+                "(tb/hdl/soc_top.v, tb/hdl/tb_soc.v: no Python while it runs), default "
+                "configuration, every layer checked")
+def bench_hdl(options) -> list[Result]:
+    from sim.hdl_sim import HdlRunError, measure
+
+    results = []
+    for sim, (images, runs) in HDL_MEASURE.items():
+        try:
+            r = measure(sim, images, runs, Path("build") / "bench" / f"hdl-{sim}")
+        except (HdlRunError, RuntimeError) as exc:
+            raise _sim_error(sim, exc) from None
+        results.append(Result(
+            f"{sim}: simulated cycles per second", r["rate"], "cycles/s",
+            f"{images} images x {runs} runs of the queue, {r['cycles']:,} cycles in "
+            f"{r['seconds']:.2f} s (the memory's load and dump included, the build not)",
+            limit=HDL_MIN_RATE_VERILATOR if sim == "verilator" else None, better="higher"))
+    return results
+
+
 #: The configurations of ``make synth`` and their devices, whose images per second the
 #: ``configs`` section gives at the Fmax of their last synthesis report.
 SYNTH_CONFIGS = (("default", "ecp5"), ("large", "ecp5"), ("ice40", "ice40"))

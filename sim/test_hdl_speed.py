@@ -1,27 +1,19 @@
-"""The engine behind its DMA front end with its memory in HDL (tb/hdl/soc_top.v, tb/hdl/tb_soc.v):
-whole queues simulated with no Python while they run, on Icarus and Verilator.
-
-Python writes the queue's memory image as a ``$readmemh`` file (:mod:`sim.memory_image`),
-starts the simulator with the first descriptor's address, and reads the memory the bench
-dumps at the end; every output buffer is compared with ``==`` against the golden model.
+"""The engine behind its DMA front end with its memory in HDL (:mod:`sim.hdl_sim`: tb/hdl/soc_top.v,
+tb/hdl/tb_soc.v): whole queues simulated with no Python while they run, on Icarus and
+Verilator; every output buffer is compared with ``==`` against the golden model.
 
 Tests (``make test``): a chain of layers and a batch on a small engine (:data:`SMALL`) on both
 simulators, the digits CNN on the default engine on Icarus, a corrupted image that must give a
 mismatch, a refused descriptor and the watchdog; and :mod:`sim.memory_image` on its own.
 
-Measurement (not a test): ``python -m sim.test_hdl_speed`` runs the digits CNN on the default
-engine on Verilator and Icarus with the HDL memory (checking every layer) and the same design
-under cocotb with cocotbext-axi's AxiRam (tb/test_dma_engine.py's networks_through_queue), and
+Measurement (not a test; ``make bench`` has it as section ``hdl``): ``python -m
+sim.test_hdl_speed`` runs the digits CNN on the default engine on Verilator and Icarus with
+the HDL memory (:func:`sim.hdl_sim.measure`, checking every layer) and the same design under
+cocotb with cocotbext-axi's AxiRam (tb/test_dma_engine.py's networks_through_queue), and
 prints simulated cycles per second of each.
 """
 
-import fcntl
-import re
-import shutil
-import subprocess
-import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,119 +26,14 @@ from sim import toolchain
 from sim.engine_driver import pack_input, row_pitch
 from sim.memory_image import MemoryImageError, read_memh, write_memh
 from sim.queue_image import QueueImage, Region, network_image, read_output
+from sim.hdl_sim import (BUS_WIDTH, MEMORY_BYTES, HdlRunError, Result, build, digits, hw_of,
+                         measure, run)
 from sim.runner import config_key, emit_verilog
 from sim.testing import Case, first_mismatch, make_layer
 
-HDL = toolchain.ROOT / "tb" / "hdl"
-#: The bench's own files, in compile order (the exported convcore_dma.v comes last).
-SOURCES = [HDL / "axi_ram.v", HDL / "soc_top.v", HDL / "tb_soc.v"]
-TOPLEVEL = "tb_soc"
-#: soc_top's memory: 64-bit words (its DATA_WIDTH), 2**20 bytes from 0 (its RAM_ADDR_WIDTH).
-BUS_WIDTH = 64
-MEMORY_BYTES = 1 << 20
 #: A small engine that builds quickly on Verilator (the tests' chain and batch fit it).
 SMALL = dict(pe=4, simd=4, max_kernel=3, max_width=16, max_height=16, max_channels=16,
              weight_depth=512)
-#: Watchdog of a run (cycles); a whole process must end within RUN_TIMEOUT_S.
-TIMEOUT_CYCLES = 5_000_000
-RUN_TIMEOUT_S = 600
-
-_QUEUE_LINE = re.compile(r"QUEUE run=(\d+) status=([0-9a-f]+) error=(\d+) cycles=(\d+)")
-_DONE_LINE = re.compile(r"DONE runs=(\d+) cycles=(\d+)")
-
-
-class HdlRunError(RuntimeError):
-    """The bench did not end with its DONE line (a timeout, a failed transfer)."""
-
-
-@dataclass
-class Bench:
-    """A built tb_soc: the command that runs it (plusargs follow)."""
-    sim: str
-    command: list
-    key: str
-
-
-@dataclass
-class Result:
-    """What a run printed and the memory it dumped."""
-    queue: list             # per run: {"status", "error", "cycles"} (Q_STATUS, its error, Q_CYCLES)
-    cycles: int             # bench cycles from the end of reset to the dump
-    seconds: float          # wall time of the simulator process
-    memory: object          # sim.memory_image.Memory of the dump
-    output: str
-
-    @property
-    def rate(self) -> float:
-        """Simulated cycles per second of wall time (loading and dumping included)."""
-        return self.cycles / self.seconds
-
-
-def hw_of(config) -> dict:
-    """The engine's and the front end's parameters (:attr:`DmaEngine.hw`) of ``config``."""
-    engine = DmaEngine(bus_width=BUS_WIDTH, **config)
-    engine._MustUse__silence = True         # built only to read its parameters
-    return engine.hw
-
-
-def build(sim: str, config: dict) -> Bench:
-    """tb_soc around the DMA front end of the engine ``config`` on ``sim``, in
-    build/sim/soc-KEY-SIM (reused when its sources have not changed)."""
-    key = config_key("dma_engine", dict(config, bus_width=BUS_WIDTH))
-    dma = emit_verilog(DmaEngine(bus_width=BUS_WIDTH, **config), toplevel="convcore_dma",
-                       key=key)
-    toolchain.activate(sim)
-    folder = toolchain.BUILD / "sim" / f"soc-{key}-{sim}"
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = [str(p) for p in [*SOURCES, dma]]
-    with open(folder / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)     # pytest-xdist workers may share a build
-        if sim == "icarus":
-            out = folder / f"{TOPLEVEL}.vvp"
-            _check([shutil.which("iverilog") or "iverilog", "-g2005", "-s", TOPLEVEL, "-o",
-                    str(out), *sources], folder)
-            return Bench(sim, ["vvp", "-n", str(out)], key)
-        if sim == "verilator":
-            _check(["verilator", "--binary", "-j", "0", "--top-module", TOPLEVEL, "-Mdir",
-                    str(folder / "obj"), *toolchain.build_args("verilator", timing=True),
-                    *sources], folder)
-            return Bench(sim, [str(folder / "obj" / f"V{TOPLEVEL}")], key)
-    raise toolchain.ToolchainError(f"unknown simulator {sim!r}")
-
-
-def _check(cmd, cwd):
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd[:3])}... failed ({done.returncode}):\n"
-                           f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-
-
-def run(bench: Bench, image: dict, head: int, folder: Path, *, runs=1,
-        timeout=TIMEOUT_CYCLES, edit=None) -> Result:
-    """Run the queue from ``head`` on ``image`` ({address: bytes}) ``runs`` times in
-    ``folder``; ``edit(path)`` may change the hex file before the run."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mem, dump = folder / "mem.hex", folder / "dump.hex"
-    write_memh(image, mem, data_width=BUS_WIDTH, size=MEMORY_BYTES)
-    if edit is not None:
-        edit(mem)
-    dump.unlink(missing_ok=True)                 # never read a dump an earlier run left
-    cmd = [*bench.command, f"+mem={mem}", f"+dump={dump}", f"+head={head:x}",
-           f"+runs={runs}", f"+timeout={timeout}"]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S)
-    seconds = time.perf_counter() - start
-    output = done.stdout + done.stderr
-    finish = _DONE_LINE.search(output)
-    if done.returncode or finish is None:
-        lines = [line for line in output.splitlines() if "TIMEOUT" in line or "FAIL" in line]
-        raise HdlRunError(f"tb_soc on {bench.sim} ended with exit {done.returncode}: "
-                          f"{lines[0] if lines else output[-500:]}")
-    queue = [{"status": int(s, 16), "error": int(e), "cycles": int(c)}
-             for _, s, e, c in _QUEUE_LINE.findall(output)]
-    return Result(queue, int(finish.group(2)), seconds,
-                  read_memh(dump, data_width=BUS_WIDTH, size=MEMORY_BYTES), output)
 
 
 def check_queue(result: Result, what: str):
@@ -200,15 +87,6 @@ def check_chain(memory, hw, layers, x, outs, guard, what):
         assert np.array_equal(got, want), f"{what} {layer.name}: {first_mismatch(got, want)}"
         y = want
     assert memory.read(guard, len(GUARD)) == GUARD, f"{what}: wrote past its buffers"
-
-
-def digits(n):
-    """The digits CNN and the first ``n`` test images, quantized: (net, x)."""
-    from examples.digits import MODEL_PATH, load_test_set
-    from model.network import quantize_input
-    from sim.onnx_import import load_network
-    net = load_network(MODEL_PATH)
-    return net, quantize_input(net, load_test_set()[0][:n])
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -350,20 +228,6 @@ COCOTB_IMAGES = {"verilator": 90, "icarus": 2}
 COCOTB_CLOCK_NS = 10
 
 
-def measure_hdl(sim, images, runs, folder):
-    """The digits CNN on ``images`` images, the queue run ``runs`` times, on the default
-    engine with the HDL memory; every layer checked. {cycles, seconds, rate, ...}."""
-    bench = build(sim, {})
-    net, x = digits(images)
-    image = network_image(net.layers, x, hw_of({}))
-    result = run(bench, image.image.image(), image.image.head, folder, runs=runs,
-                 timeout=200_000_000)
-    check_queue(result, f"digits on {sim}")
-    check_network(image, x, net.layers, result.memory, f"digits on {sim}")
-    return {"images": images, "runs": runs, "queue_cycles": result.queue[0]["cycles"],
-            "cycles": result.cycles, "seconds": result.seconds, "rate": result.rate}
-
-
 def measure_cocotb(sim, images):
     """The same design and batch under cocotb with cocotbext-axi's AxiRam
     (tb/test_dma_engine.py networks_through_queue): simulated cycles over the test's wall
@@ -397,7 +261,7 @@ def main():
     folder = toolchain.BUILD / "hdl_speed"
     for sim in args.sim or ("verilator", "icarus"):
         images, runs = MEASURE[sim]
-        r = measure_hdl(sim, images, runs, folder / sim)
+        r = measure(sim, images, runs, folder / sim)
         print(f"{sim}: HDL memory: digits CNN, {images} images x {runs} runs "
               f"({r['queue_cycles']:,} cycles a run), {r['cycles']:,} cycles in "
               f"{r['seconds']:.2f} s: {r['rate']:,.0f} cycles/s (every layer == golden model)",
