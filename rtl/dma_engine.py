@@ -27,7 +27,7 @@ burst), and every engine parameter (:func:`rtl.limits.engine_params`).
 
 from amaranth.hdl import Module, Mux
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from rtl.axi4 import AXI4ReadSignature, AXI4Signature, AXI4WriteSignature, check_bus
 from rtl.axi_read_mux import AxiReadMux

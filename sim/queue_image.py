@@ -9,7 +9,7 @@ requantized, 4 PE bytes raw), so a layer's output buffer is the next layer's inp
 the two formats agree (:func:`chains`).
 
 >>> img = QueueImage(hw)                                 # doctest: +SKIP
->>> src = img.put(pack_input(x, hw["simd"], pitch))      # doctest: +SKIP
+>>> src = img.put_input(layer, x)                        # doctest: +SKIP
 >>> out = img.add_layer(layer, src)                      # doctest: +SKIP
 >>> memory = img.chunks                                   # {address: bytes}  # doctest: +SKIP
 """
@@ -139,6 +139,12 @@ class QueueImage:
         pairs += [(REGMAP["WEIGHT_BASE"].offset, bases.weight_base),
                   (REGMAP["CHAN_BASE"].offset, bases.chan_base)]
         return pairs
+
+    def put_input(self, layer, x, packing=None) -> int:
+        """Place the CHW input ``x`` of ``layer`` in the engine's input format (packed where
+        the engine packs the layer, unless ``packing`` is False); returns its address."""
+        simd = self.hw["simd"]
+        return self.put(pack_input(x, simd, row_pitch(layer, simd, _packing(self.hw, packing))))
 
     def input_region(self, layer, addr, packing=None) -> Region:
         """The contiguous input buffer of ``layer`` at ``addr``."""
@@ -383,7 +389,7 @@ def _schedule_passes(img, layer, schedule, srcs, first_input, y_border):
     network's input ``first_input``: the host prepares each pass's input); ``y_border`` the
     border the next layer reads around the output. Returns the output Buffers."""
     hw = img.hw
-    pe, simd, packing = hw["pe"], hw["simd"], hw.get("packing", True)
+    pe, simd = hw["pe"], hw["simd"]
     bus = img.bus_bytes
     lanes = max(pe, simd)
     n = len(srcs) if srcs is not None else first_input.shape[0]
@@ -419,8 +425,7 @@ def _schedule_passes(img, layer, schedule, srcs, first_input, y_border):
                 # the network's input: the host prepares each pass's input in the image
                 xin = p.source.take({"x": first_input[i:i + 1].reshape(
                     1, *schedule.input_shape)})[0]
-                src = img.input_region(p.layer, img.put(pack_input(
-                    xin, simd, row_pitch(p.layer, simd, packing))))
+                src = img.input_region(p.layer, img.put_input(p.layer, xin))
                 plain = None
             else:
                 plain = False       # the buffer before holds whole pixels: the plain format
@@ -459,7 +464,7 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
     x = np.asarray(x)
     n = x.shape[0]
     img = QueueImage(hw, base)
-    pe, simd, packing = hw["pe"], hw["simd"], hw.get("packing", True)
+    pe = hw["pe"]
     bus = img.bus_bytes
     schedules = []
     for layer in layers:
@@ -474,7 +479,6 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
 
     borders = [_border(sch) if multi(sch) else None for sch in schedules[1:]] + [None]
     first = layers[0]
-    pitch = row_pitch(first, simd, packing)
     srcs = None                 # the samples' input Buffers (None: the network's input)
     net = NetworkImage(img, list(layers), [])
     before = None
@@ -495,8 +499,7 @@ def network_image(layers, x, hw, base=0x1000) -> NetworkImage:
             continue
         run = schedule.passes[0].layer
         if srcs is None:
-            inputs = [img.input_region(first, img.put(pack_input(xi, simd, pitch)))
-                      for xi in x]
+            inputs = [img.input_region(first, img.put_input(first, xi)) for xi in x]
         else:
             inputs = [buf.region(buf.whole(), buf.pixel_bytes, bus) for buf in srcs]
             if any(r is None for r in inputs):

@@ -14,7 +14,6 @@ prints simulated cycles per second of each.
 """
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +22,9 @@ from model.network import MaxPool, run_layer
 from rtl.dma_engine import DmaEngine
 from rtl.dma_regs import QueueError
 from sim import toolchain
-from sim.engine_driver import pack_input, row_pitch
 from sim.memory_image import MemoryImageError, read_memh, write_memh
 from sim.queue_image import QueueImage, Region, network_image, read_output
-from sim.hdl_sim import (BUS_WIDTH, MEMORY_BYTES, HdlRunError, Result, build, digits, hw_of,
+from sim.hdl_sim import (BUS_WIDTH, HdlRunError, Result, build, digits, hw_of,
                          measure, run)
 from sim.runner import config_key, emit_verilog
 from sim.testing import Case, first_mismatch, make_layer
@@ -54,8 +52,6 @@ def check_network(net, x, layers, memory, what: str):
         y = want
 
 
-def pack(layer, x, hw):
-    return pack_input(x, hw["simd"], row_pitch(layer, hw["simd"], hw.get("packing", True)))
 
 
 def chain_image(hw, rng):
@@ -67,7 +63,7 @@ def chain_image(hw, rng):
                        rng, "c2")
     l3, _ = make_layer(Case(8, 4, 6, 6, k=(3, 3), out="int32"), rng, "c3")
     image = QueueImage(hw)
-    buf = image.put(pack(l1, x, hw))
+    buf = image.put_input(l1, x)
     outs = []
     for layer in (l1, l2, l3):
         src = buf if not outs else Region(outs[-1].addr, outs[-1].row_bytes)

@@ -16,7 +16,6 @@ import random
 
 import cocotb
 import numpy as np
-import pytest
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
@@ -127,7 +126,7 @@ async def single_layers(dut):
     for index, case in enumerate(SINGLE):
         layer, x = make_layer(case, rng, f"single{index}")
         image = QueueImage(hw, base=0x1000 + index * 0x20000)
-        src = image.put(pack(layer, x, hw))
+        src = image.put_input(layer, x)
         psum = make_psum(layer, rng) if case.psum else None
         psum_addr = image.put(_acc_bytes(psum, hw)) if psum is not None else None
         out = image.add_layer(layer, src, psum=psum_addr)
@@ -159,7 +158,7 @@ async def chain_of_layers(dut):
     for before, after in zip(layers, layers[1:]):
         assert chains(before, after, hw), f"{before.name} -> {after.name} do not chain"
     image = QueueImage(hw)
-    buf = image.put(pack(l1, x, hw))
+    buf = image.put_input(l1, x)
     outs = []
     for layer in layers:
         out = image.add_layer(layer, buf if not outs else Region(outs[-1].addr,
@@ -193,7 +192,7 @@ async def batch_layer_major(dut):
     b, _ = make_layer(Case(8, 4, 8, 8, k=(3, 3), pool=MaxPool((2, 2), (2, 2))), rng, "b")
     images = [make_layer(Case(8, 8, 8, 8, pads=(1, 1, 1, 1)), rng)[1] for _ in range(3)]
     image = QueueImage(hw)
-    srcs = [image.put(pack(a, x, hw)) for x in images]
+    srcs = [image.put_input(a, x) for x in images]
     mids = [image.add_layer(a, src) for src in srcs]
     outs = [image.add_layer(b, Region(mid.addr, mid.row_bytes)) for mid in mids]
     words = [e.words for e in image.entries]
@@ -272,7 +271,7 @@ async def refusals(dut):
     async def run_one(edit, expect, base):
         dut._log.info(f"refusals: {edit.__name__}, expecting {expect.name}")
         image = QueueImage(hw, base=base)
-        src = image.put(pack(layer, x, hw))
+        src = image.put_input(layer, x)
         out = image.add_layer(layer, src)
         edit(image.entries[-1].words, image)
         host.load(image)
@@ -365,7 +364,7 @@ async def host_locked_out_while_running(dut):
     rng = np.random.default_rng(9)
     layer, x = make_layer(Case(8, 8, 16, 16, k=(5, 5), pads=(2, 2, 2, 2)), rng, "big")
     image = QueueImage(hw)
-    out = image.add_layer(layer, image.put(pack(layer, x, hw)))
+    out = image.add_layer(layer, image.put_input(layer, x))
     host.load(image)
     await host.queue.write_fields("Q_HEAD", q_head=image.head)
     await host.queue.pulse("run")
@@ -447,9 +446,6 @@ async def networks_through_queue(dut):
             json.dump(report, f)
 
 
-def pack(layer, x, hw):
-    from sim.engine_driver import pack_input, row_pitch
-    return pack_input(x, hw["simd"], row_pitch(layer, hw["simd"], hw.get("packing", True)))
 
 
 def _acc_bytes(psum, hw):
